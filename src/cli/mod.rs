@@ -1,0 +1,131 @@
+//! The `licgate` command line: `serve`, `check`, `demo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+use crate::demo::{self, DemoOptions};
+use crate::{logging, server};
+
+const EXAMPLES: &str = "\
+Examples:
+  licgate demo                                   # demo app + gateway on localhost
+  licgate check --config /etc/licgate/licgate.toml
+  licgate serve --config /etc/licgate/licgate.toml
+  LICGATE_CONFIG=/etc/licgate/licgate.toml licgate serve
+
+Signals (serve, demo): SIGTERM/SIGINT drain in-flight requests and exit;
+SIGQUIT hands the listening sockets to a new process started with --upgrade.";
+
+/// licgate: license enforcement gateway for self-hosted web applications.
+#[derive(Debug, Parser)]
+#[command(name = "licgate", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway in front of the configured upstream.
+    #[command(after_help = "Example:\n  licgate serve --config /etc/licgate/licgate.toml")]
+    Serve(ConfigArg),
+    /// Validate the configuration; print every problem as file:line:col: message.
+    #[command(after_help = "Example:\n  licgate check --config config/licgate.toml && echo ok")]
+    Check(ConfigArg),
+    /// Run a demo app with the gateway in front of it, on localhost.
+    #[command(after_help = "Example:\n  licgate demo --listen 127.0.0.1:8080")]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Configuration file.
+    #[arg(long, short = 'c', env = "LICGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Gateway listener for clients.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Admin listener (health, readiness).
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub admin_listen: SocketAddr,
+    /// Demo app listener (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub app_listen: SocketAddr,
+}
+
+/// Runs a parsed command line; the exit code is 0 on success, 1 on invalid
+/// configuration, 2 on a start-up failure.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check(args) => check(&args.config),
+        Command::Serve(args) => match Config::load(&args.config) {
+            Ok(config) => {
+                logging::init(&config.log);
+                exit_with(server::run(config))
+            }
+            Err(e) => report_config_error(&args.config, &e),
+        },
+        Command::Demo(args) => {
+            let options = DemoOptions {
+                listen: args.listen,
+                admin: args.admin_listen,
+                app: args.app_listen,
+            };
+            exit_with(demo::run(options))
+        }
+    }
+}
+
+/// `licgate check`: validates the configuration at `path`.
+fn check(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: configuration is valid (mode {:?}, {} listener(s), upstream {})",
+                path.display(),
+                config.mode,
+                config.server.listen.len(),
+                config.upstream.address
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => report_config_error(path, &e),
+    }
+}
+
+fn report_config_error(path: &Path, e: &ConfigError) -> ExitCode {
+    let lines = e.lines();
+    for line in &lines {
+        eprintln!("{line}");
+    }
+    eprintln!(
+        "licgate: {} problem(s) in {}",
+        lines.len(),
+        path.display()
+    );
+    ExitCode::from(1)
+}
+
+fn exit_with(result: Result<(), server::ServeError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(server::ServeError::Config(e)) => {
+            for line in e.lines() {
+                eprintln!("{line}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("licgate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

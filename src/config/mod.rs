@@ -1,0 +1,213 @@
+//! Configuration: the TOML file, its raw serde mirror, and the validated [`Config`]
+//! the rest of the program uses.
+//!
+//! Loading never panics on operator input: every problem found is reported as
+//! `file:line:col: message`, and as many problems as can be found are found at once
+//! (syntax errors first; then each section on its own; then value checks).
+
+mod error;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+pub use error::{line_col, ConfigError, Diagnostic, Located};
+pub use raw::RawConfig;
+
+/// The default configuration path when neither `--config` nor `$LICGATE_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/licgate.toml";
+
+/// What the gateway does with requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Check every request and act on the decision.
+    Enforce,
+    /// Check every request, log and count would-be denials, but forward everything.
+    Shadow,
+    /// Plain reverse proxy: no checks at all (the baseline for benchmarks).
+    Off,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration came from (for messages and reloads).
+    pub source: PathBuf,
+    pub mode: Mode,
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+/// The client-facing listener(s).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Addresses to listen on (at least one).
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Peers whose `X-Forwarded-*` headers are trusted and extended rather than replaced.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Longest time in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+}
+
+/// The protected application.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `host:port` of the application.
+    pub address: UpstreamAddress,
+    /// Speak TLS to the upstream.
+    pub tls: bool,
+    /// TLS server name; defaults to the address's host.
+    pub sni: String,
+    /// Verify the upstream's certificate (TLS only).
+    pub verify_cert: bool,
+    /// Replace the client's `Host` header with this value.
+    pub host_header: Option<String>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// How long an idle keep-alive connection to the upstream is kept.
+    pub idle_timeout: Duration,
+    /// How many idle upstream connections are kept for reuse.
+    pub keepalive_pool_size: usize,
+}
+
+/// An upstream address: a host name or IP literal and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for UpstreamAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The operators' listener (health, readiness; later metrics and the admin API).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// Logging.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `licgate=debug,pingora=warn`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates `text` as the contents of the file `path` (used for messages only).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let fail = |diagnostics| ConfigError::Invalid(error::locate(&file, text, diagnostics));
+        let raw = parse_raw(text).map_err(fail)?;
+        let mut config = Config::try_from(raw).map_err(fail)?;
+        config.source = path.to_path_buf();
+        Ok(config)
+    }
+}
+
+/// Parses `text` into the raw mirror, collecting syntax errors, unknown keys and
+/// type errors of every section.
+pub fn parse_raw(text: &str) -> Result<RawConfig, Vec<Diagnostic>> {
+    let (root, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        return Err(syntax_errors.iter().map(diagnostic_of).collect());
+    }
+    let mut diagnostics = Vec::new();
+    let mut raw = RawConfig::default();
+    for (key, value) in root.into_inner() {
+        let key_span = key.span();
+        match key.get_ref().as_ref() {
+            "mode" => raw.mode = section(value, &mut diagnostics),
+            "server" => raw.server = section(value, &mut diagnostics),
+            "upstream" => raw.upstream = section(value, &mut diagnostics),
+            "admin" => raw.admin = section(value, &mut diagnostics),
+            "log" => raw.log = section(value, &mut diagnostics),
+            other => diagnostics.push(Diagnostic::at(
+                key_span,
+                format!(
+                    "unknown key `{other}`, expected one of {}",
+                    raw::TOP_LEVEL_KEYS
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+    if diagnostics.is_empty() {
+        Ok(raw)
+    } else {
+        Err(diagnostics)
+    }
+}
+
+/// Deserializes one top-level value, recording its error (with span) on failure.
+fn section<'i, T: Deserialize<'i>>(
+    value: Spanned<DeValue<'i>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let whole = value.span();
+    match T::deserialize(ValueDeserializer::from(value)) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            diagnostics.push(Diagnostic {
+                span: Some(e.span().unwrap_or(whole)),
+                message: e.message().trim().to_string(),
+            });
+            None
+        }
+    }
+}
+
+fn diagnostic_of(e: &toml::de::Error) -> Diagnostic {
+    Diagnostic {
+        span: e.span(),
+        message: e.message().trim().to_string(),
+    }
+}
+
+/// The number of cores, the default for `server.threads`.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! Raw configuration: serde structs that mirror the TOML file exactly.
+//!
+//! Every struct denies unknown fields; values that need checking beyond their
+//! type keep their source span (`Spanned`) so errors can point at them.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file, section by section. Each section is deserialized on its own so
+/// that an error in one does not hide errors in the others.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub mode: Option<RawMode>,
+    pub server: Option<RawServer>,
+    pub upstream: Option<Spanned<RawUpstream>>,
+    pub admin: Option<RawAdmin>,
+    pub log: Option<RawLog>,
+}
+
+/// Top-level keys accepted in the file, in documentation order.
+pub const TOP_LEVEL_KEYS: &[&str] = &["mode", "server", "upstream", "admin", "log"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    Enforce,
+    Shadow,
+    Off,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Spanned<OneOrMany>>,
+    pub threads: Option<Spanned<i64>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub shutdown_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub address: Option<Spanned<String>>,
+    pub tls: Option<bool>,
+    pub sni: Option<Spanned<String>>,
+    pub verify_cert: Option<bool>,
+    pub host_header: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub read_timeout: Option<Spanned<String>>,
+    pub write_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub keepalive_pool_size: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<RawLogFormat>,
+    pub level: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLogFormat {
+    Text,
+    Json,
+}
+
+/// A string or a list of strings (`listen = "a"` or `listen = ["a", "b"]`).
+/// A single string takes the span of the whole value.
+#[derive(Debug, Clone)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrManyVisitor;
+
+        impl<'de> Visitor<'de> for OneOrManyVisitor {
+            type Value = OneOrMany;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address string or a list of address strings")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_string()))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut all = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<String>>()? {
+                    all.push(item);
+                }
+                Ok(OneOrMany::Many(all))
+            }
+        }
+
+        deserializer.deserialize_any(OneOrManyVisitor)
+    }
+}

@@ -1,0 +1,24 @@
+//! licgate: a license enforcement gateway built on pingora.
+//!
+//! The binary (`src/main.rs`) only parses the command line and calls [`cli::run`].
+//! Modules, one concern each:
+//! - [`config`]: the TOML file → raw serde mirror → validated [`config::Config`];
+//! - [`proxy`]: the pingora `ProxyHttp` implementation and header hygiene;
+//! - [`response`]: every locally generated response (JSON errors, pages, redirects);
+//! - [`pages`]: the HTML pages shown to browsers;
+//! - [`admin`]: the operators' listener (`/healthz`, `/readyz`);
+//! - [`lifecycle`]: readiness, in-flight accounting, signals and draining;
+//! - [`server`]: assembling and running the pingora server;
+//! - [`demo`]: the demo upstream app and `licgate demo`;
+//! - [`cli`]: the subcommands.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod lifecycle;
+pub mod logging;
+pub mod pages;
+pub mod proxy;
+pub mod response;
+pub mod server;

@@ -1,0 +1,7 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    licgate::cli::run(licgate::cli::Cli::parse())
+}

@@ -1,0 +1,173 @@
+//! Header hygiene on the way to the upstream: client copies of gateway headers are
+//! removed, `Host` is optionally rewritten, and `X-Forwarded-*` are maintained.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+
+/// Prefix of the headers the gateway sets for the upstream (lowercase, as stored).
+const GATEWAY_PREFIX_DASH: &[u8] = b"x-licgate-";
+/// Same prefix with underscores: some servers (e.g. CGI/WSGI) fold `_` and `-` together.
+const GATEWAY_PREFIX_UNDERSCORE: &[u8] = b"x_licgate_";
+
+/// How `X-Forwarded-*` headers are produced.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardingPolicy {
+    /// Peers allowed to supply `X-Forwarded-*` (their values are kept and extended).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Replacement `Host` header, if configured.
+    pub host_header: Option<String>,
+}
+
+impl ForwardingPolicy {
+    /// Whether `peer` is a trusted front proxy.
+    pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip)))
+    }
+
+    /// Rewrites `req` (the request about to go upstream) for a client at `peer`.
+    ///
+    /// - every header named `X-Licgate-*` / `X_Licgate_*` (any case) is removed;
+    /// - `X-Forwarded-For` gets the peer appended when the peer is trusted,
+    ///   and is replaced by the peer otherwise;
+    /// - `X-Forwarded-Proto` and `X-Forwarded-Host` are kept from trusted peers
+    ///   when present, and otherwise set to `http` and the client's `Host`;
+    /// - `Host` is replaced when `host_header` is configured.
+    pub fn apply(&self, req: &mut RequestHeader, peer: Option<IpAddr>) -> pingora::Result<()> {
+        strip_gateway_headers(req);
+        let trusted = self.trusts(peer);
+
+        if let Some(ip) = peer {
+            let ip = ip.to_string();
+            let existing = if trusted {
+                joined_values(req, "x-forwarded-for")
+            } else {
+                None
+            };
+            let value = match existing {
+                Some(chain) if !chain.is_empty() => format!("{chain}, {ip}"),
+                _ => ip,
+            };
+            req.insert_header("X-Forwarded-For", value)?;
+        } else if !trusted {
+            req.remove_header("X-Forwarded-For");
+        }
+
+        if !(trusted && req.headers.contains_key("x-forwarded-proto")) {
+            req.insert_header("X-Forwarded-Proto", "http")?;
+        }
+        if !(trusted && req.headers.contains_key("x-forwarded-host")) {
+            match req.headers.get(http::header::HOST).cloned() {
+                Some(host) => {
+                    req.insert_header("X-Forwarded-Host", host)?;
+                }
+                None => {
+                    req.remove_header("X-Forwarded-Host");
+                }
+            }
+        }
+        if let Some(host) = &self.host_header {
+            req.insert_header(http::header::HOST, host.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes every client-sent header whose name starts with `x-licgate-` or `x_licgate_`.
+/// Allocates only when such a header is present.
+pub fn strip_gateway_headers(req: &mut RequestHeader) {
+    let doomed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| is_gateway_header(name.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+}
+
+fn is_gateway_header(name: &[u8]) -> bool {
+    name.len() >= GATEWAY_PREFIX_DASH.len()
+        && (name[..GATEWAY_PREFIX_DASH.len()].eq_ignore_ascii_case(GATEWAY_PREFIX_DASH)
+            || name[..GATEWAY_PREFIX_UNDERSCORE.len()].eq_ignore_ascii_case(GATEWAY_PREFIX_UNDERSCORE))
+}
+
+/// All values of header `name` joined with ", " (None when absent or not text).
+fn joined_values(req: &RequestHeader, name: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in req.headers.get_all(name) {
+        let v = v.to_str().ok()?.trim();
+        match &mut out {
+            Some(s) => {
+                s.push_str(", ");
+                s.push_str(v);
+            }
+            None => out = Some(v.to_string()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (n, v) in headers {
+            r.append_header(n.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn strips_gateway_headers_in_any_spelling() {
+        let mut r = request(&[
+            ("X-Licgate-Tenant", "evil"),
+            ("x-LICGATE-status", "VALID"),
+            ("X_Licgate_Features", "all"),
+            ("X-Licgatex", "kept"),
+            ("Accept", "*/*"),
+        ]);
+        strip_gateway_headers(&mut r);
+        let names: Vec<_> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
+        assert_eq!(names, vec!["x-licgatex", "accept"]);
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_spoof_forwarding() {
+        let policy = ForwardingPolicy::default();
+        let mut r = request(&[
+            ("Host", "app.example.com"),
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "evil.example"),
+        ]);
+        policy.apply(&mut r, Some("10.0.0.7".parse().unwrap())).unwrap();
+        assert_eq!(r.headers["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(r.headers["x-forwarded-proto"], "http");
+        assert_eq!(r.headers["x-forwarded-host"], "app.example.com");
+        assert_eq!(r.headers["host"], "app.example.com");
+    }
+
+    #[test]
+    fn trusted_peer_chain_is_extended() {
+        let policy = ForwardingPolicy {
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            host_header: Some("internal:8000".into()),
+        };
+        let mut r = request(&[
+            ("Host", "app.example.com"),
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-For", "5.6.7.8"),
+            ("X-Forwarded-Proto", "https"),
+        ]);
+        policy.apply(&mut r, Some("10.0.0.7".parse().unwrap())).unwrap();
+        assert_eq!(r.headers["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.7");
+        assert_eq!(r.headers["x-forwarded-proto"], "https");
+        assert_eq!(r.headers["x-forwarded-host"], "app.example.com");
+        assert_eq!(r.headers["host"], "internal:8000");
+    }
+}

@@ -1,0 +1,219 @@
+//! The pingora glue: one [`Gateway`] implements `ProxyHttp`. It gathers facts about
+//! each request, forwards it to the upstream with clean headers, and turns upstream
+//! failures into clear local responses.
+
+mod headers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::StatusCode;
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::{ErrorSource, ErrorType};
+
+pub use headers::{strip_gateway_headers, ForwardingPolicy};
+
+use crate::config::{Config, Mode, UpstreamConfig};
+use crate::lifecycle::{Inflight, InflightGuard};
+use crate::pages;
+use crate::response::{ClientKind, LocalResponse};
+
+/// State of one request, carried across pingora's phases.
+pub struct RequestCtx {
+    /// Keeps the request counted as in flight until the context is dropped.
+    _inflight: InflightGuard,
+}
+
+/// The licgate reverse proxy.
+pub struct Gateway {
+    mode: Mode,
+    /// Pre-built upstream peer, cloned for each request.
+    peer: HttpPeer,
+    forwarding: ForwardingPolicy,
+    inflight: Arc<Inflight>,
+}
+
+impl Gateway {
+    /// A gateway for `config` that sends requests to `upstream_addr` (the resolved
+    /// `upstream.address`) and counts requests in `inflight`.
+    pub fn new(config: &Config, upstream_addr: SocketAddr, inflight: Arc<Inflight>) -> Gateway {
+        Gateway {
+            mode: config.mode,
+            peer: upstream_peer(&config.upstream, upstream_addr),
+            forwarding: ForwardingPolicy {
+                trusted_proxies: config.server.trusted_proxies.clone(),
+                host_header: config.upstream.host_header.clone(),
+            },
+            inflight,
+        }
+    }
+
+    /// The configured enforcement mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+}
+
+/// Builds the upstream peer template from the upstream configuration.
+fn upstream_peer(upstream: &UpstreamConfig, addr: SocketAddr) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
+    let options = &mut peer.options;
+    options.connection_timeout = Some(upstream.connect_timeout);
+    options.total_connection_timeout = Some(upstream.connect_timeout);
+    options.read_timeout = Some(upstream.read_timeout);
+    options.write_timeout = Some(upstream.write_timeout);
+    options.idle_timeout = Some(upstream.idle_timeout);
+    options.verify_cert = upstream.verify_cert;
+    options.verify_hostname = upstream.verify_cert;
+    peer
+}
+
+/// How an upstream failure is reported to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamFailure {
+    pub status: StatusCode,
+    pub error_code: &'static str,
+    pub title: &'static str,
+    pub detail: &'static str,
+}
+
+/// Classifies a proxy error: `None` when the client connection is already gone and
+/// nothing can be written.
+pub fn classify_failure(e: &pingora::Error) -> Option<UpstreamFailure> {
+    use ErrorType::*;
+    let failure = |status, error_code, title, detail| {
+        Some(UpstreamFailure {
+            status,
+            error_code,
+            title,
+            detail,
+        })
+    };
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(code)) => {
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY);
+            if status.is_client_error() {
+                failure(status, "BAD_REQUEST", "Bad Request", "The request could not be processed.")
+            } else {
+                failure(
+                    status,
+                    "UPSTREAM_UNAVAILABLE",
+                    "Bad Gateway",
+                    "The application could not be reached. Try again shortly.",
+                )
+            }
+        }
+        (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout) => failure(
+            StatusCode::GATEWAY_TIMEOUT,
+            "UPSTREAM_TIMEOUT",
+            "Gateway Timeout",
+            "The application did not answer in time. Try again shortly.",
+        ),
+        (ErrorSource::Upstream, _) => failure(
+            StatusCode::BAD_GATEWAY,
+            "UPSTREAM_UNAVAILABLE",
+            "Bad Gateway",
+            "The application could not be reached. Try again shortly.",
+        ),
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
+        (ErrorSource::Downstream, ReadTimedout | WriteTimedout) => None,
+        (ErrorSource::Downstream, _) => failure(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "Bad Request",
+            "The request could not be processed.",
+        ),
+        (ErrorSource::Internal | ErrorSource::Unset, _) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "Internal Error",
+            "The gateway failed to process the request.",
+        ),
+    }
+}
+
+/// The local response for `failure`: an HTML page for browsers, problem+json otherwise.
+pub fn failure_response(failure: UpstreamFailure, client: ClientKind) -> LocalResponse {
+    match client {
+        ClientKind::Browser => LocalResponse::html(
+            failure.status,
+            pages::page(failure.title, &[failure.detail], Some(failure.error_code)),
+        ),
+        ClientKind::Api => LocalResponse::problem(
+            failure.status,
+            failure.error_code,
+            failure.title,
+            failure.detail,
+            serde_json::json!({}),
+        ),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    /// Called once the request head is read: the request counts as in flight from here
+    /// until its context is dropped.
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            _inflight: self.inflight.enter(),
+        }
+    }
+
+    /// Every request goes to the one configured upstream.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    /// Removes client copies of `X-Licgate-*`, maintains `X-Forwarded-*`, applies the
+    /// `Host` override.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        self.forwarding.apply(upstream_request, peer)
+    }
+
+    /// Writes a 502/504 (or 400/500) the client can understand, unless a response
+    /// has already started or the client is gone.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let Some(failure) = classify_failure(e) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let code = failure.status.as_u16();
+        if session.response_written().is_none() {
+            if e.esource() == &ErrorSource::Upstream {
+                tracing::warn!(error = %e, status = code, "upstream request failed");
+            }
+            let response = failure_response(failure, ClientKind::of(session.req_header()));
+            if let Err(write_error) = response.write_to(session).await {
+                tracing::debug!(error = %write_error, "could not write error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Assembles and runs the pingora server for a validated [`Config`]: the proxy
+//! service, the admin service, readiness probing, signals and draining.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::{Config, ConfigError, UpstreamAddress};
+use crate::lifecycle::{self, Inflight, Readiness, SignalWatch};
+use crate::proxy::Gateway;
+
+/// How long listeners get to come up before start-up is declared failed.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot resolve upstream.address {addr}: {reason}")]
+    Resolve { addr: String, reason: String },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Resolves the upstream's host name once, at start (first address wins).
+pub fn resolve_upstream(address: &UpstreamAddress) -> Result<SocketAddr, ServeError> {
+    let text = address.to_string();
+    (address.host.as_str(), address.port)
+        .to_socket_addrs()
+        .map_err(|e| ServeError::Resolve {
+            addr: text.clone(),
+            reason: e.to_string(),
+        })?
+        .next()
+        .ok_or(ServeError::Resolve {
+            addr: text,
+            reason: "no addresses found".into(),
+        })
+}
+
+/// Fails early, with the address named, when a listen address cannot be bound
+/// (in use, not local, no permission) rather than letting a listener die later.
+fn check_bindable(addr: SocketAddr, what: &'static str) -> Result<(), ServeError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| ServeError::Bind { addr, what, source })
+}
+
+/// The pingora process settings derived from the configuration.
+fn server_conf(config: &Config) -> ServerConf {
+    ServerConf {
+        threads: config.server.threads,
+        // Pingora sleeps the whole grace period; the drain watcher ends the process
+        // as soon as nothing is in flight, so this is the upper bound only.
+        grace_period_seconds: Some(config.server.shutdown_timeout.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: config.upstream.keepalive_pool_size,
+        ..ServerConf::default()
+    }
+}
+
+/// Runs the gateway until a shutdown signal; returns once in-flight requests have
+/// drained (or the shutdown timeout passed).
+pub fn run(config: Config) -> Result<(), ServeError> {
+    let upstream_addr = resolve_upstream(&config.upstream.address)?;
+    for addr in &config.server.listen {
+        check_bindable(*addr, "server.listen")?;
+    }
+    check_bindable(config.admin.listen, "admin.listen")?;
+
+    let readiness = Arc::new(Readiness::default());
+    let inflight = Arc::new(Inflight::default());
+
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
+    server.bootstrap();
+
+    let gateway = Gateway::new(&config, upstream_addr, Arc::clone(&inflight));
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "licgate proxy",
+    );
+    for addr in &config.server.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    proxy.threads = Some(config.server.threads);
+
+    let mut admin = Service::new("licgate admin".to_string(), AdminApp::new(Arc::clone(&readiness)));
+    admin.add_tcp(&config.admin.listen.to_string());
+    admin.threads = Some(1);
+
+    server.add_service(proxy);
+    server.add_service(admin);
+
+    readiness.set_config_loaded();
+    lifecycle::spawn_drain_watcher(
+        server.watch_execution_phase(),
+        Arc::clone(&readiness),
+        Arc::clone(&inflight),
+    );
+    let mut probe_addrs = config.server.listen.clone();
+    probe_addrs.push(config.admin.listen);
+    lifecycle::spawn_listener_probe(probe_addrs, Arc::clone(&readiness), LISTEN_DEADLINE);
+
+    tracing::info!(
+        listen = ?config.server.listen,
+        upstream = %config.upstream.address,
+        admin = %config.admin.listen,
+        threads = config.server.threads,
+        mode = ?config.mode,
+        "licgate starting"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(SignalWatch),
+    });
+    Ok(())
+}
