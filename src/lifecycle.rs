@@ -219,8 +219,17 @@ mod tests {
 
     #[test]
     fn wildcard_listeners_are_probed_on_loopback() {
-        assert_eq!(connectable("0.0.0.0:80".parse().unwrap()), "127.0.0.1:80".parse().unwrap());
-        assert_eq!(connectable("[::]:80".parse().unwrap()), "[::1]:80".parse().unwrap());
-        assert_eq!(connectable("10.1.2.3:80".parse().unwrap()), "10.1.2.3:80".parse().unwrap());
+        assert_eq!(
+            connectable("0.0.0.0:80".parse().unwrap()),
+            "127.0.0.1:80".parse().unwrap()
+        );
+        assert_eq!(
+            connectable("[::]:80".parse().unwrap()),
+            "[::1]:80".parse().unwrap()
+        );
+        assert_eq!(
+            connectable("10.1.2.3:80".parse().unwrap()),
+            "10.1.2.3:80".parse().unwrap()
+        );
     }
 }

@@ -169,13 +169,18 @@ impl LocalResponse {
         for (name, value) in &self.headers {
             builder = builder.header(*name, value.as_str());
         }
-        let body = if head_only { Vec::new() } else { self.body.to_vec() };
+        let body = if head_only {
+            Vec::new()
+        } else {
+            self.body.to_vec()
+        };
         builder.body(body).unwrap_or_else(|_| {
             let mut fallback = http::Response::new(Vec::new());
             *fallback.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            fallback
-                .headers_mut()
-                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+            fallback.headers_mut().insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from_static("0"),
+            );
             fallback
         })
     }
@@ -205,7 +210,8 @@ mod tests {
             r.insert_header("Accept", a).unwrap();
         }
         if xhr {
-            r.insert_header("X-Requested-With", "XMLHttpRequest").unwrap();
+            r.insert_header("X-Requested-With", "XMLHttpRequest")
+                .unwrap();
         }
         r
     }
@@ -213,11 +219,20 @@ mod tests {
     #[test]
     fn browsers_are_html_gets() {
         let html = Some("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8");
-        assert_eq!(ClientKind::of(&req("GET", html, false)), ClientKind::Browser);
-        assert_eq!(ClientKind::of(&req("HEAD", Some("TEXT/HTML"), false)), ClientKind::Browser);
+        assert_eq!(
+            ClientKind::of(&req("GET", html, false)),
+            ClientKind::Browser
+        );
+        assert_eq!(
+            ClientKind::of(&req("HEAD", Some("TEXT/HTML"), false)),
+            ClientKind::Browser
+        );
         assert_eq!(ClientKind::of(&req("POST", html, false)), ClientKind::Api);
         assert_eq!(ClientKind::of(&req("GET", html, true)), ClientKind::Api);
-        assert_eq!(ClientKind::of(&req("GET", Some("application/json"), false)), ClientKind::Api);
+        assert_eq!(
+            ClientKind::of(&req("GET", Some("application/json"), false)),
+            ClientKind::Api
+        );
         assert_eq!(ClientKind::of(&req("GET", None, false)), ClientKind::Api);
     }
 
@@ -232,7 +247,10 @@ mod tests {
         );
         let h = r.header().unwrap();
         assert_eq!(h.headers["content-type"], PROBLEM_JSON);
-        assert_eq!(h.headers["content-length"], r.body.len().to_string().as_str());
+        assert_eq!(
+            h.headers["content-length"],
+            r.body.len().to_string().as_str()
+        );
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["error_code"], "UPSTREAM_UNAVAILABLE");
         assert_eq!(v["success"], false);
@@ -242,6 +260,9 @@ mod tests {
         let h = r.header().unwrap();
         assert_eq!(h.status, StatusCode::SEE_OTHER);
         assert_eq!(h.headers["location"], "/_licgate/activate?next=%2F");
-        assert_eq!(h.headers["content-length"], r.body.len().to_string().as_str());
+        assert_eq!(
+            h.headers["content-length"],
+            r.body.len().to_string().as_str()
+        );
     }
 }

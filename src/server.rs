@@ -98,7 +98,10 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     }
     proxy.threads = Some(config.server.threads);
 
-    let mut admin = Service::new("licgate admin".to_string(), AdminApp::new(Arc::clone(&readiness)));
+    let mut admin = Service::new(
+        "licgate admin".to_string(),
+        AdminApp::new(Arc::clone(&readiness)),
+    );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
 

@@ -106,11 +106,7 @@ fn report_config_error(path: &Path, e: &ConfigError) -> ExitCode {
     for line in &lines {
         eprintln!("{line}");
     }
-    eprintln!(
-        "licgate: {} problem(s) in {}",
-        lines.len(),
-        path.display()
-    );
+    eprintln!("licgate: {} problem(s) in {}", lines.len(), path.display());
     ExitCode::from(1)
 }
 

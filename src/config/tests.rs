@@ -1,0 +1,136 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("t.toml"))
+}
+
+#[test]
+fn defaults_fill_every_optional_key() {
+    let c = parse("[upstream]\naddress = \"app.internal:8069\"\n").unwrap();
+    assert_eq!(c.mode, Mode::Enforce);
+    assert_eq!(c.server.listen, vec!["0.0.0.0:8080".parse().unwrap()]);
+    assert_eq!(c.server.threads, default_threads());
+    assert_eq!(c.server.shutdown_timeout, Duration::from_secs(30));
+    assert!(c.server.trusted_proxies.is_empty());
+    assert_eq!(c.upstream.address.to_string(), "app.internal:8069");
+    assert_eq!(c.upstream.sni, "app.internal");
+    assert!(!c.upstream.tls);
+    assert!(c.upstream.verify_cert);
+    assert_eq!(c.upstream.host_header, None);
+    assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.upstream.keepalive_pool_size, 128);
+    assert_eq!(c.admin.listen, "127.0.0.1:9901".parse().unwrap());
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert_eq!(c.log.level, "info");
+}
+
+#[test]
+fn example_config_matches_documented_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.upstream.address.to_string(), "127.0.0.1:8000");
+    assert_eq!(c.server.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(c.upstream.idle_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn every_key_is_accepted_and_used() {
+    let c = parse(
+        r#"
+mode = "shadow"
+[server]
+listen = ["127.0.0.1:8080", "[::1]:8080"]
+threads = 3
+trusted_proxies = ["10.0.0.0/8", "192.168.1.1"]
+shutdown_timeout = "2s"
+[upstream]
+address = "[::1]:8443"
+tls = true
+sni = "app.example.com"
+verify_cert = false
+host_header = "app.example.com"
+connect_timeout = "250ms"
+read_timeout = "2m"
+write_timeout = "3s"
+idle_timeout = "4s"
+keepalive_pool_size = 7
+[admin]
+listen = "0.0.0.0:9999"
+[log]
+format = "json"
+level = "licgate=debug,pingora=warn"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.mode, Mode::Shadow);
+    assert_eq!(c.server.listen.len(), 2);
+    assert_eq!(c.server.threads, 3);
+    assert_eq!(c.server.trusted_proxies.len(), 2);
+    assert_eq!(c.server.shutdown_timeout, Duration::from_secs(2));
+    assert_eq!(c.upstream.address.host, "::1");
+    assert_eq!(c.upstream.address.to_string(), "[::1]:8443");
+    assert!(c.upstream.tls);
+    assert_eq!(c.upstream.sni, "app.example.com");
+    assert!(!c.upstream.verify_cert);
+    assert_eq!(c.upstream.host_header.as_deref(), Some("app.example.com"));
+    assert_eq!(c.upstream.connect_timeout, Duration::from_millis(250));
+    assert_eq!(c.upstream.read_timeout, Duration::from_secs(120));
+    assert_eq!(c.upstream.write_timeout, Duration::from_secs(3));
+    assert_eq!(c.upstream.idle_timeout, Duration::from_secs(4));
+    assert_eq!(c.upstream.keepalive_pool_size, 7);
+    assert_eq!(c.admin.listen.port(), 9999);
+    assert_eq!(c.log.format, LogFormat::Json);
+}
+
+#[test]
+fn errors_are_sorted_by_position_and_located() {
+    let err =
+        parse("[upstream]\naddress = \"x\"\n[server]\nthreads = 5000\nlisten = []\n").unwrap_err();
+    let lines = err.lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("t.toml:2:11: upstream.address"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("t.toml:4:11: server.threads"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("t.toml:5:10: server.listen is empty"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn duplicate_listen_addresses_are_rejected() {
+    let err = parse(
+        "[server]\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n[upstream]\naddress = \"h:1\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("t.toml:2:26: server.listen names 127.0.0.1:1 twice"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_trusted_proxy_and_host_header_are_located() {
+    let err = parse(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n[upstream]\naddress = \"h:1\"\nhost_header = \"a b\"\n",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("t.toml:2:20: server.trusted_proxies: `10.0.0.0/33`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("t.toml:5:15: upstream.host_header must be"),
+        "{text}"
+    );
+}

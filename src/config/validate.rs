@@ -74,7 +74,9 @@ fn validate_server(raw: RawServer, diags: &mut Vec<Diagnostic>) -> Option<Server
     } = raw;
     let start = diags.len();
     let listen = match listen {
-        None => vec![DEFAULT_LISTEN.parse().expect("default listen address parses")],
+        None => vec![DEFAULT_LISTEN
+            .parse()
+            .expect("default listen address parses")],
         Some(spanned) => {
             let whole = spanned.span();
             let addrs = match spanned.into_inner() {
@@ -240,7 +242,11 @@ fn validate_upstream(
 fn validate_admin(raw: RawAdmin, diags: &mut Vec<Diagnostic>) -> Option<AdminConfig> {
     let RawAdmin { listen } = raw;
     let listen = match listen {
-        None => Some(DEFAULT_ADMIN_LISTEN.parse().expect("default admin address parses")),
+        None => Some(
+            DEFAULT_ADMIN_LISTEN
+                .parse()
+                .expect("default admin address parses"),
+        ),
         Some(l) => socket_addr(&l, "admin.listen", diags),
     };
     Some(AdminConfig { listen: listen? })
@@ -335,8 +341,9 @@ fn parse_host_port(s: &str) -> Option<UpstreamAddress> {
 
 fn is_valid_host_header(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'))
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+        })
 }
 
 fn ip_net(raw: &Spanned<String>, diags: &mut Vec<Diagnostic>) -> Option<IpNet> {
@@ -385,9 +392,14 @@ mod tests {
     #[test]
     fn host_port_forms() {
         assert_eq!(parse_host_port("127.0.0.1:8000").unwrap().port, 8000);
-        assert_eq!(parse_host_port("app.internal:8069").unwrap().host, "app.internal");
+        assert_eq!(
+            parse_host_port("app.internal:8069").unwrap().host,
+            "app.internal"
+        );
         assert_eq!(parse_host_port("[::1]:80").unwrap().host, "::1");
-        for bad in ["", "x", "x:", ":80", "a b:80", "h:0", "h:70000", "[::1]80", "::1:80", "a..b:1"] {
+        for bad in [
+            "", "x", "x:", ":80", "a b:80", "h:0", "h:70000", "[::1]80", "::1:80", "a..b:1",
+        ] {
             assert!(parse_host_port(bad).is_none(), "{bad} should be rejected");
         }
     }

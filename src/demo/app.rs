@@ -132,7 +132,12 @@ async fn echo(req: Request<Incoming>) -> DemoResponse {
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     json(
         StatusCode::OK,
@@ -171,7 +176,10 @@ fn home_page() -> String {
     let links = [
         ("/accounts/login/", "the login page"),
         ("/api/sales/orders", "a sales API endpoint (JSON echo)"),
-        ("/api/manufacturing/plan", "a manufacturing API endpoint (JSON echo)"),
+        (
+            "/api/manufacturing/plan",
+            "a manufacturing API endpoint (JSON echo)",
+        ),
         ("/api/hr/employees", "an HR API endpoint (JSON echo)"),
     ];
     let items: String = links

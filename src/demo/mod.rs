@@ -23,7 +23,11 @@ pub struct DemoOptions {
 }
 
 /// The demo configuration for the given addresses.
-pub fn demo_config(listen: SocketAddr, admin: SocketAddr, app: SocketAddr) -> Result<Config, ServeError> {
+pub fn demo_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    app: SocketAddr,
+) -> Result<Config, ServeError> {
     let text = DEMO_CONFIG_TEMPLATE
         .replace("@LISTEN@", &listen.to_string())
         .replace("@ADMIN@", &admin.to_string())
@@ -49,7 +53,8 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
                 .build()
                 .expect("build demo app runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("register demo listener");
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).expect("register demo listener");
                 app::serve(listener).await;
             });
         })
@@ -61,7 +66,10 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
     println!("licgate demo");
     println!("  demo app (upstream):  http://{app_addr}/");
     println!("  gateway:              http://{gateway}/");
-    println!("  admin:                http://{}/healthz", config.admin.listen);
+    println!(
+        "  admin:                http://{}/healthz",
+        config.admin.listen
+    );
     println!();
     println!("Try:");
     println!("  open http://{gateway}/ in a browser (the demo app, through the gateway)");

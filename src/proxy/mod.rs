@@ -95,7 +95,12 @@ pub fn classify_failure(e: &pingora::Error) -> Option<UpstreamFailure> {
         (_, HTTPStatus(code)) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY);
             if status.is_client_error() {
-                failure(status, "BAD_REQUEST", "Bad Request", "The request could not be processed.")
+                failure(
+                    status,
+                    "BAD_REQUEST",
+                    "Bad Request",
+                    "The request could not be processed.",
+                )
             } else {
                 failure(
                     status,
@@ -105,7 +110,10 @@ pub fn classify_failure(e: &pingora::Error) -> Option<UpstreamFailure> {
                 )
             }
         }
-        (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout) => failure(
+        (
+            ErrorSource::Upstream,
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout,
+        ) => failure(
             StatusCode::GATEWAY_TIMEOUT,
             "UPSTREAM_TIMEOUT",
             "Gateway Timeout",

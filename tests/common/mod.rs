@@ -1,0 +1,389 @@
+//! Integration test harness: a real upstream (the demo app: JSON echo, WebSocket echo)
+//! on an ephemeral loopback port, the real `licgate` binary started with a generated
+//! config, and clients (reqwest, raw sockets) that speak real HTTP to it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The licgate binary under test.
+pub fn licgate_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_licgate")
+}
+
+/// The repository root (for `config/licgate.toml`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free loopback port (bound then released; callers retry on the rare collision).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+/// A loopback address where nothing listens.
+pub fn dead_addr() -> SocketAddr {
+    free_addr()
+}
+
+/// The demo app running in this test's runtime.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(licgate::demo::app::serve(listener));
+        Upstream { addr, task }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The default test configuration; `{listen}`, `{admin}`, `{upstream}` are filled in.
+pub const BASE_CONFIG: &str = r#"
+mode = "enforce"
+[server]
+listen = "{listen}"
+threads = 1
+shutdown_timeout = "10s"
+[upstream]
+address = "{upstream}"
+[admin]
+listen = "{admin}"
+[log]
+level = "info,pingora=warn"
+"#;
+
+/// A running `licgate serve` process.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts the gateway with [`BASE_CONFIG`] in front of `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Gateway {
+        Gateway::start_with(BASE_CONFIG, upstream).await
+    }
+
+    /// Starts the gateway with `template` (placeholders as in [`BASE_CONFIG`]) and waits
+    /// until `/readyz` answers 200. Retries with new ports if a port was taken meanwhile.
+    pub async fn start_with(template: &str, upstream: SocketAddr) -> Gateway {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let listen = free_addr();
+            let admin = free_addr();
+            let text = template
+                .replace("{listen}", &listen.to_string())
+                .replace("{admin}", &admin.to_string())
+                .replace("{upstream}", &upstream.to_string());
+            match Gateway::spawn(&text, listen, admin).await {
+                Ok(g) => return g,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("gateway did not start: {last_error}");
+    }
+
+    async fn spawn(config: &str, addr: SocketAddr, admin: SocketAddr) -> Result<Gateway, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("licgate.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let child = Command::new(licgate_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn licgate");
+        let mut gateway = Gateway {
+            addr,
+            admin,
+            child,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = gateway.child.try_wait().expect("try_wait") {
+                return Err(format!("exited with {status}: {}", gateway.logs()));
+            }
+            if let Ok(resp) = http_get(admin, "/readyz").await {
+                if resp.status == 200 {
+                    return Ok(gateway);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!("not ready in time: {}", gateway.logs()))
+    }
+
+    /// `http://addr` of the client listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP/1.1 response read off a raw socket.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The exact bytes of the head (status line and headers).
+    pub head: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response from `stream`. The body is framed by `Content-Length` or chunked
+/// encoding; for `HEAD` (`head_only`) and 1xx/204/304 there is no body.
+pub async fn read_response(
+    stream: &mut TcpStream,
+    head_only: bool,
+) -> std::io::Result<RawResponse> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "response head timed out")
+            })??;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("connection closed after {} bytes", buf.len()),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut rest = buf[head_end..].to_vec();
+    let no_body = head_only || status < 200 || status == 204 || status == 304;
+    let content_length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.parse::<usize>().expect("numeric content-length"));
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if no_body {
+        Vec::new()
+    } else if let Some(len) = content_length {
+        while rest.len() < len {
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "short body",
+                ));
+            }
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        rest.truncate(len);
+        rest
+    } else if chunked {
+        read_chunked(stream, rest).await?
+    } else {
+        stream.read_to_end(&mut rest).await?;
+        rest
+    };
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+        head,
+    })
+}
+
+async fn read_chunked(stream: &mut TcpStream, mut buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        while find(&buf, b"\r\n").is_none() {
+            fill(stream, &mut buf).await?;
+        }
+        let line_end = find(&buf, b"\r\n").unwrap();
+        let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .expect("chunk size");
+        buf.drain(..line_end + 2);
+        while buf.len() < size + 2 {
+            fill(stream, &mut buf).await?;
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.drain(..size + 2);
+        if size == 0 {
+            return Ok(body);
+        }
+    }
+}
+
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    let n = stream.read(&mut chunk).await?;
+    if n == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "eof in chunked body",
+        ));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends `request` bytes as-is on a new connection and reads one response.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.write_all(request).await?;
+    let head_only = request.starts_with(b"HEAD ");
+    read_response(&mut stream, head_only).await
+}
+
+/// A minimal `GET path` with `Connection: close`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<RawResponse> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    raw_request(addr, request.as_bytes()).await
+}
+
+/// The echoed request headers as (name, value) pairs.
+pub fn echoed_headers(echo: &serde_json::Value) -> Vec<(String, String)> {
+    echo["headers"]
+        .as_array()
+        .expect("headers array")
+        .iter()
+        .map(|pair| {
+            (
+                pair[0].as_str().unwrap().to_string(),
+                pair[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The first echoed value of header `name` (lowercase).
+pub fn echoed_header(echo: &serde_json::Value, name: &str) -> Option<String> {
+    echoed_headers(echo)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+}
+
+/// Runs `licgate` with `args`, returning (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(licgate_bin())
+        .args(args)
+        .env_remove("LICGATE_CONFIG")
+        .output()
+        .expect("run licgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,118 @@
+//! Admin listener, readiness, and graceful shutdown of the real process.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_health_and_readiness() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(upstream.addr).await;
+
+    let health = http_get(gw.admin, "/healthz").await.unwrap();
+    assert_eq!(health.status, 200);
+    assert_eq!(health.header("content-type"), Some("application/json"));
+    assert_eq!(health.json()["status"], "ok");
+
+    let ready = http_get(gw.admin, "/readyz").await.unwrap();
+    assert_eq!(ready.status, 200);
+    let ready = ready.json();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"]["config_loaded"], true);
+    assert_eq!(ready["checks"]["listening"], true);
+
+    let missing = http_get(gw.admin, "/nope").await.unwrap();
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        missing.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(missing.json()["error_code"], "NOT_FOUND");
+
+    let post = raw_request(
+        gw.admin,
+        format!(
+            "POST /healthz HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            gw.admin
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+
+    // The admin listener does not proxy, and the proxy listener does not serve admin routes.
+    let through_proxy = http_get(gw.addr, "/healthz").await.unwrap();
+    assert_eq!(
+        through_proxy.json()["path"],
+        "/healthz",
+        "the app answered, not the admin"
+    );
+}
+
+/// Starts a slow request, sends `signal`, and checks that the request completes,
+/// new connections are refused, and the process exits 0 soon after.
+async fn drains_on(signal: &str) {
+    let upstream = Upstream::start().await;
+    let mut gw = Gateway::start(upstream.addr).await;
+    let addr = gw.addr;
+    let slow = tokio::spawn(async move { http_get(addr, "/slow?delay_ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    gw.signal(signal);
+
+    let resp = slow.await.unwrap().expect("in-flight request completes");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["path"], "/slow");
+
+    let status = gw
+        .wait_exit(Duration::from_secs(8))
+        .await
+        .unwrap_or_else(|| panic!("did not exit after SIG{signal}: {}", gw.logs()));
+    assert!(status.success(), "exit status {status}: {}", gw.logs());
+    // It exited once drained, not after the whole 10s shutdown_timeout.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed after shutdown"
+    );
+    assert!(
+        gw.logs().contains("all in-flight requests finished"),
+        "{}",
+        gw.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests() {
+    drains_on("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_in_flight_requests() {
+    drains_on("INT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_are_refused_while_draining() {
+    let upstream = Upstream::start().await;
+    let mut gw = Gateway::start(upstream.addr).await;
+    let addr = gw.addr;
+    let slow = tokio::spawn(async move { http_get(addr, "/slow?delay_ms=2000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        http_get(addr, "/late").await.is_err(),
+        "no new request is accepted once shutdown started"
+    );
+    assert_eq!(slow.await.unwrap().unwrap().status, 200);
+    assert!(gw.wait_exit(Duration::from_secs(8)).await.is_some());
+}
