@@ -90,17 +90,16 @@ impl Drop for InflightGuard {
     }
 }
 
-/// Signal handling: SIGTERM and SIGINT drain in-flight requests then exit;
-/// SIGQUIT hands the listening sockets to a new process (pingora graceful upgrade).
+/// Signal handling: SIGTERM and SIGINT both drain in-flight requests then exit
+/// (pingora's default treats SIGINT as an immediate stop).
 pub struct SignalWatch;
 
 #[async_trait]
 impl ShutdownSignalWatch for SignalWatch {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        let (Ok(mut term), Ok(mut int)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
         ) else {
             tracing::error!("cannot install signal handlers; shutting down");
             return ShutdownSignal::FastShutdown;
@@ -113,10 +112,6 @@ impl ShutdownSignalWatch for SignalWatch {
             _ = int.recv() => {
                 tracing::info!("SIGINT received: draining in-flight requests");
                 ShutdownSignal::GracefulTerminate
-            }
-            _ = quit.recv() => {
-                tracing::info!("SIGQUIT received: handing listeners over (graceful upgrade)");
-                ShutdownSignal::GracefulUpgrade
             }
         }
     }

@@ -17,8 +17,8 @@ Examples:
   licgate serve --config /etc/licgate/licgate.toml
   LICGATE_CONFIG=/etc/licgate/licgate.toml licgate serve
 
-Signals (serve, demo): SIGTERM/SIGINT drain in-flight requests and exit;
-SIGQUIT hands the listening sockets to a new process started with --upgrade.";
+Signals (serve, demo): SIGTERM/SIGINT stop accepting connections, let in-flight
+requests finish (at most server.shutdown_timeout), then exit 0.";
 
 /// licgate: license enforcement gateway for self-hosted web applications.
 #[derive(Debug, Parser)]

@@ -1,0 +1,45 @@
+# licgate — the two commands of the quick start are `make demo` and `make test`.
+# Both install missing system packages first (apt-get), then build.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+RELEASE_BIN := target/release/licgate
+DEMO_ARGS ?=
+
+.PHONY: all deps build release demo test fmt fmt-check clippy unit clean
+
+all: build
+
+## deps: install missing system packages (cmake, pkg-config, C toolchain, rustfmt, clippy)
+deps:
+	@./scripts/install-deps.sh
+
+## build: debug build
+build: deps
+	$(CARGO) build
+
+## release: optimized build (target/release/licgate)
+release: deps
+	$(CARGO) build --release
+
+## demo: the demo app with the gateway in front of it (http://127.0.0.1:8080/)
+demo: release
+	$(RELEASE_BIN) demo $(DEMO_ARGS)
+
+## test: formatting, lints, and every test (unit + integration against real sockets)
+test: deps fmt-check clippy
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --all-targets --no-fail-fast 2>&1 | tee target/test-output.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.log
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
