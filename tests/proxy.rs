@@ -285,3 +285,40 @@ async fn off_mode_is_a_plain_proxy() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.json()["query"], "x=1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_across_clients() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(upstream.addr).await;
+    let mut seen = Vec::new();
+    for i in 0..4 {
+        // A new client connection each time (Connection: close).
+        let resp = http_get(gw.addr, &format!("/r/{i}")).await.unwrap();
+        assert_eq!(resp.status, 200);
+        seen.push(resp.json()["connection"].as_u64().unwrap());
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "one pooled upstream connection serves sequential requests: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx_and_the_gateway_stays_up() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(upstream.addr).await;
+    let malformed: [&[u8]; 4] = [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n",
+    ];
+    for request in malformed {
+        let resp = raw_request(gw.addr, request)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: no answer: {e}", String::from_utf8_lossy(request)));
+        assert_eq!(resp.status, 400, "{:?}", String::from_utf8_lossy(request));
+        assert_eq!(resp.header("content-length"), Some("0"));
+    }
+    assert_eq!(http_get(gw.addr, "/still-up").await.unwrap().status, 200);
+}

@@ -71,6 +71,8 @@ pub struct UpstreamConfig {
     pub sni: String,
     /// Verify the upstream's certificate (TLS only).
     pub verify_cert: bool,
+    /// PEM file of the CA certificates trusted for the upstream; `None` = the system's.
+    pub ca_file: Option<PathBuf>,
     /// Replace the client's `Host` header with this value.
     pub host_header: Option<String>,
     pub connect_timeout: Duration,
@@ -133,7 +135,8 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let fail = |diagnostics| ConfigError::Invalid(error::locate(&file, text, diagnostics));
-        let raw = parse_raw(text).map_err(fail)?;
+        let mut raw = parse_raw(text).map_err(fail)?;
+        raw.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut config = Config::try_from(raw).map_err(fail)?;
         config.source = path.to_path_buf();
         Ok(config)

@@ -13,6 +13,9 @@ use toml::Spanned;
 /// that an error in one does not hide errors in the others.
 #[derive(Debug, Default)]
 pub struct RawConfig {
+    /// Directory that relative paths in the file are resolved against (the config
+    /// file's directory); set by the loader, not read from the file.
+    pub base_dir: std::path::PathBuf,
     pub mode: Option<RawMode>,
     pub server: Option<RawServer>,
     pub upstream: Option<Spanned<RawUpstream>>,
@@ -47,6 +50,7 @@ pub struct RawUpstream {
     pub tls: Option<bool>,
     pub sni: Option<Spanned<String>>,
     pub verify_cert: Option<bool>,
+    pub ca_file: Option<Spanned<String>>,
     pub host_header: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub read_timeout: Option<Spanned<String>>,

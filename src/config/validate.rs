@@ -2,7 +2,7 @@
 //! new field cannot be silently ignored; every problem is collected, not just the first.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -25,6 +25,7 @@ impl TryFrom<RawConfig> for Config {
 
     fn try_from(raw: RawConfig) -> Result<Config, Vec<Diagnostic>> {
         let RawConfig {
+            base_dir,
             mode,
             server,
             upstream,
@@ -39,7 +40,7 @@ impl TryFrom<RawConfig> for Config {
         };
         let server = validate_server(server.unwrap_or_default(), &mut diags);
         let upstream = match upstream {
-            Some(upstream) => validate_upstream(upstream, &mut diags),
+            Some(upstream) => validate_upstream(upstream, &base_dir, &mut diags),
             None => {
                 diags.push(Diagnostic::whole_file(
                     "missing section [upstream]: set upstream.address to the application's host:port",
@@ -140,6 +141,7 @@ fn validate_server(raw: RawServer, diags: &mut Vec<Diagnostic>) -> Option<Server
 
 fn validate_upstream(
     raw: Spanned<RawUpstream>,
+    base_dir: &Path,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<UpstreamConfig> {
     let section_span = raw.span();
@@ -148,6 +150,7 @@ fn validate_upstream(
         tls,
         sni,
         verify_cert,
+        ca_file,
         host_header,
         connect_timeout,
         read_timeout,
@@ -167,6 +170,7 @@ fn validate_upstream(
         Some(a) => upstream_address(&a, diags),
     };
     let tls = tls.unwrap_or(false);
+    let ca_file = ca_file.and_then(|f| ca_bundle(&f, base_dir, diags));
     let sni = match sni {
         Some(s) if s.get_ref().is_empty() || s.get_ref().contains(char::is_whitespace) => {
             diags.push(Diagnostic::at(
@@ -230,6 +234,7 @@ fn validate_upstream(
         address,
         tls,
         verify_cert: verify_cert.unwrap_or(true),
+        ca_file,
         host_header,
         connect_timeout,
         read_timeout,
@@ -337,6 +342,39 @@ fn parse_host_port(s: &str) -> Option<UpstreamAddress> {
         host: host.to_string(),
         port,
     })
+}
+
+/// Resolves `raw` against `base_dir` and checks it is a readable PEM file holding
+/// at least one certificate.
+fn ca_bundle(
+    raw: &Spanned<String>,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<PathBuf> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+
+    let path = base_dir.join(raw.get_ref());
+    let problem = match CertificateDer::pem_file_iter(&path) {
+        Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+        Ok(certs) => match certs.collect::<Result<Vec<_>, _>>() {
+            Err(e) => Some(format!("{} is not valid PEM: {e}", path.display())),
+            Ok(certs) if certs.is_empty() => {
+                Some(format!("{} holds no PEM certificate", path.display()))
+            }
+            Ok(_) => None,
+        },
+    };
+    match problem {
+        Some(problem) => {
+            diags.push(Diagnostic::at(
+                raw.span(),
+                format!("upstream.ca_file: {problem}"),
+            ));
+            None
+        }
+        None => Some(path),
+    }
 }
 
 fn is_valid_host_header(s: &str) -> bool {

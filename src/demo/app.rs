@@ -6,6 +6,8 @@
 //! - anything else — a JSON echo of the request as received (method, path, query,
 //!   headers, body), so the headers the gateway adds or strips are visible.
 //!   `?delay_ms=N` (at most 30000) delays the answer, to watch in-flight behaviour.
+//!   The echo also carries `connection`: the sequence number of the TCP connection
+//!   it arrived on (1 for the first accepted), which shows keep-alive reuse.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -32,15 +34,21 @@ const MAX_DELAY_MS: u64 = 30_000;
 
 /// Serves the demo app on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener) {
+    let mut connections: u64 = 0;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
+        connections += 1;
+        let connection = connections;
         tokio::spawn(async move {
             let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service_fn(handle))
+                .serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |req| handle(req, connection)),
+                )
                 .with_upgrades();
             let _ = conn.await;
         });
@@ -49,8 +57,8 @@ pub async fn serve(listener: TcpListener) {
 
 type DemoResponse = Response<Full<Bytes>>;
 
-/// Answers one request.
-pub async fn handle(req: Request<Incoming>) -> Result<DemoResponse, Infallible> {
+/// Answers one request that arrived on the `connection`-th accepted connection.
+pub async fn handle(req: Request<Incoming>, connection: u64) -> Result<DemoResponse, Infallible> {
     let path = req.uri().path().to_string();
     let response = match (req.method(), path.as_str()) {
         (_, "/ws") if is_websocket_upgrade(&req) => websocket(req),
@@ -62,7 +70,7 @@ pub async fn handle(req: Request<Incoming>) -> Result<DemoResponse, Infallible> 
             .header(header::CONTENT_LENGTH, 0)
             .body(Full::new(Bytes::new()))
             .expect("static response"),
-        _ => echo(req).await,
+        _ => echo(req, connection).await,
     };
     Ok(response)
 }
@@ -105,7 +113,7 @@ fn websocket(mut req: Request<Incoming>) -> DemoResponse {
 }
 
 /// JSON description of the request exactly as it arrived.
-async fn echo(req: Request<Incoming>) -> DemoResponse {
+async fn echo(req: Request<Incoming>, connection: u64) -> DemoResponse {
     let (parts, body) = req.into_parts();
     let delay_ms = parts
         .uri
@@ -149,6 +157,7 @@ async fn echo(req: Request<Incoming>) -> DemoResponse {
             "headers": headers,
             "body": String::from_utf8_lossy(&body),
             "body_len": body.len(),
+            "connection": connection,
         }),
     )
 }
