@@ -85,7 +85,7 @@ fn type_error_is_located_and_says_what_is_expected() {
     assert_ne!(code, 0);
     assert!(
         err.contains(&format!(
-            "{path}:2:11: invalid type: string \"two\", expected i64"
+            "{path}:2:11: invalid type: string \"two\", expected an integer"
         )),
         "{err}"
     );
@@ -131,6 +131,27 @@ listen = \"127.0.0.1\"
         assert!(err.contains(e.as_str()), "missing {e:?} in:\n{err}");
     }
     assert!(err.contains("6 problem(s)"), "{err}");
+}
+
+#[test]
+fn a_type_error_does_not_hide_other_errors_in_its_section() {
+    let text =
+        "[server]\nthreads = \"x\"\nlisten = \"bad\"\n[upstream]\naddress = 5\ntls = \"yes\"\n";
+    let (code, _, err, path) = check(text);
+    assert_ne!(code, 0);
+    for e in [
+        format!("{path}:2:11: invalid type: string \"x\", expected an integer"),
+        format!("{path}:3:10: server.listen: `bad` is not a valid address"),
+        format!("{path}:5:11: invalid type: integer `5`, expected a string"),
+        format!("{path}:6:7: invalid type: string \"yes\", expected a boolean"),
+    ] {
+        assert!(err.contains(e.as_str()), "missing {e:?} in:\n{err}");
+    }
+    assert!(
+        !err.contains("required"),
+        "no spurious 'required' for a key already reported: {err}"
+    );
+    assert!(err.contains("4 problem(s)"), "{err}");
 }
 
 #[test]

@@ -135,17 +135,25 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let fail = |diagnostics| ConfigError::Invalid(error::locate(&file, text, diagnostics));
-        let mut raw = parse_raw(text).map_err(fail)?;
+        let (mut raw, mut diagnostics) = parse_raw(text).map_err(fail)?;
         raw.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut config = Config::try_from(raw).map_err(fail)?;
-        config.source = path.to_path_buf();
-        Ok(config)
+        match Config::try_from(raw) {
+            Err(more) => diagnostics.extend(more),
+            Ok(mut config) if diagnostics.is_empty() => {
+                config.source = path.to_path_buf();
+                return Ok(config);
+            }
+            Ok(_) => {}
+        }
+        Err(fail(diagnostics))
     }
 }
 
-/// Parses `text` into the raw mirror, collecting syntax errors, unknown keys and
-/// type errors of every section.
-pub fn parse_raw(text: &str) -> Result<RawConfig, Vec<Diagnostic>> {
+/// Parses `text` into the raw mirror. Syntax errors are fatal (`Err`, all of them).
+/// Otherwise returns what did parse together with the unknown-key and type errors
+/// of every section (keys that failed are listed in `RawConfig::failed_keys`), so
+/// value checks can still run on the rest.
+pub fn parse_raw(text: &str) -> Result<(RawConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
     let (root, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
         return Err(syntax_errors.iter().map(diagnostic_of).collect());
@@ -155,11 +163,15 @@ pub fn parse_raw(text: &str) -> Result<RawConfig, Vec<Diagnostic>> {
     for (key, value) in root.into_inner() {
         let key_span = key.span();
         match key.get_ref().as_ref() {
-            "mode" => raw.mode = section(value, &mut diagnostics),
-            "server" => raw.server = section(value, &mut diagnostics),
-            "upstream" => raw.upstream = section(value, &mut diagnostics),
-            "admin" => raw.admin = section(value, &mut diagnostics),
-            "log" => raw.log = section(value, &mut diagnostics),
+            "mode" => raw.mode = section("mode", value, &mut diagnostics, &mut raw.failed_keys),
+            "server" => {
+                raw.server = section("server", value, &mut diagnostics, &mut raw.failed_keys)
+            }
+            "upstream" => {
+                raw.upstream = section("upstream", value, &mut diagnostics, &mut raw.failed_keys)
+            }
+            "admin" => raw.admin = section("admin", value, &mut diagnostics, &mut raw.failed_keys),
+            "log" => raw.log = section("log", value, &mut diagnostics, &mut raw.failed_keys),
             other => diagnostics.push(Diagnostic::at(
                 key_span,
                 format!(
@@ -173,27 +185,55 @@ pub fn parse_raw(text: &str) -> Result<RawConfig, Vec<Diagnostic>> {
             )),
         }
     }
-    if diagnostics.is_empty() {
-        Ok(raw)
-    } else {
-        Err(diagnostics)
-    }
+    Ok((raw, diagnostics))
 }
 
-/// Deserializes one top-level value, recording its error (with span) on failure.
+/// Deserializes one top-level value, recording every error (with span) it holds.
+///
+/// serde stops at the first error, so after each one the offending key is dropped from
+/// the section (and remembered in `failed`) and the section is read again: a type error
+/// in one key does not hide errors in the others, and the keys that did parse still
+/// reach the value checks.
 fn section<'i, T: Deserialize<'i>>(
-    value: Spanned<DeValue<'i>>,
+    name: &str,
+    mut value: Spanned<DeValue<'i>>,
     diagnostics: &mut Vec<Diagnostic>,
+    failed: &mut Vec<String>,
 ) -> Option<T> {
     let whole = value.span();
-    match T::deserialize(ValueDeserializer::from(value)) {
-        Ok(parsed) => Some(parsed),
-        Err(e) => {
-            diagnostics.push(Diagnostic {
-                span: Some(e.span().unwrap_or(whole)),
-                message: e.message().trim().to_string(),
-            });
-            None
+    loop {
+        let error = match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(parsed) => return Some(parsed),
+            Err(e) => e,
+        };
+        let span = error.span().unwrap_or(whole.clone());
+        diagnostics.push(Diagnostic {
+            span: Some(span.clone()),
+            message: error
+                .message()
+                .trim()
+                .replace("expected i64", "expected an integer"),
+        });
+        let DeValue::Table(table) = value.get_mut() else {
+            failed.push(name.to_string());
+            return None;
+        };
+        let inside = |outer: std::ops::Range<usize>| {
+            outer.start <= span.start && span.start < outer.end.max(outer.start + 1)
+        };
+        let culprit = table
+            .iter()
+            .find(|(k, v)| inside(k.span()) || inside(v.span()))
+            .map(|(k, _)| k.clone());
+        match culprit {
+            Some(key) => {
+                table.remove(&key);
+                failed.push(format!("{name}.{}", key.get_ref()));
+            }
+            None => {
+                failed.push(name.to_string());
+                return None;
+            }
         }
     }
 }

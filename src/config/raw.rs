@@ -16,6 +16,9 @@ pub struct RawConfig {
     /// Directory that relative paths in the file are resolved against (the config
     /// file's directory); set by the loader, not read from the file.
     pub base_dir: std::path::PathBuf,
+    /// Dotted keys (`upstream.address`) whose values failed to parse and were already
+    /// reported; value checks do not report them again (e.g. as missing).
+    pub failed_keys: Vec<String>,
     pub mode: Option<RawMode>,
     pub server: Option<RawServer>,
     pub upstream: Option<Spanned<RawUpstream>>,
@@ -27,7 +30,10 @@ pub struct RawConfig {
 pub const TOP_LEVEL_KEYS: &[&str] = &["mode", "server", "upstream", "admin", "log"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(
+    rename_all = "lowercase",
+    expecting = "one of \"enforce\", \"shadow\", \"off\""
+)]
 pub enum RawMode {
     Enforce,
     Shadow,
@@ -35,7 +41,7 @@ pub enum RawMode {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table [server]")]
 pub struct RawServer {
     pub listen: Option<Spanned<OneOrMany>>,
     pub threads: Option<Spanned<i64>>,
@@ -44,7 +50,7 @@ pub struct RawServer {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table [upstream]")]
 pub struct RawUpstream {
     pub address: Option<Spanned<String>>,
     pub tls: Option<bool>,
@@ -60,13 +66,13 @@ pub struct RawUpstream {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table [admin]")]
 pub struct RawAdmin {
     pub listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table [log]")]
 pub struct RawLog {
     pub format: Option<RawLogFormat>,
     pub level: Option<Spanned<String>>,

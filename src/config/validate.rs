@@ -26,6 +26,7 @@ impl TryFrom<RawConfig> for Config {
     fn try_from(raw: RawConfig) -> Result<Config, Vec<Diagnostic>> {
         let RawConfig {
             base_dir,
+            failed_keys,
             mode,
             server,
             upstream,
@@ -40,7 +41,8 @@ impl TryFrom<RawConfig> for Config {
         };
         let server = validate_server(server.unwrap_or_default(), &mut diags);
         let upstream = match upstream {
-            Some(upstream) => validate_upstream(upstream, &base_dir, &mut diags),
+            Some(upstream) => validate_upstream(upstream, &base_dir, &failed_keys, &mut diags),
+            None if failed_keys.iter().any(|k| k == "upstream") => None,
             None => {
                 diags.push(Diagnostic::whole_file(
                     "missing section [upstream]: set upstream.address to the application's host:port",
@@ -142,6 +144,7 @@ fn validate_server(raw: RawServer, diags: &mut Vec<Diagnostic>) -> Option<Server
 fn validate_upstream(
     raw: Spanned<RawUpstream>,
     base_dir: &Path,
+    failed_keys: &[String],
     diags: &mut Vec<Diagnostic>,
 ) -> Option<UpstreamConfig> {
     let section_span = raw.span();
@@ -160,6 +163,7 @@ fn validate_upstream(
     } = raw.into_inner();
     let start = diags.len();
     let address = match address {
+        None if failed_keys.iter().any(|k| k == "upstream.address") => None,
         None => {
             diags.push(Diagnostic::at(
                 section_span,
