@@ -18,7 +18,8 @@ use tokio_rustls::TlsAcceptor;
 /// A TLS upstream for the name `upstream.test`, recording the SNI of each handshake.
 struct TlsUpstream {
     addr: SocketAddr,
-    ca_pem: String,
+    /// Holds `ca.pem`, the test CA's certificate.
+    ca_dir: tempfile::TempDir,
     server_names: Arc<Mutex<Vec<Option<String>>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -82,9 +83,11 @@ async fn tls_upstream() -> TlsUpstream {
             });
         }
     });
+    let ca_dir = tempfile::tempdir().unwrap();
+    std::fs::write(ca_dir.path().join("ca.pem"), ca.pem()).unwrap();
     TlsUpstream {
         addr,
-        ca_pem: ca.pem(),
+        ca_dir,
         server_names,
         task,
     }
@@ -92,9 +95,7 @@ async fn tls_upstream() -> TlsUpstream {
 
 /// Starts the gateway with TLS to `upstream`; `extra` is added to `[upstream]`.
 async fn gateway_with_tls(upstream: &TlsUpstream, extra: &str) -> Gateway {
-    let ca_path =
-        std::env::temp_dir().join(format!("licgate-test-ca-{}.pem", upstream.addr.port()));
-    std::fs::write(&ca_path, &upstream.ca_pem).unwrap();
+    let ca_path = upstream.ca_dir.path().join("ca.pem");
     let config = BASE_CONFIG.replace(
         "address = \"{upstream}\"",
         &format!(
