@@ -197,30 +197,13 @@ fn validate_upstream(
         Some(h) => Some(h.into_inner()),
         None => None,
     };
-    let connect_timeout = duration(
-        connect_timeout,
-        "upstream.connect_timeout",
-        Duration::from_secs(5),
-        diags,
-    );
-    let read_timeout = duration(
-        read_timeout,
-        "upstream.read_timeout",
-        Duration::from_secs(60),
-        diags,
-    );
-    let write_timeout = duration(
-        write_timeout,
-        "upstream.write_timeout",
-        Duration::from_secs(60),
-        diags,
-    );
-    let idle_timeout = duration(
-        idle_timeout,
-        "upstream.idle_timeout",
-        Duration::from_secs(60),
-        diags,
-    );
+    let [connect_timeout, read_timeout, write_timeout, idle_timeout] = [
+        (connect_timeout, "upstream.connect_timeout", 5),
+        (read_timeout, "upstream.read_timeout", 60),
+        (write_timeout, "upstream.write_timeout", 60),
+        (idle_timeout, "upstream.idle_timeout", 60),
+    ]
+    .map(|(raw, key, default_secs)| duration(raw, key, Duration::from_secs(default_secs), diags));
     let keepalive_pool_size = match keepalive_pool_size {
         None => 128,
         Some(n) if (0..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,

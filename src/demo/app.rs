@@ -164,18 +164,17 @@ async fn echo(req: Request<Incoming>, connection: u64) -> DemoResponse {
 
 fn json(status: StatusCode, value: &serde_json::Value) -> DemoResponse {
     let body = serde_json::to_vec_pretty(value).expect("json value serializes");
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_LENGTH, body.len())
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response")
+    respond(status, "application/json", body)
 }
 
 fn html(status: StatusCode, body: String) -> DemoResponse {
+    respond(status, "text/html; charset=utf-8", body.into_bytes())
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> DemoResponse {
     Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CONTENT_LENGTH, body.len())
         .body(Full::new(Bytes::from(body)))
         .expect("static response")

@@ -225,3 +225,50 @@ impl ProxyHttp for Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::Error;
+
+    #[test]
+    fn upstream_failures_map_to_502_and_504() {
+        let refused = classify_failure(&Error::new_up(ErrorType::ConnectRefused)).unwrap();
+        assert_eq!(refused.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(refused.error_code, "UPSTREAM_UNAVAILABLE");
+        let slow = classify_failure(&Error::new_up(ErrorType::ReadTimedout)).unwrap();
+        assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(slow.error_code, "UPSTREAM_TIMEOUT");
+        let tls = classify_failure(&Error::new_up(ErrorType::TLSHandshakeFailure)).unwrap();
+        assert_eq!(tls.status, StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn gone_clients_get_nothing_and_bad_requests_get_400() {
+        assert_eq!(
+            classify_failure(&Error::new_down(ErrorType::ConnectionClosed)),
+            None
+        );
+        assert_eq!(
+            classify_failure(&Error::new_down(ErrorType::WriteError)),
+            None
+        );
+        let bad = classify_failure(&Error::new_down(ErrorType::InvalidHTTPHeader)).unwrap();
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        let internal = classify_failure(&Error::new_in(ErrorType::InternalError)).unwrap();
+        assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let explicit = classify_failure(&Error::new(ErrorType::HTTPStatus(413))).unwrap();
+        assert_eq!(explicit.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(explicit.error_code, "BAD_REQUEST");
+    }
+
+    #[test]
+    fn browsers_get_pages_and_api_clients_get_problems() {
+        let failure = classify_failure(&Error::new_up(ErrorType::ConnectRefused)).unwrap();
+        let page = failure_response(failure, ClientKind::Browser);
+        assert_eq!(page.content_type, crate::response::HTML);
+        assert_eq!(page.status, StatusCode::BAD_GATEWAY);
+        let problem = failure_response(failure, ClientKind::Api);
+        assert_eq!(problem.content_type, crate::response::PROBLEM_JSON);
+    }
+}
