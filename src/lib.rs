@@ -10,6 +10,7 @@
 //! - [`lifecycle`]: readiness, in-flight accounting, signals and draining;
 //! - [`server`]: assembling and running the pingora server;
 //! - [`demo`]: the demo upstream app and `licgate demo`;
+//! - [`throttle`]: rate limiting of repetitive log lines;
 //! - [`cli`]: the subcommands.
 
 pub mod admin;
@@ -22,3 +23,4 @@ pub mod pages;
 pub mod proxy;
 pub mod response;
 pub mod server;
+pub mod throttle;

@@ -6,6 +6,7 @@ mod headers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::StatusCode;
@@ -19,6 +20,7 @@ use crate::config::{Config, Mode, UpstreamConfig};
 use crate::lifecycle::{Inflight, InflightGuard};
 use crate::pages;
 use crate::response::{ClientKind, LocalResponse};
+use crate::throttle::LogThrottle;
 
 /// State of one request, carried across pingora's phases.
 pub struct RequestCtx {
@@ -33,6 +35,8 @@ pub struct Gateway {
     peer: HttpPeer,
     forwarding: ForwardingPolicy,
     inflight: Arc<Inflight>,
+    /// Upstream failures are logged at most once a second (with a count of the rest).
+    upstream_failure_log: LogThrottle,
 }
 
 impl Gateway {
@@ -47,6 +51,7 @@ impl Gateway {
                 host_header: config.upstream.host_header.clone(),
             },
             inflight,
+            upstream_failure_log: LogThrottle::new(Duration::from_secs(1)),
         }
     }
 
@@ -195,6 +200,18 @@ impl ProxyHttp for Gateway {
         self.forwarding.apply(upstream_request, peer)
     }
 
+    /// pingora's own per-request error line is replaced by the throttled one in
+    /// `fail_to_proxy` (upstream) or dropped (client errors: the client's problem);
+    /// internal errors keep it.
+    fn suppress_error_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        e: &pingora::Error,
+    ) -> bool {
+        e.esource() != &ErrorSource::Internal
+    }
+
     /// Writes a 502/504 (or 400/500) the client can understand, unless a response
     /// has already started or the client is gone.
     async fn fail_to_proxy(
@@ -210,10 +227,17 @@ impl ProxyHttp for Gateway {
             };
         };
         let code = failure.status.as_u16();
-        if session.response_written().is_none() {
-            if e.esource() == &ErrorSource::Upstream {
-                tracing::warn!(error = %e, status = code, "upstream request failed");
+        if e.esource() == &ErrorSource::Upstream {
+            if let Some(left_out) = self.upstream_failure_log.permit() {
+                tracing::warn!(
+                    error = %e,
+                    status = code,
+                    similar_failures_not_logged = left_out,
+                    "upstream request failed"
+                );
             }
+        }
+        if session.response_written().is_none() {
             let response = failure_response(failure, ClientKind::of(session.req_header()));
             if let Err(write_error) = response.write_to(session).await {
                 tracing::debug!(error = %write_error, "could not write error response");
