@@ -223,8 +223,14 @@ async fn upstream_down_gives_clear_502_and_gateway_stays_up() {
     // The failures are logged, but not one line per request.
     let logs = gw.logs();
     let lines = logs.matches("upstream request failed").count();
-    assert!((1..=5).contains(&lines), "{lines} failure lines for 33 failures:\n{logs}");
-    assert!(!logs.contains("Fail to proxy"), "pingora's per-request line is replaced:\n{logs}");
+    assert!(
+        (1..=5).contains(&lines),
+        "{lines} failure lines for 33 failures:\n{logs}"
+    );
+    assert!(
+        !logs.contains("Fail to proxy"),
+        "pingora's per-request line is replaced:\n{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
