@@ -7,6 +7,7 @@
 //! - [`response`]: every locally generated response (JSON errors, pages, redirects);
 //! - [`pages`]: the HTML pages shown to browsers;
 //! - [`admin`]: the operators' listener (`/healthz`, `/readyz`);
+//! - [`license`]: license tokens, verification, status, store and snapshot;
 //! - [`lifecycle`]: readiness, in-flight accounting, signals and draining;
 //! - [`server`]: assembling and running the pingora server;
 //! - [`demo`]: the demo upstream app and `licgate demo`;
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod license;
 pub mod lifecycle;
 pub mod logging;
 pub mod pages;

@@ -1,0 +1,370 @@
+//! The claims of a license token, parsed claim by claim so a wrong type names the claim.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Seconds since 1970-01-01T00:00:00Z.
+pub type UnixTime = i64;
+
+/// Numeric limits granted by a license; absent = unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_hour: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_day: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_connections: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_users: Option<u64>,
+}
+
+/// The names accepted in `limits` (and by `licgate license issue --limit`).
+pub const LIMIT_NAMES: &[&str] = &[
+    "requests_per_minute",
+    "requests_per_hour",
+    "requests_per_day",
+    "burst",
+    "max_concurrent_connections",
+    "max_users",
+];
+
+impl Limits {
+    /// Sets limit `name` to `value`; `false` when `name` is not a known limit.
+    pub fn set(&mut self, name: &str, value: u64) -> bool {
+        let slot = match name {
+            "requests_per_minute" => &mut self.requests_per_minute,
+            "requests_per_hour" => &mut self.requests_per_hour,
+            "requests_per_day" => &mut self.requests_per_day,
+            "burst" => &mut self.burst,
+            "max_concurrent_connections" => &mut self.max_concurrent_connections,
+            "max_users" => &mut self.max_users,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
+    }
+
+    /// Adds `other` to `self` limit by limit. A limit absent on either side is
+    /// unlimited, and unlimited plus anything stays unlimited.
+    pub fn add(&self, other: &Limits) -> Limits {
+        fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+            Some(a?.saturating_add(b?))
+        }
+        Limits {
+            requests_per_minute: sum(self.requests_per_minute, other.requests_per_minute),
+            requests_per_hour: sum(self.requests_per_hour, other.requests_per_hour),
+            requests_per_day: sum(self.requests_per_day, other.requests_per_day),
+            burst: sum(self.burst, other.burst),
+            max_concurrent_connections: sum(
+                self.max_concurrent_connections,
+                other.max_concurrent_connections,
+            ),
+            max_users: sum(self.max_users, other.max_users),
+        }
+    }
+}
+
+/// Per-feature quotas (`feature_limits.<feature>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_hour: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_day: Option<u64>,
+}
+
+impl FeatureLimits {
+    /// Sum limit by limit (absent = unlimited, which absorbs).
+    pub fn add(&self, other: &FeatureLimits) -> FeatureLimits {
+        fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+            Some(a?.saturating_add(b?))
+        }
+        FeatureLimits {
+            requests_per_hour: sum(self.requests_per_hour, other.requests_per_hour),
+            requests_per_day: sum(self.requests_per_day, other.requests_per_day),
+        }
+    }
+}
+
+/// The typed claims of a license token. Unknown claims are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Claims {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Instance ids this license is bound to; `["*"]` = any. Empty = claim absent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aud: Vec<String>,
+    pub jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<UnixTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<UnixTime>,
+    pub exp: UnixTime,
+    pub tenant: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier_name: Option<String>,
+    pub features: Vec<String>,
+    pub limits: Limits,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub feature_limits: BTreeMap<String, FeatureLimits>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_days: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only_days: Option<u32>,
+}
+
+/// Why the claims of a token are not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("the payload is not a JSON object")]
+    NotAnObject,
+    #[error("claim `{0}` is required but missing")]
+    Missing(&'static str),
+    #[error("claim `{claim}` is invalid: {problem}")]
+    Invalid {
+        claim: &'static str,
+        problem: String,
+    },
+}
+
+impl TryFrom<&Value> for Claims {
+    type Error = ClaimError;
+
+    /// Reads every known claim, naming the claim in any error.
+    fn try_from(payload: &Value) -> Result<Claims, ClaimError> {
+        let map = payload.as_object().ok_or(ClaimError::NotAnObject)?;
+        let jti: String = required(map, "jti")?;
+        let tenant: String = required(map, "tenant")?;
+        if jti.trim().is_empty() {
+            return Err(invalid("jti", "must not be empty"));
+        }
+        if tenant.trim().is_empty() {
+            return Err(invalid("tenant", "must not be empty"));
+        }
+        Ok(Claims {
+            iss: optional(map, "iss")?,
+            sub: optional(map, "sub")?,
+            aud: match map.get("aud") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(one)) => vec![one.clone()],
+                Some(v @ Value::Array(_)) => serde_json::from_value(v.clone())
+                    .map_err(|_| invalid("aud", "expected a string or a list of strings"))?,
+                Some(other) => {
+                    return Err(invalid(
+                        "aud",
+                        format!(
+                            "expected a string or a list of strings, got {}",
+                            kind(other)
+                        ),
+                    ))
+                }
+            },
+            jti,
+            iat: optional_date(map, "iat")?,
+            nbf: optional_date(map, "nbf")?,
+            exp: optional_date(map, "exp")?.ok_or(ClaimError::Missing("exp"))?,
+            tenant,
+            tier: optional(map, "tier")?,
+            tier_name: optional(map, "tier_name")?,
+            features: optional(map, "features")?.unwrap_or_default(),
+            limits: optional(map, "limits")?.unwrap_or_default(),
+            feature_limits: optional(map, "feature_limits")?.unwrap_or_default(),
+            flags: optional(map, "flags")?.unwrap_or_default(),
+            grace_days: optional(map, "grace_days")?,
+            read_only_days: optional(map, "read_only_days")?,
+        })
+    }
+}
+
+impl Claims {
+    /// The claims as a JSON object (for signing and display).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("claims serialize")
+    }
+
+    /// Whether the license may be used on the instance `instance_id`.
+    pub fn binds_to(&self, instance_id: &str) -> bool {
+        self.aud.iter().any(|a| a == "*" || a == instance_id)
+    }
+}
+
+fn invalid(claim: &'static str, problem: impl Into<String>) -> ClaimError {
+    ClaimError::Invalid {
+        claim,
+        problem: problem.into(),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn optional<T: DeserializeOwned>(
+    map: &Map<String, Value>,
+    claim: &'static str,
+) -> Result<Option<T>, ClaimError> {
+    match map.get(claim) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| invalid(claim, e.to_string())),
+    }
+}
+
+fn required<T: DeserializeOwned>(
+    map: &Map<String, Value>,
+    claim: &'static str,
+) -> Result<T, ClaimError> {
+    optional(map, claim)?.ok_or(ClaimError::Missing(claim))
+}
+
+/// A NumericDate: seconds since the epoch, integer or fractional (truncated).
+fn optional_date(
+    map: &Map<String, Value>,
+    claim: &'static str,
+) -> Result<Option<UnixTime>, ClaimError> {
+    match map.get(claim) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite() && f.abs() < 1e15)
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| invalid(claim, "the number is out of range")),
+        Some(other) => Err(invalid(
+            claim,
+            format!(
+                "expected a number of seconds since 1970, got {}",
+                kind(other)
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({"jti": "L-1", "tenant": "acme", "exp": 2_000_000_000})
+    }
+
+    #[test]
+    fn minimal_claims_parse_with_defaults() {
+        let c = Claims::try_from(&base()).unwrap();
+        assert_eq!(c.jti, "L-1");
+        assert_eq!(c.exp, 2_000_000_000);
+        assert!(c.features.is_empty());
+        assert_eq!(c.limits, Limits::default());
+        assert!(c.aud.is_empty());
+    }
+
+    #[test]
+    fn unknown_claims_are_ignored_and_aud_may_be_a_list() {
+        let mut v = base();
+        v["whatever"] = json!({"x": 1});
+        v["aud"] = json!(["a", "b"]);
+        v["features"] = json!(["sales"]);
+        v["limits"] = json!({"requests_per_hour": 5000});
+        v["feature_limits"] = json!({"reports": {"requests_per_day": 100}});
+        let c = Claims::try_from(&v).unwrap();
+        assert_eq!(c.aud, vec!["a", "b"]);
+        assert_eq!(c.limits.requests_per_hour, Some(5000));
+        assert_eq!(c.feature_limits["reports"].requests_per_day, Some(100));
+        assert!(c.binds_to("b") && !c.binds_to("c"));
+    }
+
+    #[test]
+    fn required_claims_are_named_when_missing() {
+        for claim in ["jti", "tenant", "exp"] {
+            let mut v = base();
+            v.as_object_mut().unwrap().remove(claim);
+            let err = Claims::try_from(&v).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("claim `{claim}` is required but missing")
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_types_name_the_claim() {
+        let cases = [
+            (
+                "exp",
+                json!("2030-01-01"),
+                "claim `exp` is invalid: expected a number of seconds since 1970, got a string",
+            ),
+            ("features", json!("sales"), "claim `features` is invalid"),
+            (
+                "limits",
+                json!({"requests_per_hour": -1}),
+                "claim `limits` is invalid",
+            ),
+            (
+                "limits",
+                json!({"rpm": 1}),
+                "claim `limits` is invalid: unknown field `rpm`",
+            ),
+            ("tenant", json!(7), "claim `tenant` is invalid"),
+            (
+                "aud",
+                json!(5),
+                "claim `aud` is invalid: expected a string or a list of strings, got a number",
+            ),
+            ("grace_days", json!(-3), "claim `grace_days` is invalid"),
+        ];
+        for (claim, value, expected) in cases {
+            let mut v = base();
+            v[claim] = value;
+            let err = Claims::try_from(&v).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{claim}: {err}");
+        }
+    }
+
+    #[test]
+    fn limits_add_with_absent_meaning_unlimited() {
+        let a = Limits {
+            requests_per_hour: Some(100),
+            requests_per_day: Some(1),
+            ..Limits::default()
+        };
+        let b = Limits {
+            requests_per_hour: Some(50),
+            ..Limits::default()
+        };
+        let sum = a.add(&b);
+        assert_eq!(sum.requests_per_hour, Some(150));
+        assert_eq!(
+            sum.requests_per_day, None,
+            "unlimited on one side stays unlimited"
+        );
+    }
+}

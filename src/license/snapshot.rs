@@ -1,0 +1,111 @@
+//! The immutable per-tenant license summaries the request path reads.
+//!
+//! A [`LicenseSnapshot`] is built whenever licenses, revocations or the status of some
+//! tenant change, and swapped in whole (`ArcSwap`); readers never lock and never
+//! allocate.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::claims::{FeatureLimits, Limits, UnixTime};
+use super::status::{Combined, Status};
+use super::store::StoreProblem;
+use super::time_text;
+
+/// One tenant's license summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantSummary {
+    pub tenant: String,
+    pub status: Status,
+    pub tier: Option<String>,
+    pub tier_name: Option<String>,
+    /// Granted features, for `has_feature` lookups.
+    #[serde(serialize_with = "sorted")]
+    pub features: HashSet<Box<str>>,
+    pub limits: Limits,
+    pub feature_limits: std::collections::BTreeMap<String, FeatureLimits>,
+    pub flags: Vec<String>,
+    pub expires_at: Option<UnixTime>,
+    /// `jti` of the licenses in force.
+    pub license_ids: Vec<String>,
+    /// Human-readable warnings (expiring soon, grace, read-only).
+    pub warnings: Vec<String>,
+}
+
+fn sorted<S: serde::Serializer>(set: &HashSet<Box<str>>, s: S) -> Result<S::Ok, S::Error> {
+    let mut all: Vec<&str> = set.iter().map(|f| &**f).collect();
+    all.sort_unstable();
+    s.collect_seq(all)
+}
+
+impl TenantSummary {
+    /// Builds the summary of `tenant` from its combined licenses.
+    pub fn new(tenant: &str, combined: Combined) -> TenantSummary {
+        let expires = combined.expires_at.map(time_text);
+        let until = |t: Option<UnixTime>| t.map(time_text).unwrap_or_default();
+        let warnings = match (combined.status, expires) {
+            (Status::ExpiringSoon, Some(exp)) => vec![format!("license expires on {exp}")],
+            (Status::Grace, Some(exp)) => vec![format!(
+                "license expired on {exp}; grace period until {}",
+                until(combined.grace_until)
+            )],
+            (Status::ReadOnly, Some(exp)) => vec![format!(
+                "license expired on {exp}; read-only access until {}",
+                until(combined.read_only_until)
+            )],
+            _ => Vec::new(),
+        };
+        TenantSummary {
+            tenant: tenant.to_string(),
+            status: combined.status,
+            tier: combined.tier,
+            tier_name: combined.tier_name,
+            features: combined
+                .features
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect(),
+            limits: combined.limits,
+            feature_limits: combined.feature_limits,
+            flags: combined.flags.into_iter().collect(),
+            expires_at: combined.expires_at,
+            license_ids: combined.license_ids,
+            warnings,
+        }
+    }
+
+    /// Whether `feature` is granted (allocation-free).
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.contains(feature)
+    }
+}
+
+/// All tenants' summaries at one instant.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LicenseSnapshot {
+    /// This installation's id (what `aud` must name).
+    pub instance_id: String,
+    /// Tenants with at least one license file (valid or not).
+    pub tenants: HashMap<String, TenantSummary>,
+    /// When this snapshot was judged.
+    pub built_at: UnixTime,
+    /// The next instant at which some tenant's status changes.
+    pub next_change: Option<UnixTime>,
+    /// License files that could not be used.
+    pub problems: Vec<StoreProblem>,
+}
+
+impl LicenseSnapshot {
+    /// The summary of `tenant`, if it has any license.
+    pub fn tenant(&self, tenant: &str) -> Option<&TenantSummary> {
+        self.tenants.get(tenant)
+    }
+
+    /// The status of `tenant` (`UNLICENSED` when it has none).
+    pub fn status(&self, tenant: &str) -> Status {
+        self.tenant(tenant)
+            .map(|t| t.status)
+            .unwrap_or(Status::Unlicensed)
+    }
+}

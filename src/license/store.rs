@@ -1,0 +1,474 @@
+//! The license store: a directory on disk.
+//!
+//! ```text
+//! store_dir/
+//!   licenses/          one token per file; files an operator drops here are picked up
+//!   revocations.json   {"revoked": [{"jti": "...", "revoked_at": 1700000000}]}
+//!   clock.json         {"high_water": 1700000000}  (clock rollback defence)
+//!   instance-id        this installation's id, when `instance_id = "auto"`
+//! ```
+//!
+//! Every write goes to a temporary file in the same directory, is flushed to disk,
+//! renamed over the target and the directory is flushed: a crash leaves either the
+//! old file or the new one, never a torn one. Temporary files start with `.` and are
+//! never read as licenses.
+
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::claims::UnixTime;
+use super::verify::MAX_TOKEN_BYTES;
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("license store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("license store {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A token file read from `licenses/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub path: PathBuf,
+    pub token: String,
+}
+
+/// A file in `licenses/` that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreProblem {
+    pub path: PathBuf,
+    pub reason: String,
+    /// The tenant the file claims to be for, read without verification (only used to
+    /// show that tenant as `INVALID` rather than `UNLICENSED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_tenant: Option<String>,
+}
+
+/// What changes in the directory look like: (name, size, modified) of every entry.
+pub type Fingerprint = Vec<(String, u64, Option<SystemTime>)>;
+
+/// A revoked license id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub jti: String,
+    pub revoked_at: UnixTime,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RevocationsFile {
+    revoked: Vec<Revocation>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ClockFile {
+    high_water: UnixTime,
+}
+
+/// The license directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating when missing, mode 0700) the store at `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            dir: dir.to_path_buf(),
+        };
+        for d in [store.dir.clone(), store.licenses_dir()] {
+            create_private_dir(&d)?;
+        }
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where license files live.
+    pub fn licenses_dir(&self) -> PathBuf {
+        self.dir.join("licenses")
+    }
+
+    fn revocations_path(&self) -> PathBuf {
+        self.dir.join("revocations.json")
+    }
+
+    fn clock_path(&self) -> PathBuf {
+        self.dir.join("clock.json")
+    }
+
+    fn instance_id_path(&self) -> PathBuf {
+        self.dir.join("instance-id")
+    }
+
+    /// Names, sizes and modification times of everything that affects the licenses.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut all: Fingerprint = Vec::new();
+        if let Ok(entries) = fs::read_dir(self.licenses_dir()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                if let Ok(meta) = entry.metadata() {
+                    all.push((name, meta.len(), meta.modified().ok()));
+                }
+            }
+        }
+        if let Ok(meta) = fs::metadata(self.revocations_path()) {
+            all.push((
+                "../revocations.json".into(),
+                meta.len(),
+                meta.modified().ok(),
+            ));
+        }
+        all.sort();
+        all
+    }
+
+    /// Reads every license file. Unreadable or oversized files are reported, not fatal.
+    pub fn scan(&self) -> (Vec<StoredToken>, Vec<StoreProblem>) {
+        let mut tokens = Vec::new();
+        let mut problems = Vec::new();
+        let dir = self.licenses_dir();
+        let mut entries: Vec<_> = match fs::read_dir(&dir) {
+            Ok(entries) => entries.flatten().collect(),
+            Err(e) => {
+                problems.push(StoreProblem {
+                    path: dir,
+                    reason: format!("cannot list: {e}"),
+                    claimed_tenant: None,
+                });
+                return (tokens, problems);
+            }
+        };
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if hidden || !entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                continue;
+            }
+            match read_token_file(&path) {
+                Ok(token) => tokens.push(StoredToken { path, token }),
+                Err(reason) => problems.push(StoreProblem {
+                    path,
+                    reason,
+                    claimed_tenant: None,
+                }),
+            }
+        }
+        (tokens, problems)
+    }
+
+    /// Writes `token` as the file for license `jti` of `tenant`; returns its path.
+    pub fn install(&self, tenant: &str, jti: &str, token: &str) -> Result<PathBuf, StoreError> {
+        let path = self.licenses_dir().join(license_file_name(tenant, jti));
+        write_atomically(&path, format!("{}\n", token.trim()).as_bytes())?;
+        Ok(path)
+    }
+
+    /// Removes the license file at `path` (a path returned by [`Store::scan`]).
+    pub fn remove(&self, path: &Path) -> Result<(), StoreError> {
+        fs::remove_file(path).map_err(io_error(path))?;
+        sync_dir(&self.licenses_dir())
+    }
+
+    /// The revoked license ids.
+    pub fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let path = self.revocations_path();
+        match fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io_error(&path)(e)),
+            Ok(bytes) => serde_json::from_slice::<RevocationsFile>(&bytes)
+                .map(|f| f.revoked)
+                .map_err(|e| StoreError::Corrupt {
+                    path,
+                    reason: format!("not a revocation list: {e}"),
+                }),
+        }
+    }
+
+    /// Adds `jti` to the revocation list (no-op when already there).
+    pub fn revoke(&self, jti: &str, now: UnixTime) -> Result<(), StoreError> {
+        let mut revoked = self.revocations()?;
+        if revoked.iter().any(|r| r.jti == jti) {
+            return Ok(());
+        }
+        revoked.push(Revocation {
+            jti: jti.to_string(),
+            revoked_at: now,
+        });
+        let body = serde_json::to_vec_pretty(&RevocationsFile { revoked }).expect("serializes");
+        write_atomically(&self.revocations_path(), &body)
+    }
+
+    /// The persisted clock high-water mark (0 when none or unreadable).
+    pub fn clock_high_water(&self) -> UnixTime {
+        fs::read(self.clock_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ClockFile>(&b).ok())
+            .map(|c| c.high_water)
+            .unwrap_or(0)
+    }
+
+    /// Persists the clock high-water mark.
+    pub fn save_clock_high_water(&self, high_water: UnixTime) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(&ClockFile { high_water }).expect("serializes");
+        write_atomically(&self.clock_path(), &body)
+    }
+
+    /// The persisted instance id, generated (and persisted) on first use.
+    pub fn instance_id(&self) -> Result<String, StoreError> {
+        let path = self.instance_id_path();
+        match fs::read_to_string(&path) {
+            Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+            Ok(_) => Err(StoreError::Corrupt {
+                path,
+                reason: "the instance id file is empty".into(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = generate_instance_id();
+                write_atomically(&path, format!("{id}\n").as_bytes())?;
+                Ok(id)
+            }
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+}
+
+/// Reads a token file: at most [`MAX_TOKEN_BYTES`], UTF-8, surrounding space trimmed.
+fn read_token_file(path: &Path) -> Result<String, String> {
+    let file = fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKEN_BYTES as u64 + 2)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() > MAX_TOKEN_BYTES + 1 {
+        return Err(format!(
+            "larger than {MAX_TOKEN_BYTES} bytes: not a license"
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text: not a license".to_string())?;
+    Ok(text.trim().to_string())
+}
+
+/// A file name for a license: `<tenant>--<jti>.jwt` when both are plain, else a digest.
+pub fn license_file_name(tenant: &str, jti: &str) -> String {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if plain(tenant) && plain(jti) {
+        format!("{tenant}--{jti}.jwt")
+    } else {
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, format!("{tenant}\0{jti}").as_bytes());
+        let hex: String = digest.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("license-{hex}.jwt")
+    }
+}
+
+/// A random id in UUID v4 form.
+pub fn generate_instance_id() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("system randomness available");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Replaces `path` with `bytes` atomically: temp file in the same directory, fsync,
+/// rename, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(io_error(&temp))?;
+        file.write_all(bytes).map_err(io_error(&temp))?;
+        file.sync_all().map_err(io_error(&temp))?;
+        drop(file);
+        fs::rename(&temp, path).map_err(io_error(path))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) => Err(io_error(dir)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_atomically(&path, b"one").unwrap();
+        write_atomically(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn a_torn_temp_file_is_never_read_and_the_old_file_stays_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let installed = store.install("acme", "L1", "aaa.bbb.ccc").unwrap();
+        // A crash in the middle of a later write: a partial temp file beside the target.
+        fs::write(
+            store.licenses_dir().join(".acme--L1.jwt.tmp-999-0"),
+            b"aaa.b",
+        )
+        .unwrap();
+        let (tokens, problems) = store.scan();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            tokens,
+            vec![StoredToken {
+                path: installed,
+                token: "aaa.bbb.ccc".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn revocations_and_clock_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.revocations().unwrap().is_empty());
+        store.revoke("L1", 100).unwrap();
+        store.revoke("L1", 200).unwrap();
+        store.revoke("L2", 300).unwrap();
+        let again = Store::open(dir.path()).unwrap();
+        let jtis: Vec<_> = again
+            .revocations()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.jti)
+            .collect();
+        assert_eq!(jtis, vec!["L1", "L2"]);
+        assert_eq!(again.clock_high_water(), 0);
+        again.save_clock_high_water(12345).unwrap();
+        assert_eq!(store.clock_high_water(), 12345);
+    }
+
+    #[test]
+    fn a_corrupt_revocation_list_is_an_error_not_an_empty_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fs::write(dir.path().join("revocations.json"), b"{not json").unwrap();
+        assert!(matches!(
+            store.revocations(),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn instance_id_is_generated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.instance_id().unwrap();
+        assert_eq!(id.len(), 36);
+        assert_eq!(Store::open(dir.path()).unwrap().instance_id().unwrap(), id);
+        assert_ne!(generate_instance_id(), id);
+    }
+
+    #[test]
+    fn file_names_are_safe() {
+        assert_eq!(license_file_name("acme", "L-1"), "acme--L-1.jwt");
+        let odd = license_file_name("../etc", "x/y");
+        assert!(odd.starts_with("license-") && !odd.contains('/'), "{odd}");
+    }
+
+    #[test]
+    fn oversized_and_binary_files_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fs::write(
+            store.licenses_dir().join("big.jwt"),
+            vec![b'a'; MAX_TOKEN_BYTES + 10],
+        )
+        .unwrap();
+        fs::write(store.licenses_dir().join("bin.jwt"), [0xff, 0xfe, 0x00]).unwrap();
+        let (tokens, problems) = store.scan();
+        assert!(tokens.is_empty());
+        assert_eq!(problems.len(), 2);
+        assert!(problems[0].reason.contains("larger than"), "{problems:?}");
+        assert!(problems[1].reason.contains("not UTF-8"), "{problems:?}");
+    }
+}
