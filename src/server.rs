@@ -32,6 +32,8 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error("{0}")]
+    Store(#[from] crate::license::store::StoreError),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -77,6 +79,28 @@ fn server_conf(config: &Config) -> ServerConf {
     }
 }
 
+/// Logs the instance id and each tenant's status once at start.
+fn log_license_summary(manager: &crate::license::LicenseManager) {
+    let snapshot = manager.snapshot();
+    tracing::info!(
+        instance_id = %snapshot.instance_id,
+        store = %manager.store().dir().display(),
+        tenants = snapshot.tenants.len(),
+        "licensing ready"
+    );
+    let mut tenants: Vec<_> = snapshot.tenants.values().collect();
+    tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    for t in tenants {
+        tracing::info!(
+            tenant = %t.tenant,
+            status = %t.status,
+            tier = t.tier.as_deref().unwrap_or(""),
+            expires = %t.expires_at.map(crate::license::time_text).unwrap_or_default(),
+            "license"
+        );
+    }
+}
+
 /// Runs the gateway until a shutdown signal; returns once in-flight requests have
 /// drained (or the shutdown timeout passed).
 pub fn run(config: Config) -> Result<(), ServeError> {
@@ -86,13 +110,27 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     }
     check_bindable(config.admin.listen, "admin.listen")?;
 
+    let licenses = match &config.license {
+        Some(license_config) => {
+            let manager = crate::license::manager::start(license_config)?;
+            log_license_summary(&manager);
+            Some(manager)
+        }
+        None => {
+            if config.mode != crate::config::Mode::Off {
+                tracing::warn!("no [license] section: every tenant is unlicensed");
+            }
+            None
+        }
+    };
+
     let readiness = Arc::new(Readiness::default());
     let inflight = Arc::new(Inflight::default());
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
-    let gateway = Gateway::new(&config, upstream_addr, Arc::clone(&inflight));
+    let gateway = Gateway::new(&config, upstream_addr, Arc::clone(&inflight), licenses);
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,

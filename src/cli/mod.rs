@@ -1,4 +1,6 @@
-//! The `licgate` command line: `serve`, `check`, `demo`.
+//! The `licgate` command line: `serve`, `check`, `demo`, `license`, `instance-id`.
+
+pub mod license;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,11 @@ use crate::{logging, server};
 const EXAMPLES: &str = "\
 Examples:
   licgate demo                                   # demo app + gateway on localhost
+  licgate license keygen --out keys/             # vendor: a signing key pair
+  licgate license issue --signing-key keys/vendor.key.pem --tenant default \\
+      --tier professional --feature sales --days 365
+  licgate license inspect customer.jwt --public-key keys/vendor.pub.pem
+  licgate instance-id --config /etc/licgate/licgate.toml
   licgate check --config /etc/licgate/licgate.toml
   licgate serve --config /etc/licgate/licgate.toml
   LICGATE_CONFIG=/etc/licgate/licgate.toml licgate serve
@@ -39,6 +46,12 @@ pub enum Command {
     /// Run a demo app with the gateway in front of it, on localhost.
     #[command(after_help = "Example:\n  licgate demo --listen 127.0.0.1:8080")]
     Demo(DemoArgs),
+    /// Vendor tools: generate keys, issue and inspect licenses.
+    #[command(subcommand)]
+    License(license::LicenseCommand),
+    /// Print this installation's instance id (licenses may be bound to it).
+    #[command(after_help = "Example:\n  licgate instance-id --config /etc/licgate/licgate.toml")]
+    InstanceId(ConfigArg),
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +93,33 @@ pub fn run(cli: Cli) -> ExitCode {
                 app: args.app_listen,
             };
             exit_with(demo::run(options))
+        }
+        Command::License(command) => license::run(command),
+        Command::InstanceId(args) => instance_id(&args.config),
+    }
+}
+
+/// `licgate instance-id`: the configured id, or the one persisted in the store
+/// (generated and persisted on first use).
+fn instance_id(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => return report_config_error(path, &e),
+    };
+    let Some(license) = &config.license else {
+        eprintln!("licgate: {} has no [license] section", path.display());
+        return ExitCode::from(1);
+    };
+    let result = crate::license::store::Store::open(&license.store_dir)
+        .and_then(|store| crate::license::manager::resolve_instance_id(license, &store));
+    match result {
+        Ok(id) => {
+            println!("{id}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("licgate: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -44,7 +44,37 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub admin: AdminConfig,
+    /// Licensing; `None` when the file has no `[license]` section (every tenant is
+    /// then unlicensed).
+    pub license: Option<LicenseConfig>,
     pub log: LogConfig,
+}
+
+/// Where licenses come from and how they are judged.
+#[derive(Debug, Clone)]
+pub struct LicenseConfig {
+    /// Public keys that verify licenses, each pinned to one algorithm.
+    pub public_keys: Vec<crate::license::PublicKey>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// The license store directory.
+    pub store_dir: PathBuf,
+    pub instance_id: InstanceIdSetting,
+    pub policy: crate::license::StatusPolicy,
+    /// Clock difference tolerated on `nbf`/`exp` checks at installation.
+    pub clock_leeway: Duration,
+    /// How often the store directory is checked for changed files.
+    pub scan_interval: Duration,
+    /// How far back the clock may go before licenses are judged at the high-water time.
+    pub clock_rollback_tolerance: Duration,
+}
+
+/// `license.instance_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceIdSetting {
+    /// Generated once and persisted in the store directory.
+    Auto,
+    Fixed(String),
 }
 
 /// The client-facing listener(s).
@@ -171,6 +201,9 @@ pub fn parse_raw(text: &str) -> Result<(RawConfig, Vec<Diagnostic>), Vec<Diagnos
                 raw.upstream = section("upstream", value, &mut diagnostics, &mut raw.failed_keys)
             }
             "admin" => raw.admin = section("admin", value, &mut diagnostics, &mut raw.failed_keys),
+            "license" => {
+                raw.license = section("license", value, &mut diagnostics, &mut raw.failed_keys)
+            }
             "log" => raw.log = section("log", value, &mut diagnostics, &mut raw.failed_keys),
             other => diagnostics.push(Diagnostic::at(
                 key_span,

@@ -23,11 +23,12 @@ pub struct RawConfig {
     pub server: Option<RawServer>,
     pub upstream: Option<Spanned<RawUpstream>>,
     pub admin: Option<RawAdmin>,
+    pub license: Option<RawLicense>,
     pub log: Option<RawLog>,
 }
 
 /// Top-level keys accepted in the file, in documentation order.
-pub const TOP_LEVEL_KEYS: &[&str] = &["mode", "server", "upstream", "admin", "log"];
+pub const TOP_LEVEL_KEYS: &[&str] = &["mode", "server", "upstream", "admin", "license", "log"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(
@@ -69,6 +70,32 @@ pub struct RawUpstream {
 #[serde(deny_unknown_fields, expecting = "a table [admin]")]
 pub struct RawAdmin {
     pub listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [license]")]
+pub struct RawLicense {
+    pub public_keys: Option<Spanned<Vec<Spanned<RawPublicKey>>>>,
+    pub issuer: Option<Spanned<String>>,
+    pub store_dir: Option<Spanned<String>>,
+    pub instance_id: Option<Spanned<String>>,
+    pub expiry_warning_days: Option<Spanned<i64>>,
+    pub grace_days: Option<Spanned<i64>>,
+    pub read_only_days: Option<Spanned<i64>>,
+    pub clock_leeway: Option<Spanned<String>>,
+    pub scan_interval: Option<Spanned<String>>,
+    pub clock_rollback_tolerance: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a key such as { path = \"keys/vendor.pub.pem\", alg = \"EdDSA\" }"
+)]
+pub struct RawPublicKey {
+    pub path: Spanned<String>,
+    pub alg: Option<Spanned<String>>,
+    pub kid: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

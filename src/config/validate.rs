@@ -9,12 +9,14 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::raw::{
-    OneOrMany, RawAdmin, RawConfig, RawLog, RawLogFormat, RawMode, RawServer, RawUpstream,
+    OneOrMany, RawAdmin, RawConfig, RawLicense, RawLog, RawLogFormat, RawMode, RawPublicKey,
+    RawServer, RawUpstream,
 };
 use super::{
-    default_threads, AdminConfig, Config, Diagnostic, LogConfig, LogFormat, Mode, ServerConfig,
-    UpstreamAddress, UpstreamConfig,
+    default_threads, AdminConfig, Config, Diagnostic, InstanceIdSetting, LicenseConfig, LogConfig,
+    LogFormat, Mode, ServerConfig, UpstreamAddress, UpstreamConfig,
 };
+use crate::license::{Algorithm, PublicKey, StatusPolicy};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
@@ -31,6 +33,7 @@ impl TryFrom<RawConfig> for Config {
             server,
             upstream,
             admin,
+            license,
             log,
         } = raw;
         let mut diags = Vec::new();
@@ -51,6 +54,7 @@ impl TryFrom<RawConfig> for Config {
             }
         };
         let admin = validate_admin(admin.unwrap_or_default(), &mut diags);
+        let license = license.map(|l| validate_license(l, &base_dir, &mut diags));
         let log = validate_log(log.unwrap_or_default(), &mut diags);
         match (server, upstream, admin, log) {
             (Some(server), Some(upstream), Some(admin), Some(log)) if diags.is_empty() => {
@@ -60,6 +64,7 @@ impl TryFrom<RawConfig> for Config {
                     server,
                     upstream,
                     admin,
+                    license: license.flatten(),
                     log,
                 })
             }
@@ -231,6 +236,171 @@ fn validate_upstream(
     })
 }
 
+fn validate_license(
+    raw: RawLicense,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<LicenseConfig> {
+    let RawLicense {
+        public_keys,
+        issuer,
+        store_dir,
+        instance_id,
+        expiry_warning_days,
+        grace_days,
+        read_only_days,
+        clock_leeway,
+        scan_interval,
+        clock_rollback_tolerance,
+    } = raw;
+    let start = diags.len();
+    let mut keys: Vec<PublicKey> = Vec::new();
+    match public_keys {
+        None => diags.push(Diagnostic::whole_file(
+            "license.public_keys is required in [license]: the vendor's public key(s), e.g. [{ path = \"keys/vendor.pub.pem\", alg = \"EdDSA\" }]",
+        )),
+        Some(list) if list.get_ref().is_empty() => diags.push(Diagnostic::at(
+            list.span(),
+            "license.public_keys is empty: no license could ever be verified",
+        )),
+        Some(list) => {
+            for (i, key) in list.into_inner().into_iter().enumerate() {
+                if let Some(key) = public_key(i, key, base_dir, diags) {
+                    if let Some(kid) = &key.kid {
+                        if keys.iter().any(|k| k.kid.as_ref() == Some(kid)) {
+                            diags.push(Diagnostic::whole_file(format!(
+                                "license.public_keys[{i}]: kid \"{kid}\" is used by another key"
+                            )));
+                        }
+                    }
+                    keys.push(key);
+                }
+            }
+        }
+    }
+    let store_dir = match store_dir {
+        None => PathBuf::from("/var/lib/licgate"),
+        Some(d) => {
+            let path = base_dir.join(d.get_ref());
+            if path.exists() && !path.is_dir() {
+                diags.push(Diagnostic::at(
+                    d.span(),
+                    format!(
+                        "license.store_dir: {} exists and is not a directory",
+                        path.display()
+                    ),
+                ));
+            }
+            path
+        }
+    };
+    let instance_id = match instance_id {
+        None => InstanceIdSetting::Auto,
+        Some(id) if id.get_ref() == "auto" => InstanceIdSetting::Auto,
+        Some(id) if id.get_ref().trim().is_empty() || id.get_ref().len() > 200 => {
+            diags.push(Diagnostic::at(
+                id.span(),
+                "license.instance_id must be \"auto\" or a non-empty id of at most 200 characters",
+            ));
+            InstanceIdSetting::Auto
+        }
+        Some(id) => InstanceIdSetting::Fixed(id.into_inner()),
+    };
+    let defaults = StatusPolicy::default();
+    let mut days = |raw: Option<Spanned<i64>>, key: &str, default: u32| match raw {
+        None => default,
+        Some(d) if (0..=3650).contains(d.get_ref()) => *d.get_ref() as u32,
+        Some(d) => {
+            diags.push(Diagnostic::at(
+                d.span(),
+                format!(
+                    "{key} must be a number of days between 0 and 3650, got {}",
+                    d.get_ref()
+                ),
+            ));
+            default
+        }
+    };
+    let policy = StatusPolicy {
+        expiry_warning_days: days(
+            expiry_warning_days,
+            "license.expiry_warning_days",
+            defaults.expiry_warning_days,
+        ),
+        grace_days: days(grace_days, "license.grace_days", defaults.grace_days),
+        read_only_days: days(
+            read_only_days,
+            "license.read_only_days",
+            defaults.read_only_days,
+        ),
+    };
+    let clock_leeway = duration_or_zero(
+        clock_leeway,
+        "license.clock_leeway",
+        Duration::from_secs(60),
+        diags,
+    );
+    let scan_interval = duration(
+        scan_interval,
+        "license.scan_interval",
+        Duration::from_secs(5),
+        diags,
+    );
+    let clock_rollback_tolerance = duration_or_zero(
+        clock_rollback_tolerance,
+        "license.clock_rollback_tolerance",
+        Duration::from_secs(600),
+        diags,
+    );
+    (diags.len() == start).then(|| LicenseConfig {
+        public_keys: keys,
+        issuer: issuer.map(Spanned::into_inner),
+        store_dir,
+        instance_id,
+        policy,
+        clock_leeway,
+        scan_interval,
+        clock_rollback_tolerance,
+    })
+}
+
+/// Loads entry `i` of `license.public_keys` (path relative to the config file).
+fn public_key(
+    i: usize,
+    raw: Spanned<RawPublicKey>,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<PublicKey> {
+    let RawPublicKey { path, alg, kid } = raw.into_inner();
+    let alg = match alg {
+        None => Algorithm::EdDSA,
+        Some(a) => match Algorithm::from_name(a.get_ref()) {
+            Some(alg) => alg,
+            None => {
+                diags.push(Diagnostic::at(
+                    a.span(),
+                    format!(
+                        "license.public_keys[{i}].alg: `{}` is not accepted: use \"EdDSA\", \"ES256\" or \"RS256\"",
+                        a.get_ref()
+                    ),
+                ));
+                return None;
+            }
+        },
+    };
+    let file = base_dir.join(path.get_ref());
+    match PublicKey::load(&file, alg, kid.map(Spanned::into_inner)) {
+        Ok(key) => Some(key),
+        Err(e) => {
+            diags.push(Diagnostic::at(
+                path.span(),
+                format!("license.public_keys[{i}].path: {e}"),
+            ));
+            None
+        }
+    }
+}
+
 fn validate_admin(raw: RawAdmin, diags: &mut Vec<Diagnostic>) -> Option<AdminConfig> {
     let RawAdmin { listen } = raw;
     let listen = match listen {
@@ -388,20 +558,46 @@ fn ip_net(raw: &Spanned<String>, diags: &mut Vec<Diagnostic>) -> Option<IpNet> {
     parsed
 }
 
+/// A positive duration such as "250ms" or "5s".
 fn duration(
     raw: Option<Spanned<String>>,
     key: &str,
     default: Duration,
     diags: &mut Vec<Diagnostic>,
 ) -> Duration {
+    parse_duration(raw, key, default, false, diags)
+}
+
+/// A duration that may be zero ("0s").
+fn duration_or_zero(
+    raw: Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+    diags: &mut Vec<Diagnostic>,
+) -> Duration {
+    parse_duration(raw, key, default, true, diags)
+}
+
+fn parse_duration(
+    raw: Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+    zero_allowed: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> Duration {
     let Some(raw) = raw else { return default };
     match humantime::parse_duration(raw.get_ref()) {
-        Ok(d) if !d.is_zero() => d,
+        Ok(d) if zero_allowed || !d.is_zero() => d,
         _ => {
+            let what = if zero_allowed {
+                "duration"
+            } else {
+                "positive duration"
+            };
             diags.push(Diagnostic::at(
                 raw.span(),
                 format!(
-                    "{key}: `{}` is not a positive duration: expected e.g. \"250ms\", \"5s\" or \"2m\"",
+                    "{key}: `{}` is not a {what}: expected e.g. \"250ms\", \"5s\" or \"2m\"",
                     raw.get_ref()
                 ),
             ));

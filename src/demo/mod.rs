@@ -6,10 +6,19 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::config::Config;
+use crate::license::claims::FeatureLimits;
+use crate::license::clock::{Clock, SystemClock};
+use crate::license::keys::{self, SigningKey};
+use crate::license::store::Store;
+use crate::license::{Claims, Limits, UnixTime};
 use crate::server::{self, ServeError};
 
-/// The demo configuration template (`@LISTEN@`, `@ADMIN@`, `@APP@` are filled in).
+/// The demo configuration template (`@LISTEN@`, `@ADMIN@`, `@APP@`, `@KEY@`,
+/// `@STORE@` are filled in).
 pub const DEMO_CONFIG_TEMPLATE: &str = include_str!("../../config/demo.toml");
+
+/// The demo license's plan: professional, without `manufacturing`, 100 requests/hour.
+pub const DEMO_FEATURES: &[&str] = &["sales", "hr", "reports"];
 
 /// Where the demo listens.
 #[derive(Debug, Clone)]
@@ -22,17 +31,66 @@ pub struct DemoOptions {
     pub app: SocketAddr,
 }
 
-/// The demo configuration for the given addresses.
+/// The demo configuration for the given addresses, with the vendor key and store in
+/// `dir`.
 pub fn demo_config(
     listen: SocketAddr,
     admin: SocketAddr,
     app: SocketAddr,
+    dir: &Path,
 ) -> Result<Config, ServeError> {
     let text = DEMO_CONFIG_TEMPLATE
         .replace("@LISTEN@", &listen.to_string())
         .replace("@ADMIN@", &admin.to_string())
-        .replace("@APP@", &app.to_string());
+        .replace("@APP@", &app.to_string())
+        .replace(
+            "@KEY@",
+            &dir.join("keys/vendor.pub.pem").display().to_string(),
+        )
+        .replace("@STORE@", &dir.join("store").display().to_string());
     Ok(Config::parse(&text, Path::new("<demo config>"))?)
+}
+
+/// Makes a throwaway vendor key pair in `dir/keys` and installs a demo license for
+/// tenant `default` in `dir/store`; returns the token.
+pub fn prepare_demo_license(dir: &Path, now: UnixTime) -> Result<String, ServeError> {
+    let other = |e: String| ServeError::Io(std::io::Error::other(e));
+    let pair = keys::generate_ed25519();
+    let (private, _public) =
+        keys::write_key_pair(&dir.join("keys"), &pair).map_err(|e| other(e.to_string()))?;
+    let signing = SigningKey::load(&private).map_err(|e| other(e.to_string()))?;
+    let mut limits = Limits::default();
+    limits.set("requests_per_hour", 100);
+    limits.set("max_concurrent_connections", 20);
+    let mut feature_limits = std::collections::BTreeMap::new();
+    feature_limits.insert(
+        "reports".to_string(),
+        FeatureLimits {
+            requests_per_day: Some(20),
+            requests_per_hour: None,
+        },
+    );
+    let claims = Claims {
+        iss: Some("licgate demo vendor".into()),
+        sub: Some("demo-customer".into()),
+        aud: vec!["demo-instance".into()],
+        jti: "demo-license-1".into(),
+        iat: Some(now),
+        nbf: None,
+        exp: now + 30 * 86_400,
+        tenant: "default".into(),
+        tier: Some("professional".into()),
+        tier_name: Some("Professional".into()),
+        features: DEMO_FEATURES.iter().map(|f| f.to_string()).collect(),
+        limits,
+        feature_limits,
+        flags: vec!["trial".into()],
+        grace_days: None,
+        read_only_days: None,
+    };
+    let token = crate::cli::license::sign(&claims, &signing, None).map_err(other)?;
+    Store::open(&dir.join("store"))?.install(&claims.tenant, &claims.jti, &token)?;
+    Ok(token)
 }
 
 /// Starts the demo app on a thread of its own, then runs the gateway in front of it
@@ -60,7 +118,9 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
         })
         .map_err(ServeError::Io)?;
 
-    let config = demo_config(options.listen, options.admin, app_addr)?;
+    let dir = std::env::temp_dir().join(format!("licgate-demo-{}", std::process::id()));
+    prepare_demo_license(&dir, SystemClock.now())?;
+    let config = demo_config(options.listen, options.admin, app_addr, &dir)?;
     crate::logging::init(&config.log);
     let gateway = config.server.listen[0];
     println!("licgate demo");
@@ -76,6 +136,22 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
     println!("  curl -s http://{gateway}/api/sales/orders?page=2    # JSON echo: see the X-Forwarded-* headers added");
     println!("  curl -s -H 'X-Licgate-Tenant: spoofed' http://{gateway}/api/hr/employees    # client X-Licgate-* is stripped");
     println!("  curl -s http://{}/readyz", config.admin.listen);
+    println!();
+    println!(
+        "Demo license (tenant default, tier professional, features {}, 100 requests/hour,",
+        DEMO_FEATURES.join(", ")
+    );
+    println!(
+        "no manufacturing_module; 30 days; throwaway key and store in {}):",
+        dir.display()
+    );
+    println!(
+        "  licgate license inspect {} --public-key {}",
+        dir.join("store/licenses/default--demo-license-1.jwt")
+            .display(),
+        dir.join("keys/vendor.pub.pem").display()
+    );
+
     println!("Press Ctrl+C to stop (in-flight requests are drained).");
     server::run(config)
 }

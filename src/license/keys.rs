@@ -146,7 +146,7 @@ impl PublicKey {
 }
 
 /// The algorithm family named by a `PUBLIC KEY` (SPKI) PEM, when recognisable.
-fn spki_algorithm(pem: &[u8]) -> Option<Algorithm> {
+pub fn spki_algorithm(pem: &[u8]) -> Option<Algorithm> {
     let der = pem_body(std::str::from_utf8(pem).ok()?, "PUBLIC KEY")?;
     const ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
     const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];

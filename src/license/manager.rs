@@ -365,3 +365,39 @@ impl AsLicense for Loaded {
         &self.license
     }
 }
+
+/// The instance id for `config`: the configured one, or the one persisted in the
+/// store (generated on first use).
+pub fn resolve_instance_id(
+    config: &crate::config::LicenseConfig,
+    store: &Store,
+) -> Result<String, StoreError> {
+    match &config.instance_id {
+        crate::config::InstanceIdSetting::Fixed(id) => Ok(id.clone()),
+        crate::config::InstanceIdSetting::Auto => store.instance_id(),
+    }
+}
+
+/// Opens the store of `config`, loads it with the system clock, and starts the
+/// refresher thread.
+pub fn start(config: &crate::config::LicenseConfig) -> Result<Arc<LicenseManager>, StoreError> {
+    let store = Store::open(&config.store_dir)?;
+    let instance_id = resolve_instance_id(config, &store)?;
+    let settings = LicenseSettings {
+        verifier: Verifier::new(
+            config.public_keys.clone(),
+            config.issuer.clone(),
+            instance_id,
+            config.clock_leeway.as_secs() as i64,
+        ),
+        policy: config.policy,
+        rollback_tolerance_secs: config.clock_rollback_tolerance.as_secs() as i64,
+    };
+    let manager = Arc::new(LicenseManager::new(
+        settings,
+        store,
+        Arc::new(super::clock::SystemClock),
+    ));
+    manager.spawn_refresher(config.scan_interval);
+    Ok(manager)
+}

@@ -17,6 +17,7 @@ use pingora::{ErrorSource, ErrorType};
 pub use headers::{strip_gateway_headers, ForwardingPolicy};
 
 use crate::config::{Config, Mode, UpstreamConfig};
+use crate::license::LicenseManager;
 use crate::lifecycle::{Inflight, InflightGuard};
 use crate::pages;
 use crate::response::{ClientKind, LocalResponse};
@@ -37,12 +38,19 @@ pub struct Gateway {
     inflight: Arc<Inflight>,
     /// Upstream failures are logged at most once a second (with a count of the rest).
     upstream_failure_log: LogThrottle,
+    /// Licensing, when configured (read by enforcement).
+    licenses: Option<Arc<LicenseManager>>,
 }
 
 impl Gateway {
     /// A gateway for `config` that sends requests to `upstream_addr` (the resolved
     /// `upstream.address`) and counts requests in `inflight`.
-    pub fn new(config: &Config, upstream_addr: SocketAddr, inflight: Arc<Inflight>) -> Gateway {
+    pub fn new(
+        config: &Config,
+        upstream_addr: SocketAddr,
+        inflight: Arc<Inflight>,
+        licenses: Option<Arc<LicenseManager>>,
+    ) -> Gateway {
         Gateway {
             mode: config.mode,
             peer: upstream_peer(&config.upstream, upstream_addr),
@@ -52,7 +60,13 @@ impl Gateway {
             },
             inflight,
             upstream_failure_log: LogThrottle::new(Duration::from_secs(1)),
+            licenses,
         }
+    }
+
+    /// The license manager, when licensing is configured.
+    pub fn licenses(&self) -> Option<&Arc<LicenseManager>> {
+        self.licenses.as_ref()
     }
 
     /// The configured enforcement mode.
