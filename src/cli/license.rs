@@ -27,7 +27,7 @@ pub enum LicenseCommand {
     #[command(
         after_help = "Example:\n  licgate license issue --signing-key keys/vendor.key.pem --tenant default \\\n    --tier professional --feature sales --feature hr \\\n    --limit requests_per_hour=5000 --days 365 --audience 3f2a..."
     )]
-    Issue(IssueArgs),
+    Issue(Box<IssueArgs>),
     /// Show a token's claims, signature verdict and status now.
     #[command(
         after_help = "Examples:\n  licgate license inspect customer.jwt --public-key keys/vendor.pub.pem\n  echo \"$TOKEN\" | licgate license inspect -"

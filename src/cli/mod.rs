@@ -48,7 +48,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Vendor tools: generate keys, issue and inspect licenses.
     #[command(subcommand)]
-    License(license::LicenseCommand),
+    License(Box<license::LicenseCommand>),
     /// Print this installation's instance id (licenses may be bound to it).
     #[command(after_help = "Example:\n  licgate instance-id --config /etc/licgate/licgate.toml")]
     InstanceId(ConfigArg),
@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             exit_with(demo::run(options))
         }
-        Command::License(command) => license::run(command),
+        Command::License(command) => license::run(*command),
         Command::InstanceId(args) => instance_id(&args.config),
     }
 }
