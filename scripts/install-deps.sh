@@ -12,6 +12,7 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v kill >/dev/null 2>&1 || missing+=(procps)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 for extra in "$@"; do
   command -v "$extra" >/dev/null 2>&1 || missing+=("$extra")
 done

@@ -120,22 +120,22 @@ impl PublicKey {
             Algorithm::ES256 => (DecodingKey::from_ec_pem(pem), "P-256 public"),
             Algorithm::RS256 => (DecodingKey::from_rsa_pem(pem), "RSA public"),
         };
-        let key = key.map_err(|e| KeyError::Parse {
-            path: path.to_path_buf(),
-            expected,
-            reason: e.to_string(),
-        })?;
-        // jsonwebtoken accepts some mismatched PEM kinds at load time; check that the
-        // key really is of the pinned type by its SPKI algorithm identifier.
+        // Name the real key type when it is another one (jsonwebtoken would only
+        // say "invalid key format", or accept some mismatched kinds).
         if let Some(found) = spki_algorithm(pem) {
             if found != alg {
                 return Err(KeyError::Parse {
                     path: path.to_path_buf(),
                     expected,
-                    reason: format!("it is a {found} key"),
+                    reason: format!("it is a key for {found}"),
                 });
             }
         }
+        let key = key.map_err(|e| KeyError::Parse {
+            path: path.to_path_buf(),
+            expected,
+            reason: e.to_string(),
+        })?;
         Ok(PublicKey {
             kid,
             alg,

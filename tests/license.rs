@@ -1,0 +1,786 @@
+//! Licenses end to end with real keys generated here: the vendor CLI, every
+//! algorithm, every rejection path, the store, the manager, and the clock.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use licgate::cli::license::{issue_claims, sign, IssueArgs};
+use licgate::license::clock::{Clock, ManualClock, SystemClock};
+use licgate::license::keys::{spki_algorithm, Algorithm, PublicKey, SigningKey};
+use licgate::license::manager::{LicenseManager, LicenseSettings};
+use licgate::license::store::Store;
+use licgate::license::{Claims, Rejection, Status, StatusPolicy, Verifier};
+
+const DAY: i64 = 86_400;
+const INSTANCE: &str = "inst-1";
+
+/// A vendor key pair on disk.
+struct Vendor {
+    _dir: tempfile::TempDir,
+    private: PathBuf,
+    public: PathBuf,
+    alg: Algorithm,
+}
+
+impl Vendor {
+    fn new(alg: Algorithm) -> Vendor {
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("vendor.key.pem");
+        let public = dir.path().join("vendor.pub.pem");
+        match alg {
+            Algorithm::EdDSA => {
+                let (code, _, err) =
+                    run_cli(&["license", "keygen", "--out", dir.path().to_str().unwrap()]);
+                assert_eq!(code, 0, "{err}");
+            }
+            Algorithm::ES256 => {
+                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+                std::fs::write(&private, key.serialize_pem()).unwrap();
+                std::fs::write(&public, key.public_key_pem()).unwrap();
+            }
+            Algorithm::RS256 => {
+                openssl(
+                    &[
+                        "genpkey",
+                        "-algorithm",
+                        "RSA",
+                        "-pkeyopt",
+                        "rsa_keygen_bits:2048",
+                        "-out",
+                    ],
+                    &private,
+                );
+                let out = Command::new("openssl")
+                    .args(["pkey", "-pubout", "-in"])
+                    .arg(&private)
+                    .arg("-out")
+                    .arg(&public)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Vendor {
+            _dir: dir,
+            private,
+            public,
+            alg,
+        }
+    }
+
+    fn public_key(&self, kid: Option<&str>) -> PublicKey {
+        PublicKey::load(&self.public, self.alg, kid.map(str::to_string)).unwrap()
+    }
+
+    fn signing_key(&self) -> SigningKey {
+        SigningKey::load(&self.private).unwrap()
+    }
+
+    fn sign(&self, claims: &Claims, kid: Option<&str>) -> String {
+        sign(claims, &self.signing_key(), kid).unwrap()
+    }
+}
+
+fn openssl(args: &[&str], out: &Path) {
+    let output = Command::new("openssl")
+        .args(args)
+        .arg(out)
+        .output()
+        .expect("openssl");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn issue_args(tenant: &str, days: u32) -> IssueArgs {
+    IssueArgs {
+        signing_key: PathBuf::new(),
+        tenant: tenant.into(),
+        tier: "professional".into(),
+        tier_name: None,
+        features: vec!["sales".into()],
+        limits: vec!["requests_per_hour=100".into()],
+        feature_limits: vec![],
+        expires: None,
+        days: Some(days),
+        not_before: None,
+        audiences: vec![INSTANCE.into()],
+        flags: vec![],
+        issuer: Some("Vendor".into()),
+        subject: None,
+        kid: None,
+        jti: None,
+        grace_days: None,
+        read_only_days: None,
+    }
+}
+
+fn claims(tenant: &str, now: i64, days: u32) -> Claims {
+    issue_claims(&issue_args(tenant, days), now).unwrap()
+}
+
+fn verifier(keys: Vec<PublicKey>) -> Verifier {
+    Verifier::new(keys, Some("Vendor".into()), INSTANCE.into(), 60)
+}
+
+fn now() -> i64 {
+    SystemClock.now()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token with the given header and claims and an arbitrary signature.
+fn forged(header: serde_json::Value, claims: &serde_json::Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes()),
+        b64(signature)
+    )
+}
+
+#[test]
+fn round_trip_keygen_issue_inspect_install() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let key_mode = std::fs::metadata(&vendor.private).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_mode.permissions()) & 0o777,
+        0o600
+    );
+
+    let (code, token, err) = run_cli(&[
+        "license",
+        "issue",
+        "--signing-key",
+        vendor.private.to_str().unwrap(),
+        "--tenant",
+        "acme",
+        "--tier",
+        "professional",
+        "--tier-name",
+        "Professional",
+        "--feature",
+        "sales",
+        "--feature",
+        "hr",
+        "--limit",
+        "requests_per_hour=5000",
+        "--limit",
+        "max_concurrent_connections=20",
+        "--feature-limit",
+        "reports:requests_per_day=100",
+        "--days",
+        "365",
+        "--audience",
+        INSTANCE,
+        "--issuer",
+        "Vendor",
+        "--subject",
+        "cust-9",
+        "--flag",
+        "trial",
+        "--jti",
+        "L-42",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim().to_string();
+    assert_eq!(token.split('.').count(), 3);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acme.jwt");
+    std::fs::write(&file, &token).unwrap();
+    let (code, out, err) = run_cli(&[
+        "license",
+        "inspect",
+        file.to_str().unwrap(),
+        "--public-key",
+        vendor.public.to_str().unwrap(),
+        "--instance-id",
+        INSTANCE,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("signature: valid (EdDSA, bound to this instance)"),
+        "{out}"
+    );
+    assert!(out.contains("status now: VALID"), "{out}");
+    assert!(out.contains("\"jti\": \"L-42\""), "{out}");
+    assert!(out.contains("\"requests_per_hour\": 5000"), "{out}");
+
+    let manager = manager_for(
+        &vendor,
+        tempfile::tempdir().unwrap().keep(),
+        Arc::new(SystemClock),
+    );
+    let summary = manager.install(&token).unwrap();
+    assert_eq!(summary.status, Status::Valid);
+    assert_eq!(summary.tier.as_deref(), Some("professional"));
+    assert!(
+        summary.has_feature("sales")
+            && summary.has_feature("hr")
+            && !summary.has_feature("manufacturing")
+    );
+    assert_eq!(summary.limits.requests_per_hour, Some(5000));
+    assert_eq!(
+        summary.feature_limits["reports"].requests_per_day,
+        Some(100)
+    );
+    assert_eq!(summary.flags, vec!["trial"]);
+    assert_eq!(manager.snapshot().status("acme"), Status::Valid);
+    assert_eq!(manager.snapshot().status("other"), Status::Unlicensed);
+}
+
+#[test]
+fn inspect_reports_a_bad_signature_and_exits_non_zero() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let other = Vendor::new(Algorithm::EdDSA);
+    let token = vendor.sign(&claims("acme", now(), 30), None);
+    let (code, out, _) = run_cli(&[
+        "license",
+        "inspect",
+        &token,
+        "--public-key",
+        other.public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("signature: REJECTED: the signature does not verify"),
+        "{out}"
+    );
+    let (code, out, _) = run_cli(&["license", "inspect", &token]);
+    assert_eq!(code, 0);
+    assert!(out.contains("signature: not checked"), "{out}");
+}
+
+#[test]
+fn every_algorithm_signs_and_verifies() {
+    for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+        let vendor = Vendor::new(alg);
+        assert_eq!(
+            vendor.signing_key().alg,
+            alg,
+            "algorithm detected from the key"
+        );
+        assert_eq!(
+            spki_algorithm(&std::fs::read(&vendor.public).unwrap()),
+            Some(alg)
+        );
+        let token = vendor.sign(&claims("acme", now(), 30), None);
+        let license = verifier(vec![vendor.public_key(None)])
+            .verify(&token)
+            .unwrap();
+        assert_eq!(license.alg, alg);
+        assert_eq!(license.claims.tenant, "acme");
+        // Selected by kid too.
+        let token = vendor.sign(&claims("acme", now(), 30), Some("k1"));
+        let license = verifier(vec![vendor.public_key(Some("k1"))])
+            .verify(&token)
+            .unwrap();
+        assert_eq!(license.kid.as_deref(), Some("k1"));
+    }
+}
+
+#[test]
+fn every_rejection_has_its_reason() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let es = Vendor::new(Algorithm::ES256);
+    let v = verifier(vec![vendor.public_key(None), es.public_key(Some("ec-1"))]);
+    let good_claims = claims("acme", now(), 30);
+    let good = vendor.sign(&good_claims, None);
+    let claims_json = good_claims.to_json();
+    let reject = |token: &str| v.verify(token).unwrap_err();
+
+    // alg none, with and without a signature part.
+    let none = forged(
+        serde_json::json!({"alg": "none", "typ": "JWT"}),
+        &claims_json,
+        b"",
+    );
+    assert_eq!(reject(&none), Rejection::AlgorithmNotAllowed("none".into()));
+    // HS256 "signed" with the public key bytes (the classic confusion attack).
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims_json,
+        &jsonwebtoken::EncodingKey::from_secret(&std::fs::read(&vendor.public).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(reject(&hs), Rejection::AlgorithmNotAllowed("HS256".into()));
+    assert_eq!(
+        reject(&hs).to_string(),
+        "signed with algorithm HS256, which is never accepted (only EdDSA, ES256 and RS256 are)"
+    );
+    // Signed by a key that is not configured.
+    let stranger = Vendor::new(Algorithm::EdDSA);
+    assert_eq!(
+        reject(&stranger.sign(&good_claims, None)),
+        Rejection::BadSignature
+    );
+    // Unknown kid; a kid whose key is pinned to another algorithm.
+    assert_eq!(
+        reject(&vendor.sign(&good_claims, Some("nope"))),
+        Rejection::UnknownKid("nope".into())
+    );
+    assert_eq!(
+        reject(&vendor.sign(&good_claims, Some("ec-1"))).to_string(),
+        "the header says EdDSA but key \"ec-1\" is pinned to ES256"
+    );
+    // No key for the algorithm (RS256 while only EdDSA and ES256 are configured).
+    let rsa = Vendor::new(Algorithm::RS256);
+    assert_eq!(
+        reject(&rsa.sign(&good_claims, None)),
+        Rejection::NoKeyForAlgorithm(Algorithm::RS256)
+    );
+    // Tampered payload: more features, same signature.
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut richer = claims_json.clone();
+    richer["features"] = serde_json::json!(["sales", "manufacturing"]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(richer.to_string().as_bytes()),
+        parts[2]
+    );
+    assert_eq!(reject(&tampered), Rejection::BadSignature);
+    // Tampered signature.
+    let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .unwrap();
+    sig[0] ^= 1;
+    assert_eq!(
+        reject(&format!("{}.{}.{}", parts[0], parts[1], b64(&sig))),
+        Rejection::BadSignature
+    );
+    // Truncated; not base64; not a JWT; empty; oversize.
+    assert_eq!(reject(&good[..good.len() - 10]), Rejection::BadSignature);
+    assert!(matches!(
+        reject(&format!("{}.{}", parts[0], parts[1])),
+        Rejection::Malformed(_)
+    ));
+    assert!(matches!(reject("!!!.@@@.###"), Rejection::Malformed(_)));
+    assert!(matches!(reject("hello"), Rejection::Malformed(_)));
+    assert_eq!(reject("  "), Rejection::Empty);
+    assert_eq!(
+        reject(&"a".repeat(70_000)),
+        Rejection::TooLarge { size: 70_000 }
+    );
+
+    // Required claims, and exp of the wrong type, named.
+    for missing in ["exp", "jti", "tenant"] {
+        let mut c = claims_json.clone();
+        c.as_object_mut().unwrap().remove(missing);
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &c,
+            &vendor.signing_key().key,
+        )
+        .unwrap();
+        assert_eq!(
+            reject(&token).to_string(),
+            format!("claim `{missing}` is required but missing")
+        );
+    }
+    let mut c = claims_json.clone();
+    c["exp"] = serde_json::json!("2030-01-01");
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &c,
+        &vendor.signing_key().key,
+    )
+    .unwrap();
+    assert_eq!(
+        reject(&token).to_string(),
+        "claim `exp` is invalid: expected a number of seconds since 1970, got a string"
+    );
+
+    // Wrong audience and issuer.
+    let mut other_instance = good_claims.clone();
+    other_instance.aud = vec!["inst-2".into()];
+    assert_eq!(
+        reject(&vendor.sign(&other_instance, None)).to_string(),
+        "bound to instance inst-2, this is inst-1"
+    );
+    let mut other_issuer = good_claims.clone();
+    other_issuer.iss = Some("Mallory".into());
+    assert_eq!(
+        reject(&vendor.sign(&other_issuer, None)).to_string(),
+        "issued by \"Mallory\", but this gateway accepts licenses from \"Vendor\" only"
+    );
+
+    // Dates are judged at installation: not yet valid, and past the last day of use.
+    let policy = StatusPolicy::default();
+    let mut future = good_claims.clone();
+    future.nbf = Some(now() + 3600);
+    let err = v
+        .verify_for_install(&vendor.sign(&future, None), now(), &policy)
+        .unwrap_err();
+    assert!(err.to_string().starts_with("not valid before 20"), "{err}");
+    let mut old = good_claims.clone();
+    old.exp = 1_600_000_000;
+    let err = v
+        .verify_for_install(&vendor.sign(&old, None), now(), &policy)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "expired on 2020-09-13T12:26:40Z");
+    // Within the clock leeway of nbf is fine.
+    future.nbf = Some(now() + 30);
+    v.verify_for_install(&vendor.sign(&future, None), now(), &policy)
+        .unwrap();
+}
+
+#[test]
+fn keys_named_in_the_token_are_never_used() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let attacker = Vendor::new(Algorithm::EdDSA);
+    let v = verifier(vec![vendor.public_key(None)]);
+    let c = claims("acme", now(), 30);
+    let attacker_pub = std::fs::read_to_string(&attacker.public).unwrap();
+    let jwk =
+        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64(attacker_pub.as_bytes())});
+    for (name, value) in [
+        ("jku", serde_json::json!("http://127.0.0.1:1/keys.json")),
+        ("x5u", serde_json::json!("http://127.0.0.1:1/cert.pem")),
+        ("jwk", jwk),
+    ] {
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", name: value});
+        let token = sign_raw(&header, &c.to_json(), &attacker);
+        assert_eq!(
+            v.verify(&token).unwrap_err(),
+            Rejection::BadSignature,
+            "{name}"
+        );
+        let token = sign_raw(&header, &c.to_json(), &vendor);
+        assert!(
+            v.verify(&token).is_ok(),
+            "{name} is ignored, the configured key verifies"
+        );
+    }
+    // A kid that looks like a path only selects among configured keys.
+    let token = attacker.sign(&c, Some("../../attacker/vendor.pub.pem"));
+    assert!(matches!(
+        v.verify(&token).unwrap_err(),
+        Rejection::UnknownKid(_)
+    ));
+}
+
+/// Signs an arbitrary header and claims with `vendor`'s key.
+fn sign_raw(header: &serde_json::Value, claims: &serde_json::Value, vendor: &Vendor) -> String {
+    let key = vendor.signing_key();
+    let message = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &key.key, key.alg.jwt()).unwrap();
+    format!("{message}.{signature}")
+}
+
+fn manager_for(vendor: &Vendor, store_dir: PathBuf, clock: Arc<dyn Clock>) -> LicenseManager {
+    manager_with(
+        vec![vendor.public_key(None)],
+        store_dir,
+        clock,
+        StatusPolicy::default(),
+    )
+}
+
+fn manager_with(
+    keys: Vec<PublicKey>,
+    store_dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    policy: StatusPolicy,
+) -> LicenseManager {
+    LicenseManager::new(
+        LicenseSettings {
+            verifier: verifier(keys),
+            policy,
+            rollback_tolerance_secs: 600,
+        },
+        Store::open(&store_dir).unwrap(),
+        clock,
+    )
+}
+
+#[test]
+fn status_follows_a_manual_clock_and_licenses_combine() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let start = 1_900_000_000;
+    let clock = Arc::new(ManualClock::new(start));
+    let dir = tempfile::tempdir().unwrap();
+    let manager = manager_for(&vendor, dir.path().to_path_buf(), clock.clone());
+
+    let mut a = claims("acme", start, 30);
+    a.features = vec!["sales".into()];
+    let mut b = claims("acme", start, 100);
+    b.features = vec!["hr".into()];
+    b.limits.requests_per_hour = Some(50);
+    manager.install(&vendor.sign(&a, None)).unwrap();
+    let summary = manager.install(&vendor.sign(&b, None)).unwrap();
+    assert!(summary.has_feature("sales") && summary.has_feature("hr"));
+    assert_eq!(summary.limits.requests_per_hour, Some(150));
+    assert_eq!(summary.expires_at, Some(start + 100 * DAY));
+
+    // Past a's whole life (30 days + 7 grace + 14 read-only): only b counts.
+    clock.set(start + 52 * DAY);
+    assert!(manager.refresh(), "a threshold passed: new snapshot");
+    let snap = manager.snapshot();
+    let t = snap.tenant("acme").unwrap();
+    assert_eq!(t.status, Status::Valid);
+    assert!(!t.has_feature("sales") && t.has_feature("hr"));
+    assert_eq!(t.limits.requests_per_hour, Some(50));
+
+    // Then b's thresholds, one by one.
+    for (day, status) in [
+        (87, Status::ExpiringSoon),
+        (100, Status::Grace),
+        (107, Status::ReadOnly),
+        (121, Status::Expired),
+    ] {
+        clock.set(start + day * DAY);
+        manager.refresh();
+        assert_eq!(manager.snapshot().status("acme"), status, "day {day}");
+    }
+    assert!(!manager.refresh(), "nothing left to change");
+}
+
+#[test]
+fn revocation_is_persisted_and_applied_at_once() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let dir = tempfile::tempdir().unwrap();
+    let manager = manager_for(&vendor, dir.path().to_path_buf(), Arc::new(SystemClock));
+    let c = claims("acme", now(), 30);
+    let token = vendor.sign(&c, None);
+    manager.install(&token).unwrap();
+    manager.revoke(&c.jti).unwrap();
+    assert_eq!(manager.snapshot().status("acme"), Status::Revoked);
+    // Re-installing a revoked license is refused; a restart keeps the revocation.
+    let err = manager.install(&token).unwrap_err();
+    assert_eq!(err.to_string(), format!("revoked (license id {})", c.jti));
+    drop(manager);
+    let again = manager_for(&vendor, dir.path().to_path_buf(), Arc::new(SystemClock));
+    assert_eq!(again.snapshot().status("acme"), Status::Revoked);
+    // Removing the license file leaves the tenant unlicensed.
+    assert!(again.remove("acme", &c.jti).unwrap());
+    assert_eq!(again.snapshot().status("acme"), Status::Unlicensed);
+}
+
+#[test]
+fn bad_files_in_the_store_are_skipped_with_a_reason() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let stranger = Vendor::new(Algorithm::EdDSA);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let good = claims("acme", now(), 30);
+    store
+        .install("acme", &good.jti, &vendor.sign(&good, None))
+        .unwrap();
+    let licenses = store.licenses_dir();
+    std::fs::write(licenses.join("garbage.jwt"), "this is not a token\n").unwrap();
+    std::fs::write(
+        licenses.join("forged.jwt"),
+        stranger.sign(&claims("evil", now(), 30), None),
+    )
+    .unwrap();
+    std::fs::write(licenses.join(".half-written.tmp"), "eyJ").unwrap();
+
+    let manager = manager_for(&vendor, dir.path().to_path_buf(), Arc::new(SystemClock));
+    let snap = manager.snapshot();
+    assert_eq!(snap.status("acme"), Status::Valid);
+    assert_eq!(
+        snap.status("evil"),
+        Status::Invalid,
+        "a forged file grants nothing"
+    );
+    assert!(snap.tenant("evil").unwrap().features.is_empty());
+    let mut reasons: Vec<(String, String)> = snap
+        .problems
+        .iter()
+        .map(|p| {
+            (
+                p.path.file_name().unwrap().to_string_lossy().into_owned(),
+                p.reason.clone(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons[0].0, "forged.jwt");
+    assert!(
+        reasons[0].1.contains("signature does not verify"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1].0, "garbage.jwt");
+    assert!(reasons[1].1.starts_with("not a license key"), "{reasons:?}");
+}
+
+#[test]
+fn clock_rollback_does_not_revive_an_expired_license() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let start = 1_900_000_000;
+    let clock = Arc::new(ManualClock::new(start));
+    let dir = tempfile::tempdir().unwrap();
+    let manager = manager_for(&vendor, dir.path().to_path_buf(), clock.clone());
+    manager
+        .install(&vendor.sign(&claims("acme", start, 10), None))
+        .unwrap();
+    clock.set(start + 40 * DAY);
+    manager.refresh();
+    assert_eq!(manager.snapshot().status("acme"), Status::Expired);
+    // The clock is turned back to when the license was valid.
+    clock.set(start);
+    manager.refresh();
+    assert_eq!(manager.snapshot().status("acme"), Status::Expired);
+    assert_eq!(manager.now(), start + 40 * DAY);
+    // A small step back (within the tolerance) is believed.
+    clock.set(start + 40 * DAY - 60);
+    assert_eq!(manager.now(), start + 40 * DAY - 60);
+    // The high-water mark survives a restart.
+    drop(manager);
+    clock.set(start);
+    let again = manager_for(&vendor, dir.path().to_path_buf(), clock.clone());
+    assert_eq!(again.snapshot().status("acme"), Status::Expired);
+}
+
+#[test]
+fn dropped_files_are_picked_up_and_status_changes_on_time() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = StatusPolicy {
+        expiry_warning_days: 0,
+        grace_days: 0,
+        read_only_days: 0,
+    };
+    let manager = Arc::new(manager_with(
+        vec![vendor.public_key(None)],
+        dir.path().to_path_buf(),
+        Arc::new(SystemClock),
+        policy,
+    ));
+    manager.spawn_refresher(Duration::from_millis(100));
+
+    // An operator drops a license file in.
+    let dropped = claims("dropped", now(), 30);
+    std::fs::write(
+        manager.store().licenses_dir().join("from-operator.jwt"),
+        vendor.sign(&dropped, None),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while manager.snapshot().status("dropped") != Status::Valid {
+        assert!(Instant::now() < deadline, "dropped file not picked up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A license that expires two seconds from now (no grace, no read-only).
+    let mut short = claims("short", now(), 1);
+    short.exp = now() + 2;
+    manager.install(&vendor.sign(&short, None)).unwrap();
+    assert_eq!(manager.snapshot().status("short"), Status::Valid);
+    let expires = std::time::UNIX_EPOCH + Duration::from_secs(short.exp as u64);
+    while std::time::SystemTime::now() < expires + Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(manager.snapshot().status("short"), Status::Expired);
+}
+
+#[test]
+fn instance_id_is_generated_once_or_taken_from_config() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("licgate.toml");
+    let write = |instance: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[upstream]\naddress = \"127.0.0.1:9\"\n[license]\npublic_keys = [{{ path = \"{}\" }}]\nstore_dir = \"store\"\n{instance}",
+                vendor.public.display()
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let (code, first, err) = run_cli(&["instance-id", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(first.trim().len(), 36);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("store/instance-id"))
+            .unwrap()
+            .trim(),
+        first.trim(),
+        "persisted in the store"
+    );
+    let (_, second, _) = run_cli(&["instance-id", "--config", config.to_str().unwrap()]);
+    assert_eq!(first, second);
+    write("instance_id = \"site-7\"\n");
+    let (_, fixed, _) = run_cli(&["instance-id", "--config", config.to_str().unwrap()]);
+    assert_eq!(fixed.trim(), "site-7");
+}
+
+#[test]
+fn check_validates_license_keys() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("licgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\naddress = \"127.0.0.1:9\"\n[license]\npublic_keys = [\n  {{ path = \"{}\", alg = \"ES256\" }},\n  {{ path = \"missing.pem\" }},\n  {{ path = \"x.pem\", alg = \"HS256\" }},\n]\ngrace_days = -1\n",
+            vendor.public.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&["check", "--config", config.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    let path = config.display().to_string();
+    for expected in [
+        format!("{path}:5:12: license.public_keys[0].path: {} is not a PEM P-256 public key: it is a key for EdDSA", vendor.public.display()),
+        format!("{path}:6:12: license.public_keys[1].path: cannot read {}", dir.path().join("missing.pem").display()),
+        format!("{path}:7:27: license.public_keys[2].alg: `HS256` is not accepted"),
+        format!("{path}:9:14: license.grace_days must be a number of days between 0 and 3650"),
+    ] {
+        assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn serve_loads_the_store_and_logs_skipped_files() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let c = claims("default", now(), 30);
+    store
+        .install("default", &c.jti, &vendor.sign(&c, None))
+        .unwrap();
+    std::fs::write(store.licenses_dir().join("broken.jwt"), "xyz").unwrap();
+    let config = BASE_CONFIG.to_string()
+        + &format!(
+            "[license]\npublic_keys = [{{ path = \"{}\" }}]\nissuer = \"Vendor\"\nstore_dir = \"{}\"\ninstance_id = \"{INSTANCE}\"\n",
+            vendor.public.display(),
+            dir.path().join("store").display()
+        );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let gw = Gateway::start_with(&config, dead_addr()).await;
+        let logs = gw.logs();
+        assert!(logs.contains("license file skipped"), "{logs}");
+        assert!(logs.contains("broken.jwt"), "{logs}");
+        assert!(logs.contains("tenant=default status=VALID"), "{logs}");
+        assert!(
+            !logs.contains(&vendor.sign(&c, None)[..40]),
+            "tokens are never logged"
+        );
+    });
+}
