@@ -116,3 +116,81 @@ async fn new_connections_are_refused_while_draining() {
     assert_eq!(slow.await.unwrap().unwrap().status, 200);
     assert!(gw.wait_exit(Duration::from_secs(8)).await.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_the_demo_app_with_a_demo_license() {
+    let listen = free_addr();
+    let admin = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::fs::File::create(dir.path().join("out")).unwrap();
+    let err = std::fs::File::create(dir.path().join("err")).unwrap();
+    let mut child = std::process::Command::new(licgate_bin())
+        .args([
+            "demo",
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+        ])
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(admin, "/readyz").await.map(|r| r.status).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "demo not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let home = raw_request(
+        listen,
+        format!(
+            "GET / HTTP/1.1\r\nHost: {listen}\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(home.status, 200);
+    assert!(home.text().contains("Demo app"));
+    assert_eq!(
+        http_get(listen, "/api/sales/orders").await.unwrap().json()["path"],
+        "/api/sales/orders"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = std::fs::read_to_string(dir.path().join("out")).unwrap();
+    let stderr = std::fs::read_to_string(dir.path().join("err")).unwrap();
+    assert!(
+        stdout.contains("Demo license (tenant default, tier professional"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("tenant=default status=VALID"), "{stderr}");
+    // The throwaway directory named in the output holds the key pair and the license.
+    let inspect = stdout
+        .lines()
+        .find(|l| l.contains("licgate license inspect"))
+        .unwrap();
+    let words: Vec<&str> = inspect.split_whitespace().collect();
+    let (token_file, public_key) = (words[3], words[5]);
+    let (code, report, _) = run_cli(&[
+        "license",
+        "inspect",
+        token_file,
+        "--public-key",
+        public_key,
+        "--instance-id",
+        "demo-instance",
+    ]);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report.contains("signature: valid (EdDSA, bound to this instance)"),
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(
+        std::path::Path::new(public_key)
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap(),
+    );
+}
