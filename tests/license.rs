@@ -784,3 +784,27 @@ fn serve_loads_the_store_and_logs_skipped_files() {
         );
     });
 }
+
+#[test]
+fn installing_twice_is_idempotent_and_a_reused_id_is_refused() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let dir = tempfile::tempdir().unwrap();
+    let manager = manager_for(&vendor, dir.path().to_path_buf(), Arc::new(SystemClock));
+    let mut a = claims("acme", now(), 30);
+    a.jti = "L-7".into();
+    let token = vendor.sign(&a, None);
+    manager.install(&token).unwrap();
+    manager.install(&token).unwrap();
+    assert_eq!(
+        manager.snapshot().tenant("acme").unwrap().license_ids,
+        vec!["L-7"]
+    );
+    let mut b = claims("globex", now(), 30);
+    b.jti = "L-7".into();
+    let err = manager.install(&vendor.sign(&b, None)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "another license file already uses the license id L-7; remove it first"
+    );
+    assert_eq!(manager.snapshot().status("globex"), Status::Unlicensed);
+}

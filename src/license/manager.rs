@@ -36,6 +36,8 @@ pub enum InstallError {
     Rejected(#[from] Rejection),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("another license file already uses the license id {0}; remove it first")]
+    DuplicateId(String),
 }
 
 /// A verified license and the file it came from.
@@ -160,6 +162,13 @@ impl LicenseManager {
         if state.revoked.contains(&claims.jti) {
             return Err(Rejection::Revoked(claims.jti.clone()).into());
         }
+        if state
+            .licenses
+            .iter()
+            .any(|l| l.license.claims.jti == claims.jti && l.license.claims.tenant != claims.tenant)
+        {
+            return Err(InstallError::DuplicateId(claims.jti.clone()));
+        }
         self.store.install(&claims.tenant, &claims.jti, token)?;
         self.reload(&mut state);
         state.fingerprint = Some(self.store.fingerprint());
@@ -170,10 +179,10 @@ impl LicenseManager {
             tier = claims.tier.as_deref().unwrap_or(""),
             "license installed"
         );
-        Ok(snapshot
+        snapshot
             .tenant(&claims.tenant)
             .cloned()
-            .expect("an installed license's tenant is in the snapshot"))
+            .ok_or_else(|| InstallError::DuplicateId(claims.jti.clone()))
     }
 
     /// Revokes license `jti` (persisted) and publishes a snapshot without it.
