@@ -56,9 +56,6 @@ impl Limits {
     /// Adds `other` to `self` limit by limit. A limit absent on either side is
     /// unlimited, and unlimited plus anything stays unlimited.
     pub fn add(&self, other: &Limits) -> Limits {
-        fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-            Some(a?.saturating_add(b?))
-        }
         Limits {
             requests_per_minute: sum(self.requests_per_minute, other.requests_per_minute),
             requests_per_hour: sum(self.requests_per_hour, other.requests_per_hour),
@@ -71,6 +68,11 @@ impl Limits {
             max_users: sum(self.max_users, other.max_users),
         }
     }
+}
+
+/// The sum of two limits where absent means unlimited (and unlimited absorbs).
+fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    Some(a?.saturating_add(b?))
 }
 
 /// Per-feature quotas (`feature_limits.<feature>`).
@@ -86,9 +88,6 @@ pub struct FeatureLimits {
 impl FeatureLimits {
     /// Sum limit by limit (absent = unlimited, which absorbs).
     pub fn add(&self, other: &FeatureLimits) -> FeatureLimits {
-        fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-            Some(a?.saturating_add(b?))
-        }
         FeatureLimits {
             requests_per_hour: sum(self.requests_per_hour, other.requests_per_hour),
             requests_per_day: sum(self.requests_per_day, other.requests_per_day),
