@@ -6,6 +6,7 @@
 //! - [`proxy`]: the pingora `ProxyHttp` implementation and header hygiene;
 //! - [`response`]: every locally generated response (JSON errors, pages, redirects);
 //! - [`pages`]: the HTML pages shown to browsers;
+//! - [`policy`]: path normalization (and, with enforcement, the decision function);
 //! - [`admin`]: the operators' listener (`/healthz`, `/readyz`);
 //! - [`license`]: license tokens, verification, status, store and snapshot;
 //! - [`lifecycle`]: readiness, in-flight accounting, signals and draining;
@@ -22,6 +23,7 @@ pub mod license;
 pub mod lifecycle;
 pub mod logging;
 pub mod pages;
+pub mod policy;
 pub mod proxy;
 pub mod response;
 pub mod server;
