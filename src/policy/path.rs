@@ -160,7 +160,7 @@ fn is_already_normal(path: &str) -> bool {
     let bytes = path.as_bytes();
     if bytes
         .iter()
-        .any(|&b| b == b'%' || b == b';' || b == b'\\' || b < 0x20 || b >= 0x7f)
+        .any(|&b| b == b'%' || b == b';' || b == b'\\' || !(0x20..0x7f).contains(&b))
     {
         return false;
     }
