@@ -47,7 +47,87 @@ pub struct Config {
     /// Licensing; `None` when the file has no `[license]` section (every tenant is
     /// then unlicensed).
     pub license: Option<LicenseConfig>,
+    /// How a request's tenant is found.
+    pub tenants: TenantsConfig,
+    /// Path normalization options.
+    pub paths: crate::policy::path::PathOptions,
+    /// Prefixes that need no license.
+    pub public_paths: Vec<String>,
+    /// The feature map, in file order.
+    pub features: Vec<FeatureRule>,
+    pub pages: PagesConfig,
     pub log: LogConfig,
+}
+
+/// `[tenants]`: how the tenant of a request is resolved.
+#[derive(Debug, Clone)]
+pub enum TenantsConfig {
+    /// One tenant for everything.
+    Single { tenant: String },
+    /// From the Host header by a pattern such as `{tenant}.example.com`.
+    Host { pattern: HostPattern },
+    /// From a request header, trusted only from `server.trusted_proxies`.
+    Header { name: http::HeaderName },
+    /// From a claim of the request's verified bearer token.
+    JwtClaim {
+        claim: String,
+        keys: Vec<crate::license::PublicKey>,
+        issuer: Option<String>,
+        audience: Option<String>,
+    },
+}
+
+/// A host pattern: `prefix{tenant}suffix`, matched case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    pub prefix: String,
+    pub suffix: String,
+}
+
+impl HostPattern {
+    /// The tenant named by `host` (port ignored): one DNS label, lower-cased.
+    pub fn tenant<'h>(&self, host: &'h str) -> Option<&'h str> {
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') => h,
+            _ => host,
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.len() < self.prefix.len() + self.suffix.len() {
+            return None;
+        }
+        let (head, rest) = host.split_at(self.prefix.len());
+        if !head.eq_ignore_ascii_case(&self.prefix) {
+            return None;
+        }
+        let (label, tail) = rest.split_at(rest.len() - self.suffix.len());
+        if !tail.eq_ignore_ascii_case(&self.suffix) || label.is_empty() || label.len() > 63 {
+            return None;
+        }
+        label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .then_some(label)
+    }
+}
+
+/// One `[[features]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureRule {
+    pub prefix: String,
+    pub feature: String,
+    /// Only these methods need the feature; `None` = all.
+    pub methods: Option<Vec<http::Method>>,
+    /// Forward even when the feature is missing (the denial is logged and counted).
+    pub shadow: bool,
+}
+
+/// `[pages]`.
+#[derive(Debug, Clone)]
+pub struct PagesConfig {
+    /// Where a browser goes after a successful activation (a same-origin path).
+    pub after_activation: String,
+    /// Directory whose `*.html` files replace the embedded pages of the same name.
+    pub templates_dir: Option<PathBuf>,
 }
 
 /// Where licenses come from and how they are judged.
@@ -204,6 +284,17 @@ pub fn parse_raw(text: &str) -> Result<(RawConfig, Vec<Diagnostic>), Vec<Diagnos
             "license" => {
                 raw.license = section("license", value, &mut diagnostics, &mut raw.failed_keys)
             }
+            "tenants" => {
+                raw.tenants = section("tenants", value, &mut diagnostics, &mut raw.failed_keys)
+            }
+            "paths" => raw.paths = section("paths", value, &mut diagnostics, &mut raw.failed_keys),
+            "public" => {
+                raw.public = section("public", value, &mut diagnostics, &mut raw.failed_keys)
+            }
+            "features" => {
+                raw.features = section("features", value, &mut diagnostics, &mut raw.failed_keys)
+            }
+            "pages" => raw.pages = section("pages", value, &mut diagnostics, &mut raw.failed_keys),
             "log" => raw.log = section("log", value, &mut diagnostics, &mut raw.failed_keys),
             other => diagnostics.push(Diagnostic::at(
                 key_span,

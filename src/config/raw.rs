@@ -24,11 +24,19 @@ pub struct RawConfig {
     pub upstream: Option<Spanned<RawUpstream>>,
     pub admin: Option<RawAdmin>,
     pub license: Option<RawLicense>,
+    pub tenants: Option<RawTenants>,
+    pub paths: Option<RawPaths>,
+    pub public: Option<RawPublic>,
+    pub features: Option<Vec<Spanned<RawFeature>>>,
+    pub pages: Option<RawPages>,
     pub log: Option<RawLog>,
 }
 
 /// Top-level keys accepted in the file, in documentation order.
-pub const TOP_LEVEL_KEYS: &[&str] = &["mode", "server", "upstream", "admin", "license", "log"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "mode", "server", "upstream", "admin", "license", "tenants", "paths", "public", "features",
+    "pages", "log",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(
@@ -96,6 +104,51 @@ pub struct RawPublicKey {
     pub path: Spanned<String>,
     pub alg: Option<Spanned<String>>,
     pub kid: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [tenants]")]
+pub struct RawTenants {
+    pub mode: Option<Spanned<String>>,
+    pub default: Option<Spanned<String>>,
+    pub host_pattern: Option<Spanned<String>>,
+    pub header: Option<Spanned<String>>,
+    pub jwt_claim: Option<Spanned<String>>,
+    pub jwt_keys: Option<Spanned<Vec<Spanned<RawPublicKey>>>>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [paths]")]
+pub struct RawPaths {
+    pub case_insensitive: Option<bool>,
+    pub path_params: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [public]")]
+pub struct RawPublic {
+    pub paths: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a [[features]] entry such as { prefix = \"/api/manufacturing/\", feature = \"manufacturing_module\" }"
+)]
+pub struct RawFeature {
+    pub prefix: Spanned<String>,
+    pub feature: Spanned<String>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub mode: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [pages]")]
+pub struct RawPages {
+    pub after_activation: Option<Spanned<String>>,
+    pub templates_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

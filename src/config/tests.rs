@@ -134,3 +134,83 @@ fn bad_trusted_proxy_and_host_header_are_located() {
         "{text}"
     );
 }
+
+#[test]
+fn policy_sections_are_validated() {
+    let c = parse(
+        r#"
+[upstream]
+address = "h:1"
+[tenants]
+mode = "host"
+host_pattern = "{tenant}.shop.example.com"
+[paths]
+case_insensitive = true
+path_params = "strip"
+[public]
+paths = ["/static/", "/favicon.ico"]
+[[features]]
+prefix = "/api/manufacturing/"
+feature = "manufacturing_module"
+[[features]]
+prefix = "/api/reports"
+feature = "reports_write"
+methods = ["post", "PUT"]
+mode = "shadow"
+[pages]
+after_activation = "/accounts/login/"
+"#,
+    )
+    .unwrap();
+    match &c.tenants {
+        TenantsConfig::Host { pattern } => {
+            assert_eq!(pattern.tenant("acme.shop.example.com:8080"), Some("acme"));
+            assert_eq!(pattern.tenant("ACME.Shop.Example.com."), Some("ACME"));
+            assert_eq!(pattern.tenant("a.b.shop.example.com"), None);
+            assert_eq!(pattern.tenant("shop.example.com"), None);
+            assert_eq!(pattern.tenant("acme.shop.example.com.evil.com"), None);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(c.paths.case_insensitive);
+    assert_eq!(c.public_paths, vec!["/static/", "/favicon.ico"]);
+    assert_eq!(c.features.len(), 2);
+    assert_eq!(
+        c.features[1].methods.as_ref().unwrap()[0],
+        http::Method::POST
+    );
+    assert!(c.features[1].shadow);
+    assert_eq!(c.pages.after_activation, "/accounts/login/");
+}
+
+#[test]
+fn policy_section_errors_are_located() {
+    let err = parse(
+        r#"[upstream]
+address = "h:1"
+[tenants]
+mode = "host"
+[public]
+paths = ["/a/../b", "/_licgate/x"]
+[[features]]
+prefix = "api/x"
+feature = "bad name"
+methods = ["G ET"]
+[pages]
+after_activation = "//evil.example"
+"#,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for expected in [
+        "t.toml:4:8: tenants.mode = \"host\" needs tenants.host_pattern",
+        "t.toml:6:10: public.paths: `/a/../b` must be a normalized path",
+        "t.toml:6:21: public.paths: `/_licgate/x` is reserved",
+        "t.toml:8:10: features[0].prefix: `api/x` must be a normalized path",
+        "t.toml:9:11: features[0].feature must be a name",
+        "t.toml:10:12: features[0].methods: `G ET` is not an HTTP method",
+        "t.toml:12:20: pages.after_activation must be a path on this site",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}

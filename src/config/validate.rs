@@ -9,14 +9,16 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::raw::{
-    OneOrMany, RawAdmin, RawConfig, RawLicense, RawLog, RawLogFormat, RawMode, RawPublicKey,
-    RawServer, RawUpstream,
+    OneOrMany, RawAdmin, RawConfig, RawFeature, RawLicense, RawLog, RawLogFormat, RawMode,
+    RawPages, RawPaths, RawPublic, RawPublicKey, RawServer, RawTenants, RawUpstream,
 };
 use super::{
-    default_threads, AdminConfig, Config, Diagnostic, InstanceIdSetting, LicenseConfig, LogConfig,
-    LogFormat, Mode, ServerConfig, UpstreamAddress, UpstreamConfig,
+    default_threads, AdminConfig, Config, Diagnostic, FeatureRule, HostPattern, InstanceIdSetting,
+    LicenseConfig, LogConfig, LogFormat, Mode, PagesConfig, ServerConfig, TenantsConfig,
+    UpstreamAddress, UpstreamConfig,
 };
 use crate::license::{Algorithm, PublicKey, StatusPolicy};
+use crate::policy::path::{PathOptions, PathParams};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
@@ -34,6 +36,11 @@ impl TryFrom<RawConfig> for Config {
             upstream,
             admin,
             license,
+            tenants,
+            paths,
+            public,
+            features,
+            pages,
             log,
         } = raw;
         let mut diags = Vec::new();
@@ -55,9 +62,16 @@ impl TryFrom<RawConfig> for Config {
         };
         let admin = validate_admin(admin.unwrap_or_default(), &mut diags);
         let license = license.map(|l| validate_license(l, &base_dir, &mut diags));
+        let tenants = validate_tenants(tenants.unwrap_or_default(), &base_dir, &mut diags);
+        let paths = validate_paths(paths.unwrap_or_default(), &mut diags);
+        let public_paths = validate_public(public.unwrap_or_default(), &mut diags);
+        let features = validate_features(features.unwrap_or_default(), &mut diags);
+        let pages = validate_pages(pages.unwrap_or_default(), &base_dir, &mut diags);
         let log = validate_log(log.unwrap_or_default(), &mut diags);
-        match (server, upstream, admin, log) {
-            (Some(server), Some(upstream), Some(admin), Some(log)) if diags.is_empty() => {
+        match (server, upstream, admin, tenants, log) {
+            (Some(server), Some(upstream), Some(admin), Some(tenants), Some(log))
+                if diags.is_empty() =>
+            {
                 Ok(Config {
                     source: PathBuf::new(),
                     mode,
@@ -65,6 +79,11 @@ impl TryFrom<RawConfig> for Config {
                     upstream,
                     admin,
                     license: license.flatten(),
+                    tenants,
+                    paths,
+                    public_paths,
+                    features,
+                    pages,
                     log,
                 })
             }
@@ -265,7 +284,7 @@ fn validate_license(
         )),
         Some(list) => {
             for (i, key) in list.into_inner().into_iter().enumerate() {
-                if let Some(key) = public_key(i, key, base_dir, diags) {
+                if let Some(key) = public_key("license.public_keys", i, key, base_dir, diags) {
                     if let Some(kid) = &key.kid {
                         if keys.iter().any(|k| k.kid.as_ref() == Some(kid)) {
                             diags.push(Diagnostic::whole_file(format!(
@@ -364,8 +383,9 @@ fn validate_license(
     })
 }
 
-/// Loads entry `i` of `license.public_keys` (path relative to the config file).
+/// Loads entry `i` of the key list `list` (path relative to the config file).
 fn public_key(
+    list: &str,
     i: usize,
     raw: Spanned<RawPublicKey>,
     base_dir: &Path,
@@ -380,7 +400,7 @@ fn public_key(
                 diags.push(Diagnostic::at(
                     a.span(),
                     format!(
-                        "license.public_keys[{i}].alg: `{}` is not accepted: use \"EdDSA\", \"ES256\" or \"RS256\"",
+                        "{list}[{i}].alg: `{}` is not accepted: use \"EdDSA\", \"ES256\" or \"RS256\"",
                         a.get_ref()
                     ),
                 ));
@@ -394,10 +414,311 @@ fn public_key(
         Err(e) => {
             diags.push(Diagnostic::at(
                 path.span(),
-                format!("license.public_keys[{i}].path: {e}"),
+                format!("{list}[{i}].path: {e}"),
             ));
             None
         }
+    }
+}
+
+fn validate_tenants(
+    raw: RawTenants,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<TenantsConfig> {
+    let RawTenants {
+        mode,
+        default,
+        host_pattern,
+        header,
+        jwt_claim,
+        jwt_keys,
+        jwt_issuer,
+        jwt_audience,
+    } = raw;
+    let mode_name = mode
+        .as_ref()
+        .map(|m| m.get_ref().as_str())
+        .unwrap_or("single");
+    let mode_span = mode.as_ref().map(|m| m.span());
+    let missing = |key: &str, example: &str, diags: &mut Vec<Diagnostic>| {
+        let message =
+            format!("tenants.mode = \"{mode_name}\" needs tenants.{key}, e.g. {key} = {example}");
+        diags.push(match &mode_span {
+            Some(span) => Diagnostic::at(span.clone(), message),
+            None => Diagnostic::whole_file(message),
+        });
+        None
+    };
+    match mode_name {
+        "single" => {
+            let tenant = match default {
+                Some(t) if valid_tenant_name(t.get_ref()) => t.into_inner(),
+                Some(t) => {
+                    diags.push(Diagnostic::at(
+                        t.span(),
+                        "tenants.default must be 1-63 letters, digits, '-' or '_'",
+                    ));
+                    return None;
+                }
+                None => "default".to_string(),
+            };
+            Some(TenantsConfig::Single { tenant })
+        }
+        "host" => {
+            let Some(pattern) = host_pattern else {
+                return missing("host_pattern", "\"{tenant}.example.com\"", diags);
+            };
+            match pattern.get_ref().split_once("{tenant}") {
+                Some((prefix, suffix))
+                    if !suffix.contains("{tenant}")
+                        && (prefix.is_empty() || prefix.ends_with('.'))
+                        && (suffix.is_empty() || suffix.starts_with('.'))
+                        && !pattern.get_ref().contains(':') =>
+                {
+                    Some(TenantsConfig::Host {
+                        pattern: HostPattern {
+                            prefix: prefix.to_ascii_lowercase(),
+                            suffix: suffix.to_ascii_lowercase(),
+                        },
+                    })
+                }
+                _ => {
+                    diags.push(Diagnostic::at(
+                        pattern.span(),
+                        "tenants.host_pattern must contain {tenant} once, as a whole DNS label, e.g. \"{tenant}.example.com\" (no port)",
+                    ));
+                    None
+                }
+            }
+        }
+        "header" => {
+            let Some(name) = header else {
+                return missing("header", "\"X-Tenant\"", diags);
+            };
+            match http::HeaderName::from_bytes(name.get_ref().as_bytes()) {
+                Ok(h) if !h.as_str().starts_with("x-licgate-") => {
+                    Some(TenantsConfig::Header { name: h })
+                }
+                _ => {
+                    diags.push(Diagnostic::at(
+                        name.span(),
+                        "tenants.header must be a header name (not X-Licgate-*), e.g. \"X-Tenant\"",
+                    ));
+                    None
+                }
+            }
+        }
+        "jwt_claim" => {
+            let claim = jwt_claim
+                .map(Spanned::into_inner)
+                .unwrap_or_else(|| "tenant".to_string());
+            let Some(list) = jwt_keys else {
+                return missing(
+                    "jwt_keys",
+                    "[{ path = \"keys/idp.pub.pem\", alg = \"RS256\" }]",
+                    diags,
+                );
+            };
+            if list.get_ref().is_empty() {
+                diags.push(Diagnostic::at(list.span(), "tenants.jwt_keys is empty"));
+                return None;
+            }
+            let start = diags.len();
+            let keys: Vec<_> = list
+                .into_inner()
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, k)| public_key("tenants.jwt_keys", i, k, base_dir, diags))
+                .collect();
+            (diags.len() == start).then_some(TenantsConfig::JwtClaim {
+                claim,
+                keys,
+                issuer: jwt_issuer,
+                audience: jwt_audience,
+            })
+        }
+        other => {
+            diags.push(Diagnostic::at(
+                mode_span.unwrap_or(0..0),
+                format!("tenants.mode: unknown mode `{other}`, expected one of `single`, `host`, `header`, `jwt_claim`"),
+            ));
+            None
+        }
+    }
+}
+
+/// A tenant name usable as a file name part and metric label.
+fn valid_tenant_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn validate_paths(raw: RawPaths, diags: &mut Vec<Diagnostic>) -> PathOptions {
+    let RawPaths {
+        case_insensitive,
+        path_params,
+    } = raw;
+    let path_params = match path_params {
+        None => PathParams::Reject,
+        Some(p) => {
+            match p.get_ref().as_str() {
+                "reject" => PathParams::Reject,
+                "strip" => PathParams::Strip,
+                other => {
+                    diags.push(Diagnostic::at(
+                    p.span(),
+                    format!("paths.path_params: unknown value `{other}`, expected `reject` or `strip`"),
+                ));
+                    PathParams::Reject
+                }
+            }
+        }
+    };
+    PathOptions {
+        path_params,
+        case_insensitive: case_insensitive.unwrap_or(false),
+    }
+}
+
+/// A configured prefix: an already-normal absolute path outside `/_licgate/`.
+fn prefix(raw: &Spanned<String>, key: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
+    let text = raw.get_ref();
+    let normal = match crate::policy::path::normalize(text.as_bytes(), &PathOptions::default()) {
+        Ok(crate::policy::path::Target::Path(p)) => {
+            p.query.is_none() && p.authority.is_none() && p.path == text.as_str()
+        }
+        _ => false,
+    };
+    let problem = if !normal {
+        Some("must be a normalized path starting with / (no .., //, %, ; or ?)")
+    } else if text == "/_licgate" || text.starts_with("/_licgate/") {
+        Some("is reserved for the gateway's own pages")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => {
+            diags.push(Diagnostic::at(raw.span(), format!("{key}: `{text}` {p}")));
+            None
+        }
+        None => Some(text.clone()),
+    }
+}
+
+fn validate_public(raw: RawPublic, diags: &mut Vec<Diagnostic>) -> Vec<String> {
+    let RawPublic { paths } = raw;
+    paths
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| prefix(p, "public.paths", diags))
+        .collect()
+}
+
+fn validate_features(
+    raw: Vec<Spanned<RawFeature>>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<FeatureRule> {
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.into_iter().enumerate() {
+        let RawFeature {
+            prefix: raw_prefix,
+            feature,
+            methods,
+            mode,
+        } = entry.into_inner();
+        let key = format!("features[{i}]");
+        let prefix = prefix(&raw_prefix, &format!("{key}.prefix"), diags);
+        let name_ok = !feature.get_ref().is_empty()
+            && feature.get_ref().len() <= 128
+            && feature
+                .get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if !name_ok {
+            diags.push(Diagnostic::at(
+                feature.span(),
+                format!("{key}.feature must be a name of letters, digits, '_', '-', '.', ':'"),
+            ));
+        }
+        let methods = methods.map(|list| {
+            list.iter()
+                .filter_map(|m| {
+                    let upper = m.get_ref().to_ascii_uppercase();
+                    match http::Method::from_bytes(upper.as_bytes()) {
+                        Ok(method) if !upper.is_empty() => Some(method),
+                        _ => {
+                            diags.push(Diagnostic::at(
+                                m.span(),
+                                format!("{key}.methods: `{}` is not an HTTP method", m.get_ref()),
+                            ));
+                            None
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        let shadow = match mode {
+            None => false,
+            Some(m) => {
+                match m.get_ref().as_str() {
+                    "enforce" => false,
+                    "shadow" => true,
+                    other => {
+                        diags.push(Diagnostic::at(
+                        m.span(),
+                        format!("{key}.mode: unknown value `{other}`, expected `enforce` or `shadow`"),
+                    ));
+                        false
+                    }
+                }
+            }
+        };
+        if let (Some(prefix), true) = (prefix, name_ok) {
+            rules.push(FeatureRule {
+                prefix,
+                feature: feature.into_inner(),
+                methods,
+                shadow,
+            });
+        }
+    }
+    rules
+}
+
+fn validate_pages(raw: RawPages, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> PagesConfig {
+    let RawPages {
+        after_activation,
+        templates_dir,
+    } = raw;
+    let after_activation = match after_activation {
+        None => "/".to_string(),
+        Some(a) if crate::policy::is_local_path(a.get_ref()) => a.into_inner(),
+        Some(a) => {
+            diags.push(Diagnostic::at(
+                a.span(),
+                "pages.after_activation must be a path on this site such as \"/accounts/login/\"",
+            ));
+            "/".to_string()
+        }
+    };
+    let templates_dir = templates_dir.and_then(|d| {
+        let path = base_dir.join(d.get_ref());
+        if path.is_dir() {
+            Some(path)
+        } else {
+            diags.push(Diagnostic::at(
+                d.span(),
+                format!("pages.templates_dir: {} is not a directory", path.display()),
+            ));
+            None
+        }
+    });
+    PagesConfig {
+        after_activation,
+        templates_dir,
     }
 }
 
