@@ -1,6 +1,7 @@
 //! Request policy: path normalization (and, with enforcement, the feature map,
 //! tenant resolution and the decision function).
 
+pub mod decide;
 pub mod path;
 pub mod prefix;
 

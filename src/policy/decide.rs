@@ -1,0 +1,221 @@
+//! The decision function: pure, no I/O, over immutable inputs. The pingora glue
+//! gathers [`RequestFacts`], calls [`decide`], and carries out the [`Decision`].
+
+use http::Method;
+
+use super::prefix::PrefixTrie;
+use crate::config::{Config, FeatureRule, Mode};
+use crate::license::{LicenseSnapshot, Status, TenantSummary};
+
+/// The gateway's reserved path prefix.
+pub const RESERVED_PREFIX: &str = "/_licgate";
+
+/// The compiled request policy (from configuration; rebuilt on reload).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub mode: Mode,
+    features: PrefixTrie<FeatureRule>,
+    public: PrefixTrie<()>,
+    /// Match paths lower-cased (prefixes are stored lower-cased too).
+    pub case_insensitive: bool,
+}
+
+impl Policy {
+    /// Compiles the policy of `config`.
+    pub fn from_config(config: &Config) -> Policy {
+        Policy::new(
+            config.mode,
+            &config.features,
+            &config.public_paths,
+            config.paths.case_insensitive,
+        )
+    }
+
+    pub fn new(
+        mode: Mode,
+        features: &[FeatureRule],
+        public: &[String],
+        case_insensitive: bool,
+    ) -> Policy {
+        let key = |p: &str| {
+            if case_insensitive {
+                p.to_ascii_lowercase()
+            } else {
+                p.to_string()
+            }
+        };
+        let mut feature_trie = PrefixTrie::default();
+        // Under one prefix, rules limited to some methods are tried before rules for all.
+        let mut ordered: Vec<&FeatureRule> = features.iter().collect();
+        ordered.sort_by_key(|rule| rule.methods.is_none());
+        for rule in ordered {
+            feature_trie.insert(&key(&rule.prefix), rule.clone());
+        }
+        let mut public_trie = PrefixTrie::default();
+        for prefix in public {
+            public_trie.insert(&key(prefix), ());
+        }
+        Policy {
+            mode,
+            features: feature_trie,
+            public: public_trie,
+            case_insensitive,
+        }
+    }
+
+    /// The feature rule governing `method` on `path` (longest prefix whose methods
+    /// include `method`).
+    pub fn feature_for(&self, method: &Method, path: &str) -> Option<&FeatureRule> {
+        self.features.longest_match(path, |rule| {
+            rule.methods
+                .as_ref()
+                .is_none_or(|methods| methods.contains(method))
+        })
+    }
+
+    pub fn is_public(&self, path: &str) -> bool {
+        self.public.matches(path)
+    }
+}
+
+/// What the glue knows about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    /// The normalized path used for matching (lower-cased when the policy says so).
+    pub path: &'a str,
+    /// The tenant the request resolved to, if any.
+    pub tenant: Option<&'a str>,
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum DenyReason {
+    LicenseMissing,
+    LicenseExpired,
+    LicenseRevoked,
+    LicenseInvalid,
+    LicenseNotYetValid,
+    LicenseReadOnly,
+    FeatureNotLicensed,
+}
+
+impl DenyReason {
+    /// The contract's `error_code`.
+    pub fn error_code(self) -> &'static str {
+        match self {
+            DenyReason::LicenseMissing => "LICENSE_MISSING",
+            DenyReason::LicenseExpired => "LICENSE_EXPIRED",
+            DenyReason::LicenseRevoked => "LICENSE_REVOKED",
+            DenyReason::LicenseInvalid => "LICENSE_INVALID",
+            DenyReason::LicenseNotYetValid => "LICENSE_NOT_YET_VALID",
+            DenyReason::LicenseReadOnly => "LICENSE_READ_ONLY",
+            DenyReason::FeatureNotLicensed => "FEATURE_NOT_LICENSED",
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DenyReason::LicenseMissing => "license_missing",
+            DenyReason::LicenseExpired => "license_expired",
+            DenyReason::LicenseRevoked => "license_revoked",
+            DenyReason::LicenseInvalid => "license_invalid",
+            DenyReason::LicenseNotYetValid => "license_not_yet_valid",
+            DenyReason::LicenseReadOnly => "license_read_only",
+            DenyReason::FeatureNotLicensed => "feature_not_licensed",
+        }
+    }
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Decision<'s> {
+    /// A gateway page under `/_licgate/`.
+    Reserved,
+    /// Send it to the upstream.
+    Forward {
+        tenant: Option<&'s TenantSummary>,
+        /// The feature the path needs, when the feature map names one.
+        feature: Option<&'s str>,
+        /// A denial that shadow mode turned into a forward (log and count it).
+        shadowed: Option<DenyReason>,
+    },
+    /// Answer locally.
+    Deny {
+        reason: DenyReason,
+        tenant: Option<&'s TenantSummary>,
+        feature: Option<&'s str>,
+    },
+}
+
+/// Methods allowed while a license is `READ_ONLY`.
+fn is_read_method(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS
+}
+
+/// Decides about one request: reserved prefix, public paths, the license status gate,
+/// then the feature map. `Mode::Shadow` (global) and shadow feature entries forward
+/// what they would deny. Never allocates.
+pub fn decide<'s>(
+    facts: &RequestFacts<'_>,
+    policy: &'s Policy,
+    licenses: &'s LicenseSnapshot,
+) -> Decision<'s> {
+    let path = facts.path;
+    if path == RESERVED_PREFIX
+        || (path.starts_with(RESERVED_PREFIX)
+            && path.as_bytes().get(RESERVED_PREFIX.len()) == Some(&b'/'))
+    {
+        return Decision::Reserved;
+    }
+    let tenant = facts.tenant.and_then(|t| licenses.tenant(t));
+    if policy.is_public(path) {
+        return Decision::Forward {
+            tenant,
+            feature: None,
+            shadowed: None,
+        };
+    }
+    let rule = policy.feature_for(facts.method, path);
+    let feature = rule.map(|r| r.feature.as_str());
+    let status = tenant.map_or(Status::Unlicensed, |t| t.status);
+    let denial = match status {
+        Status::Unlicensed => Some(DenyReason::LicenseMissing),
+        Status::Expired => Some(DenyReason::LicenseExpired),
+        Status::Revoked => Some(DenyReason::LicenseRevoked),
+        Status::Invalid => Some(DenyReason::LicenseInvalid),
+        Status::NotYetValid => Some(DenyReason::LicenseNotYetValid),
+        Status::ReadOnly if !is_read_method(facts.method) => Some(DenyReason::LicenseReadOnly),
+        Status::Valid | Status::ExpiringSoon | Status::Grace | Status::ReadOnly => None,
+    };
+    let (denial, rule_shadow) = match denial {
+        Some(reason) => (Some(reason), false),
+        None => match (rule, tenant) {
+            (Some(rule), Some(t)) if !t.has_feature(&rule.feature) => {
+                (Some(DenyReason::FeatureNotLicensed), rule.shadow)
+            }
+            _ => (None, false),
+        },
+    };
+    match denial {
+        None => Decision::Forward {
+            tenant,
+            feature,
+            shadowed: None,
+        },
+        Some(reason) if policy.mode == Mode::Shadow || rule_shadow => Decision::Forward {
+            tenant,
+            feature,
+            shadowed: Some(reason),
+        },
+        Some(reason) => Decision::Deny {
+            reason,
+            tenant,
+            feature,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::*;
+use crate::license::Limits;
+
+fn summary(tenant: &str, status: Status, features: &[&str]) -> TenantSummary {
+    TenantSummary {
+        tenant: tenant.into(),
+        status,
+        tier: Some("professional".into()),
+        tier_name: None,
+        features: features
+            .iter()
+            .map(|f| Box::from(*f))
+            .collect::<HashSet<Box<str>>>(),
+        limits: Limits::default(),
+        feature_limits: BTreeMap::new(),
+        flags: vec![],
+        expires_at: Some(2_000_000_000),
+        license_ids: vec!["L1".into()],
+        warnings: vec![],
+    }
+}
+
+fn snapshot(tenants: Vec<TenantSummary>) -> LicenseSnapshot {
+    LicenseSnapshot {
+        tenants: tenants
+            .into_iter()
+            .map(|t| (t.tenant.clone(), t))
+            .collect::<HashMap<_, _>>(),
+        ..LicenseSnapshot::default()
+    }
+}
+
+fn rule(prefix: &str, feature: &str) -> FeatureRule {
+    FeatureRule {
+        prefix: prefix.into(),
+        feature: feature.into(),
+        methods: None,
+        shadow: false,
+    }
+}
+
+fn policy(mode: Mode) -> Policy {
+    let mut write = rule("/api/reports", "reports_write");
+    write.methods = Some(vec![Method::POST]);
+    let mut beta = rule("/api/beta", "beta");
+    beta.shadow = true;
+    Policy::new(
+        mode,
+        &[
+            rule("/api/manufacturing/", "manufacturing_module"),
+            rule("/api/reports", "reports"),
+            write,
+            beta,
+        ],
+        &["/static/".to_string(), "/favicon.ico".to_string()],
+        false,
+    )
+}
+
+/// A compact view of a decision for assertions.
+fn verdict(d: Decision<'_>) -> String {
+    match d {
+        Decision::Reserved => "reserved".into(),
+        Decision::Forward {
+            shadowed: None,
+            feature,
+            ..
+        } => format!("forward {}", feature.unwrap_or("-")),
+        Decision::Forward {
+            shadowed: Some(r), ..
+        } => format!("shadow {}", r.error_code()),
+        Decision::Deny { reason, .. } => reason.error_code().into(),
+    }
+}
+
+fn check(
+    policy: &Policy,
+    licenses: &LicenseSnapshot,
+    tenant: Option<&str>,
+    method: Method,
+    path: &str,
+) -> String {
+    verdict(decide(
+        &RequestFacts {
+            method: &method,
+            path,
+            tenant,
+        },
+        policy,
+        licenses,
+    ))
+}
+
+#[test]
+fn the_decisions_table() {
+    let p = policy(Mode::Enforce);
+    let licenses = snapshot(vec![
+        summary("valid", Status::Valid, &["reports"]),
+        summary("soon", Status::ExpiringSoon, &[]),
+        summary("grace", Status::Grace, &[]),
+        summary("ro", Status::ReadOnly, &[]),
+        summary("expired", Status::Expired, &[]),
+        summary("revoked", Status::Revoked, &[]),
+        summary("invalid", Status::Invalid, &[]),
+        summary("future", Status::NotYetValid, &[]),
+    ]);
+    let cases: &[(Option<&str>, Method, &str, &str)] = &[
+        (None, Method::GET, "/", "LICENSE_MISSING"),
+        (Some("nobody"), Method::GET, "/", "LICENSE_MISSING"),
+        (Some("valid"), Method::GET, "/", "forward -"),
+        (Some("soon"), Method::POST, "/x", "forward -"),
+        (Some("grace"), Method::DELETE, "/x", "forward -"),
+        (Some("ro"), Method::GET, "/x", "forward -"),
+        (Some("ro"), Method::HEAD, "/x", "forward -"),
+        (Some("ro"), Method::OPTIONS, "/x", "forward -"),
+        (Some("ro"), Method::POST, "/x", "LICENSE_READ_ONLY"),
+        (Some("ro"), Method::PATCH, "/x", "LICENSE_READ_ONLY"),
+        (Some("expired"), Method::GET, "/", "LICENSE_EXPIRED"),
+        (Some("revoked"), Method::GET, "/", "LICENSE_REVOKED"),
+        (Some("invalid"), Method::GET, "/", "LICENSE_INVALID"),
+        (Some("future"), Method::GET, "/", "LICENSE_NOT_YET_VALID"),
+        (
+            Some("valid"),
+            Method::GET,
+            "/api/manufacturing/plan",
+            "FEATURE_NOT_LICENSED",
+        ),
+        (
+            Some("valid"),
+            Method::GET,
+            "/api/manufacturing",
+            "FEATURE_NOT_LICENSED",
+        ),
+        (
+            Some("valid"),
+            Method::GET,
+            "/api/manufacturingx",
+            "forward -",
+        ),
+        (
+            Some("valid"),
+            Method::GET,
+            "/api/reports/1",
+            "forward reports",
+        ),
+        (
+            Some("valid"),
+            Method::POST,
+            "/api/reports/1",
+            "FEATURE_NOT_LICENSED",
+        ),
+        (
+            Some("valid"),
+            Method::GET,
+            "/api/beta/x",
+            "shadow FEATURE_NOT_LICENSED",
+        ),
+        // Public paths and the reserved prefix come before the license gate.
+        (None, Method::GET, "/static/app.css", "forward -"),
+        (Some("expired"), Method::GET, "/favicon.ico", "forward -"),
+        (None, Method::GET, "/staticx", "LICENSE_MISSING"),
+        (None, Method::GET, "/_licgate/activate", "reserved"),
+        (None, Method::POST, "/_licgate", "reserved"),
+        (None, Method::GET, "/_licgatex", "LICENSE_MISSING"),
+    ];
+    for (tenant, method, path, expected) in cases {
+        assert_eq!(
+            &check(&p, &licenses, *tenant, method.clone(), path),
+            expected,
+            "{tenant:?} {method} {path}"
+        );
+    }
+}
+
+#[test]
+fn shadow_mode_forwards_what_it_would_deny() {
+    let p = policy(Mode::Shadow);
+    let licenses = snapshot(vec![summary("valid", Status::Valid, &[])]);
+    assert_eq!(
+        check(&p, &licenses, None, Method::GET, "/"),
+        "shadow LICENSE_MISSING"
+    );
+    assert_eq!(
+        check(
+            &p,
+            &licenses,
+            Some("valid"),
+            Method::GET,
+            "/api/manufacturing/x"
+        ),
+        "shadow FEATURE_NOT_LICENSED"
+    );
+    assert_eq!(
+        check(&p, &licenses, None, Method::GET, "/_licgate/status"),
+        "reserved"
+    );
+}
+
+#[test]
+fn case_insensitive_matching_uses_lowercase_keys() {
+    let p = Policy::new(Mode::Enforce, &[rule("/API/Manufacturing", "m")], &[], true);
+    assert_eq!(
+        p.feature_for(&Method::GET, "/api/manufacturing/x")
+            .unwrap()
+            .feature,
+        "m"
+    );
+}
