@@ -31,6 +31,21 @@ pub struct TenantSummary {
     pub license_ids: Vec<String>,
     /// Human-readable warnings (expiring soon, grace, read-only).
     pub warnings: Vec<String>,
+    /// `X-Licgate-Tenant/-Status/-Tier/-Features/-License-Id` for the upstream,
+    /// built once per snapshot so requests only clone them.
+    #[serde(skip)]
+    pub upstream_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `X-Licgate-Warning` for the client while `EXPIRING_SOON`, `GRACE`, `READ_ONLY`.
+    #[serde(skip)]
+    pub warning_header: Option<http::HeaderValue>,
+}
+
+/// A header value for `text`: as is when it is visible ASCII, percent-encoded otherwise.
+pub fn header_value(text: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(text).unwrap_or_else(|_| {
+        let encoded: String = form_urlencoded::byte_serialize(text.as_bytes()).collect();
+        http::HeaderValue::from_str(&encoded).unwrap_or(http::HeaderValue::from_static(""))
+    })
 }
 
 fn sorted<S: serde::Serializer>(set: &HashSet<Box<str>>, s: S) -> Result<S::Ok, S::Error> {
@@ -56,7 +71,34 @@ impl TenantSummary {
             )],
             _ => Vec::new(),
         };
+        let mut features: Vec<&str> = combined.features.iter().map(String::as_str).collect();
+        features.sort_unstable();
+        let upstream_headers = vec![
+            (
+                http::HeaderName::from_static("x-licgate-tenant"),
+                header_value(tenant),
+            ),
+            (
+                http::HeaderName::from_static("x-licgate-status"),
+                http::HeaderValue::from_static(combined.status.as_str()),
+            ),
+            (
+                http::HeaderName::from_static("x-licgate-tier"),
+                header_value(combined.tier.as_deref().unwrap_or("")),
+            ),
+            (
+                http::HeaderName::from_static("x-licgate-features"),
+                header_value(&features.join(",")),
+            ),
+            (
+                http::HeaderName::from_static("x-licgate-license-id"),
+                header_value(&combined.license_ids.join(",")),
+            ),
+        ];
+        let warning_header = warnings.first().map(|w| header_value(w));
         TenantSummary {
+            upstream_headers,
+            warning_header,
             tenant: tenant.to_string(),
             status: combined.status,
             tier: combined.tier,

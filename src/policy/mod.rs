@@ -4,6 +4,7 @@
 pub mod decide;
 pub mod path;
 pub mod prefix;
+pub mod tenant;
 
 /// Whether `target` is safe as a redirect target: a path on this origin (`/x`), never
 /// a scheme-relative (`//evil`), backslash (`/\evil`) or absolute URL, and free of

@@ -1,0 +1,240 @@
+//! Tenant resolution: which tenant a request belongs to.
+//!
+//! A resolved name is only ever used to look a tenant up in the license snapshot;
+//! names that match no installed license are treated as unlicensed and never become
+//! map keys or metric labels.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+use serde_json::Value;
+
+use crate::config::{HostPattern, TenantsConfig};
+use crate::license::PublicKey;
+
+/// Verified bearer tokens kept at most (then expired entries are dropped, or all).
+const JWT_CACHE_CAPACITY: usize = 100_000;
+
+/// Resolves the tenant of a request per `[tenants]`.
+pub enum TenantResolver {
+    Single(String),
+    Host(HostPattern),
+    Header {
+        name: http::HeaderName,
+        trusted_proxies: Vec<IpNet>,
+    },
+    JwtClaim(JwtTenants),
+}
+
+impl TenantResolver {
+    /// The resolver for `config`; `trusted_proxies` gate the `header` mode.
+    pub fn new(config: &TenantsConfig, trusted_proxies: &[IpNet]) -> TenantResolver {
+        match config {
+            TenantsConfig::Single { tenant } => TenantResolver::Single(tenant.clone()),
+            TenantsConfig::Host { pattern } => TenantResolver::Host(pattern.clone()),
+            TenantsConfig::Header { name } => TenantResolver::Header {
+                name: name.clone(),
+                trusted_proxies: trusted_proxies.to_vec(),
+            },
+            TenantsConfig::JwtClaim {
+                claim,
+                keys,
+                issuer,
+                audience,
+            } => TenantResolver::JwtClaim(JwtTenants {
+                claim: claim.clone(),
+                keys: keys.clone(),
+                issuer: issuer.clone(),
+                audience: audience.clone(),
+                cache: DashMap::new(),
+            }),
+        }
+    }
+
+    /// The tenant of `req` (sent by `peer`; `authority` of an absolute-form target
+    /// takes the place of `Host`), or `None` when it cannot be told.
+    pub fn resolve<'r>(
+        &'r self,
+        req: &'r RequestHeader,
+        authority: Option<&'r str>,
+        peer: Option<IpAddr>,
+    ) -> Option<Cow<'r, str>> {
+        match self {
+            TenantResolver::Single(tenant) => Some(Cow::Borrowed(tenant)),
+            TenantResolver::Host(pattern) => {
+                let host =
+                    authority.or_else(|| req.headers.get(http::header::HOST)?.to_str().ok())?;
+                let label = pattern.tenant(host)?;
+                Some(if label.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Cow::Owned(label.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(label)
+                })
+            }
+            TenantResolver::Header {
+                name,
+                trusted_proxies,
+            } => {
+                let trusted =
+                    peer.is_some_and(|ip| trusted_proxies.iter().any(|n| n.contains(&ip)));
+                if !trusted {
+                    return None;
+                }
+                let mut values = req.headers.get_all(name).iter();
+                let value = values.next()?.to_str().ok()?.trim();
+                // Two values: ambiguous, so no tenant.
+                if values.next().is_some() || !is_tenant_name(value) {
+                    return None;
+                }
+                Some(Cow::Borrowed(value))
+            }
+            TenantResolver::JwtClaim(jwt) => {
+                let auth = req
+                    .headers
+                    .get(http::header::AUTHORIZATION)?
+                    .to_str()
+                    .ok()?;
+                let (scheme, token) = auth.trim().split_once(' ')?;
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return None;
+                }
+                jwt.tenant_of(token.trim()).map(Cow::Owned)
+            }
+        }
+    }
+}
+
+/// A tenant name as accepted from a request: 1-63 letters, digits, `-`, `_`, `.`.
+pub fn is_tenant_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Tenants taken from a claim of a verified bearer token.
+pub struct JwtTenants {
+    claim: String,
+    keys: Vec<PublicKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    /// SHA-256 of a verified token → (tenant, exp).
+    cache: DashMap<[u8; 32], (String, i64)>,
+}
+
+impl JwtTenants {
+    /// The tenant named by `token`'s claim, only if the token verifies with a
+    /// configured key (pinned algorithm), has not expired, and passes the issuer and
+    /// audience checks. Verified tokens are cached by hash until their `exp`.
+    pub fn tenant_of(&self, token: &str) -> Option<String> {
+        if token.len() > crate::license::verify::MAX_TOKEN_BYTES {
+            return None;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let key: [u8; 32] = digest.as_ref().try_into().ok()?;
+        if let Some(entry) = self.cache.get(&key) {
+            if entry.1 > now {
+                return Some(entry.0.clone());
+            }
+        }
+        let (tenant, exp) = self.verify(token, now)?;
+        if self.cache.len() >= JWT_CACHE_CAPACITY {
+            self.cache.retain(|_, (_, exp)| *exp > now);
+            if self.cache.len() >= JWT_CACHE_CAPACITY {
+                self.cache.clear();
+            }
+        }
+        self.cache.insert(key, (tenant.clone(), exp));
+        Some(tenant)
+    }
+
+    fn verify(&self, token: &str, now: i64) -> Option<(String, i64)> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.leeway = 30;
+        validation.set_required_spec_claims(&["exp"]);
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        let claims = self
+            .keys
+            .iter()
+            .filter(|k| k.alg.jwt() == header.alg)
+            .filter(|k| k.kid.is_none() || k.kid == header.kid)
+            .find_map(|k| jsonwebtoken::decode::<Value>(token, &k.key, &validation).ok())?
+            .claims;
+        let exp = claims.get("exp")?.as_i64()?;
+        if exp <= now {
+            return None;
+        }
+        let tenant = claims.get(&self.claim)?.as_str()?;
+        is_tenant_name(tenant).then(|| (tenant.to_string(), exp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (n, v) in headers {
+            r.append_header(n.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn host_mode_reads_the_host_header_or_absolute_form_authority() {
+        let resolver = TenantResolver::Host(HostPattern {
+            prefix: String::new(),
+            suffix: ".shop.example.com".into(),
+        });
+        let r = request(&[("Host", "Acme.shop.example.com:8443")]);
+        assert_eq!(resolver.resolve(&r, None, None).as_deref(), Some("acme"));
+        assert_eq!(
+            resolver
+                .resolve(&r, Some("globex.shop.example.com"), None)
+                .as_deref(),
+            Some("globex")
+        );
+        assert_eq!(
+            resolver.resolve(&request(&[("Host", "evil.com")]), None, None),
+            None
+        );
+        assert_eq!(resolver.resolve(&request(&[]), None, None), None);
+    }
+
+    #[test]
+    fn header_mode_trusts_only_trusted_proxies() {
+        let resolver = TenantResolver::Header {
+            name: http::HeaderName::from_static("x-tenant"),
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        };
+        let r = request(&[("X-Tenant", "acme")]);
+        let trusted: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            resolver.resolve(&r, None, Some(trusted)).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(resolver.resolve(&r, None, Some(stranger)), None);
+        assert_eq!(resolver.resolve(&r, None, None), None);
+        let two = request(&[("X-Tenant", "acme"), ("X-Tenant", "globex")]);
+        assert_eq!(resolver.resolve(&two, None, Some(trusted)), None);
+        let odd = request(&[("X-Tenant", "../etc")]);
+        assert_eq!(resolver.resolve(&odd, None, Some(trusted)), None);
+    }
+}
