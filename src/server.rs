@@ -130,7 +130,8 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
-    let gateway = Gateway::new(&config, upstream_addr, Arc::clone(&inflight), licenses);
+    let enforcement = crate::proxy::Enforcement::new(&config, licenses)?;
+    let gateway = Gateway::new(&config, upstream_addr, Arc::clone(&inflight), enforcement);
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,

@@ -287,10 +287,17 @@ async fn listens_on_every_configured_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn off_mode_is_a_plain_proxy() {
+async fn off_mode_is_a_plain_proxy_and_enforce_is_not() {
     let upstream = Upstream::start().await;
-    let config = BASE_CONFIG.replace("mode = \"enforce\"", "mode = \"off\"");
-    let gw = Gateway::start_with(&config, upstream.addr).await;
+    // No [license] section: with enforcement nothing is licensed.
+    let enforce = BASE_CONFIG.replace("mode = \"off\"", "mode = \"enforce\"");
+    let gw = Gateway::start_with(&enforce, upstream.addr).await;
+    let resp = http_get(gw.addr, "/api/manufacturing/plan?x=1")
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 403);
+    assert_eq!(resp.json()["error_code"], "LICENSE_MISSING");
+    let gw = Gateway::start(upstream.addr).await;
     let resp = http_get(gw.addr, "/api/manufacturing/plan?x=1")
         .await
         .unwrap();

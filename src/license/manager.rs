@@ -346,7 +346,10 @@ pub fn build_snapshot(
         if let Some(t) = combined.next_change {
             next_change = Some(next_change.map_or(t, |n: UnixTime| n.min(t)));
         }
-        tenants.insert(tenant.to_string(), TenantSummary::new(tenant, combined));
+        tenants.insert(
+            tenant.to_string(),
+            Arc::new(TenantSummary::new(tenant, combined)),
+        );
     }
     LicenseSnapshot {
         instance_id: instance_id.to_string(),

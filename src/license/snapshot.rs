@@ -5,6 +5,7 @@
 //! allocate.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -129,7 +130,7 @@ pub struct LicenseSnapshot {
     /// This installation's id (what `aud` must name).
     pub instance_id: String,
     /// Tenants with at least one license file (valid or not).
-    pub tenants: HashMap<String, TenantSummary>,
+    pub tenants: HashMap<String, Arc<TenantSummary>>,
     /// When this snapshot was judged.
     pub built_at: UnixTime,
     /// The next instant at which some tenant's status changes.
@@ -141,7 +142,12 @@ pub struct LicenseSnapshot {
 impl LicenseSnapshot {
     /// The summary of `tenant`, if it has any license.
     pub fn tenant(&self, tenant: &str) -> Option<&TenantSummary> {
-        self.tenants.get(tenant)
+        self.tenants.get(tenant).map(|t| &**t)
+    }
+
+    /// A shared handle on the summary of `tenant` (no allocation).
+    pub fn tenant_arc(&self, tenant: &str) -> Option<Arc<TenantSummary>> {
+        self.tenants.get(tenant).cloned()
     }
 
     /// The status of `tenant` (`UNLICENSED` when it has none).

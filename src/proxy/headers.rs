@@ -86,6 +86,27 @@ pub fn strip_gateway_headers(req: &mut RequestHeader) {
     for name in doomed {
         req.remove_header(&name);
     }
+    // `Connection: X-Licgate-Tier` would ask the next hop to drop the header the
+    // gateway injects: such tokens are removed from `Connection`.
+    let connection = req.headers.get_all(http::header::CONNECTION);
+    if connection.iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| is_gateway_header(t.trim_ascii()))
+    }) {
+        let kept: Vec<String> = connection
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !is_gateway_header(t.as_bytes()))
+            .map(str::to_string)
+            .collect();
+        req.remove_header(&http::header::CONNECTION);
+        if !kept.is_empty() {
+            let _ = req.insert_header(http::header::CONNECTION, kept.join(", "));
+        }
+    }
 }
 
 fn is_gateway_header(name: &[u8]) -> bool {
@@ -131,9 +152,12 @@ mod tests {
             ("X_Licgate_Features", "all"),
             ("X-Licgatex", "kept"),
             ("Accept", "*/*"),
+            ("Connection", "keep-alive, X-Licgate-Tier"),
         ]);
         strip_gateway_headers(&mut r);
+        assert_eq!(r.headers["connection"], "keep-alive");
         let mut names: Vec<_> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
+        names.retain(|n| n != "connection");
         names.sort();
         assert_eq!(names, vec!["accept", "x-licgatex"]);
     }

@@ -1,11 +1,14 @@
-//! The pingora glue: one [`Gateway`] implements `ProxyHttp`. It gathers facts about
-//! each request, forwards it to the upstream with clean headers, and turns upstream
-//! failures into clear local responses.
+//! The pingora glue: one [`Gateway`] implements `ProxyHttp`. For each request it
+//! normalizes the target, resolves the tenant, calls the pure [`decide`], and carries
+//! out the decision: forward (normalized path, clean and injected headers), answer
+//! locally (denials, the gateway's pages), or report an upstream failure clearly.
 
+pub mod activation;
+pub mod enforce;
 mod headers;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,12 +17,15 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
+pub use enforce::Enforcement;
 pub use headers::{strip_gateway_headers, ForwardingPolicy};
 
 use crate::config::{Config, Mode, UpstreamConfig};
-use crate::license::LicenseManager;
+use crate::license::{LicenseSnapshot, TenantSummary};
 use crate::lifecycle::{Inflight, InflightGuard};
 use crate::pages;
+use crate::policy::decide::{decide, Decision, DenyReason, RequestFacts};
+use crate::policy::path::{normalize, Target};
 use crate::response::{ClientKind, LocalResponse};
 use crate::throttle::LogThrottle;
 
@@ -27,6 +33,12 @@ use crate::throttle::LogThrottle;
 pub struct RequestCtx {
     /// Keeps the request counted as in flight until the context is dropped.
     _inflight: InflightGuard,
+    /// The normalized request target to forward, when it differs from the received one.
+    rewrite: Option<String>,
+    /// The `Host` to forward for an absolute-form target (its authority).
+    host: Option<String>,
+    /// The tenant's license summary, for the injected and warning headers.
+    tenant: Option<Arc<TenantSummary>>,
 }
 
 /// The licgate reverse proxy.
@@ -38,18 +50,36 @@ pub struct Gateway {
     inflight: Arc<Inflight>,
     /// Upstream failures are logged at most once a second (with a count of the rest).
     upstream_failure_log: LogThrottle,
-    /// Licensing, when configured (read by enforcement).
-    licenses: Option<Arc<LicenseManager>>,
+    enforcement: Enforcement,
+}
+
+/// The snapshot used when licensing is not configured: every tenant unlicensed.
+static NO_LICENSES: LazyLock<LicenseSnapshot> = LazyLock::new(LicenseSnapshot::default);
+
+/// What to do with a request once decided (owns what it needs, borrows nothing).
+enum Action {
+    Forward {
+        rewrite: Option<String>,
+        host: Option<String>,
+        tenant: Option<Arc<TenantSummary>>,
+        shadowed: Option<(DenyReason, String)>,
+    },
+    Respond(LocalResponse),
+    Reserved {
+        path: String,
+        tenant: Option<String>,
+    },
 }
 
 impl Gateway {
     /// A gateway for `config` that sends requests to `upstream_addr` (the resolved
-    /// `upstream.address`) and counts requests in `inflight`.
+    /// `upstream.address`), counts requests in `inflight`, and enforces with
+    /// `enforcement`.
     pub fn new(
         config: &Config,
         upstream_addr: SocketAddr,
         inflight: Arc<Inflight>,
-        licenses: Option<Arc<LicenseManager>>,
+        enforcement: Enforcement,
     ) -> Gateway {
         Gateway {
             mode: config.mode,
@@ -60,19 +90,95 @@ impl Gateway {
             },
             inflight,
             upstream_failure_log: LogThrottle::new(Duration::from_secs(1)),
-            licenses,
+            enforcement,
         }
-    }
-
-    /// The license manager, when licensing is configured.
-    pub fn licenses(&self) -> Option<&Arc<LicenseManager>> {
-        self.licenses.as_ref()
     }
 
     /// The configured enforcement mode.
     pub fn mode(&self) -> Mode {
         self.mode
     }
+
+    /// Normalizes, resolves and decides; borrows the request only while deciding.
+    fn decide_action(&self, req: &RequestHeader, peer: Option<IpAddr>) -> Action {
+        let enforcement = &self.enforcement;
+        let client = ClientKind::of(req);
+        let target = match normalize(req.raw_path(), &enforcement.paths) {
+            Ok(Target::Path(p)) => p,
+            Ok(Target::Asterisk) if req.method == http::Method::OPTIONS => {
+                return Action::Respond(
+                    LocalResponse {
+                        status: StatusCode::NO_CONTENT,
+                        content_type: "text/plain; charset=utf-8",
+                        headers: Vec::new(),
+                        body: bytes::Bytes::new(),
+                    }
+                    .with_header("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                )
+            }
+            Ok(Target::Asterisk) => {
+                return Action::Respond(enforce::bad_path_response(
+                    "the request target * is only valid with OPTIONS",
+                    client,
+                    &enforcement.templates,
+                ))
+            }
+            Err(e) => {
+                return Action::Respond(enforce::bad_path_response(
+                    &e.to_string(),
+                    client,
+                    &enforcement.templates,
+                ))
+            }
+        };
+        let tenant = enforcement.tenants.resolve(req, target.authority, peer);
+        let lowered;
+        let match_path: &str = if enforcement.paths.case_insensitive {
+            lowered = target.path.to_ascii_lowercase();
+            &lowered
+        } else {
+            &target.path
+        };
+        let guard = enforcement.licenses.as_ref().map(|m| m.snapshot());
+        let snapshot: &LicenseSnapshot = guard.as_deref().map_or(&NO_LICENSES, |s| s);
+        let facts = RequestFacts {
+            method: &req.method,
+            path: match_path,
+            tenant: tenant.as_deref(),
+        };
+        match decide(&facts, &enforcement.policy, snapshot) {
+            Decision::Reserved => Action::Reserved {
+                path: target.path.to_string(),
+                tenant: tenant.map(|t| t.into_owned()),
+            },
+            Decision::Forward { shadowed, .. } => Action::Forward {
+                rewrite: target.changed().then(|| target.target()),
+                host: target.authority.map(str::to_string),
+                tenant: tenant.and_then(|t| snapshot.tenant_arc(&t)),
+                shadowed: shadowed.map(|reason| (reason, target.path.to_string())),
+            },
+            Decision::Deny {
+                reason,
+                tenant: summary,
+                feature,
+            } => Action::Respond(enforce::deny_response(
+                reason,
+                summary,
+                feature,
+                client,
+                &target.target(),
+                &enforcement.templates,
+            )),
+        }
+    }
+}
+
+/// The client's IP address, when it connected over TCP/IP.
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 /// Builds the upstream peer template from the upstream configuration.
@@ -187,6 +293,61 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             _inflight: self.inflight.enter(),
+            rewrite: None,
+            host: None,
+            tenant: None,
+        }
+    }
+
+    /// Enforcement (skipped when `mode = "off"`): decide, then answer locally or let
+    /// the request through with what the upstream phase needs recorded in `ctx`.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.mode == Mode::Off {
+            return Ok(false);
+        }
+        let peer = client_ip(session);
+        let action = self.decide_action(session.req_header(), peer);
+        match action {
+            Action::Forward {
+                rewrite,
+                host,
+                tenant,
+                shadowed,
+            } => {
+                if let Some((reason, path)) = shadowed {
+                    if let Some(left_out) = self.enforcement.shadow_log.permit() {
+                        tracing::info!(
+                            tenant = tenant.as_ref().map_or("", |t| t.tenant.as_str()),
+                            path = %path,
+                            would_deny = reason.error_code(),
+                            similar_not_logged = left_out,
+                            "shadow mode: request forwarded"
+                        );
+                    }
+                }
+                ctx.rewrite = rewrite;
+                ctx.host = host;
+                ctx.tenant = tenant;
+                Ok(false)
+            }
+            Action::Respond(response) => {
+                response.write_to(session).await?;
+                Ok(true)
+            }
+            Action::Reserved { path, tenant } => {
+                let client = ClientKind::of(session.req_header());
+                let response = activation::handle(
+                    session,
+                    &self.enforcement,
+                    &path,
+                    tenant.as_deref(),
+                    client,
+                    peer,
+                )
+                .await;
+                response.write_to(session).await?;
+                Ok(true)
+            }
         }
     }
 
@@ -199,19 +360,42 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(self.peer.clone()))
     }
 
-    /// Removes client copies of `X-Licgate-*`, maintains `X-Forwarded-*`, applies the
-    /// `Host` override.
+    /// Removes client copies of `X-Licgate-*` (also from `Connection`), maintains
+    /// `X-Forwarded-*`, forwards the normalized target, applies the `Host` override,
+    /// and injects the tenant's `X-Licgate-*` headers.
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        self.forwarding.apply(upstream_request, peer)
+        if let Some(host) = ctx.host.take() {
+            upstream_request.insert_header(http::header::HOST, host)?;
+        }
+        self.forwarding
+            .apply(upstream_request, client_ip(session))?;
+        if let Some(target) = ctx.rewrite.take() {
+            upstream_request.set_raw_path(target.as_bytes())?;
+        }
+        if let Some(tenant) = &ctx.tenant {
+            for (name, value) in &tenant.upstream_headers {
+                upstream_request.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `X-Licgate-Warning` while the license is expiring, in grace or read-only.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(warning) = ctx.tenant.as_ref().and_then(|t| t.warning_header.clone()) {
+            upstream_response.insert_header("X-Licgate-Warning", warning)?;
+        }
+        Ok(())
     }
 
     /// pingora's own per-request error line is replaced by the throttled one in

@@ -56,9 +56,10 @@ impl Drop for Upstream {
     }
 }
 
-/// The default test configuration; `{listen}`, `{admin}`, `{upstream}` are filled in.
+/// The default test configuration (a plain proxy, `mode = "off"`); `{listen}`,
+/// `{admin}`, `{upstream}` are filled in.
 pub const BASE_CONFIG: &str = r#"
-mode = "enforce"
+mode = "off"
 [server]
 listen = "{listen}"
 threads = 1

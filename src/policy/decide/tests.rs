@@ -28,7 +28,7 @@ fn snapshot(tenants: Vec<TenantSummary>) -> LicenseSnapshot {
     LicenseSnapshot {
         tenants: tenants
             .into_iter()
-            .map(|t| (t.tenant.clone(), t))
+            .map(|t| (t.tenant.clone(), std::sync::Arc::new(t)))
             .collect::<HashMap<_, _>>(),
         ..LicenseSnapshot::default()
     }

@@ -1,0 +1,400 @@
+//! The gateway's own pages under `/_licgate/`: activation form and submission,
+//! activation-required page, license status, page assets.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode};
+use pingora::proxy::Session;
+use ring::rand::SecureRandom as _;
+
+use super::enforce::{next_query, Enforcement};
+use crate::license::manager::InstallError;
+use crate::license::{time_text, TenantSummary};
+use crate::pages::{escape, render};
+use crate::policy::is_local_path;
+use crate::response::{ClientKind, LocalResponse};
+
+/// Largest activation request body read (a license is at most 64 KiB).
+pub const MAX_ACTIVATION_BODY: usize = 80 * 1024;
+const CSRF_COOKIE: &str = "licgate_csrf";
+
+/// Answers a request for a reserved path. `tenant` is the request's resolved tenant.
+pub async fn handle(
+    session: &mut Session,
+    enforcement: &Enforcement,
+    path: &str,
+    tenant: Option<&str>,
+    client: ClientKind,
+    peer: Option<IpAddr>,
+) -> LocalResponse {
+    let method = session.req_header().method.clone();
+    let readable = method == Method::GET || method == Method::HEAD;
+    let licenses = enforcement.licenses.as_ref().map(|m| m.snapshot_arc());
+    let summary = licenses
+        .as_ref()
+        .zip(tenant)
+        .and_then(|(snapshot, t)| snapshot.tenant(t));
+    let next = query_param(session, "next")
+        .filter(|n| is_local_path(n) && !n.starts_with("/_licgate"))
+        .unwrap_or_else(|| "/".to_string());
+    match path.trim_end_matches('/') {
+        "/_licgate/activate" if readable => {
+            let token = csrf_cookie(session).unwrap_or_else(new_csrf_token);
+            activation_page(enforcement, summary, &next, &token, None, StatusCode::OK)
+        }
+        "/_licgate/activate" if method == Method::POST => {
+            activate(session, enforcement, tenant, summary, client, peer).await
+        }
+        "/_licgate/activation-required" if readable => {
+            let reason = summary.map_or(
+                "No license is installed for this site.".to_string(),
+                |s| match s.status {
+                    crate::license::Status::Expired => format!(
+                        "The license expired on {}.",
+                        s.expires_at.map(time_text).unwrap_or_default()
+                    ),
+                    crate::license::Status::Revoked => "The license was revoked.".into(),
+                    crate::license::Status::Invalid => {
+                        "The installed license could not be verified.".into()
+                    }
+                    crate::license::Status::NotYetValid => "The license is not valid yet.".into(),
+                    _ => "The license does not allow access.".into(),
+                },
+            );
+            let activate_url = format!("/_licgate/activate?{}", next_query(&next));
+            LocalResponse::html(
+                StatusCode::OK,
+                render(
+                    &enforcement.templates.activation_required,
+                    &[
+                        ("reason", &reason),
+                        ("activate_url", &activate_url),
+                        ("instance_id", &enforcement.instance_id()),
+                        (
+                            "status",
+                            summary.map_or("UNLICENSED", |s| s.status.as_str()),
+                        ),
+                    ],
+                    &[],
+                ),
+            )
+        }
+        "/_licgate/status" if readable => {
+            LocalResponse::json(StatusCode::OK, &status_json(summary))
+        }
+        "/_licgate/assets/licgate.css" if readable => LocalResponse {
+            status: StatusCode::OK,
+            content_type: "text/css; charset=utf-8",
+            headers: Vec::new(),
+            body: Bytes::from(enforcement.templates.stylesheet.clone()),
+        },
+        "/_licgate/activate"
+        | "/_licgate/activation-required"
+        | "/_licgate/status"
+        | "/_licgate/assets/licgate.css" => LocalResponse::problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "Method Not Allowed",
+            "This method is not allowed here.",
+            serde_json::json!({}),
+        ),
+        _ => LocalResponse::problem(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "Not Found",
+            "No such gateway page.",
+            serde_json::json!({}),
+        ),
+    }
+}
+
+/// The tenant's license summary for `/_licgate/status` (never key material).
+pub fn status_json(summary: Option<&TenantSummary>) -> serde_json::Value {
+    match summary {
+        None => serde_json::json!({"status": "UNLICENSED", "tenant": null}),
+        Some(s) => {
+            let mut features: Vec<&str> = s.features.iter().map(|f| &**f).collect();
+            features.sort_unstable();
+            serde_json::json!({
+                "tenant": s.tenant,
+                "status": s.status,
+                "tier": s.tier,
+                "tier_name": s.tier_name,
+                "features": features,
+                "limits": s.limits,
+                "feature_limits": s.feature_limits,
+                "flags": s.flags,
+                "expires_at": s.expires_at.map(time_text),
+                "warnings": s.warnings,
+            })
+        }
+    }
+}
+
+fn activation_page(
+    enforcement: &Enforcement,
+    summary: Option<&TenantSummary>,
+    next: &str,
+    csrf_token: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> LocalResponse {
+    let error_html = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    let message = match summary.map(|s| s.status) {
+        None => "No license is installed for this site yet. Paste the license key you received from your vendor.".to_string(),
+        Some(s) if s.grants_access() => format!("A license is active ({s}). You may install another one, e.g. a renewal."),
+        Some(s) => format!("The current license does not allow access ({s}). Paste a new license key."),
+    };
+    LocalResponse::html(
+        status,
+        render(
+            &enforcement.templates.activate,
+            &[
+                ("message", &message),
+                ("error", &error_html),
+                ("csrf_token", csrf_token),
+                ("next", next),
+                ("instance_id", &enforcement.instance_id()),
+                (
+                    "status",
+                    summary.map_or("UNLICENSED", |s| s.status.as_str()),
+                ),
+            ],
+            &["error"],
+        ),
+    )
+    .with_header(
+        "Set-Cookie",
+        format!("{CSRF_COOKIE}={csrf_token}; Path=/_licgate/; HttpOnly; SameSite=Strict"),
+    )
+}
+
+/// `POST /_licgate/activate`: a form (with CSRF token) or JSON `{"license_key": ...}`.
+async fn activate(
+    session: &mut Session,
+    enforcement: &Enforcement,
+    tenant: Option<&str>,
+    summary: Option<&TenantSummary>,
+    client: ClientKind,
+    peer: Option<IpAddr>,
+) -> LocalResponse {
+    let json = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let is_json = json.as_deref() == Some("application/json");
+    let is_form = json.as_deref() == Some("application/x-www-form-urlencoded");
+    let problem = |status: StatusCode, code: &str, detail: &str| {
+        LocalResponse::problem(
+            status,
+            code,
+            status.canonical_reason().unwrap_or(""),
+            detail,
+            serde_json::json!({}),
+        )
+    };
+    if let Some(ip) = peer {
+        if enforcement.activation_limiter.check_key(&ip).is_err() {
+            return problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ACTIVATION_RATE_LIMITED",
+                "Too many activation attempts from this address; wait a minute and try again.",
+            )
+            .with_header("Retry-After", "60");
+        }
+    }
+    if !is_json && !is_form {
+        return problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Send application/json {\"license_key\": ...} or the activation form.",
+        );
+    }
+    let body = match read_body(session, MAX_ACTIVATION_BODY).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "The request body is too large for a license key.",
+            )
+        }
+        Err(BodyError::Read) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "The request body could not be read.",
+            )
+        }
+    };
+    let (key, next) = if is_json {
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        match value.get("license_key").and_then(|k| k.as_str()) {
+            Some(k) => (k.to_string(), None),
+            None => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    "Expected a JSON object {\"license_key\": \"...\"}.",
+                )
+            }
+        }
+    } else {
+        let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let cookie = csrf_cookie(session);
+        let submitted = field("csrf_token").unwrap_or_default();
+        let next = field("next")
+            .filter(|n| is_local_path(n) && !n.starts_with("/_licgate"))
+            .unwrap_or_else(|| "/".to_string());
+        let valid = cookie
+            .as_deref()
+            .is_some_and(|c| !c.is_empty() && constant_time_eq(c.as_bytes(), submitted.as_bytes()));
+        if !valid {
+            return activation_page(
+                enforcement,
+                summary,
+                &next,
+                &new_csrf_token(),
+                Some("The form expired or was not sent from this page (CSRF check failed). Please paste the key again."),
+                StatusCode::FORBIDDEN,
+            );
+        }
+        (field("license_key").unwrap_or_default(), Some(next))
+    };
+    let outcome = install(enforcement, tenant, key).await;
+    match (outcome, is_json) {
+        (Ok(installed), true) => LocalResponse::json(
+            StatusCode::OK,
+            &serde_json::json!({"success": true, "license": status_json(Some(&installed))}),
+        ),
+        (Ok(_), false) => LocalResponse::redirect(&enforcement.after_activation),
+        (Err(reason), true) => LocalResponse::problem(
+            StatusCode::BAD_REQUEST,
+            "LICENSE_INVALID",
+            "License rejected",
+            &reason,
+            serde_json::json!({"reason": reason}),
+        ),
+        (Err(reason), false) => {
+            let _ = client;
+            activation_page(
+                enforcement,
+                summary,
+                next.as_deref().unwrap_or("/"),
+                &csrf_cookie(session).unwrap_or_else(new_csrf_token),
+                Some(&format!("This license key was not accepted: {reason}.")),
+                StatusCode::BAD_REQUEST,
+            )
+        }
+    }
+}
+
+/// Verifies `key` for `tenant` and installs it through the license store.
+async fn install(
+    enforcement: &Enforcement,
+    tenant: Option<&str>,
+    key: String,
+) -> Result<TenantSummary, String> {
+    let Some(manager) = enforcement.licenses.as_ref().map(Arc::clone) else {
+        return Err("licensing is not configured on this gateway".into());
+    };
+    let Some(tenant) = tenant.map(str::to_string) else {
+        return Err("this site's tenant cannot be determined".into());
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        let license = manager.verifier().verify(&key).map_err(|e| e.to_string())?;
+        if license.claims.tenant != tenant {
+            return Err(format!(
+                "it is for tenant \"{}\", this site is tenant \"{tenant}\"",
+                license.claims.tenant
+            ));
+        }
+        manager
+            .install(&key)
+            .map_err(|e: InstallError| e.to_string())
+    })
+    .await;
+    outcome.unwrap_or_else(|_| Err("the installation failed unexpectedly".into()))
+}
+
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(_) => return Err(BodyError::Read),
+        }
+    }
+}
+
+fn query_param(session: &Session, name: &str) -> Option<String> {
+    let query = session.req_header().uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The CSRF cookie's value, when present and well-formed.
+fn csrf_cookie(session: &Session) -> Option<String> {
+    session
+        .req_header()
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == CSRF_COOKIE)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn new_csrf_token() -> String {
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("system randomness available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

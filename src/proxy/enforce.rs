@@ -1,0 +1,203 @@
+//! Enforcement state shared by all requests, and the local responses for denials.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::StatusCode;
+
+use crate::config::Config;
+use crate::license::{LicenseManager, TenantSummary};
+use crate::pages::{render, Templates};
+use crate::policy::decide::{DenyReason, Policy};
+use crate::policy::path::PathOptions;
+use crate::policy::tenant::TenantResolver;
+use crate::response::{ClientKind, LocalResponse};
+use crate::throttle::LogThrottle;
+
+/// Activation attempts allowed per client IP per minute.
+pub const ACTIVATIONS_PER_MINUTE: u32 = 10;
+
+/// Everything enforcement needs, built once from the configuration.
+pub struct Enforcement {
+    pub policy: Policy,
+    pub paths: PathOptions,
+    pub tenants: TenantResolver,
+    pub licenses: Option<Arc<LicenseManager>>,
+    pub templates: Templates,
+    pub after_activation: String,
+    pub activation_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Shadow-mode denials are logged at most once a second (with a count).
+    pub shadow_log: LogThrottle,
+}
+
+impl Enforcement {
+    /// Builds enforcement for `config`, reading page overrides from `pages.templates_dir`.
+    pub fn new(
+        config: &Config,
+        licenses: Option<Arc<LicenseManager>>,
+    ) -> std::io::Result<Enforcement> {
+        Ok(Enforcement {
+            policy: Policy::from_config(config),
+            paths: config.paths,
+            tenants: TenantResolver::new(&config.tenants, &config.server.trusted_proxies),
+            licenses,
+            templates: Templates::load(config.pages.templates_dir.as_deref())?,
+            after_activation: config.pages.after_activation.clone(),
+            activation_limiter: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(ACTIVATIONS_PER_MINUTE).expect("non-zero"),
+            )),
+            shadow_log: LogThrottle::new(Duration::from_secs(1)),
+        })
+    }
+
+    /// This installation's instance id ("" without licensing).
+    pub fn instance_id(&self) -> String {
+        self.licenses
+            .as_ref()
+            .map(|m| m.verifier().instance_id().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// `?next=<target>` for a redirect back to `target` (a normalized local path).
+pub fn next_query(target: &str) -> String {
+    let encoded: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+    format!("next={encoded}")
+}
+
+/// The local response for a denial of the request for `target`.
+pub fn deny_response(
+    reason: DenyReason,
+    tenant: Option<&TenantSummary>,
+    feature: Option<&str>,
+    client: ClientKind,
+    target: &str,
+    templates: &Templates,
+) -> LocalResponse {
+    let tier = tenant.and_then(|t| t.tier_name.as_deref().or(t.tier.as_deref()));
+    let status_text = tenant.map_or("UNLICENSED", |t| t.status.as_str());
+    match (client, reason) {
+        (ClientKind::Browser, DenyReason::LicenseMissing) => {
+            LocalResponse::redirect(&format!("/_licgate/activate?{}", next_query(target)))
+        }
+        (
+            ClientKind::Browser,
+            DenyReason::LicenseExpired
+            | DenyReason::LicenseRevoked
+            | DenyReason::LicenseInvalid
+            | DenyReason::LicenseNotYetValid,
+        ) => LocalResponse::redirect(&format!(
+            "/_licgate/activation-required?{}",
+            next_query(target)
+        )),
+        (ClientKind::Browser, _) => {
+            let (title, message) = human(reason, feature, tier);
+            LocalResponse::html(
+                StatusCode::FORBIDDEN,
+                render(
+                    &templates.denied,
+                    &[
+                        ("title", title),
+                        ("message", &message),
+                        ("error_code", reason.error_code()),
+                    ],
+                    &[],
+                ),
+            )
+        }
+        (ClientKind::Api, _) => {
+            let (title, message) = human(reason, feature, tier);
+            let mut details = serde_json::json!({ "status": status_text });
+            if let Some(tier) = tenant.and_then(|t| t.tier.as_deref()) {
+                details["current_tier"] = tier.into();
+            }
+            if let Some(feature) = feature.filter(|_| reason == DenyReason::FeatureNotLicensed) {
+                details["required_feature"] = feature.into();
+                details["upgrade_hint"] = format!(
+                    "Ask your vendor for a license that includes the feature \"{feature}\"."
+                )
+                .into();
+            }
+            if reason == DenyReason::LicenseMissing {
+                details["activate_url"] = "/_licgate/activate".into();
+            }
+            LocalResponse::problem(
+                StatusCode::FORBIDDEN,
+                reason.error_code(),
+                title,
+                &message,
+                details,
+            )
+        }
+    }
+}
+
+/// Title and explanation of a denial, for people.
+pub fn human(
+    reason: DenyReason,
+    feature: Option<&str>,
+    tier: Option<&str>,
+) -> (&'static str, String) {
+    match reason {
+        DenyReason::LicenseMissing => (
+            "License required",
+            "No license is installed for this site. Activate a license to continue.".into(),
+        ),
+        DenyReason::LicenseExpired => (
+            "License expired",
+            "The license for this site has expired. Activate a renewed license to continue.".into(),
+        ),
+        DenyReason::LicenseRevoked => (
+            "License revoked",
+            "The license for this site was revoked. Activate a new license to continue.".into(),
+        ),
+        DenyReason::LicenseInvalid => (
+            "License invalid",
+            "The installed license could not be verified. Activate a valid license to continue.".into(),
+        ),
+        DenyReason::LicenseNotYetValid => (
+            "License not yet valid",
+            "The installed license only starts later. Activate a license that is valid now.".into(),
+        ),
+        DenyReason::LicenseReadOnly => (
+            "Read-only access",
+            "The license has expired: only viewing is allowed until it is renewed.".into(),
+        ),
+        DenyReason::FeatureNotLicensed => (
+            "Feature not licensed",
+            format!(
+                "This part of the application needs the feature \"{}\", which the current plan{} does not include.",
+                feature.unwrap_or("?"),
+                tier.map(|t| format!(" ({t})")).unwrap_or_default()
+            ),
+        ),
+    }
+}
+
+/// The 400 for a target that cannot be normalized safely.
+pub fn bad_path_response(reason: &str, client: ClientKind, templates: &Templates) -> LocalResponse {
+    match client {
+        ClientKind::Browser => LocalResponse::html(
+            StatusCode::BAD_REQUEST,
+            render(
+                &templates.denied,
+                &[
+                    ("title", "Bad request"),
+                    ("message", reason),
+                    ("error_code", "BAD_REQUEST_PATH"),
+                ],
+                &[],
+            ),
+        ),
+        ClientKind::Api => LocalResponse::problem(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST_PATH",
+            "Bad Request",
+            reason,
+            serde_json::json!({}),
+        ),
+    }
+}
