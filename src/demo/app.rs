@@ -1,7 +1,8 @@
 //! The demo upstream application: a tiny web app that stands in for a Django/Odoo app.
 //!
-//! - `GET /` — a home page listing what to try;
-//! - `GET /accounts/login/` — a login page (`POST` redirects home);
+//! - `GET /` — a home page listing what to try (for clients accepting HTML);
+//! - `GET /accounts/login/` — a login page (for clients accepting HTML; `POST`
+//!   redirects home);
 //! - `GET /ws` with a WebSocket upgrade — echoes every message back;
 //! - anything else — a JSON echo of the request as received (method, path, query,
 //!   headers, body), so the headers the gateway adds or strips are visible.
@@ -62,8 +63,12 @@ pub async fn handle(req: Request<Incoming>, connection: u64) -> Result<DemoRespo
     let path = req.uri().path().to_string();
     let response = match (req.method(), path.as_str()) {
         (_, "/ws") if is_websocket_upgrade(&req) => websocket(req),
-        (&Method::GET | &Method::HEAD, "/") => html(StatusCode::OK, home_page()),
-        (&Method::GET | &Method::HEAD, "/accounts/login/") => html(StatusCode::OK, login_page()),
+        (&Method::GET | &Method::HEAD, "/") if accepts_html(&req) => {
+            html(StatusCode::OK, home_page())
+        }
+        (&Method::GET | &Method::HEAD, "/accounts/login/") if accepts_html(&req) => {
+            html(StatusCode::OK, login_page())
+        }
         (&Method::POST, "/accounts/login/") => Response::builder()
             .status(StatusCode::SEE_OTHER)
             .header(header::LOCATION, "/")
@@ -73,6 +78,14 @@ pub async fn handle(req: Request<Incoming>, connection: u64) -> Result<DemoRespo
         _ => echo(req, connection).await,
     };
     Ok(response)
+}
+
+/// Pages go to clients that accept HTML; everyone else gets the JSON echo.
+fn accepts_html<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
 }
 
 fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {

@@ -58,6 +58,8 @@ pub enum PathError {
     AboveRoot,
     #[error("the path contains ; parameters")]
     PathParameter,
+    #[error("the request target contains a fragment (#)")]
+    Fragment,
 }
 
 /// A normalized request target.
@@ -100,6 +102,10 @@ pub fn normalize<'a>(raw: &'a [u8], options: &PathOptions) -> Result<Target<'a>,
         return Ok(Target::Asterisk);
     }
     let text = std::str::from_utf8(raw).map_err(|_| PathError::NonAscii)?;
+    // A fragment never belongs in a request target; servers disagree on dropping it.
+    if text.contains('#') {
+        return Err(PathError::Fragment);
+    }
     let (authority, rest) = split_absolute_form(text)?;
     let (path, query) = match rest.find('?') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),

@@ -90,6 +90,8 @@ fn dangerous_targets_are_rejected() {
         ("", PathError::NotAPath),
         ("ftp://h/x", PathError::UnsupportedScheme),
         ("/x?a\x01", PathError::ControlCharacter),
+        ("/api#frag", PathError::Fragment),
+        ("/static/x#/../../api", PathError::Fragment),
     ];
     for (raw, expected) in cases {
         assert_eq!(norm(raw), Err(expected), "{raw:?}");
