@@ -51,8 +51,10 @@ pub fn demo_config(
     Ok(Config::parse(&text, Path::new("<demo config>"))?)
 }
 
-/// Makes a throwaway vendor key pair in `dir/keys` and installs a demo license for
-/// tenant `default` in `dir/store`; returns the token.
+/// Makes a throwaway vendor key pair in `dir/keys`, installs a demo license for
+/// tenant `default` in `dir/store` (professional: no manufacturing), and writes a
+/// second, enterprise license (with manufacturing) to `dir/enterprise-license.jwt`
+/// for the user to activate. Returns the installed token.
 pub fn prepare_demo_license(dir: &Path, now: UnixTime) -> Result<String, ServeError> {
     let other = |e: String| ServeError::Io(std::io::Error::other(e));
     let pair = keys::generate_ed25519();
@@ -90,6 +92,23 @@ pub fn prepare_demo_license(dir: &Path, now: UnixTime) -> Result<String, ServeEr
     };
     let token = crate::cli::license::sign(&claims, &signing, None).map_err(other)?;
     Store::open(&dir.join("store"))?.install(&claims.tenant, &claims.jti, &token)?;
+    let enterprise = Claims {
+        jti: "demo-license-2".into(),
+        tier: Some("enterprise".into()),
+        tier_name: Some("Enterprise".into()),
+        features: DEMO_FEATURES
+            .iter()
+            .chain(&["manufacturing_module"])
+            .map(|f| f.to_string())
+            .collect(),
+        flags: vec![],
+        ..claims
+    };
+    let second = crate::cli::license::sign(&enterprise, &signing, None).map_err(other)?;
+    crate::license::store::write_atomically(
+        &dir.join("enterprise-license.jwt"),
+        format!("{second}\n").as_bytes(),
+    )?;
     Ok(token)
 }
 
@@ -135,6 +154,10 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
     println!("  open http://{gateway}/ in a browser (the demo app, through the gateway)");
     println!("  curl -s http://{gateway}/api/sales/orders?page=2    # JSON echo: see the X-Forwarded-* headers added");
     println!("  curl -s -H 'X-Licgate-Tenant: spoofed' http://{gateway}/api/hr/employees    # client X-Licgate-* is stripped");
+    println!("  curl -s http://{gateway}/api/manufacturing/plan    # 403 FEATURE_NOT_LICENSED: the demo plan lacks manufacturing_module");
+    println!("  open http://{gateway}/api/manufacturing/plan in a browser  # the page naming the feature and the plan");
+    println!("  curl -s http://{gateway}/_licgate/status         # the license summary");
+    println!("  open http://{gateway}/_licgate/activate          # the activation page (instance id, status, key form)");
     println!("  curl -s http://{}/readyz", config.admin.listen);
     println!();
     println!(
@@ -152,6 +175,12 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
         dir.join("keys/vendor.pub.pem").display()
     );
 
+    println!("Activate the second demo key (Enterprise, with manufacturing_module), then retry manufacturing:");
+    println!(
+        "  curl -s -H 'Content-Type: application/json' http://{gateway}/_licgate/activate -d \"{{\\\"license_key\\\": \\\"$(cat {})\\\"}}\"",
+        dir.join("enterprise-license.jwt").display()
+    );
+    println!("  (or paste the file's content into the activation page)");
     println!("Press Ctrl+C to stop (in-flight requests are drained).");
     server::run(config)
 }
