@@ -6,7 +6,7 @@ CARGO ?= cargo
 RELEASE_BIN := target/release/licgate
 DEMO_ARGS ?=
 
-.PHONY: all deps build release demo test fmt fmt-check clippy unit clean
+.PHONY: all deps test-deps build release demo test fmt fmt-check clippy clean
 
 all: build
 
@@ -26,8 +26,12 @@ release: deps
 demo: release
 	$(RELEASE_BIN) demo $(DEMO_ARGS)
 
+## test-deps: what the tests need beyond the build (headless Chromium for the browser test)
+test-deps:
+	@./scripts/install-deps.sh --browser
+
 ## test: formatting, lints, and every test (unit + integration against real sockets)
-test: deps fmt-check clippy
+test: deps test-deps fmt-check clippy
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --all-targets --no-fail-fast 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.log

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing licgate needs on a Debian/Ubuntu machine, only
 # when missing: a C toolchain, cmake and pkg-config (pingora builds zlib-ng), and the
-# rustfmt/clippy components. Safe to run repeatedly; prints what it installs.
+# rustfmt/clippy components; with --browser also chromium and chromium-driver; any
+# other argument names a command to install (e.g. wrk). Safe to run repeatedly.
 set -euo pipefail
 
 missing=()
@@ -14,7 +15,11 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v kill >/dev/null 2>&1 || missing+=(procps)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 for extra in "$@"; do
-  command -v "$extra" >/dev/null 2>&1 || missing+=("$extra")
+  case "$extra" in
+    # Headless Chromium and its WebDriver, for the browser test.
+    --browser) command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver) ;;
+    *) command -v "$extra" >/dev/null 2>&1 || missing+=("$extra") ;;
+  esac
 done
 
 if [ ${#missing[@]} -gt 0 ]; then
