@@ -801,3 +801,40 @@ async fn bearer_claim_selects_the_tenant_only_when_verified() {
         403
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_can_be_replaced_from_the_templates_dir() {
+    let upstream = Upstream::start().await;
+    let setup = Setup::new();
+    setup.preinstall(&setup.token("default", &[], 100), "l.jwt");
+    let pages = setup.dir.path().join("pages");
+    std::fs::create_dir_all(&pages).unwrap();
+    std::fs::write(
+        pages.join("denied.html"),
+        "<html><body><h1>ACME: {{title}}</h1><p>{{message}}</p></body></html>",
+    )
+    .unwrap();
+    let config = setup.config("enforce", "").replace(
+        "after_activation = \"/accounts/login/\"",
+        &format!(
+            "after_activation = \"/accounts/login/\"\ntemplates_dir = \"{}\"",
+            pages.display()
+        ),
+    );
+    let gw = Gateway::start_with(&config, upstream.addr).await;
+    let page = raw_request(gw.addr, &get(gw.addr, "/api/manufacturing/x", BROWSER))
+        .await
+        .unwrap();
+    assert_eq!(page.status, 403);
+    assert!(
+        page.text()
+            .starts_with("<html><body><h1>ACME: Feature not licensed</h1>"),
+        "{}",
+        page.text()
+    );
+    // Pages that were not replaced stay the embedded ones.
+    let activate = raw_request(gw.addr, &get(gw.addr, "/_licgate/activate", BROWSER))
+        .await
+        .unwrap();
+    assert!(activate.text().contains("Activate your license"));
+}
