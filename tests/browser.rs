@@ -13,7 +13,6 @@ use common::*;
 use licgate::cli::license::sign;
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
-use licgate::license::{Claims, Limits};
 use serde_json::{json, Value};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -156,24 +155,7 @@ async fn a_browser_activates_a_license_and_lands_on_the_login_page() {
         );
     let gw = Gateway::start_with(&config, upstream.addr).await;
     let now = SystemClock.now();
-    let claims = Claims {
-        iss: None,
-        sub: None,
-        aud: vec!["*".into()],
-        jti: "browser-1".into(),
-        iat: Some(now),
-        nbf: None,
-        exp: now + 30 * 86_400,
-        tenant: "default".into(),
-        tier: Some("professional".into()),
-        tier_name: None,
-        features: vec![],
-        limits: Limits::default(),
-        feature_limits: Default::default(),
-        flags: vec![],
-        grace_days: None,
-        read_only_days: None,
-    };
+    let claims = test_claims("default", &[], now, now + 30 * 86_400);
     let token = sign(&claims, &SigningKey::load(&private).unwrap(), None).unwrap();
 
     let browser = Driver::start().await;

@@ -14,7 +14,7 @@ use licgate::config::{FeatureRule, Mode};
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::{generate_ed25519, write_key_pair, Algorithm, SigningKey};
 use licgate::license::manager::build_snapshot;
-use licgate::license::{Claims, License, LicenseSnapshot, Limits, StatusPolicy};
+use licgate::license::{Claims, License, LicenseSnapshot, StatusPolicy};
 use licgate::policy::decide::{decide, Decision, Policy, RequestFacts};
 use licgate::policy::path::{normalize, PathOptions, Target};
 use proptest::prelude::*;
@@ -44,24 +44,10 @@ struct World {
 }
 
 fn claims(now: i64) -> Claims {
-    Claims {
-        iss: None,
-        sub: None,
-        aud: vec!["*".into()],
-        jti: "L1".into(),
-        iat: Some(now),
-        nbf: None,
-        exp: now + 100 * 86_400,
-        tenant: "default".into(),
-        tier: Some("basic".into()),
-        tier_name: None,
-        features: vec!["sales".into()],
-        limits: Limits::default(),
-        feature_limits: Default::default(),
-        flags: vec![],
-        grace_days: None,
-        read_only_days: None,
-    }
+    let mut claims = test_claims("default", &["sales"], now, now + 100 * 86_400);
+    claims.jti = "L1".into();
+    claims.tier = Some("basic".into());
+    claims
 }
 
 async fn world() -> World {

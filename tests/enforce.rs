@@ -11,7 +11,6 @@ use licgate::cli::license::sign;
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
 use licgate::license::store::Store;
-use licgate::license::{Claims, Limits};
 
 const DAY: i64 = 86_400;
 
@@ -41,24 +40,10 @@ impl Setup {
     /// A license for `tenant` with `features`, expiring `days` from now (negative: past).
     fn token(&self, tenant: &str, features: &[&str], days: i64) -> String {
         let now = SystemClock.now();
-        let claims = Claims {
-            iss: Some("Vendor".into()),
-            sub: None,
-            aud: vec!["*".into()],
-            jti: format!("{tenant}-{}-{}", features.join("+"), days),
-            iat: Some(now),
-            nbf: None,
-            exp: now + days * DAY,
-            tenant: tenant.into(),
-            tier: Some("professional".into()),
-            tier_name: Some("Professional".into()),
-            features: features.iter().map(|f| f.to_string()).collect(),
-            limits: Limits::default(),
-            feature_limits: Default::default(),
-            flags: vec![],
-            grace_days: None,
-            read_only_days: None,
-        };
+        let mut claims = test_claims(tenant, features, now, now + days * DAY);
+        claims.iss = Some("Vendor".into());
+        claims.jti = format!("{tenant}-{}-{}", features.join("+"), days);
+        claims.tier_name = Some("Professional".into());
         sign(&claims, &SigningKey::load(&self.private).unwrap(), None).unwrap()
     }
 

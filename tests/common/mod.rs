@@ -388,3 +388,31 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// License claims for `tenant` granting `features`, valid from `now` until `exp`,
+/// bound to any instance.
+pub fn test_claims(
+    tenant: &str,
+    features: &[&str],
+    now: i64,
+    exp: i64,
+) -> licgate::license::Claims {
+    licgate::license::Claims {
+        iss: None,
+        sub: None,
+        aud: vec!["*".into()],
+        jti: format!("{tenant}-{}-{exp}", features.join("+")),
+        iat: Some(now),
+        nbf: None,
+        exp,
+        tenant: tenant.into(),
+        tier: Some("professional".into()),
+        tier_name: None,
+        features: features.iter().map(|f| f.to_string()).collect(),
+        limits: licgate::license::Limits::default(),
+        feature_limits: Default::default(),
+        flags: vec![],
+        grace_days: None,
+        read_only_days: None,
+    }
+}
