@@ -4,6 +4,7 @@
 //! Modules, one concern each:
 //! - [`config`]: the TOML file → raw serde mirror → validated [`config::Config`];
 //! - [`proxy`]: the pingora `ProxyHttp` implementation and header hygiene;
+//! - [`quota`]: rate quotas and concurrency leases from the license;
 //! - [`response`]: every locally generated response (JSON errors, pages, redirects);
 //! - [`pages`]: the HTML pages shown to browsers;
 //! - [`policy`]: path normalization (and, with enforcement, the decision function);
@@ -25,6 +26,7 @@ pub mod logging;
 pub mod pages;
 pub mod policy;
 pub mod proxy;
+pub mod quota;
 pub mod response;
 pub mod server;
 pub mod throttle;

@@ -39,6 +39,12 @@ pub struct TenantSummary {
     /// `X-Licgate-Warning` for the client while `EXPIRING_SOON`, `GRACE`, `READ_ONLY`.
     #[serde(skip)]
     pub warning_header: Option<http::HeaderValue>,
+    /// Rate rules from `limits`, shortest window first (empty: no rate limit).
+    #[serde(skip)]
+    pub rate_rules: Vec<crate::quota::RateRule>,
+    /// Rate rules per feature from `feature_limits`.
+    #[serde(skip)]
+    pub feature_rules: HashMap<Box<str>, Vec<crate::quota::RateRule>>,
 }
 
 /// A header value for `text`: as is when it is visible ASCII, percent-encoded otherwise.
@@ -97,9 +103,18 @@ impl TenantSummary {
             ),
         ];
         let warning_header = warnings.first().map(|w| header_value(w));
+        let rate_rules = crate::quota::tenant_rules(&combined.limits);
+        let feature_rules = combined
+            .feature_limits
+            .iter()
+            .map(|(f, l)| (f.as_str().into(), crate::quota::feature_rules(l)))
+            .filter(|(_, rules): &(Box<str>, Vec<_>)| !rules.is_empty())
+            .collect();
         TenantSummary {
             upstream_headers,
             warning_header,
+            rate_rules,
+            feature_rules,
             tenant: tenant.to_string(),
             status: combined.status,
             tier: combined.tier,

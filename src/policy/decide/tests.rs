@@ -21,6 +21,8 @@ fn summary(tenant: &str, status: Status, features: &[&str]) -> TenantSummary {
         warnings: vec![],
         upstream_headers: vec![],
         warning_header: None,
+        rate_rules: vec![],
+        feature_rules: HashMap::new(),
     }
 }
 

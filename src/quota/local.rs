@@ -1,0 +1,229 @@
+//! The in-process quota backend: one governor GCRA limiter per (tenant, rule) and per
+//! (tenant, feature, rule), and an in-flight counter per tenant.
+//!
+//! State exists only for tenants with an installed license (callers pass a summary
+//! from the license snapshot), is created on a tenant's first request, follows license
+//! changes (different rules replace the limiters), and is dropped for tenants that
+//! leave the snapshot ([`LocalQuotas::retain_licensed`]).
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+use super::{QuotaOutcome, RateRule};
+use crate::license::{LicenseSnapshot, TenantSummary};
+
+type Gcra = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// One GCRA limiter for one rule.
+struct Limiter {
+    rule: RateRule,
+    /// Time to earn one request.
+    period: Duration,
+    gcra: Gcra,
+}
+
+impl Limiter {
+    fn new(rule: RateRule, clock: &DefaultClock) -> Limiter {
+        let period = Duration::from_nanos(
+            (rule.window.seconds() as u128 * 1_000_000_000 / u128::from(rule.limit)).max(1) as u64,
+        );
+        let quota = Quota::with_period(period)
+            .expect("non-zero period")
+            .allow_burst(NonZeroU32::new(rule.burst).unwrap_or(NonZeroU32::MIN));
+        Limiter {
+            rule,
+            period,
+            gcra: RateLimiter::direct_with_clock(quota, clock.clone())
+                .with_middleware::<StateInformationMiddleware>(),
+        }
+    }
+}
+
+/// Limiters for one set of rules.
+struct RuleSet {
+    rules: Vec<RateRule>,
+    limiters: Vec<Limiter>,
+}
+
+impl RuleSet {
+    fn new(rules: &[RateRule], clock: &DefaultClock) -> RuleSet {
+        RuleSet {
+            rules: rules.to_vec(),
+            limiters: rules.iter().map(|r| Limiter::new(*r, clock)).collect(),
+        }
+    }
+
+    /// Checks every rule in order (shortest window first), stopping at the first refusal.
+    fn check(
+        &self,
+        clock: &DefaultClock,
+        feature: bool,
+        best: &mut Option<(u64, u32, u64)>,
+    ) -> Option<QuotaOutcome> {
+        for limiter in &self.limiters {
+            match limiter.gcra.check() {
+                Ok(state) => {
+                    let remaining = state.remaining_burst_capacity();
+                    let used = limiter.rule.burst.saturating_sub(remaining);
+                    let reset = (limiter.period * used).as_secs_f64().ceil() as u64;
+                    if best.is_none_or(|(_, r, _)| remaining < r) {
+                        *best = Some((limiter.rule.limit, remaining, reset));
+                    }
+                }
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(clock.now());
+                    return Some(QuotaOutcome::Limited {
+                        rule: limiter.rule,
+                        retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                        feature,
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A tenant's rate state.
+struct TenantState {
+    rates: RuleSet,
+    features: DashMap<Box<str>, Arc<RuleSet>>,
+}
+
+/// The local backend.
+pub struct LocalQuotas {
+    clock: DefaultClock,
+    tenants: DashMap<Box<str>, Arc<TenantState>>,
+    in_flight: DashMap<Box<str>, Arc<AtomicU64>>,
+}
+
+impl Default for LocalQuotas {
+    fn default() -> Self {
+        LocalQuotas {
+            clock: DefaultClock::default(),
+            tenants: DashMap::new(),
+            in_flight: DashMap::new(),
+        }
+    }
+}
+
+/// Holds one of a tenant's concurrent-connection slots until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    counter: Arc<AtomicU64>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl LocalQuotas {
+    /// Counts one request of `tenant` (needing `feature`, if any) against its rate
+    /// rules and the feature's quota.
+    pub fn check(&self, tenant: &TenantSummary, feature: Option<&str>) -> QuotaOutcome {
+        let feature_rules = feature.and_then(|f| tenant.feature_rules.get(f).map(|r| (f, r)));
+        if tenant.rate_rules.is_empty() && feature_rules.is_none() {
+            return QuotaOutcome::Unlimited;
+        }
+        let state = self.tenant_state(tenant);
+        let mut best = None;
+        if let Some(refused) = state.rates.check(&self.clock, false, &mut best) {
+            return refused;
+        }
+        if let Some((name, rules)) = feature_rules {
+            let set = match state.features.get(name) {
+                Some(set) if set.rules == *rules => Arc::clone(&set),
+                _ => {
+                    let set = Arc::new(RuleSet::new(rules, &self.clock));
+                    state.features.insert(name.into(), Arc::clone(&set));
+                    set
+                }
+            };
+            if let Some(refused) = set.check(&self.clock, true, &mut best) {
+                return refused;
+            }
+        }
+        match best {
+            Some((limit, remaining, reset_secs)) => QuotaOutcome::Allowed {
+                limit,
+                remaining,
+                reset_secs,
+            },
+            None => QuotaOutcome::Unlimited,
+        }
+    }
+
+    /// The tenant's state, created or replaced when its rules changed.
+    fn tenant_state(&self, tenant: &TenantSummary) -> Arc<TenantState> {
+        if let Some(state) = self.tenants.get(tenant.tenant.as_str()) {
+            if state.rates.rules == tenant.rate_rules {
+                return Arc::clone(&state);
+            }
+        }
+        let state = Arc::new(TenantState {
+            rates: RuleSet::new(&tenant.rate_rules, &self.clock),
+            features: DashMap::new(),
+        });
+        self.tenants
+            .insert(tenant.tenant.as_str().into(), Arc::clone(&state));
+        state
+    }
+
+    /// Takes one of `tenant`'s concurrent slots; `Err(limit)` when all are taken.
+    /// `Ok(None)` when the license sets no concurrency limit.
+    pub fn acquire(&self, tenant: &TenantSummary) -> Result<Option<Lease>, u64> {
+        let Some(limit) = tenant.limits.max_concurrent_connections else {
+            return Ok(None);
+        };
+        let counter = match self.in_flight.get(tenant.tenant.as_str()) {
+            Some(c) => Arc::clone(&c),
+            None => Arc::clone(
+                &self
+                    .in_flight
+                    .entry(tenant.tenant.as_str().into())
+                    .or_default(),
+            ),
+        };
+        let lease = Lease { counter };
+        if lease.counter.fetch_add(1, Ordering::AcqRel) >= limit {
+            return Err(limit);
+        }
+        Ok(Some(lease))
+    }
+
+    /// Requests of `tenant` in flight under a concurrency limit.
+    pub fn in_flight(&self, tenant: &str) -> u64 {
+        self.in_flight
+            .get(tenant)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// Drops state of tenants that no longer have a license, and frees the memory.
+    pub fn retain_licensed(&self, snapshot: &LicenseSnapshot) {
+        self.tenants
+            .retain(|name, _| snapshot.tenants.contains_key(&**name));
+        self.in_flight.retain(|name, counter| {
+            snapshot.tenants.contains_key(&**name) || counter.load(Ordering::Acquire) > 0
+        });
+        self.tenants.shrink_to_fit();
+        self.in_flight.shrink_to_fit();
+    }
+
+    /// Tenants with rate state (for tests and metrics).
+    pub fn tenants_with_state(&self) -> usize {
+        self.tenants.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+//! Quotas from the license: rate limits per tenant and per feature (GCRA), and
+//! concurrency leases.
+//!
+//! Semantics of a rate limit "N per window" (minute, hour or day): requests are spaced
+//! by window/N on average (the generic cell rate algorithm), with a burst allowance of
+//! `limits.burst` requests, or by default one minute's worth of the limit (N for a
+//! per-minute limit, N/60 for per-hour, N/1440 for per-day, at least 1). So a tenant
+//! can make at most `burst` requests at once, and at most `burst + N` in any window of
+//! that length; "5000 per hour" cannot be spent in one second. Several windows may
+//! apply; all must hold. They are checked from the shortest to the longest window, so
+//! a request refused by a short window consumes nothing.
+
+pub mod local;
+
+use serde::Serialize;
+
+use crate::license::claims::{FeatureLimits, Limits};
+
+/// The window of a rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Window {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Window {
+    pub fn seconds(self) -> u64 {
+        match self {
+            Window::Minute => 60,
+            Window::Hour => 3_600,
+            Window::Day => 86_400,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Window::Minute => "minute",
+            Window::Hour => "hour",
+            Window::Day => "day",
+        }
+    }
+}
+
+/// One rate limit: `limit` requests per `window`, with a burst allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateRule {
+    pub window: Window,
+    pub limit: u64,
+    pub burst: u32,
+}
+
+impl RateRule {
+    /// `limit` per `window`; `burst` when given, else one minute's worth (≥ 1).
+    pub fn new(window: Window, limit: u64, burst: Option<u64>) -> Option<RateRule> {
+        if limit == 0 {
+            return None;
+        }
+        let per_minute = limit.saturating_mul(60).div_ceil(window.seconds());
+        let burst = burst.unwrap_or(per_minute).clamp(1, u64::from(u32::MAX)) as u32;
+        Some(RateRule {
+            window,
+            limit,
+            burst,
+        })
+    }
+}
+
+/// The rate rules of a tenant's combined `limits`, shortest window first.
+pub fn tenant_rules(limits: &Limits) -> Vec<RateRule> {
+    [
+        (Window::Minute, limits.requests_per_minute),
+        (Window::Hour, limits.requests_per_hour),
+        (Window::Day, limits.requests_per_day),
+    ]
+    .into_iter()
+    .filter_map(|(w, n)| RateRule::new(w, n?, limits.burst))
+    .collect()
+}
+
+/// The rate rules of one feature's quota, shortest window first.
+pub fn feature_rules(limits: &FeatureLimits) -> Vec<RateRule> {
+    [
+        (Window::Hour, limits.requests_per_hour),
+        (Window::Day, limits.requests_per_day),
+    ]
+    .into_iter()
+    .filter_map(|(w, n)| RateRule::new(w, n?, None))
+    .collect()
+}
+
+/// The result of a quota check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaOutcome {
+    /// No quota governs this request.
+    Unlimited,
+    /// Allowed; the tightest rule's figures for the `RateLimit-*` headers.
+    Allowed {
+        limit: u64,
+        remaining: u32,
+        reset_secs: u64,
+    },
+    /// Refused by `rule`; retry after this many seconds (rounded up).
+    Limited {
+        rule: RateRule,
+        retry_after_secs: u64,
+        /// The refusal came from a feature quota.
+        feature: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_burst_is_one_minutes_worth() {
+        assert_eq!(RateRule::new(Window::Hour, 5000, None).unwrap().burst, 84);
+        assert_eq!(RateRule::new(Window::Minute, 100, None).unwrap().burst, 100);
+        assert_eq!(RateRule::new(Window::Day, 100, None).unwrap().burst, 1);
+        assert_eq!(
+            RateRule::new(Window::Hour, 5000, Some(10)).unwrap().burst,
+            10
+        );
+        assert_eq!(RateRule::new(Window::Hour, 0, None), None);
+    }
+
+    #[test]
+    fn rules_come_shortest_window_first() {
+        let limits = Limits {
+            requests_per_day: Some(10_000),
+            requests_per_minute: Some(100),
+            ..Limits::default()
+        };
+        let windows: Vec<_> = tenant_rules(&limits).iter().map(|r| r.window).collect();
+        assert_eq!(windows, vec![Window::Minute, Window::Day]);
+    }
+}
