@@ -79,6 +79,21 @@ fn server_conf(config: &Config) -> ServerConf {
     }
 }
 
+/// Drops quota state of tenants that no longer have a license, once a minute.
+fn spawn_quota_cleanup(
+    quotas: Arc<crate::quota::local::LocalQuotas>,
+    licenses: Option<Arc<crate::license::LicenseManager>>,
+) {
+    let Some(licenses) = licenses else { return };
+    std::thread::Builder::new()
+        .name("licgate-quota-gc".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(60));
+            quotas.retain_licensed(&licenses.snapshot());
+        })
+        .expect("spawn quota cleanup thread");
+}
+
 /// Logs the instance id and each tenant's status once at start.
 fn log_license_summary(manager: &crate::license::LicenseManager) {
     let snapshot = manager.snapshot();
@@ -130,7 +145,8 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
-    let enforcement = crate::proxy::Enforcement::new(&config, licenses)?;
+    let enforcement = crate::proxy::Enforcement::new(&config, licenses.clone())?;
+    spawn_quota_cleanup(Arc::clone(&enforcement.quotas), licenses);
     let gateway = Gateway::new(&config, upstream_addr, Arc::clone(&inflight), enforcement);
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -136,6 +136,8 @@ pub enum Decision<'s> {
     /// Send it to the upstream.
     Forward {
         tenant: Option<&'s TenantSummary>,
+        /// Whether quotas apply (not for public paths).
+        governed: bool,
         /// The feature the path needs, when the feature map names one.
         feature: Option<&'s str>,
         /// A denial that shadow mode turned into a forward (log and count it).
@@ -173,6 +175,7 @@ pub fn decide<'s>(
     if policy.is_public(path) {
         return Decision::Forward {
             tenant,
+            governed: false,
             feature: None,
             shadowed: None,
         };
@@ -201,11 +204,13 @@ pub fn decide<'s>(
     match denial {
         None => Decision::Forward {
             tenant,
+            governed: true,
             feature,
             shadowed: None,
         },
         Some(reason) if policy.mode == Mode::Shadow || rule_shadow => Decision::Forward {
             tenant,
+            governed: true,
             feature,
             shadowed: Some(reason),
         },

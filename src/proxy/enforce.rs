@@ -14,6 +14,8 @@ use crate::pages::{render, Templates};
 use crate::policy::decide::{DenyReason, Policy};
 use crate::policy::path::PathOptions;
 use crate::policy::tenant::TenantResolver;
+use crate::quota::local::LocalQuotas;
+use crate::quota::RateRule;
 use crate::response::{ClientKind, LocalResponse};
 use crate::throttle::LogThrottle;
 
@@ -31,6 +33,8 @@ pub struct Enforcement {
     pub activation_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// Shadow-mode denials are logged at most once a second (with a count).
     pub shadow_log: LogThrottle,
+    /// Rate quotas and concurrency leases.
+    pub quotas: Arc<LocalQuotas>,
 }
 
 impl Enforcement {
@@ -50,6 +54,7 @@ impl Enforcement {
                 NonZeroU32::new(ACTIVATIONS_PER_MINUTE).expect("non-zero"),
             )),
             shadow_log: LogThrottle::new(Duration::from_secs(1)),
+            quotas: Arc::new(LocalQuotas::default()),
         })
     }
 
@@ -175,6 +180,97 @@ pub fn human(
             ),
         ),
     }
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` values.
+pub type RateLimitHeaders = (u64, u32, u64);
+
+/// The 429 for a request refused by `rule` (a feature quota when `feature` is set).
+pub fn usage_limited_response(
+    rule: RateRule,
+    retry_after_secs: u64,
+    feature: Option<&str>,
+    client: ClientKind,
+    templates: &Templates,
+) -> LocalResponse {
+    let what = match feature {
+        Some(f) => format!("the quota of the feature \"{f}\""),
+        None => "the request quota".to_string(),
+    };
+    let message = format!(
+        "This site has used {what} of its license ({} requests per {}). Try again in {retry_after_secs} s.",
+        rule.limit,
+        rule.window.name()
+    );
+    let response = match client {
+        ClientKind::Browser => LocalResponse::html(
+            StatusCode::TOO_MANY_REQUESTS,
+            render(
+                &templates.denied,
+                &[
+                    ("title", "Usage limit reached"),
+                    ("message", &message),
+                    ("error_code", "USAGE_LIMIT_EXCEEDED"),
+                ],
+                &[],
+            ),
+        ),
+        ClientKind::Api => {
+            let mut details = serde_json::json!({
+                "limit": rule.limit,
+                "window": rule.window.name(),
+                "retry_after": retry_after_secs,
+            });
+            if let Some(f) = feature {
+                details["feature"] = f.into();
+            }
+            LocalResponse::problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "USAGE_LIMIT_EXCEEDED",
+                "Usage limit reached",
+                &message,
+                details,
+            )
+        }
+    };
+    response
+        .with_header("Retry-After", retry_after_secs.to_string())
+        .with_header("RateLimit-Limit", rule.limit.to_string())
+        .with_header("RateLimit-Remaining", "0")
+        .with_header("RateLimit-Reset", retry_after_secs.to_string())
+}
+
+/// The 429 for a tenant whose concurrent connections are all in use.
+pub fn concurrency_limited_response(
+    limit: u64,
+    client: ClientKind,
+    templates: &Templates,
+) -> LocalResponse {
+    let message = format!(
+        "This site already has {limit} requests or connections open, the most its license allows. Try again shortly."
+    );
+    let response = match client {
+        ClientKind::Browser => LocalResponse::html(
+            StatusCode::TOO_MANY_REQUESTS,
+            render(
+                &templates.denied,
+                &[
+                    ("title", "Too many connections"),
+                    ("message", &message),
+                    ("error_code", "CONCURRENCY_LIMIT_EXCEEDED"),
+                ],
+                &[],
+            ),
+        ),
+        ClientKind::Api => LocalResponse::problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "CONCURRENCY_LIMIT_EXCEEDED",
+            "Too many connections",
+            &message,
+            serde_json::json!({"limit": limit, "retry_after": 1}),
+        ),
+    };
+    response.with_header("Retry-After", "1")
 }
 
 /// The 400 for a target that cannot be normalized safely.

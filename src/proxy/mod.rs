@@ -18,6 +18,8 @@ use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
 pub use enforce::Enforcement;
+
+use enforce::RateLimitHeaders;
 pub use headers::{strip_gateway_headers, ForwardingPolicy};
 
 use crate::config::{Config, Mode, UpstreamConfig};
@@ -26,6 +28,8 @@ use crate::lifecycle::{Inflight, InflightGuard};
 use crate::pages;
 use crate::policy::decide::{decide, Decision, DenyReason, RequestFacts};
 use crate::policy::path::{normalize, Target};
+use crate::quota::local::Lease;
+use crate::quota::QuotaOutcome;
 use crate::response::{ClientKind, LocalResponse};
 use crate::throttle::LogThrottle;
 
@@ -39,6 +43,10 @@ pub struct RequestCtx {
     host: Option<String>,
     /// The tenant's license summary, for the injected and warning headers.
     tenant: Option<Arc<TenantSummary>>,
+    /// One of the tenant's concurrent slots, held until the request ends (however).
+    _lease: Option<Lease>,
+    /// `RateLimit-*` for a quota-governed response.
+    rate_limit: Option<RateLimitHeaders>,
 }
 
 /// The licgate reverse proxy.
@@ -62,7 +70,9 @@ enum Action {
         rewrite: Option<String>,
         host: Option<String>,
         tenant: Option<Arc<TenantSummary>>,
-        shadowed: Option<(DenyReason, String)>,
+        shadowed: Option<(&'static str, String)>,
+        lease: Option<Lease>,
+        rate_limit: Option<RateLimitHeaders>,
     },
     Respond(LocalResponse),
     Reserved {
@@ -151,12 +161,62 @@ impl Gateway {
                 path: target.path.to_string(),
                 tenant: tenant.map(|t| t.into_owned()),
             },
-            Decision::Forward { shadowed, .. } => Action::Forward {
-                rewrite: target.changed().then(|| target.target()),
-                host: target.authority.map(str::to_string),
-                tenant: tenant.and_then(|t| snapshot.tenant_arc(&t)),
-                shadowed: shadowed.map(|reason| (reason, target.path.to_string())),
-            },
+            Decision::Forward {
+                shadowed,
+                governed,
+                feature,
+                tenant: summary,
+            } => {
+                let mut shadowed = shadowed.map(DenyReason::error_code);
+                let (mut lease, mut rate_limit) = (None, None);
+                if let (Some(summary), true) = (summary, governed && shadowed.is_none()) {
+                    match enforcement.quotas.acquire(summary) {
+                        Ok(l) => lease = l,
+                        Err(_) if self.mode == Mode::Shadow => {
+                            shadowed = Some("CONCURRENCY_LIMIT_EXCEEDED")
+                        }
+                        Err(limit) => {
+                            return Action::Respond(enforce::concurrency_limited_response(
+                                limit,
+                                client,
+                                &enforcement.templates,
+                            ))
+                        }
+                    }
+                    match enforcement.quotas.check(summary, feature) {
+                        QuotaOutcome::Unlimited => {}
+                        QuotaOutcome::Allowed {
+                            limit,
+                            remaining,
+                            reset_secs,
+                        } => rate_limit = Some((limit, remaining, reset_secs)),
+                        QuotaOutcome::Limited { .. } if self.mode == Mode::Shadow => {
+                            shadowed = Some("USAGE_LIMIT_EXCEEDED")
+                        }
+                        QuotaOutcome::Limited {
+                            rule,
+                            retry_after_secs,
+                            feature: by_feature,
+                        } => {
+                            return Action::Respond(enforce::usage_limited_response(
+                                rule,
+                                retry_after_secs,
+                                feature.filter(|_| by_feature),
+                                client,
+                                &enforcement.templates,
+                            ))
+                        }
+                    }
+                }
+                Action::Forward {
+                    rewrite: target.changed().then(|| target.target()),
+                    host: target.authority.map(str::to_string),
+                    tenant: tenant.and_then(|t| snapshot.tenant_arc(&t)),
+                    shadowed: shadowed.map(|code| (code, target.path.to_string())),
+                    lease,
+                    rate_limit,
+                }
+            }
             Decision::Deny {
                 reason,
                 tenant: summary,
@@ -296,6 +356,8 @@ impl ProxyHttp for Gateway {
             rewrite: None,
             host: None,
             tenant: None,
+            _lease: None,
+            rate_limit: None,
         }
     }
 
@@ -313,13 +375,15 @@ impl ProxyHttp for Gateway {
                 host,
                 tenant,
                 shadowed,
+                lease,
+                rate_limit,
             } => {
-                if let Some((reason, path)) = shadowed {
+                if let Some((code, path)) = shadowed {
                     if let Some(left_out) = self.enforcement.shadow_log.permit() {
                         tracing::info!(
                             tenant = tenant.as_ref().map_or("", |t| t.tenant.as_str()),
                             path = %path,
-                            would_deny = reason.error_code(),
+                            would_deny = code,
                             similar_not_logged = left_out,
                             "shadow mode: request forwarded"
                         );
@@ -328,6 +392,8 @@ impl ProxyHttp for Gateway {
                 ctx.rewrite = rewrite;
                 ctx.host = host;
                 ctx.tenant = tenant;
+                ctx._lease = lease;
+                ctx.rate_limit = rate_limit;
                 Ok(false)
             }
             Action::Respond(response) => {
@@ -394,6 +460,11 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if let Some(warning) = ctx.tenant.as_ref().and_then(|t| t.warning_header.clone()) {
             upstream_response.insert_header("X-Licgate-Warning", warning)?;
+        }
+        if let Some((limit, remaining, reset)) = ctx.rate_limit {
+            upstream_response.insert_header("RateLimit-Limit", limit)?;
+            upstream_response.insert_header("RateLimit-Remaining", remaining)?;
+            upstream_response.insert_header("RateLimit-Reset", reset)?;
         }
         Ok(())
     }

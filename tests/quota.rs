@@ -1,0 +1,171 @@
+//! Quotas through the real gateway: rate limits from the license, feature quotas,
+//! concurrency leases, 429 responses and `RateLimit-*` headers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use licgate::cli::license::sign;
+use licgate::license::claims::FeatureLimits;
+use licgate::license::clock::{Clock, SystemClock};
+use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
+use licgate::license::store::Store;
+use licgate::license::Claims;
+use tokio::io::AsyncWriteExt;
+
+/// A gateway whose tenant `default` holds a license shaped by `shape`.
+async fn gateway(
+    upstream: &Upstream,
+    shape: impl FnOnce(&mut Claims),
+) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = write_key_pair(&dir.path().join("keys"), &generate_ed25519()).unwrap();
+    let now = SystemClock.now();
+    let mut claims = test_claims("default", &["reports"], now, now + 30 * 86_400);
+    shape(&mut claims);
+    let token = sign(&claims, &SigningKey::load(&private).unwrap(), None).unwrap();
+    Store::open(&dir.path().join("store"))
+        .unwrap()
+        .install("default", &claims.jti, &token)
+        .unwrap();
+    let config = BASE_CONFIG.replace("mode = \"off\"", "mode = \"enforce\"")
+        + &format!(
+            "[license]\npublic_keys = [{{ path = \"{}\" }}]\nstore_dir = \"{}\"\n[public]\npaths = [\"/static/\"]\n[[features]]\nprefix = \"/api/reports\"\nfeature = \"reports\"\n",
+            public.display(),
+            dir.path().join("store").display()
+        );
+    (Gateway::start_with(&config, upstream.addr).await, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_headers_429_and_retry_after() {
+    let upstream = Upstream::start().await;
+    let (gw, _dir) = gateway(&upstream, |c| {
+        c.limits.requests_per_minute = Some(60);
+        c.limits.burst = Some(3);
+    })
+    .await;
+    for remaining in ["2", "1", "0"] {
+        let resp = http_get(gw.addr, "/x").await.unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("ratelimit-limit"), Some("60"));
+        assert_eq!(resp.header("ratelimit-remaining"), Some(remaining));
+        assert!(resp.header("ratelimit-reset").is_some());
+    }
+    let limited = http_get(gw.addr, "/x").await.unwrap();
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    assert_eq!(limited.header("ratelimit-remaining"), Some("0"));
+    let p = limited.json();
+    assert_eq!(p["error_code"], "USAGE_LIMIT_EXCEEDED");
+    assert_eq!(p["details"]["limit"], 60);
+    assert_eq!(p["details"]["window"], "minute");
+    assert_eq!(p["details"]["retry_after"], 1);
+    // Browsers get a page.
+    let page = raw_request(
+        gw.addr,
+        b"GET /x HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.status, 429);
+    assert!(page.text().contains("Usage limit reached"));
+    // Retry-After is honest: after it, a request succeeds.
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
+    // Public paths are not governed.
+    for _ in 0..5 {
+        let resp = http_get(gw.addr, "/static/a.css").await.unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("ratelimit-limit"), None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_quota_applies_to_its_paths() {
+    let upstream = Upstream::start().await;
+    let (gw, _dir) = gateway(&upstream, |c| {
+        c.feature_limits.insert(
+            "reports".into(),
+            FeatureLimits {
+                requests_per_day: Some(2880),
+                requests_per_hour: None,
+            },
+        );
+    })
+    .await;
+    // 2880/day: a burst of 2.
+    assert_eq!(
+        http_get(gw.addr, "/api/reports/1").await.unwrap().status,
+        200
+    );
+    assert_eq!(
+        http_get(gw.addr, "/api/reports/2").await.unwrap().status,
+        200
+    );
+    let limited = http_get(gw.addr, "/api/reports/3").await.unwrap();
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.json()["details"]["feature"], "reports");
+    assert_eq!(limited.json()["details"]["window"], "day");
+    // Other paths are not under the feature quota.
+    assert_eq!(http_get(gw.addr, "/api/sales/1").await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_leases_are_released_however_requests_end() {
+    let upstream = Upstream::start().await;
+    let (gw, _dir) = gateway(&upstream, |c| c.limits.max_concurrent_connections = Some(1)).await;
+    let addr = gw.addr;
+
+    // One slow request holds the only slot.
+    let slow = tokio::spawn(async move { http_get(addr, "/slow?delay_ms=800").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = http_get(addr, "/x").await.unwrap();
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["error_code"], "CONCURRENCY_LIMIT_EXCEEDED");
+    assert_eq!(slow.await.unwrap().unwrap().status, 200);
+    assert_eq!(
+        http_get(addr, "/x").await.unwrap().status,
+        200,
+        "released on completion"
+    );
+
+    // A client that disconnects mid-request releases its slot.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow?delay_ms=400 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = http_get(addr, "/x").await.unwrap().status;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slot never released after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_failure_releases_the_slot() {
+    let (gw, _dir) = {
+        let upstream = Upstream::start().await;
+        let made = gateway(&upstream, |c| c.limits.max_concurrent_connections = Some(1)).await;
+        drop(upstream);
+        made
+    };
+    for _ in 0..3 {
+        let resp = http_get(gw.addr, "/x").await.unwrap();
+        assert_eq!(
+            resp.status, 502,
+            "the slot of the failed request is free again"
+        );
+    }
+}
