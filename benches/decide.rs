@@ -1,5 +1,6 @@
 //! Cost of the decision path: path normalization and `decide()` with 10,000 licensed
-//! tenants and 100 feature prefixes. `cargo bench --bench decide`.
+//! tenants and 100 feature prefixes, and the local quota check and lease.
+//! `cargo bench --bench decide`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use licgate::config::{FeatureRule, Mode};
@@ -103,6 +104,36 @@ fn bench(c: &mut Criterion) {
             };
             decide(&facts, &policy, &snapshot)
         })
+    });
+    let quotas = licgate::quota::local::LocalQuotas::default();
+    let mut limited = license(1);
+    limited.claims.tenant = "quota-tenant".into();
+    limited.claims.limits.requests_per_hour = Some(1_000_000_000);
+    let quota_snapshot = build_snapshot(
+        "x",
+        &[limited],
+        &[],
+        &Default::default(),
+        &StatusPolicy::default(),
+        NOW,
+    );
+    let summary = quota_snapshot.tenant("quota-tenant").unwrap();
+    group.bench_function("quota/local check (1 rule)", |b| {
+        b.iter(|| quotas.check(black_box(summary), None))
+    });
+    group.bench_function("quota/lease acquire+release", |b| {
+        let mut with_cap = license(2);
+        with_cap.claims.limits.max_concurrent_connections = Some(1_000_000);
+        let snap = build_snapshot(
+            "x",
+            &[with_cap],
+            &[],
+            &Default::default(),
+            &StatusPolicy::default(),
+            NOW,
+        );
+        let t = snap.tenant("tenant-2").unwrap().clone();
+        b.iter(|| drop(quotas.acquire(black_box(&t))))
     });
     group.finish();
 }
