@@ -14,7 +14,7 @@ use crate::license::manager::InstallError;
 use crate::license::{time_text, TenantSummary};
 use crate::pages::{escape, render};
 use crate::policy::is_local_path;
-use crate::response::{ClientKind, LocalResponse};
+use crate::response::LocalResponse;
 
 /// Largest activation request body read (a license is at most 64 KiB).
 pub const MAX_ACTIVATION_BODY: usize = 80 * 1024;
@@ -26,7 +26,6 @@ pub async fn handle(
     enforcement: &Enforcement,
     path: &str,
     tenant: Option<&str>,
-    client: ClientKind,
     peer: Option<IpAddr>,
 ) -> LocalResponse {
     let method = session.req_header().method.clone();
@@ -45,7 +44,7 @@ pub async fn handle(
             activation_page(enforcement, summary, &next, &token, None, StatusCode::OK)
         }
         "/_licgate/activate" if method == Method::POST => {
-            activate(session, enforcement, tenant, summary, client, peer).await
+            activate(session, enforcement, tenant, summary, peer).await
         }
         "/_licgate/activation-required" if readable => {
             let reason = summary.map_or(
@@ -179,7 +178,6 @@ async fn activate(
     enforcement: &Enforcement,
     tenant: Option<&str>,
     summary: Option<&TenantSummary>,
-    client: ClientKind,
     peer: Option<IpAddr>,
 ) -> LocalResponse {
     let json = session
@@ -293,17 +291,14 @@ async fn activate(
             &reason,
             serde_json::json!({"reason": reason}),
         ),
-        (Err(reason), false) => {
-            let _ = client;
-            activation_page(
-                enforcement,
-                summary,
-                next.as_deref().unwrap_or("/"),
-                &csrf_cookie(session).unwrap_or_else(new_csrf_token),
-                Some(&format!("This license key was not accepted: {reason}.")),
-                StatusCode::BAD_REQUEST,
-            )
-        }
+        (Err(reason), false) => activation_page(
+            enforcement,
+            summary,
+            next.as_deref().unwrap_or("/"),
+            &csrf_cookie(session).unwrap_or_else(new_csrf_token),
+            Some(&format!("This license key was not accepted: {reason}.")),
+            StatusCode::BAD_REQUEST,
+        ),
     }
 }
 

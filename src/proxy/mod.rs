@@ -401,16 +401,9 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
             Action::Reserved { path, tenant } => {
-                let client = ClientKind::of(session.req_header());
-                let response = activation::handle(
-                    session,
-                    &self.enforcement,
-                    &path,
-                    tenant.as_deref(),
-                    client,
-                    peer,
-                )
-                .await;
+                let response =
+                    activation::handle(session, &self.enforcement, &path, tenant.as_deref(), peer)
+                        .await;
                 response.write_to(session).await?;
                 Ok(true)
             }
