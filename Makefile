@@ -26,9 +26,9 @@ release: deps
 demo: release
 	$(RELEASE_BIN) demo $(DEMO_ARGS)
 
-## test-deps: what the tests need beyond the build (headless Chromium for the browser test)
+## test-deps: what the tests need beyond the build (headless Chromium, redis-server)
 test-deps:
-	@./scripts/install-deps.sh --browser
+	@./scripts/install-deps.sh --browser redis-server
 
 ## test: formatting, lints, and every test (unit + integration against real sockets)
 test: deps test-deps fmt-check clippy

@@ -56,7 +56,45 @@ pub struct Config {
     /// The feature map, in file order.
     pub features: Vec<FeatureRule>,
     pub pages: PagesConfig,
+    /// Where quota counters live.
+    pub quota: QuotaConfig,
     pub log: LogConfig,
+}
+
+/// `[quota]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaConfig {
+    /// In-process counters (default).
+    Local,
+    /// Counters shared by a fleet of gateways in Redis.
+    Redis(RedisConfig),
+}
+
+/// `[quota.redis]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: String,
+    pub key_prefix: String,
+    /// Longest wait for one Redis call.
+    pub timeout: Duration,
+    pub on_error: OnRedisError,
+    /// Gateways sharing the quota: the local fallback allows 1/fleet_size of each limit.
+    pub fleet_size: u32,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before probing Redis again.
+    pub breaker_cooldown: Duration,
+}
+
+/// What quota checks do while Redis cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Count locally, with this gateway's share of each limit.
+    Local,
+    /// Let requests through uncounted.
+    Allow,
+    /// Refuse quota-governed requests with 503 (never 429).
+    Deny,
 }
 
 /// `[tenants]`: how the tenant of a request is resolved.
@@ -295,6 +333,7 @@ pub fn parse_raw(text: &str) -> Result<(RawConfig, Vec<Diagnostic>), Vec<Diagnos
                 raw.features = section("features", value, &mut diagnostics, &mut raw.failed_keys)
             }
             "pages" => raw.pages = section("pages", value, &mut diagnostics, &mut raw.failed_keys),
+            "quota" => raw.quota = section("quota", value, &mut diagnostics, &mut raw.failed_keys),
             "log" => raw.log = section("log", value, &mut diagnostics, &mut raw.failed_keys),
             other => diagnostics.push(Diagnostic::at(
                 key_span,

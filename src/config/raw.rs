@@ -29,13 +29,14 @@ pub struct RawConfig {
     pub public: Option<RawPublic>,
     pub features: Option<Vec<Spanned<RawFeature>>>,
     pub pages: Option<RawPages>,
+    pub quota: Option<RawQuota>,
     pub log: Option<RawLog>,
 }
 
 /// Top-level keys accepted in the file, in documentation order.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
     "mode", "server", "upstream", "admin", "license", "tenants", "paths", "public", "features",
-    "pages", "log",
+    "pages", "quota", "log",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -149,6 +150,25 @@ pub struct RawFeature {
 pub struct RawPages {
     pub after_activation: Option<Spanned<String>>,
     pub templates_dir: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [quota]")]
+pub struct RawQuota {
+    pub backend: Option<Spanned<String>>,
+    pub redis: Option<Spanned<RawRedis>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [quota.redis]")]
+pub struct RawRedis {
+    pub url: Option<Spanned<String>>,
+    pub key_prefix: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub on_error: Option<Spanned<String>>,
+    pub fleet_size: Option<Spanned<i64>>,
+    pub breaker_failures: Option<Spanned<i64>>,
+    pub breaker_cooldown: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -214,3 +214,28 @@ after_activation = "//evil.example"
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+#[test]
+fn quota_section_is_validated() {
+    let c = parse("[upstream]\naddress = \"h:1\"\n[quota]\nbackend = \"redis\"\n[quota.redis]\nurl = \"redis://10.0.0.5:6379/2\"\non_error = \"deny\"\nfleet_size = 4\n").unwrap();
+    match c.quota {
+        QuotaConfig::Redis(r) => {
+            assert_eq!(r.url, "redis://10.0.0.5:6379/2");
+            assert_eq!(r.on_error, OnRedisError::Deny);
+            assert_eq!(r.fleet_size, 4);
+            assert_eq!(r.timeout, Duration::from_millis(25));
+            assert_eq!(r.key_prefix, "licgate:");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = parse("[upstream]\naddress = \"h:1\"\n[quota]\nbackend = \"memcached\"\n[quota.redis]\nurl = \"http://x\"\non_error = \"panic\"\nfleet_size = 0\n").unwrap_err();
+    let text = err.to_string();
+    for expected in [
+        "t.toml:4:11: quota.backend: unknown backend `memcached`",
+        "t.toml:6:7: quota.redis.url must be a redis://",
+        "t.toml:7:12: quota.redis.on_error: unknown value `panic`",
+        "t.toml:8:14: quota.redis.fleet_size must be between 1 and 10000",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}

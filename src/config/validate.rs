@@ -10,13 +10,15 @@ use toml::Spanned;
 
 use super::raw::{
     OneOrMany, RawAdmin, RawConfig, RawFeature, RawLicense, RawLog, RawLogFormat, RawMode,
-    RawPages, RawPaths, RawPublic, RawPublicKey, RawServer, RawTenants, RawUpstream,
+    RawPages, RawPaths, RawPublic, RawPublicKey, RawQuota, RawRedis, RawServer, RawTenants,
+    RawUpstream,
 };
 use super::{
     default_threads, AdminConfig, Config, Diagnostic, FeatureRule, HostPattern, InstanceIdSetting,
     LicenseConfig, LogConfig, LogFormat, Mode, PagesConfig, ServerConfig, TenantsConfig,
     UpstreamAddress, UpstreamConfig,
 };
+use super::{OnRedisError, QuotaConfig, RedisConfig};
 use crate::license::{Algorithm, PublicKey, StatusPolicy};
 use crate::policy::path::{PathOptions, PathParams};
 
@@ -41,6 +43,7 @@ impl TryFrom<RawConfig> for Config {
             public,
             features,
             pages,
+            quota,
             log,
         } = raw;
         let mut diags = Vec::new();
@@ -67,6 +70,7 @@ impl TryFrom<RawConfig> for Config {
         let public_paths = validate_public(public.unwrap_or_default(), &mut diags);
         let features = validate_features(features.unwrap_or_default(), &mut diags);
         let pages = validate_pages(pages.unwrap_or_default(), &base_dir, &mut diags);
+        let quota = validate_quota(quota.unwrap_or_default(), &mut diags);
         let log = validate_log(log.unwrap_or_default(), &mut diags);
         match (server, upstream, admin, tenants, log) {
             (Some(server), Some(upstream), Some(admin), Some(tenants), Some(log))
@@ -84,6 +88,7 @@ impl TryFrom<RawConfig> for Config {
                     public_paths,
                     features,
                     pages,
+                    quota,
                     log,
                 })
             }
@@ -719,6 +724,101 @@ fn validate_pages(raw: RawPages, base_dir: &Path, diags: &mut Vec<Diagnostic>) -
     PagesConfig {
         after_activation,
         templates_dir,
+    }
+}
+
+fn validate_quota(raw: RawQuota, diags: &mut Vec<Diagnostic>) -> QuotaConfig {
+    let RawQuota { backend, redis } = raw;
+    // [quota.redis] is checked whenever present, so its mistakes show up at once.
+    let redis = validate_redis(redis.map(Spanned::into_inner).unwrap_or_default(), diags);
+    match backend
+        .as_ref()
+        .map(|b| b.get_ref().as_str())
+        .unwrap_or("local")
+    {
+        "local" => QuotaConfig::Local,
+        "redis" => QuotaConfig::Redis(redis),
+        other => {
+            diags.push(Diagnostic::at(
+                backend.as_ref().map(|b| b.span()).unwrap_or(0..0),
+                format!("quota.backend: unknown backend `{other}`, expected `local` or `redis`"),
+            ));
+            QuotaConfig::Local
+        }
+    }
+}
+
+fn validate_redis(raw: RawRedis, diags: &mut Vec<Diagnostic>) -> RedisConfig {
+    let RawRedis {
+        url,
+        key_prefix,
+        timeout,
+        on_error,
+        fleet_size,
+        breaker_failures,
+        breaker_cooldown,
+    } = raw;
+    let url = match url {
+        None => "redis://127.0.0.1:6379".to_string(),
+        Some(u) if u.get_ref().starts_with("redis://") || u.get_ref().starts_with("rediss://") => {
+            u.into_inner()
+        }
+        Some(u) => {
+            diags.push(Diagnostic::at(
+                u.span(),
+                "quota.redis.url must be a redis:// or rediss:// URL",
+            ));
+            String::new()
+        }
+    };
+    let on_error = match on_error {
+        None => OnRedisError::Local,
+        Some(o) => match o.get_ref().as_str() {
+            "local" => OnRedisError::Local,
+            "allow" => OnRedisError::Allow,
+            "deny" => OnRedisError::Deny,
+            other => {
+                diags.push(Diagnostic::at(
+                    o.span(),
+                    format!("quota.redis.on_error: unknown value `{other}`, expected `local`, `allow` or `deny`"),
+                ));
+                OnRedisError::Local
+            }
+        },
+    };
+    let mut count = |raw: Option<Spanned<i64>>, key: &str, default: u32| match raw {
+        None => default,
+        Some(n) if (1..=10_000).contains(n.get_ref()) => *n.get_ref() as u32,
+        Some(n) => {
+            diags.push(Diagnostic::at(
+                n.span(),
+                format!("{key} must be between 1 and 10000"),
+            ));
+            default
+        }
+    };
+    let fleet_size = count(fleet_size, "quota.redis.fleet_size", 1);
+    let breaker_failures = count(breaker_failures, "quota.redis.breaker_failures", 3);
+    RedisConfig {
+        url,
+        key_prefix: key_prefix
+            .map(Spanned::into_inner)
+            .unwrap_or_else(|| "licgate:".into()),
+        timeout: duration(
+            timeout,
+            "quota.redis.timeout",
+            Duration::from_millis(25),
+            diags,
+        ),
+        on_error,
+        fleet_size,
+        breaker_failures,
+        breaker_cooldown: duration(
+            breaker_cooldown,
+            "quota.redis.breaker_cooldown",
+            Duration::from_secs(2),
+            diags,
+        ),
     }
 }
 

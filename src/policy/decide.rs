@@ -130,7 +130,7 @@ impl DenyReason {
 
 /// What to do with a request.
 #[derive(Debug, Clone, Copy)]
-pub enum Decision<'s> {
+pub enum Decision<'p, 's> {
     /// A gateway page under `/_licgate/`.
     Reserved,
     /// Send it to the upstream.
@@ -139,7 +139,7 @@ pub enum Decision<'s> {
         /// Whether quotas apply (not for public paths).
         governed: bool,
         /// The feature the path needs, when the feature map names one.
-        feature: Option<&'s str>,
+        feature: Option<&'p str>,
         /// A denial that shadow mode turned into a forward (log and count it).
         shadowed: Option<DenyReason>,
     },
@@ -147,7 +147,7 @@ pub enum Decision<'s> {
     Deny {
         reason: DenyReason,
         tenant: Option<&'s TenantSummary>,
-        feature: Option<&'s str>,
+        feature: Option<&'p str>,
     },
 }
 
@@ -159,11 +159,11 @@ fn is_read_method(method: &Method) -> bool {
 /// Decides about one request: reserved prefix, public paths, the license status gate,
 /// then the feature map. `Mode::Shadow` (global) and shadow feature entries forward
 /// what they would deny. Never allocates.
-pub fn decide<'s>(
+pub fn decide<'p, 's>(
     facts: &RequestFacts<'_>,
-    policy: &'s Policy,
+    policy: &'p Policy,
     licenses: &'s LicenseSnapshot,
-) -> Decision<'s> {
+) -> Decision<'p, 's> {
     let path = facts.path;
     if path == RESERVED_PREFIX
         || (path.starts_with(RESERVED_PREFIX)

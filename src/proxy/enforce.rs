@@ -9,12 +9,14 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::StatusCode;
 
 use crate::config::Config;
+use crate::config::QuotaConfig;
 use crate::license::{LicenseManager, TenantSummary};
 use crate::pages::{render, Templates};
 use crate::policy::decide::{DenyReason, Policy};
 use crate::policy::path::PathOptions;
 use crate::policy::tenant::TenantResolver;
 use crate::quota::local::LocalQuotas;
+use crate::quota::redis::RedisQuotas;
 use crate::quota::RateRule;
 use crate::response::{ClientKind, LocalResponse};
 use crate::throttle::LogThrottle;
@@ -33,8 +35,10 @@ pub struct Enforcement {
     pub activation_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// Shadow-mode denials are logged at most once a second (with a count).
     pub shadow_log: LogThrottle,
-    /// Rate quotas and concurrency leases.
+    /// Concurrency leases, and rate quotas unless Redis counts them.
     pub quotas: Arc<LocalQuotas>,
+    /// The fleet-wide rate quota backend, when `quota.backend = "redis"`.
+    pub redis: Option<RedisQuotas>,
 }
 
 impl Enforcement {
@@ -55,6 +59,13 @@ impl Enforcement {
             )),
             shadow_log: LogThrottle::new(Duration::from_secs(1)),
             quotas: Arc::new(LocalQuotas::default()),
+            redis: match &config.quota {
+                QuotaConfig::Local => None,
+                QuotaConfig::Redis(redis) => Some(
+                    RedisQuotas::new(redis.clone())
+                        .map_err(|e| std::io::Error::other(format!("quota.redis.url: {e}")))?,
+                ),
+            },
         })
     }
 
@@ -238,6 +249,33 @@ pub fn usage_limited_response(
         .with_header("RateLimit-Limit", rule.limit.to_string())
         .with_header("RateLimit-Remaining", "0")
         .with_header("RateLimit-Reset", retry_after_secs.to_string())
+}
+
+/// The 503 when the quota backend cannot be used and `on_error = "deny"`.
+pub fn quota_unavailable_response(client: ClientKind, templates: &Templates) -> LocalResponse {
+    let message = "Usage cannot be counted right now. Try again shortly.";
+    match client {
+        ClientKind::Browser => LocalResponse::html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            render(
+                &templates.denied,
+                &[
+                    ("title", "Temporarily unavailable"),
+                    ("message", message),
+                    ("error_code", "QUOTA_UNAVAILABLE"),
+                ],
+                &[],
+            ),
+        ),
+        ClientKind::Api => LocalResponse::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "QUOTA_UNAVAILABLE",
+            "Temporarily unavailable",
+            message,
+            serde_json::json!({}),
+        ),
+    }
+    .with_header("Retry-After", "1")
 }
 
 /// The 429 for a tenant whose concurrent connections are all in use.

@@ -29,7 +29,7 @@ use crate::pages;
 use crate::policy::decide::{decide, Decision, DenyReason, RequestFacts};
 use crate::policy::path::{normalize, Target};
 use crate::quota::local::Lease;
-use crate::quota::QuotaOutcome;
+use crate::quota::{QuotaBackend, QuotaOutcome};
 use crate::response::{ClientKind, LocalResponse};
 use crate::throttle::LogThrottle;
 
@@ -65,14 +65,16 @@ pub struct Gateway {
 static NO_LICENSES: LazyLock<LicenseSnapshot> = LazyLock::new(LicenseSnapshot::default);
 
 /// What to do with a request once decided (owns what it needs, borrows nothing).
-enum Action {
+enum Action<'p> {
     Forward {
         rewrite: Option<String>,
         host: Option<String>,
         tenant: Option<Arc<TenantSummary>>,
         shadowed: Option<(&'static str, String)>,
         lease: Option<Lease>,
-        rate_limit: Option<RateLimitHeaders>,
+        /// Rate quotas to count (the feature the path needs, if any).
+        rate_check: Option<Option<&'p str>>,
+        client: ClientKind,
     },
     Respond(LocalResponse),
     Reserved {
@@ -110,7 +112,7 @@ impl Gateway {
     }
 
     /// Normalizes, resolves and decides; borrows the request only while deciding.
-    fn decide_action(&self, req: &RequestHeader, peer: Option<IpAddr>) -> Action {
+    fn decide_action(&self, req: &RequestHeader, peer: Option<IpAddr>) -> Action<'_> {
         let enforcement = &self.enforcement;
         let client = ClientKind::of(req);
         let target = match normalize(req.raw_path(), &enforcement.paths) {
@@ -168,7 +170,7 @@ impl Gateway {
                 tenant: summary,
             } => {
                 let mut shadowed = shadowed.map(DenyReason::error_code);
-                let (mut lease, mut rate_limit) = (None, None);
+                let (mut lease, mut rate_check) = (None, None);
                 if let (Some(summary), true) = (summary, governed && shadowed.is_none()) {
                     match enforcement.quotas.acquire(summary) {
                         Ok(l) => lease = l,
@@ -183,30 +185,7 @@ impl Gateway {
                             ))
                         }
                     }
-                    match enforcement.quotas.check(summary, feature) {
-                        QuotaOutcome::Unlimited => {}
-                        QuotaOutcome::Allowed {
-                            limit,
-                            remaining,
-                            reset_secs,
-                        } => rate_limit = Some((limit, remaining, reset_secs)),
-                        QuotaOutcome::Limited { .. } if self.mode == Mode::Shadow => {
-                            shadowed = Some("USAGE_LIMIT_EXCEEDED")
-                        }
-                        QuotaOutcome::Limited {
-                            rule,
-                            retry_after_secs,
-                            feature: by_feature,
-                        } => {
-                            return Action::Respond(enforce::usage_limited_response(
-                                rule,
-                                retry_after_secs,
-                                feature.filter(|_| by_feature),
-                                client,
-                                &enforcement.templates,
-                            ))
-                        }
-                    }
+                    rate_check = Some(feature);
                 }
                 Action::Forward {
                     rewrite: target.changed().then(|| target.target()),
@@ -214,7 +193,8 @@ impl Gateway {
                     tenant: tenant.and_then(|t| snapshot.tenant_arc(&t)),
                     shadowed: shadowed.map(|code| (code, target.path.to_string())),
                     lease,
-                    rate_limit,
+                    rate_check,
+                    client,
                 }
             }
             Decision::Deny {
@@ -374,10 +354,58 @@ impl ProxyHttp for Gateway {
                 rewrite,
                 host,
                 tenant,
-                shadowed,
+                mut shadowed,
                 lease,
-                rate_limit,
+                rate_check,
+                client,
             } => {
+                let mut rate_limit = None;
+                if let (Some(feature), Some(summary)) = (rate_check, tenant.as_ref()) {
+                    let enforcement = &self.enforcement;
+                    let outcome = match &enforcement.redis {
+                        Some(redis) => QuotaBackend::check(redis, summary, feature).await,
+                        None => QuotaBackend::check(&*enforcement.quotas, summary, feature).await,
+                    };
+                    let refusal = match outcome {
+                        QuotaOutcome::Unlimited => None,
+                        QuotaOutcome::Allowed {
+                            limit,
+                            remaining,
+                            reset_secs,
+                        } => {
+                            rate_limit = Some((limit, remaining, reset_secs));
+                            None
+                        }
+                        QuotaOutcome::Limited {
+                            rule,
+                            retry_after_secs,
+                            feature: by_feature,
+                        } => Some((
+                            "USAGE_LIMIT_EXCEEDED",
+                            enforce::usage_limited_response(
+                                rule,
+                                retry_after_secs,
+                                feature.filter(|_| by_feature),
+                                client,
+                                &enforcement.templates,
+                            ),
+                        )),
+                        QuotaOutcome::Unavailable => Some((
+                            "QUOTA_UNAVAILABLE",
+                            enforce::quota_unavailable_response(client, &enforcement.templates),
+                        )),
+                    };
+                    if let Some((code, response)) = refusal {
+                        if self.mode == Mode::Shadow {
+                            let path = String::from_utf8_lossy(session.req_header().raw_path())
+                                .into_owned();
+                            shadowed = Some((code, path));
+                        } else {
+                            response.write_to(session).await?;
+                            return Ok(true);
+                        }
+                    }
+                }
                 if let Some((code, path)) = shadowed {
                     if let Some(left_out) = self.enforcement.shadow_log.permit() {
                         tracing::info!(

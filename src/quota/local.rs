@@ -54,10 +54,21 @@ struct RuleSet {
 }
 
 impl RuleSet {
-    fn new(rules: &[RateRule], clock: &DefaultClock) -> RuleSet {
+    /// Limiters for `rules`, each allowing `1/share` of its limit and burst (at least 1).
+    fn new(rules: &[RateRule], clock: &DefaultClock, share: u64) -> RuleSet {
         RuleSet {
             rules: rules.to_vec(),
-            limiters: rules.iter().map(|r| Limiter::new(*r, clock)).collect(),
+            limiters: rules
+                .iter()
+                .map(|r| {
+                    let scaled = RateRule {
+                        limit: (r.limit / share).max(1),
+                        burst: (r.burst / share as u32).max(1),
+                        ..*r
+                    };
+                    Limiter::new(scaled, clock)
+                })
+                .collect(),
         }
     }
 
@@ -101,14 +112,25 @@ struct TenantState {
 /// The local backend.
 pub struct LocalQuotas {
     clock: DefaultClock,
+    /// This gateway's share of each limit is 1/share (1 unless a Redis fallback).
+    share: u64,
     tenants: DashMap<Box<str>, Arc<TenantState>>,
     in_flight: DashMap<Box<str>, Arc<AtomicU64>>,
 }
 
 impl Default for LocalQuotas {
     fn default() -> Self {
+        LocalQuotas::with_share(1)
+    }
+}
+
+impl LocalQuotas {
+    /// Local quotas allowing `1/share` of each limit (the fallback of one gateway in
+    /// a fleet of `share` sharing a Redis quota).
+    pub fn with_share(share: u32) -> LocalQuotas {
         LocalQuotas {
             clock: DefaultClock::default(),
+            share: u64::from(share.max(1)),
             tenants: DashMap::new(),
             in_flight: DashMap::new(),
         }
@@ -144,7 +166,7 @@ impl LocalQuotas {
             let set = match state.features.get(name) {
                 Some(set) if set.rules == *rules => Arc::clone(&set),
                 _ => {
-                    let set = Arc::new(RuleSet::new(rules, &self.clock));
+                    let set = Arc::new(RuleSet::new(rules, &self.clock, self.share));
                     state.features.insert(name.into(), Arc::clone(&set));
                     set
                 }
@@ -171,7 +193,7 @@ impl LocalQuotas {
             }
         }
         let state = Arc::new(TenantState {
-            rates: RuleSet::new(&tenant.rate_rules, &self.clock),
+            rates: RuleSet::new(&tenant.rate_rules, &self.clock, self.share),
             features: DashMap::new(),
         });
         self.tenants

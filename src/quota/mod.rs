@@ -11,6 +11,7 @@
 //! a request refused by a short window consumes nothing.
 
 pub mod local;
+pub mod redis;
 
 use serde::Serialize;
 
@@ -101,6 +102,8 @@ pub enum QuotaOutcome {
         remaining: u32,
         reset_secs: u64,
     },
+    /// The quota backend cannot be used and `on_error = "deny"`: 503, never 429.
+    Unavailable,
     /// Refused by `rule`; retry after this many seconds (rounded up).
     Limited {
         rule: RateRule,
@@ -108,6 +111,37 @@ pub enum QuotaOutcome {
         /// The refusal came from a feature quota.
         feature: bool,
     },
+}
+
+/// A place where rate quotas are counted.
+#[allow(async_fn_in_trait)]
+pub trait QuotaBackend {
+    /// Counts one request of `tenant` (needing `feature`, if any).
+    async fn check(
+        &self,
+        tenant: &crate::license::TenantSummary,
+        feature: Option<&str>,
+    ) -> QuotaOutcome;
+}
+
+impl QuotaBackend for local::LocalQuotas {
+    async fn check(
+        &self,
+        tenant: &crate::license::TenantSummary,
+        feature: Option<&str>,
+    ) -> QuotaOutcome {
+        local::LocalQuotas::check(self, tenant, feature)
+    }
+}
+
+impl QuotaBackend for redis::RedisQuotas {
+    async fn check(
+        &self,
+        tenant: &crate::license::TenantSummary,
+        feature: Option<&str>,
+    ) -> QuotaOutcome {
+        redis::RedisQuotas::check(self, tenant, feature).await
+    }
 }
 
 #[cfg(test)]

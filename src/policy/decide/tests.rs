@@ -64,7 +64,7 @@ fn policy(mode: Mode) -> Policy {
 }
 
 /// A compact view of a decision for assertions.
-fn verdict(d: Decision<'_>) -> String {
+fn verdict(d: Decision<'_, '_>) -> String {
     match d {
         Decision::Reserved => "reserved".into(),
         Decision::Forward {
