@@ -169,3 +169,25 @@ async fn an_upstream_failure_releases_the_slot() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_holds_a_slot_until_it_closes() {
+    let upstream = Upstream::start().await;
+    let (gw, _dir) = gateway(&upstream, |c| c.limits.max_concurrent_connections = Some(1)).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr))
+        .await
+        .expect("websocket through the gateway");
+    let refused = http_get(gw.addr, "/x").await.unwrap();
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["error_code"], "CONCURRENCY_LIMIT_EXCEEDED");
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(gw.addr, "/x").await.unwrap().status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the slot was not released when the WebSocket closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
