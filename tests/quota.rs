@@ -191,3 +191,83 @@ async fn an_open_websocket_holds_a_slot_until_it_closes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Unknown tenants never create quota state; licensed ones create at most one entry
+/// each, dropped when their license goes away.
+#[test]
+fn quota_state_is_bounded_by_licensed_tenants() {
+    use licgate::config::Mode;
+    use licgate::license::keys::Algorithm;
+    use licgate::license::manager::build_snapshot;
+    use licgate::license::{License, StatusPolicy};
+    use licgate::policy::decide::{decide, Decision, Policy, RequestFacts};
+    use licgate::quota::local::LocalQuotas;
+
+    let now = SystemClock.now();
+    let licenses: Vec<License> = (0..10_000)
+        .map(|i| {
+            let mut claims = test_claims(&format!("t{i}"), &[], now, now + 86_400);
+            claims.limits.requests_per_minute = Some(600);
+            License {
+                claims,
+                alg: Algorithm::EdDSA,
+                kid: None,
+            }
+        })
+        .collect();
+    let snapshot = build_snapshot(
+        "x",
+        &licenses,
+        &[],
+        &Default::default(),
+        &StatusPolicy::default(),
+        now,
+    );
+    let policy = Policy::new(Mode::Enforce, &[], &[], false);
+    let quotas = LocalQuotas::default();
+    let get = http::Method::GET;
+    // What the glue does: only a forwarded request of a licensed tenant is counted.
+    let count = |tenant: &str| {
+        let facts = RequestFacts {
+            method: &get,
+            path: "/x",
+            tenant: Some(tenant),
+        };
+        if let Decision::Forward {
+            tenant: Some(summary),
+            governed: true,
+            feature,
+            ..
+        } = decide(&facts, &policy, &snapshot)
+        {
+            quotas.check(summary, feature);
+        }
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..100_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        count(&format!("unknown-{seed:x}"));
+    }
+    assert_eq!(
+        quotas.tenants_with_state(),
+        0,
+        "unknown tenants create no state"
+    );
+    for i in 0..10_000 {
+        count(&format!("t{i}"));
+    }
+    assert_eq!(quotas.tenants_with_state(), 10_000);
+    // The licenses go away: so does the state.
+    let empty = build_snapshot(
+        "x",
+        &licenses[..10],
+        &[],
+        &Default::default(),
+        &StatusPolicy::default(),
+        now,
+    );
+    quotas.retain_licensed(&empty);
+    assert_eq!(quotas.tenants_with_state(), 10);
+}
