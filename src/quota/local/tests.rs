@@ -166,3 +166,53 @@ fn state_of_tenants_without_a_license_is_dropped() {
     quotas.retain_licensed(&snapshot);
     assert_eq!(quotas.tenants_with_state(), 1);
 }
+
+#[test]
+fn several_windows_all_hold_and_a_short_window_refusal_consumes_nothing() {
+    let quotas = LocalQuotas::default();
+    // 600/minute (burst 10) and 180/hour (burst 3): the hour is the tighter one.
+    let limits = Limits {
+        requests_per_minute: Some(600),
+        requests_per_hour: Some(180),
+        ..Limits::default()
+    };
+    let t = summary("acme", limits, BTreeMap::new());
+    for _ in 0..3 {
+        assert!(matches!(
+            quotas.check(&t, None),
+            QuotaOutcome::Allowed { .. }
+        ));
+    }
+    match quotas.check(&t, None) {
+        QuotaOutcome::Limited {
+            rule,
+            retry_after_secs,
+            ..
+        } => {
+            assert_eq!(rule.window, crate::quota::Window::Hour);
+            assert_eq!(
+                retry_after_secs, 20,
+                "3600 s / 180 = one request every 20 s"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The minute window (burst 10) refuses first when it is the tighter one.
+    let limits = Limits {
+        requests_per_minute: Some(60),
+        burst: Some(2),
+        requests_per_day: Some(100_000),
+        ..Limits::default()
+    };
+    let t = summary("globex", limits, BTreeMap::new());
+    for _ in 0..2 {
+        assert!(matches!(
+            quotas.check(&t, None),
+            QuotaOutcome::Allowed { .. }
+        ));
+    }
+    match quotas.check(&t, None) {
+        QuotaOutcome::Limited { rule, .. } => assert_eq!(rule.window, crate::quota::Window::Minute),
+        other => panic!("{other:?}"),
+    }
+}
