@@ -458,11 +458,11 @@ fn validate_tenants(
     match mode_name {
         "single" => {
             let tenant = match default {
-                Some(t) if valid_tenant_name(t.get_ref()) => t.into_inner(),
+                Some(t) if crate::policy::tenant::is_tenant_name(t.get_ref()) => t.into_inner(),
                 Some(t) => {
                     diags.push(Diagnostic::at(
                         t.span(),
-                        "tenants.default must be 1-63 letters, digits, '-' or '_'",
+                        "tenants.default must be 1-63 letters, digits, '-', '_' or '.'",
                     ));
                     return None;
                 }
@@ -551,14 +551,6 @@ fn validate_tenants(
             None
         }
     }
-}
-
-/// A tenant name usable as a file name part and metric label.
-fn valid_tenant_name(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn validate_paths(raw: RawPaths, diags: &mut Vec<Diagnostic>) -> PathOptions {
