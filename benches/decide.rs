@@ -46,6 +46,7 @@ fn bench(c: &mut Criterion) {
         &Default::default(),
         &StatusPolicy::default(),
         NOW,
+        &Default::default(),
     );
     let rules: Vec<FeatureRule> = (0..100)
         .map(|i| FeatureRule {
@@ -116,6 +117,7 @@ fn bench(c: &mut Criterion) {
         &Default::default(),
         &StatusPolicy::default(),
         NOW,
+        &Default::default(),
     );
     let summary = quota_snapshot.tenant("quota-tenant").unwrap();
     group.bench_function("quota/local check (1 rule)", |b| {
@@ -131,6 +133,7 @@ fn bench(c: &mut Criterion) {
             &Default::default(),
             &StatusPolicy::default(),
             NOW,
+            &Default::default(),
         );
         let t = snap.tenant("tenant-2").unwrap().clone();
         b.iter(|| drop(quotas.acquire(black_box(&t))))

@@ -9,11 +9,13 @@ use async_trait::async_trait;
 use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// What `/readyz` reports: ready once the configuration is loaded and every
-/// listener accepts connections, and no longer ready once shutdown begins.
+/// What `/readyz` reports: ready once the configuration and the license snapshot are
+/// loaded and every listener accepts connections, and no longer ready once shutdown
+/// begins.
 #[derive(Debug, Default)]
 pub struct Readiness {
     config_loaded: AtomicBool,
+    licenses_loaded: AtomicBool,
     listening: AtomicBool,
     shutting_down: AtomicBool,
 }
@@ -22,6 +24,7 @@ pub struct Readiness {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ReadinessReport {
     pub config_loaded: bool,
+    pub licenses_loaded: bool,
     pub listening: bool,
     pub shutting_down: bool,
 }
@@ -29,13 +32,18 @@ pub struct ReadinessReport {
 impl ReadinessReport {
     /// True when the gateway should receive traffic.
     pub fn ready(&self) -> bool {
-        self.config_loaded && self.listening && !self.shutting_down
+        self.config_loaded && self.licenses_loaded && self.listening && !self.shutting_down
     }
 }
 
 impl Readiness {
     pub fn set_config_loaded(&self) {
         self.config_loaded.store(true, Ordering::Release);
+    }
+
+    /// The license snapshot has been built (or licensing is off).
+    pub fn set_licenses_loaded(&self) {
+        self.licenses_loaded.store(true, Ordering::Release);
     }
 
     pub fn set_listening(&self) {
@@ -49,6 +57,7 @@ impl Readiness {
     pub fn report(&self) -> ReadinessReport {
         ReadinessReport {
             config_loaded: self.config_loaded.load(Ordering::Acquire),
+            licenses_loaded: self.licenses_loaded.load(Ordering::Acquire),
             listening: self.listening.load(Ordering::Acquire),
             shutting_down: self.shutting_down.load(Ordering::Acquire),
         }
@@ -205,6 +214,8 @@ mod tests {
         let r = Readiness::default();
         assert!(!r.report().ready());
         r.set_config_loaded();
+        assert!(!r.report().ready());
+        r.set_licenses_loaded();
         assert!(!r.report().ready());
         r.set_listening();
         assert!(r.report().ready());

@@ -1,26 +1,69 @@
 //! Process-wide logging with `tracing` (pingora's `log` records are bridged in).
+//!
+//! The level filter sits behind a reload handle so a configuration reload can change
+//! `log.level` without a restart; the format is fixed at start.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Layered, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{LogConfig, LogFormat};
+
+/// The target of access-log lines.
+pub const ACCESS_TARGET: &str = "licgate::access";
+
+type FilterLayer = reload::Layer<EnvFilter, Registry>;
+
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// The filter for `log`: `RUST_LOG` when set, else `log.level`, plus the access log
+/// at `info` when it is on and the level does not mention it.
+fn filter_for(log: &LogConfig) -> EnvFilter {
+    if let Some(filter) = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+    {
+        return filter;
+    }
+    let mut directives = log.level.clone();
+    if log.access && !directives.contains(ACCESS_TARGET) {
+        directives.push_str(",licgate::access=info");
+    }
+    EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))
+}
 
 /// Installs the global subscriber for `log` (text or JSON lines on stderr, filtered by
 /// `log.level`; `RUST_LOG` overrides the level when set). Safe to call more than once:
 /// later calls are ignored.
 pub fn init(log: &LogConfig) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, handle) = reload::Layer::new(filter_for(log));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(true);
-    let _ = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let fmt: Box<dyn Layer<Layered<FilterLayer, Registry>> + Send + Sync> = match log.format {
+        LogFormat::Text => Box::new(fmt),
+        LogFormat::Json => Box::new(fmt.json().flatten_event(true)),
     };
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let _ = FILTER.set(handle);
+    }
+}
+
+/// Applies `log.level` and `log.access` of a reloaded configuration (the format
+/// needs a restart). Does nothing when logging was not initialised here.
+pub fn apply(log: &LogConfig) {
+    if let Some(handle) = FILTER.get() {
+        if let Err(e) = handle.reload(filter_for(log)) {
+            tracing::warn!(error = %e, "cannot change the log level");
+        }
+    }
 }

@@ -12,7 +12,9 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::config::{Config, ConfigError, UpstreamAddress};
 use crate::lifecycle::{self, Inflight, Readiness, SignalWatch};
-use crate::proxy::Gateway;
+use crate::metrics::Metrics;
+use crate::proxy::{Enforcement, Gateway, Rules};
+use crate::reload::{self, Reloader};
 
 /// How long listeners get to come up before start-up is declared failed.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(15);
@@ -140,14 +142,24 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     };
 
     let readiness = Arc::new(Readiness::default());
+    readiness.set_licenses_loaded();
     let inflight = Arc::new(Inflight::default());
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
-    let enforcement = crate::proxy::Enforcement::new(&config, licenses.clone())?;
+    let metrics = Metrics::new(licenses.clone(), Arc::clone(&inflight));
+    let rules = Rules::new(&config, upstream_addr)?;
+    let enforcement = Arc::new(Enforcement::new(&config, rules, licenses.clone(), metrics)?);
     spawn_quota_cleanup(Arc::clone(&enforcement.quotas), licenses);
-    let gateway = Gateway::new(&config, upstream_addr, Arc::clone(&inflight), enforcement);
+    let reloader = Arc::new(Reloader::new(config.clone(), Arc::clone(&enforcement)));
+    reload::spawn_sighup_handler(Arc::clone(&reloader))?;
+    if config.reload.watch {
+        if let Err(e) = reload::spawn_watcher(Arc::clone(&reloader)) {
+            tracing::warn!(error = %e, "cannot watch the configuration file and license store; reload with SIGHUP or the admin API");
+        }
+    }
+    let gateway = Gateway::new(Arc::clone(&inflight), Arc::clone(&enforcement));
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -160,7 +172,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
 
     let mut admin = Service::new(
         "licgate admin".to_string(),
-        AdminApp::new(Arc::clone(&readiness)),
+        AdminApp::new(Arc::clone(&readiness), enforcement, reloader),
     );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
@@ -184,6 +196,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         admin = %config.admin.listen,
         threads = config.server.threads,
         mode = ?config.mode,
+        admin_api = config.admin.token.is_some(),
         "licgate starting"
     );
     server.run(RunArgs {

@@ -95,6 +95,7 @@ async fn world() -> World {
         &Default::default(),
         &StatusPolicy::default(),
         now,
+        &Default::default(),
     );
     World {
         _upstream: upstream,

@@ -222,6 +222,7 @@ fn quota_state_is_bounded_by_licensed_tenants() {
         &Default::default(),
         &StatusPolicy::default(),
         now,
+        &Default::default(),
     );
     let policy = Policy::new(Mode::Enforce, &[], &[], false);
     let quotas = LocalQuotas::default();
@@ -267,6 +268,7 @@ fn quota_state_is_bounded_by_licensed_tenants() {
         &Default::default(),
         &StatusPolicy::default(),
         now,
+        &Default::default(),
     );
     quotas.retain_licensed(&empty);
     assert_eq!(quotas.tenants_with_state(), 10);

@@ -1,32 +1,57 @@
-//! The admin listener: a separate address for operators (`/healthz`, `/readyz`).
-//!
-//! Routing is a plain match on method and path in [`AdminApp::route`], so later
-//! endpoints (metrics, the admin API) plug in as new arms.
+//! The admin listener: a separate address for operators. `/healthz`, `/readyz` and
+//! `/metrics` are open; the `/admin/v1/` API needs `Authorization: Bearer <token>`
+//! (the token of `admin.token_file`) and answers 404 when no token is configured.
+
+mod api;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use http::{Method, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::config::AdminToken;
 use crate::lifecycle::Readiness;
+use crate::proxy::Enforcement;
+use crate::reload::Reloader;
 use crate::response::LocalResponse;
+use crate::throttle::LogThrottle;
+
+/// Media type of the Prometheus text exposition format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The admin HTTP application.
 pub struct AdminApp {
     readiness: Arc<Readiness>,
+    enforcement: Arc<Enforcement>,
+    reloader: Arc<Reloader>,
+    token: Arc<ArcSwapOption<AdminToken>>,
+    /// Refused credentials are logged at most once every 10 s.
+    auth_failure_log: LogThrottle,
 }
 
 impl AdminApp {
-    pub fn new(readiness: Arc<Readiness>) -> AdminApp {
-        AdminApp { readiness }
+    pub fn new(
+        readiness: Arc<Readiness>,
+        enforcement: Arc<Enforcement>,
+        reloader: Arc<Reloader>,
+    ) -> AdminApp {
+        AdminApp {
+            readiness,
+            token: reloader.admin_token(),
+            enforcement,
+            reloader,
+            auth_failure_log: LogThrottle::new(Duration::from_secs(10)),
+        }
     }
 
-    /// Answers one admin request given its method and path (query ignored).
-    pub fn route(&self, method: &Method, path: &str) -> LocalResponse {
+    /// Answers the open endpoints (`None` for any other path).
+    fn open_route(&self, method: &Method, path: &str) -> Option<LocalResponse> {
         let readable = method == Method::GET || method == Method::HEAD;
-        match path {
+        let response = match path {
             "/healthz" if readable => {
                 LocalResponse::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
             }
@@ -42,31 +67,129 @@ impl AdminApp {
                     &serde_json::json!({"status": word, "checks": report}),
                 )
             }
-            "/healthz" | "/readyz" => LocalResponse::problem(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "METHOD_NOT_ALLOWED",
-                "Method Not Allowed",
-                "Use GET or HEAD.",
-                serde_json::json!({}),
-            )
-            .with_header("Allow", "GET, HEAD"),
-            _ => LocalResponse::problem(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                "Not Found",
-                "No such admin endpoint.",
-                serde_json::json!({}),
-            ),
-        }
+            "/metrics" if readable => LocalResponse {
+                status: StatusCode::OK,
+                content_type: PROMETHEUS_TEXT,
+                headers: Vec::new(),
+                body: self.enforcement.metrics.encode().into(),
+            },
+            "/healthz" | "/readyz" | "/metrics" => method_not_allowed("GET, HEAD"),
+            _ => return None,
+        };
+        Some(response)
     }
+
+    /// Checks the bearer token of an `/admin/` request: `Err` holds the answer when
+    /// the request may not proceed (404 without a configured token, 401 otherwise).
+    fn authorize(&self, session: &ServerSession) -> Result<(), LocalResponse> {
+        let Some(token) = self.token.load_full() else {
+            return Err(not_found());
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()));
+        let (ok, challenge) = match presented {
+            None => (false, "Bearer realm=\"licgate-admin\""),
+            Some(p) => (
+                token.matches(p),
+                "Bearer realm=\"licgate-admin\", error=\"invalid_token\"",
+            ),
+        };
+        if ok {
+            return Ok(());
+        }
+        if presented.is_some() {
+            if let Some(left_out) = self.auth_failure_log.permit() {
+                tracing::warn!(
+                    client = ?session.client_addr(),
+                    similar_not_logged = left_out,
+                    "admin API: wrong bearer token"
+                );
+            }
+        }
+        Err(LocalResponse::problem(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "Unauthorized",
+            if presented.is_some() {
+                "The bearer token is not valid."
+            } else {
+                "Send the admin token: Authorization: Bearer <token>."
+            },
+            serde_json::json!({}),
+        )
+        .with_header("WWW-Authenticate", challenge))
+    }
+
+    /// Answers one admin request.
+    async fn respond(&self, session: &mut ServerSession) -> LocalResponse {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        if let Some(response) = self.open_route(&method, &path) {
+            return response;
+        }
+        if path != "/admin" && !path.starts_with("/admin/") {
+            return not_found();
+        }
+        if let Err(refusal) = self.authorize(session) {
+            return refusal;
+        }
+        api::handle(self, session, &method, &path).await
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+fn not_found() -> LocalResponse {
+    LocalResponse::problem(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "Not Found",
+        "No such admin endpoint.",
+        serde_json::json!({}),
+    )
+}
+
+fn method_not_allowed(allow: &'static str) -> LocalResponse {
+    LocalResponse::problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "Method Not Allowed",
+        &format!("Use {allow}."),
+        serde_json::json!({}),
+    )
+    .with_header("Allow", allow)
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
-        let req = session.req_header();
-        let response = self.route(&req.method, req.uri.path());
-        let head_only = req.method == Method::HEAD;
+        let response = self.respond(session).await;
+        let head_only = session.req_header().method == Method::HEAD;
         response.into_http(head_only)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_tokens_are_extracted_case_insensitively() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer   abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"Bear"), None);
     }
 }

@@ -36,7 +36,7 @@ pub enum Mode {
 }
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this configuration came from (for messages and reloads).
     pub source: PathBuf,
@@ -59,6 +59,7 @@ pub struct Config {
     /// Where quota counters live.
     pub quota: QuotaConfig,
     pub log: LogConfig,
+    pub reload: ReloadConfig,
 }
 
 /// `[quota]`.
@@ -98,7 +99,7 @@ pub enum OnRedisError {
 }
 
 /// `[tenants]`: how the tenant of a request is resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TenantsConfig {
     /// One tenant for everything.
     Single { tenant: String },
@@ -160,7 +161,7 @@ pub struct FeatureRule {
 }
 
 /// `[pages]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PagesConfig {
     /// Where a browser goes after a successful activation (a same-origin path).
     pub after_activation: String,
@@ -169,7 +170,7 @@ pub struct PagesConfig {
 }
 
 /// Where licenses come from and how they are judged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LicenseConfig {
     /// Public keys that verify licenses, each pinned to one algorithm.
     pub public_keys: Vec<crate::license::PublicKey>,
@@ -196,7 +197,7 @@ pub enum InstanceIdSetting {
 }
 
 /// The client-facing listener(s).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// Addresses to listen on (at least one).
     pub listen: Vec<SocketAddr>,
@@ -209,7 +210,7 @@ pub struct ServerConfig {
 }
 
 /// The protected application.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// `host:port` of the application.
     pub address: UpstreamAddress,
@@ -249,18 +250,69 @@ impl std::fmt::Display for UpstreamAddress {
     }
 }
 
-/// The operators' listener (health, readiness; later metrics and the admin API).
-#[derive(Debug, Clone)]
+/// The operators' listener (health, readiness, metrics, the admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// The bearer token of the `/admin/` API (`admin.token_file`); `None` turns the
+    /// API off.
+    pub token: Option<AdminToken>,
+}
+
+/// The admin API's bearer token. Only its SHA-256 digest is kept, and it never
+/// appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl AdminToken {
+    /// Shortest token accepted, in characters.
+    pub const MIN_LEN: usize = 16;
+
+    pub fn new(secret: &[u8]) -> AdminToken {
+        AdminToken {
+            digest: sha256(secret),
+        }
+    }
+
+    /// Whether `presented` is the token, compared in constant time (digests of equal
+    /// length, so neither content nor length leaks through timing).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(sha256(presented).ct_eq(&self.digest))
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// Logging.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter directive such as `info` or `licgate=debug,pingora=warn`.
     pub level: String,
+    /// One line per request under the target `licgate::access` (`log.access`).
+    pub access: bool,
+}
+
+/// Live reload (`[reload]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Reload when the configuration file changes, and rescan the license store when
+    /// its files change (besides SIGHUP and `POST /admin/v1/reload`).
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,6 +387,9 @@ pub fn parse_raw(text: &str) -> Result<(RawConfig, Vec<Diagnostic>), Vec<Diagnos
             "pages" => raw.pages = section("pages", value, &mut diagnostics, &mut raw.failed_keys),
             "quota" => raw.quota = section("quota", value, &mut diagnostics, &mut raw.failed_keys),
             "log" => raw.log = section("log", value, &mut diagnostics, &mut raw.failed_keys),
+            "reload" => {
+                raw.reload = section("reload", value, &mut diagnostics, &mut raw.failed_keys)
+            }
             other => diagnostics.push(Diagnostic::at(
                 key_span,
                 format!(

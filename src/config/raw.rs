@@ -31,12 +31,13 @@ pub struct RawConfig {
     pub pages: Option<RawPages>,
     pub quota: Option<RawQuota>,
     pub log: Option<RawLog>,
+    pub reload: Option<RawReload>,
 }
 
 /// Top-level keys accepted in the file, in documentation order.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
     "mode", "server", "upstream", "admin", "license", "tenants", "paths", "public", "features",
-    "pages", "quota", "log",
+    "pages", "quota", "log", "reload",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -79,6 +80,7 @@ pub struct RawUpstream {
 #[serde(deny_unknown_fields, expecting = "a table [admin]")]
 pub struct RawAdmin {
     pub listen: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +178,13 @@ pub struct RawRedis {
 pub struct RawLog {
     pub format: Option<RawLogFormat>,
     pub level: Option<Spanned<String>>,
+    pub access: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [reload]")]
+pub struct RawReload {
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

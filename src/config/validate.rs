@@ -18,7 +18,7 @@ use super::{
     LicenseConfig, LogConfig, LogFormat, Mode, PagesConfig, ServerConfig, TenantsConfig,
     UpstreamAddress, UpstreamConfig,
 };
-use super::{OnRedisError, QuotaConfig, RedisConfig};
+use super::{AdminToken, OnRedisError, QuotaConfig, RedisConfig, ReloadConfig};
 use crate::license::{Algorithm, PublicKey, StatusPolicy};
 use crate::policy::path::{PathOptions, PathParams};
 
@@ -45,6 +45,7 @@ impl TryFrom<RawConfig> for Config {
             pages,
             quota,
             log,
+            reload,
         } = raw;
         let mut diags = Vec::new();
         let mode = match mode.unwrap_or(RawMode::Enforce) {
@@ -63,7 +64,7 @@ impl TryFrom<RawConfig> for Config {
                 None
             }
         };
-        let admin = validate_admin(admin.unwrap_or_default(), &mut diags);
+        let admin = validate_admin(admin.unwrap_or_default(), &base_dir, &mut diags);
         let license = license.map(|l| validate_license(l, &base_dir, &mut diags));
         let tenants = validate_tenants(tenants.unwrap_or_default(), &base_dir, &mut diags);
         let paths = validate_paths(paths.unwrap_or_default(), &mut diags);
@@ -90,6 +91,9 @@ impl TryFrom<RawConfig> for Config {
                     pages,
                     quota,
                     log,
+                    reload: ReloadConfig {
+                        watch: reload.and_then(|r| r.watch).unwrap_or(true),
+                    },
                 })
             }
             _ => Err(diags),
@@ -814,8 +818,14 @@ fn validate_redis(raw: RawRedis, diags: &mut Vec<Diagnostic>) -> RedisConfig {
     }
 }
 
-fn validate_admin(raw: RawAdmin, diags: &mut Vec<Diagnostic>) -> Option<AdminConfig> {
-    let RawAdmin { listen } = raw;
+fn validate_admin(
+    raw: RawAdmin,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<AdminConfig> {
+    let RawAdmin { listen, token_file } = raw;
+    let start = diags.len();
+    let token = token_file.and_then(|file| admin_token(&file, base_dir, diags));
     let listen = match listen {
         None => Some(
             DEFAULT_ADMIN_LISTEN
@@ -824,11 +834,55 @@ fn validate_admin(raw: RawAdmin, diags: &mut Vec<Diagnostic>) -> Option<AdminCon
         ),
         Some(l) => socket_addr(&l, "admin.listen", diags),
     };
-    Some(AdminConfig { listen: listen? })
+    (diags.len() == start).then_some(AdminConfig {
+        listen: listen?,
+        token,
+    })
+}
+
+/// Reads the admin token from `file`: trimmed, at least [`AdminToken::MIN_LEN`]
+/// visible ASCII characters (it travels in an `Authorization` header).
+fn admin_token(
+    file: &Spanned<String>,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<AdminToken> {
+    let path = base_dir.join(file.get_ref());
+    let mut fail = |message: String| {
+        diags.push(Diagnostic::at(
+            file.span(),
+            format!("admin.token_file: {}: {message}", path.display()),
+        ))
+    };
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            fail(format!("cannot read the token ({e})"));
+            return None;
+        }
+    };
+    let token = text.trim_ascii();
+    if token.len() < AdminToken::MIN_LEN {
+        fail(format!(
+            "the token has {} characters; use at least {} random ones (e.g. `openssl rand -hex 32`)",
+            token.len(),
+            AdminToken::MIN_LEN
+        ));
+        return None;
+    }
+    if !token.iter().all(|b| b.is_ascii_graphic()) {
+        fail("the token must be visible ASCII characters without spaces".into());
+        return None;
+    }
+    Some(AdminToken::new(token))
 }
 
 fn validate_log(raw: RawLog, diags: &mut Vec<Diagnostic>) -> Option<LogConfig> {
-    let RawLog { format, level } = raw;
+    let RawLog {
+        format,
+        level,
+        access,
+    } = raw;
     let format = match format.unwrap_or(RawLogFormat::Text) {
         RawLogFormat::Text => LogFormat::Text,
         RawLogFormat::Json => LogFormat::Json,
@@ -848,7 +902,11 @@ fn validate_log(raw: RawLog, diags: &mut Vec<Diagnostic>) -> Option<LogConfig> {
             }
         },
     };
-    Some(LogConfig { format, level })
+    Some(LogConfig {
+        format,
+        level,
+        access: access.unwrap_or(true),
+    })
 }
 
 fn socket_addr(

@@ -86,6 +86,15 @@ pub struct PublicKey {
     /// Where the key came from (for messages).
     pub path: PathBuf,
     pub key: DecodingKey,
+    /// SHA-256 of the PEM text: tells whether a reload changed the key.
+    pub digest: [u8; 32],
+}
+
+/// Keys are equal when their id, algorithm and PEM text are.
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &PublicKey) -> bool {
+        self.kid == other.kid && self.alg == other.alg && self.digest == other.digest
+    }
 }
 
 impl fmt::Debug for PublicKey {
@@ -136,11 +145,14 @@ impl PublicKey {
             expected,
             reason: e.to_string(),
         })?;
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, pem).as_ref());
         Ok(PublicKey {
             kid,
             alg,
             path: path.to_path_buf(),
             key,
+            digest,
         })
     }
 }

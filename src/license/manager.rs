@@ -58,13 +58,16 @@ struct State {
 
 /// Owns the license store and publishes [`LicenseSnapshot`]s.
 pub struct LicenseManager {
-    settings: LicenseSettings,
+    /// Replaced by [`LicenseManager::reconfigure`] on a configuration reload.
+    settings: ArcSwap<LicenseSettings>,
     store: Store,
     clock: Arc<dyn Clock>,
     guard: RollbackGuard,
     snapshot: ArcSwap<LicenseSnapshot>,
     state: Mutex<State>,
     rollback_log: LogThrottle,
+    /// Request counters of licensed tenants, carried from snapshot to snapshot.
+    counters: crate::metrics::TenantCounterTable,
 }
 
 impl LicenseManager {
@@ -73,7 +76,7 @@ impl LicenseManager {
         let high_water = store.clock_high_water();
         let manager = LicenseManager {
             guard: RollbackGuard::new(high_water, settings.rollback_tolerance_secs),
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             store,
             clock,
             snapshot: ArcSwap::from_pointee(LicenseSnapshot::default()),
@@ -82,6 +85,7 @@ impl LicenseManager {
                 ..State::default()
             }),
             rollback_log: LogThrottle::new(Duration::from_secs(60)),
+            counters: Default::default(),
         };
         manager.refresh();
         manager
@@ -116,12 +120,20 @@ impl LicenseManager {
         &self.store
     }
 
-    pub fn verifier(&self) -> &Verifier {
-        &self.settings.verifier
+    /// The verification settings in force.
+    pub fn settings(&self) -> Arc<LicenseSettings> {
+        self.settings.load_full()
     }
 
-    pub fn policy(&self) -> &StatusPolicy {
-        &self.settings.policy
+    /// Replaces the verification settings (keys, issuer, instance binding, status
+    /// thresholds), verifies every stored license again and publishes the result.
+    pub fn reconfigure(&self, settings: LicenseSettings) {
+        let now = self.now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.settings.store(Arc::new(settings));
+        self.reload(&mut state);
+        state.fingerprint = Some(self.store.fingerprint());
+        self.publish(&state, now);
     }
 
     /// Re-reads the store if it changed, and rebuilds the snapshot if anything changed
@@ -153,10 +165,10 @@ impl LicenseManager {
     /// that includes it. Returns the tenant's new summary.
     pub fn install(&self, token: &str) -> Result<TenantSummary, InstallError> {
         let now = self.now();
-        let license =
-            self.settings
-                .verifier
-                .verify_for_install(token, now, &self.settings.policy)?;
+        let settings = self.settings.load();
+        let license = settings
+            .verifier
+            .verify_for_install(token, now, &settings.policy)?;
         let claims = &license.claims;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.revoked.contains(&claims.jti) {
@@ -227,10 +239,11 @@ impl LicenseManager {
             }
         }
         let (tokens, mut problems) = self.store.scan();
+        let verifier = &self.settings.load().verifier;
         let mut licenses: Vec<Loaded> = Vec::new();
         let mut seen_jti: HashSet<String> = HashSet::new();
         for stored in tokens {
-            match self.settings.verifier.verify(&stored.token) {
+            match verifier.verify(&stored.token) {
                 Ok(license) => {
                     if seen_jti.insert(license.claims.jti.clone()) {
                         licenses.push(Loaded {
@@ -266,15 +279,18 @@ impl LicenseManager {
 
     /// Builds and swaps in the snapshot for `state` at `now`.
     fn publish(&self, state: &State, now: UnixTime) -> Arc<LicenseSnapshot> {
+        let settings = self.settings.load();
         let snapshot = Arc::new(build_snapshot(
-            self.settings.verifier.instance_id(),
+            settings.verifier.instance_id(),
             &state.licenses,
             &state.problems,
             &state.revoked,
-            &self.settings.policy,
+            &settings.policy,
             now,
+            &self.counters,
         ));
         self.snapshot.store(Arc::clone(&snapshot));
+        self.counters.retain_licensed(&snapshot);
         snapshot
     }
 
@@ -317,6 +333,7 @@ pub fn build_snapshot(
     revoked: &HashSet<String>,
     policy: &StatusPolicy,
     now: UnixTime,
+    counters: &crate::metrics::TenantCounterTable,
 ) -> LicenseSnapshot {
     let mut by_tenant: BTreeMap<&str, Vec<License>> = BTreeMap::new();
     for l in licenses {
@@ -348,7 +365,11 @@ pub fn build_snapshot(
         }
         tenants.insert(
             tenant.to_string(),
-            Arc::new(TenantSummary::new(tenant, combined)),
+            Arc::new(TenantSummary::with_counters(
+                tenant,
+                combined,
+                counters.counters(tenant),
+            )),
         );
     }
     LicenseSnapshot {
@@ -390,12 +411,14 @@ pub fn resolve_instance_id(
     }
 }
 
-/// Opens the store of `config`, loads it with the system clock, and starts the
-/// refresher thread.
-pub fn start(config: &crate::config::LicenseConfig) -> Result<Arc<LicenseManager>, StoreError> {
-    let store = Store::open(&config.store_dir)?;
-    let instance_id = resolve_instance_id(config, &store)?;
-    let settings = LicenseSettings {
+/// The manager settings `config` asks for, with `store`'s instance id when it is
+/// `auto`.
+pub fn settings_for(
+    config: &crate::config::LicenseConfig,
+    store: &Store,
+) -> Result<LicenseSettings, StoreError> {
+    let instance_id = resolve_instance_id(config, store)?;
+    Ok(LicenseSettings {
         verifier: Verifier::new(
             config.public_keys.clone(),
             config.issuer.clone(),
@@ -404,7 +427,14 @@ pub fn start(config: &crate::config::LicenseConfig) -> Result<Arc<LicenseManager
         ),
         policy: config.policy,
         rollback_tolerance_secs: config.clock_rollback_tolerance.as_secs() as i64,
-    };
+    })
+}
+
+/// Opens the store of `config`, loads it with the system clock, and starts the
+/// refresher thread.
+pub fn start(config: &crate::config::LicenseConfig) -> Result<Arc<LicenseManager>, StoreError> {
+    let store = Store::open(&config.store_dir)?;
+    let settings = settings_for(config, &store)?;
     let manager = Arc::new(LicenseManager::new(
         settings,
         store,

@@ -45,6 +45,9 @@ pub struct TenantSummary {
     /// Rate rules per feature from `feature_limits`.
     #[serde(skip)]
     pub feature_rules: HashMap<Box<str>, Vec<crate::quota::RateRule>>,
+    /// This tenant's request counters (shared by every snapshot while it is licensed).
+    #[serde(skip)]
+    pub counters: Arc<crate::metrics::TenantCounters>,
 }
 
 /// A header value for `text`: as is when it is visible ASCII, percent-encoded otherwise.
@@ -62,8 +65,18 @@ fn sorted<S: serde::Serializer>(set: &HashSet<Box<str>>, s: S) -> Result<S::Ok, 
 }
 
 impl TenantSummary {
-    /// Builds the summary of `tenant` from its combined licenses.
+    /// Builds the summary of `tenant` from its combined licenses, with fresh counters.
     pub fn new(tenant: &str, combined: Combined) -> TenantSummary {
+        TenantSummary::with_counters(tenant, combined, Arc::default())
+    }
+
+    /// Builds the summary of `tenant` from its combined licenses, counting into
+    /// `counters`.
+    pub fn with_counters(
+        tenant: &str,
+        combined: Combined,
+        counters: Arc<crate::metrics::TenantCounters>,
+    ) -> TenantSummary {
         let expires = combined.expires_at.map(time_text);
         let until = |t: Option<UnixTime>| t.map(time_text).unwrap_or_default();
         let warnings = match (combined.status, expires) {
@@ -111,6 +124,7 @@ impl TenantSummary {
             .filter(|(_, rules): &(Box<str>, Vec<_>)| !rules.is_empty())
             .collect();
         TenantSummary {
+            counters,
             upstream_headers,
             warning_header,
             rate_rules,

@@ -4,16 +4,19 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Method, StatusCode};
 use pingora::proxy::Session;
 use ring::rand::SecureRandom as _;
 
 use super::enforce::{next_query, Enforcement};
+use super::rules::Rules;
 use crate::license::manager::InstallError;
 use crate::license::{time_text, TenantSummary};
+use crate::metrics::ActivationResult;
 use crate::pages::{escape, render};
 use crate::policy::is_local_path;
+use crate::request_body::{read_body, BodyError};
 use crate::response::LocalResponse;
 
 /// Largest activation request body read (a license is at most 64 KiB).
@@ -24,6 +27,7 @@ const CSRF_COOKIE: &str = "licgate_csrf";
 pub async fn handle(
     session: &mut Session,
     enforcement: &Enforcement,
+    rules: &Rules,
     path: &str,
     tenant: Option<&str>,
     peer: Option<IpAddr>,
@@ -41,10 +45,18 @@ pub async fn handle(
     match path.trim_end_matches('/') {
         "/_licgate/activate" if readable => {
             let token = csrf_cookie(session).unwrap_or_else(new_csrf_token);
-            activation_page(enforcement, summary, &next, &token, None, StatusCode::OK)
+            activation_page(
+                enforcement,
+                rules,
+                summary,
+                &next,
+                &token,
+                None,
+                StatusCode::OK,
+            )
         }
         "/_licgate/activate" if method == Method::POST => {
-            activate(session, enforcement, tenant, summary, peer).await
+            activate(session, enforcement, rules, tenant, summary, peer).await
         }
         "/_licgate/activation-required" if readable => {
             let reason = summary.map_or(
@@ -66,7 +78,7 @@ pub async fn handle(
             LocalResponse::html(
                 StatusCode::OK,
                 render(
-                    &enforcement.templates.activation_required,
+                    &rules.templates.activation_required,
                     &[
                         ("reason", &reason),
                         ("activate_url", &activate_url),
@@ -87,7 +99,7 @@ pub async fn handle(
             status: StatusCode::OK,
             content_type: "text/css; charset=utf-8",
             headers: Vec::new(),
-            body: Bytes::from(enforcement.templates.stylesheet.clone()),
+            body: Bytes::from(rules.templates.stylesheet.clone()),
         },
         "/_licgate/activate"
         | "/_licgate/activation-required"
@@ -134,6 +146,7 @@ pub fn status_json(summary: Option<&TenantSummary>) -> serde_json::Value {
 
 fn activation_page(
     enforcement: &Enforcement,
+    rules: &Rules,
     summary: Option<&TenantSummary>,
     next: &str,
     csrf_token: &str,
@@ -151,7 +164,7 @@ fn activation_page(
     LocalResponse::html(
         status,
         render(
-            &enforcement.templates.activate,
+            &rules.templates.activate,
             &[
                 ("message", &message),
                 ("error", &error_html),
@@ -176,6 +189,7 @@ fn activation_page(
 async fn activate(
     session: &mut Session,
     enforcement: &Enforcement,
+    rules: &Rules,
     tenant: Option<&str>,
     summary: Option<&TenantSummary>,
     peer: Option<IpAddr>,
@@ -203,8 +217,10 @@ async fn activate(
             serde_json::json!({}),
         )
     };
+    let count = |result| enforcement.metrics.activation(result);
     if let Some(ip) = peer {
         if enforcement.activation_limiter.check_key(&ip).is_err() {
+            count(ActivationResult::Throttled);
             return problem(
                 StatusCode::TOO_MANY_REQUESTS,
                 "ACTIVATION_RATE_LIMITED",
@@ -214,6 +230,7 @@ async fn activate(
         }
     }
     if !is_json && !is_form {
+        count(ActivationResult::BadRequest);
         return problem(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
@@ -223,18 +240,20 @@ async fn activate(
     let body = match read_body(session, MAX_ACTIVATION_BODY).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
+            count(ActivationResult::BadRequest);
             return problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
                 "The request body is too large for a license key.",
-            )
+            );
         }
         Err(BodyError::Read) => {
+            count(ActivationResult::BadRequest);
             return problem(
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
                 "The request body could not be read.",
-            )
+            );
         }
     };
     let (key, next) = if is_json {
@@ -242,11 +261,12 @@ async fn activate(
         match value.get("license_key").and_then(|k| k.as_str()) {
             Some(k) => (k.to_string(), None),
             None => {
+                count(ActivationResult::BadRequest);
                 return problem(
                     StatusCode::BAD_REQUEST,
                     "BAD_REQUEST",
                     "Expected a JSON object {\"license_key\": \"...\"}.",
-                )
+                );
             }
         }
     } else {
@@ -266,8 +286,10 @@ async fn activate(
             .as_deref()
             .is_some_and(|c| !c.is_empty() && constant_time_eq(c.as_bytes(), submitted.as_bytes()));
         if !valid {
+            count(ActivationResult::BadRequest);
             return activation_page(
                 enforcement,
+                rules,
                 summary,
                 &next,
                 &new_csrf_token(),
@@ -278,12 +300,16 @@ async fn activate(
         (field("license_key").unwrap_or_default(), Some(next))
     };
     let outcome = install(enforcement, tenant, key).await;
+    count(match outcome {
+        Ok(_) => ActivationResult::Installed,
+        Err(_) => ActivationResult::Rejected,
+    });
     match (outcome, is_json) {
         (Ok(installed), true) => LocalResponse::json(
             StatusCode::OK,
             &serde_json::json!({"success": true, "license": status_json(Some(&installed))}),
         ),
-        (Ok(_), false) => LocalResponse::redirect(&enforcement.after_activation),
+        (Ok(_), false) => LocalResponse::redirect(&rules.after_activation),
         (Err(reason), true) => LocalResponse::problem(
             StatusCode::BAD_REQUEST,
             "LICENSE_INVALID",
@@ -293,6 +319,7 @@ async fn activate(
         ),
         (Err(reason), false) => activation_page(
             enforcement,
+            rules,
             summary,
             next.as_deref().unwrap_or("/"),
             &csrf_cookie(session).unwrap_or_else(new_csrf_token),
@@ -315,7 +342,11 @@ async fn install(
         return Err("this site's tenant cannot be determined".into());
     };
     let outcome = tokio::task::spawn_blocking(move || {
-        let license = manager.verifier().verify(&key).map_err(|e| e.to_string())?;
+        let license = manager
+            .settings()
+            .verifier
+            .verify(&key)
+            .map_err(|e| e.to_string())?;
         if license.claims.tenant != tenant {
             return Err(format!(
                 "it is for tenant \"{}\", this site is tenant \"{tenant}\"",
@@ -328,36 +359,6 @@ async fn install(
     })
     .await;
     outcome.unwrap_or_else(|_| Err("the installation failed unexpectedly".into()))
-}
-
-enum BodyError {
-    TooLarge,
-    Read,
-}
-
-/// Reads the whole request body, refusing more than `limit` bytes.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(BodyError::TooLarge);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body.freeze()),
-            Err(_) => return Err(BodyError::Read),
-        }
-    }
 }
 
 fn query_param(session: &Session, name: &str) -> Option<String> {

@@ -8,13 +8,15 @@ use std::time::Duration;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::StatusCode;
 
+use arc_swap::ArcSwap;
+
+use super::rules::Rules;
 use crate::config::Config;
 use crate::config::QuotaConfig;
 use crate::license::{LicenseManager, TenantSummary};
+use crate::metrics::Metrics;
 use crate::pages::{render, Templates};
-use crate::policy::decide::{DenyReason, Policy};
-use crate::policy::path::PathOptions;
-use crate::policy::tenant::TenantResolver;
+use crate::policy::decide::DenyReason;
 use crate::quota::local::LocalQuotas;
 use crate::quota::redis::RedisQuotas;
 use crate::quota::RateRule;
@@ -24,14 +26,12 @@ use crate::throttle::LogThrottle;
 /// Activation attempts allowed per client IP per minute.
 pub const ACTIVATIONS_PER_MINUTE: u32 = 10;
 
-/// Everything enforcement needs, built once from the configuration.
+/// Everything enforcement needs: the configuration-derived [`Rules`] (swapped on
+/// reload) and the state that outlives reloads (licenses, quotas, limiters, metrics).
 pub struct Enforcement {
-    pub policy: Policy,
-    pub paths: PathOptions,
-    pub tenants: TenantResolver,
+    pub rules: ArcSwap<Rules>,
     pub licenses: Option<Arc<LicenseManager>>,
-    pub templates: Templates,
-    pub after_activation: String,
+    pub metrics: Arc<Metrics>,
     pub activation_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// Shadow-mode denials are logged at most once a second (with a count).
     pub shadow_log: LogThrottle,
@@ -42,18 +42,16 @@ pub struct Enforcement {
 }
 
 impl Enforcement {
-    /// Builds enforcement for `config`, reading page overrides from `pages.templates_dir`.
+    /// Builds enforcement for `config` with its first `rules`.
     pub fn new(
         config: &Config,
+        rules: Rules,
         licenses: Option<Arc<LicenseManager>>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Enforcement> {
         Ok(Enforcement {
-            policy: Policy::from_config(config),
-            paths: config.paths,
-            tenants: TenantResolver::new(&config.tenants, &config.server.trusted_proxies),
+            rules: ArcSwap::from_pointee(rules),
             licenses,
-            templates: Templates::load(config.pages.templates_dir.as_deref())?,
-            after_activation: config.pages.after_activation.clone(),
             activation_limiter: RateLimiter::keyed(Quota::per_minute(
                 NonZeroU32::new(ACTIVATIONS_PER_MINUTE).expect("non-zero"),
             )),
@@ -62,10 +60,11 @@ impl Enforcement {
             redis: match &config.quota {
                 QuotaConfig::Local => None,
                 QuotaConfig::Redis(redis) => Some(
-                    RedisQuotas::new(redis.clone())
+                    RedisQuotas::new(redis.clone(), metrics.quota_backend_errors.clone())
                         .map_err(|e| std::io::Error::other(format!("quota.redis.url: {e}")))?,
                 ),
             },
+            metrics,
         })
     }
 
@@ -73,7 +72,7 @@ impl Enforcement {
     pub fn instance_id(&self) -> String {
         self.licenses
             .as_ref()
-            .map(|m| m.verifier().instance_id().to_string())
+            .map(|m| m.settings().verifier.instance_id().to_string())
             .unwrap_or_default()
     }
 }

@@ -6,10 +6,11 @@
 pub mod activation;
 pub mod enforce;
 mod headers;
+pub mod rules;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::StatusCode;
@@ -21,12 +22,14 @@ pub use enforce::Enforcement;
 
 use enforce::RateLimitHeaders;
 pub use headers::{strip_gateway_headers, ForwardingPolicy};
+pub use rules::Rules;
 
-use crate::config::{Config, Mode, UpstreamConfig};
+use crate::config::Mode;
 use crate::license::{LicenseSnapshot, TenantSummary};
 use crate::lifecycle::{Inflight, InflightGuard};
+use crate::metrics::{ActiveGuard, Outcome, QuotaKind, Refusal, TenantCounters, UpstreamErrorKind};
 use crate::pages;
-use crate::policy::decide::{decide, Decision, DenyReason, RequestFacts};
+use crate::policy::decide::{decide, Decision, RequestFacts};
 use crate::policy::path::{normalize, Target};
 use crate::quota::local::Lease;
 use crate::quota::{QuotaBackend, QuotaOutcome};
@@ -37,40 +40,45 @@ use crate::throttle::LogThrottle;
 pub struct RequestCtx {
     /// Keeps the request counted as in flight until the context is dropped.
     _inflight: InflightGuard,
+    /// When the request head had been read.
+    started: Instant,
+    /// The rules in force when the request arrived (a reload does not change them
+    /// for requests already under way).
+    rules: Option<Arc<Rules>>,
+    /// What the gateway did (the `decision` of metrics and the access log).
+    outcome: Outcome,
     /// The normalized request target to forward, when it differs from the received one.
     rewrite: Option<String>,
     /// The `Host` to forward for an absolute-form target (its authority).
     host: Option<String>,
-    /// The tenant's license summary, for the injected and warning headers.
+    /// The tenant's license summary, when the tenant has a license.
     tenant: Option<Arc<TenantSummary>>,
     /// One of the tenant's concurrent slots, held until the request ends (however).
     _lease: Option<Lease>,
+    /// Counts the request in `active_connections` while it is forwarded.
+    _active: Option<ActiveGuard>,
     /// `RateLimit-*` for a quota-governed response.
     rate_limit: Option<RateLimitHeaders>,
+    /// When the request was sent upstream, and how long the response header took.
+    upstream_sent: Option<Instant>,
+    upstream_elapsed: Option<Duration>,
 }
 
 /// The licgate reverse proxy.
 pub struct Gateway {
-    mode: Mode,
-    /// Pre-built upstream peer, cloned for each request.
-    peer: HttpPeer,
-    forwarding: ForwardingPolicy,
     inflight: Arc<Inflight>,
     /// Upstream failures are logged at most once a second (with a count of the rest).
     upstream_failure_log: LogThrottle,
-    enforcement: Enforcement,
+    enforcement: Arc<Enforcement>,
 }
 
 /// The snapshot used when licensing is not configured: every tenant unlicensed.
 static NO_LICENSES: LazyLock<LicenseSnapshot> = LazyLock::new(LicenseSnapshot::default);
 
-/// What to do with a request once decided (owns what it needs, borrows nothing).
+/// What to do with a request once decided (owns what it needs; may borrow the rules).
 enum Action<'p> {
     Forward {
-        rewrite: Option<String>,
-        host: Option<String>,
-        tenant: Option<Arc<TenantSummary>>,
-        shadowed: Option<(&'static str, String)>,
+        shadowed: Option<Refusal>,
         lease: Option<Lease>,
         /// Rate quotas to count (the feature the path needs, if any).
         rate_check: Option<Option<&'p str>>,
@@ -84,40 +92,33 @@ enum Action<'p> {
 }
 
 impl Gateway {
-    /// A gateway for `config` that sends requests to `upstream_addr` (the resolved
-    /// `upstream.address`), counts requests in `inflight`, and enforces with
-    /// `enforcement`.
-    pub fn new(
-        config: &Config,
-        upstream_addr: SocketAddr,
-        inflight: Arc<Inflight>,
-        enforcement: Enforcement,
-    ) -> Gateway {
+    /// A gateway that counts requests in `inflight` and enforces with `enforcement`
+    /// (whose rules say where the upstream is).
+    pub fn new(inflight: Arc<Inflight>, enforcement: Arc<Enforcement>) -> Gateway {
         Gateway {
-            mode: config.mode,
-            peer: upstream_peer(&config.upstream, upstream_addr),
-            forwarding: ForwardingPolicy {
-                trusted_proxies: config.server.trusted_proxies.clone(),
-                host_header: config.upstream.host_header.clone(),
-            },
             inflight,
             upstream_failure_log: LogThrottle::new(Duration::from_secs(1)),
             enforcement,
         }
     }
 
-    /// The configured enforcement mode.
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
-    /// Normalizes, resolves and decides; borrows the request only while deciding.
-    fn decide_action(&self, req: &RequestHeader, peer: Option<IpAddr>) -> Action<'_> {
-        let enforcement = &self.enforcement;
+    /// Normalizes, resolves and decides; records the tenant and the outcome in `ctx`
+    /// and counts the decision. Borrows the request only while deciding.
+    fn decide_action<'r>(
+        &self,
+        rules: &'r Rules,
+        req: &RequestHeader,
+        peer: Option<IpAddr>,
+        ctx: &mut RequestCtx,
+    ) -> Action<'r> {
+        let enforcement = &*self.enforcement;
+        let metrics = &*enforcement.metrics;
         let client = ClientKind::of(req);
-        let target = match normalize(req.raw_path(), &enforcement.paths) {
+        let target = match normalize(req.raw_path(), &rules.paths) {
             Ok(Target::Path(p)) => p,
             Ok(Target::Asterisk) if req.method == http::Method::OPTIONS => {
+                ctx.outcome = Outcome::Gateway;
+                metrics.unknown.request(Outcome::Gateway);
                 return Action::Respond(
                     LocalResponse {
                         status: StatusCode::NO_CONTENT,
@@ -126,26 +127,30 @@ impl Gateway {
                         body: bytes::Bytes::new(),
                     }
                     .with_header("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-                )
+                );
             }
             Ok(Target::Asterisk) => {
+                ctx.outcome = Outcome::Rejected;
+                metrics.unknown.request(Outcome::Rejected);
                 return Action::Respond(enforce::bad_path_response(
                     "the request target * is only valid with OPTIONS",
                     client,
-                    &enforcement.templates,
-                ))
+                    &rules.templates,
+                ));
             }
             Err(e) => {
+                ctx.outcome = Outcome::Rejected;
+                metrics.unknown.request(Outcome::Rejected);
                 return Action::Respond(enforce::bad_path_response(
                     &e.to_string(),
                     client,
-                    &enforcement.templates,
-                ))
+                    &rules.templates,
+                ));
             }
         };
-        let tenant = enforcement.tenants.resolve(req, target.authority, peer);
+        let tenant = rules.tenants.resolve(req, target.authority, peer);
         let lowered;
-        let match_path: &str = if enforcement.paths.case_insensitive {
+        let match_path: &str = if rules.paths.case_insensitive {
             lowered = target.path.to_ascii_lowercase();
             &lowered
         } else {
@@ -158,40 +163,58 @@ impl Gateway {
             path: match_path,
             tenant: tenant.as_deref(),
         };
-        match decide(&facts, &enforcement.policy, snapshot) {
-            Decision::Reserved => Action::Reserved {
-                path: target.path.to_string(),
-                tenant: tenant.map(|t| t.into_owned()),
-            },
+        match decide(&facts, &rules.policy, snapshot) {
+            Decision::Reserved => {
+                ctx.outcome = Outcome::Gateway;
+                ctx.tenant = tenant.as_deref().and_then(|t| snapshot.tenant_arc(t));
+                metrics
+                    .tenant(ctx.tenant.as_deref())
+                    .request(Outcome::Gateway);
+                Action::Reserved {
+                    path: target.path.to_string(),
+                    tenant: tenant.map(|t| t.into_owned()),
+                }
+            }
             Decision::Forward {
                 shadowed,
                 governed,
                 feature,
                 tenant: summary,
             } => {
-                let mut shadowed = shadowed.map(DenyReason::error_code);
+                let counters = metrics.tenant(summary);
+                let mut shadowed = shadowed.map(Refusal::License);
                 let (mut lease, mut rate_check) = (None, None);
                 if let (Some(summary), true) = (summary, governed && shadowed.is_none()) {
                     match enforcement.quotas.acquire(summary) {
                         Ok(l) => lease = l,
-                        Err(_) if self.mode == Mode::Shadow => {
-                            shadowed = Some("CONCURRENCY_LIMIT_EXCEEDED")
+                        Err(_) if rules.mode == Mode::Shadow => {
+                            shadowed = Some(Refusal::ConcurrencyLimit)
                         }
                         Err(limit) => {
+                            ctx.outcome = Outcome::Limited;
+                            counters.request(Outcome::Limited);
+                            counters.refusal(Refusal::ConcurrencyLimit, true);
+                            counters.quota_rejection(QuotaKind::Concurrency);
+                            ctx.tenant = snapshot.tenant_arc(&summary.tenant);
                             return Action::Respond(enforce::concurrency_limited_response(
                                 limit,
                                 client,
-                                &enforcement.templates,
-                            ))
+                                &rules.templates,
+                            ));
                         }
                     }
                     rate_check = Some(feature);
                 }
+                ctx.outcome = match (shadowed, governed) {
+                    (Some(_), _) => Outcome::Shadowed,
+                    (None, true) => Outcome::Allowed,
+                    (None, false) => Outcome::Public,
+                };
+                ctx.rewrite = target.changed().then(|| target.target());
+                ctx.host = target.authority.map(str::to_string);
+                ctx.tenant = summary.and_then(|s| snapshot.tenant_arc(&s.tenant));
                 Action::Forward {
-                    rewrite: target.changed().then(|| target.target()),
-                    host: target.authority.map(str::to_string),
-                    tenant: tenant.and_then(|t| snapshot.tenant_arc(&t)),
-                    shadowed: shadowed.map(|code| (code, target.path.to_string())),
+                    shadowed,
                     lease,
                     rate_check,
                     client,
@@ -201,15 +224,100 @@ impl Gateway {
                 reason,
                 tenant: summary,
                 feature,
-            } => Action::Respond(enforce::deny_response(
-                reason,
-                summary,
-                feature,
-                client,
-                &target.target(),
-                &enforcement.templates,
-            )),
+            } => {
+                let counters = metrics.tenant(summary);
+                ctx.outcome = Outcome::Denied;
+                counters.request(Outcome::Denied);
+                counters.refusal(Refusal::License(reason), true);
+                ctx.tenant = summary.and_then(|s| snapshot.tenant_arc(&s.tenant));
+                Action::Respond(enforce::deny_response(
+                    reason,
+                    summary,
+                    feature,
+                    client,
+                    &target.target(),
+                    &rules.templates,
+                ))
+            }
         }
+    }
+
+    /// Counts a quota check's refusal (or, in shadow mode, records it as shadowed)
+    /// and returns the response to send, if any.
+    fn quota_refusal(
+        &self,
+        rules: &Rules,
+        outcome: QuotaOutcome,
+        feature: Option<&str>,
+        client: ClientKind,
+        counters: &TenantCounters,
+        shadowed: &mut Option<Refusal>,
+    ) -> Option<(Outcome, LocalResponse)> {
+        let (refusal, kind, response) = match outcome {
+            QuotaOutcome::Unlimited | QuotaOutcome::Allowed { .. } => return None,
+            QuotaOutcome::Limited {
+                rule,
+                retry_after_secs,
+                feature: by_feature,
+            } => (
+                Refusal::UsageLimit,
+                Some(if by_feature {
+                    QuotaKind::Feature
+                } else {
+                    QuotaKind::Rate
+                }),
+                enforce::usage_limited_response(
+                    rule,
+                    retry_after_secs,
+                    feature.filter(|_| by_feature),
+                    client,
+                    &rules.templates,
+                ),
+            ),
+            QuotaOutcome::Unavailable => (
+                Refusal::QuotaUnavailable,
+                None,
+                enforce::quota_unavailable_response(client, &rules.templates),
+            ),
+        };
+        if rules.mode == Mode::Shadow {
+            *shadowed = Some(refusal);
+            return None;
+        }
+        let outcome = match refusal {
+            Refusal::QuotaUnavailable => Outcome::Unavailable,
+            _ => Outcome::Limited,
+        };
+        counters.request(outcome);
+        counters.refusal(refusal, true);
+        if let Some(kind) = kind {
+            counters.quota_rejection(kind);
+        }
+        Some((outcome, response))
+    }
+
+    /// Writes the access-log line of a finished request.
+    fn access_log(&self, session: &Session, ctx: &RequestCtx) {
+        let req = session.req_header();
+        let target = ctx.rewrite.as_deref().map_or(req.raw_path(), str::as_bytes);
+        let path_end = target
+            .iter()
+            .position(|b| *b == b'?')
+            .unwrap_or(target.len());
+        let path = String::from_utf8_lossy(&target[..path_end]);
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let upstream_ms = ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1e3);
+        tracing::info!(
+            target: "licgate::access",
+            client = %client_ip(session).map_or_else(String::new, |ip| ip.to_string()),
+            method = %req.method,
+            path = %path,
+            status,
+            decision = ctx.outcome.label(),
+            tenant = ctx.tenant.as_ref().map_or(crate::metrics::UNKNOWN_TENANT, |t| t.tenant.as_str()),
+            duration_ms = ctx.started.elapsed().as_secs_f64() * 1e3,
+            upstream_ms,
+        );
     }
 }
 
@@ -219,20 +327,6 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
-}
-
-/// Builds the upstream peer template from the upstream configuration.
-fn upstream_peer(upstream: &UpstreamConfig, addr: SocketAddr) -> HttpPeer {
-    let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
-    let options = &mut peer.options;
-    options.connection_timeout = Some(upstream.connect_timeout);
-    options.total_connection_timeout = Some(upstream.connect_timeout);
-    options.read_timeout = Some(upstream.read_timeout);
-    options.write_timeout = Some(upstream.write_timeout);
-    options.idle_timeout = Some(upstream.idle_timeout);
-    options.verify_cert = upstream.verify_cert;
-    options.verify_hostname = upstream.verify_cert;
-    peer
 }
 
 /// How an upstream failure is reported to the client.
@@ -333,118 +427,135 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             _inflight: self.inflight.enter(),
+            started: Instant::now(),
+            rules: None,
+            outcome: Outcome::Unchecked,
             rewrite: None,
             host: None,
             tenant: None,
             _lease: None,
+            _active: None,
             rate_limit: None,
+            upstream_sent: None,
+            upstream_elapsed: None,
         }
     }
 
     /// Enforcement (skipped when `mode = "off"`): decide, then answer locally or let
     /// the request through with what the upstream phase needs recorded in `ctx`.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if self.mode == Mode::Off {
+        let rules = self.enforcement.rules.load_full();
+        let metrics = &*self.enforcement.metrics;
+        if rules.mode == Mode::Off {
+            metrics.unknown.request(Outcome::Unchecked);
+            ctx.rules = Some(rules);
             return Ok(false);
         }
         let peer = client_ip(session);
-        let action = self.decide_action(session.req_header(), peer);
+        let action = self.decide_action(&rules, session.req_header(), peer, ctx);
         match action {
             Action::Forward {
-                rewrite,
-                host,
-                tenant,
                 mut shadowed,
                 lease,
                 rate_check,
                 client,
             } => {
-                let mut rate_limit = None;
-                if let (Some(feature), Some(summary)) = (rate_check, tenant.as_ref()) {
-                    let enforcement = &self.enforcement;
+                let tenant = ctx.tenant.clone();
+                let counters = match &tenant {
+                    Some(t) => Arc::clone(&t.counters),
+                    None => Arc::clone(&metrics.unknown),
+                };
+                if let (Some(feature), Some(summary)) = (rate_check, tenant.as_deref()) {
+                    let enforcement = &*self.enforcement;
                     let outcome = match &enforcement.redis {
                         Some(redis) => QuotaBackend::check(redis, summary, feature).await,
                         None => QuotaBackend::check(&*enforcement.quotas, summary, feature).await,
                     };
-                    let refusal = match outcome {
-                        QuotaOutcome::Unlimited => None,
-                        QuotaOutcome::Allowed {
-                            limit,
-                            remaining,
-                            reset_secs,
-                        } => {
-                            rate_limit = Some((limit, remaining, reset_secs));
-                            None
-                        }
-                        QuotaOutcome::Limited {
-                            rule,
-                            retry_after_secs,
-                            feature: by_feature,
-                        } => Some((
-                            "USAGE_LIMIT_EXCEEDED",
-                            enforce::usage_limited_response(
-                                rule,
-                                retry_after_secs,
-                                feature.filter(|_| by_feature),
-                                client,
-                                &enforcement.templates,
-                            ),
-                        )),
-                        QuotaOutcome::Unavailable => Some((
-                            "QUOTA_UNAVAILABLE",
-                            enforce::quota_unavailable_response(client, &enforcement.templates),
-                        )),
-                    };
-                    if let Some((code, response)) = refusal {
-                        if self.mode == Mode::Shadow {
-                            let path = String::from_utf8_lossy(session.req_header().raw_path())
-                                .into_owned();
-                            shadowed = Some((code, path));
-                        } else {
-                            response.write_to(session).await?;
-                            return Ok(true);
-                        }
+                    if let QuotaOutcome::Allowed {
+                        limit,
+                        remaining,
+                        reset_secs,
+                    } = outcome
+                    {
+                        ctx.rate_limit = Some((limit, remaining, reset_secs));
+                    }
+                    if let Some((outcome, response)) = self.quota_refusal(
+                        &rules,
+                        outcome,
+                        feature,
+                        client,
+                        &counters,
+                        &mut shadowed,
+                    ) {
+                        metrics
+                            .decision_duration
+                            .observe(ctx.started.elapsed().as_secs_f64());
+                        ctx.outcome = outcome;
+                        ctx.rate_limit = None;
+                        response.write_to(session).await?;
+                        return Ok(true);
                     }
                 }
-                if let Some((code, path)) = shadowed {
-                    if let Some(left_out) = self.enforcement.shadow_log.permit() {
-                        tracing::info!(
-                            tenant = tenant.as_ref().map_or("", |t| t.tenant.as_str()),
-                            path = %path,
-                            would_deny = code,
-                            similar_not_logged = left_out,
-                            "shadow mode: request forwarded"
-                        );
+                match shadowed {
+                    Some(refusal) => {
+                        ctx.outcome = Outcome::Shadowed;
+                        counters.request(Outcome::Shadowed);
+                        counters.refusal(refusal, false);
+                        if let Some(left_out) = self.enforcement.shadow_log.permit() {
+                            tracing::info!(
+                                tenant = tenant.as_ref().map_or("", |t| t.tenant.as_str()),
+                                path = %String::from_utf8_lossy(session.req_header().raw_path()),
+                                would_deny = refusal.error_code(),
+                                similar_not_logged = left_out,
+                                "shadow mode: request forwarded"
+                            );
+                        }
                     }
+                    None => counters.request(ctx.outcome),
                 }
-                ctx.rewrite = rewrite;
-                ctx.host = host;
-                ctx.tenant = tenant;
+                metrics
+                    .decision_duration
+                    .observe(ctx.started.elapsed().as_secs_f64());
+                ctx._active = Some(ActiveGuard::new(counters));
                 ctx._lease = lease;
-                ctx.rate_limit = rate_limit;
+                ctx.rules = Some(rules);
                 Ok(false)
             }
             Action::Respond(response) => {
+                metrics
+                    .decision_duration
+                    .observe(ctx.started.elapsed().as_secs_f64());
                 response.write_to(session).await?;
                 Ok(true)
             }
             Action::Reserved { path, tenant } => {
-                let response =
-                    activation::handle(session, &self.enforcement, &path, tenant.as_deref(), peer)
-                        .await;
+                let response = activation::handle(
+                    session,
+                    &self.enforcement,
+                    &rules,
+                    &path,
+                    tenant.as_deref(),
+                    peer,
+                )
+                .await;
                 response.write_to(session).await?;
                 Ok(true)
             }
         }
     }
 
-    /// Every request goes to the one configured upstream.
+    /// Every request goes to the one configured upstream (of the rules the request
+    /// started with).
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
+        let peer = match &ctx.rules {
+            Some(rules) => rules.peer.clone(),
+            None => self.enforcement.rules.load().peer.clone(),
+        };
+        Ok(Box::new(peer))
     }
 
     /// Removes client copies of `X-Licgate-*` (also from `Connection`), maintains
@@ -459,9 +570,18 @@ impl ProxyHttp for Gateway {
         if let Some(host) = ctx.host.take() {
             upstream_request.insert_header(http::header::HOST, host)?;
         }
-        self.forwarding
-            .apply(upstream_request, client_ip(session))?;
-        if let Some(target) = ctx.rewrite.take() {
+        match &ctx.rules {
+            Some(rules) => rules
+                .forwarding
+                .apply(upstream_request, client_ip(session))?,
+            None => self
+                .enforcement
+                .rules
+                .load()
+                .forwarding
+                .apply(upstream_request, client_ip(session))?,
+        }
+        if let Some(target) = &ctx.rewrite {
             upstream_request.set_raw_path(target.as_bytes())?;
         }
         if let Some(tenant) = &ctx.tenant {
@@ -469,10 +589,30 @@ impl ProxyHttp for Gateway {
                 upstream_request.insert_header(name.clone(), value.clone())?;
             }
         }
+        ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
 
-    /// Adds `X-Licgate-Warning` while the license is expiring, in grace or read-only.
+    /// Records how long the upstream took to answer with its response header.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(sent) = ctx.upstream_sent {
+            let elapsed = sent.elapsed();
+            self.enforcement
+                .metrics
+                .upstream_duration
+                .observe(elapsed.as_secs_f64());
+            ctx.upstream_elapsed = Some(elapsed);
+        }
+        Ok(())
+    }
+
+    /// Adds `X-Licgate-Warning` while the license is expiring, in grace or read-only,
+    /// and `RateLimit-*` on quota-governed responses.
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -503,7 +643,7 @@ impl ProxyHttp for Gateway {
     }
 
     /// Writes a 502/504 (or 400/500) the client can understand, unless a response
-    /// has already started or the client is gone.
+    /// has already started or the client is gone; counts upstream failures.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -518,6 +658,13 @@ impl ProxyHttp for Gateway {
         };
         let code = failure.status.as_u16();
         if e.esource() == &ErrorSource::Upstream {
+            self.enforcement.metrics.upstream_error(
+                if failure.status == StatusCode::GATEWAY_TIMEOUT {
+                    UpstreamErrorKind::Timeout
+                } else {
+                    UpstreamErrorKind::Unavailable
+                },
+            );
             if let Some(left_out) = self.upstream_failure_log.permit() {
                 tracing::warn!(
                     error = %e,
@@ -536,6 +683,22 @@ impl ProxyHttp for Gateway {
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
+        }
+    }
+
+    /// Writes the access-log line (when `log.access` is on).
+    async fn logging(
+        &self,
+        session: &mut Session,
+        _e: Option<&pingora::Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        let on = match &ctx.rules {
+            Some(rules) => rules.access_log,
+            None => self.enforcement.rules.load().access_log,
+        };
+        if on {
+            self.access_log(session, ctx);
         }
     }
 }

@@ -17,7 +17,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-use super::{QuotaOutcome, RateRule};
+use super::{QuotaOutcome, RateRule, RuleUsage};
 use crate::license::{LicenseSnapshot, TenantSummary};
 
 type Gcra = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
@@ -28,6 +28,31 @@ struct Limiter {
     /// Time to earn one request.
     period: Duration,
     gcra: Gcra,
+    /// The remaining burst after the last allowed request (high 32 bits) and when
+    /// (low 32 bits: milliseconds on [`since_start_ms`]'s clock), for [`RuleUsage`].
+    last: AtomicU64,
+}
+
+/// Milliseconds since the first call (wraps after 49 days; only differences are used).
+fn since_start_ms() -> u32 {
+    static START: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    START.elapsed().as_millis() as u32
+}
+
+impl Limiter {
+    /// Requests allowed right now: the remaining burst after the last allowed request
+    /// plus what has been earned since (capped at the burst).
+    fn remaining_now(&self) -> u32 {
+        let last = self.last.load(Ordering::Relaxed);
+        if last == 0 {
+            return self.rule.burst;
+        }
+        let (remaining, at) = ((last >> 32) as u32, last as u32);
+        let elapsed = Duration::from_millis(u64::from(since_start_ms().wrapping_sub(at)));
+        let earned = (elapsed.as_nanos() / self.period.as_nanos().max(1)) as u64;
+        (u64::from(remaining) + earned).min(u64::from(self.rule.burst)) as u32
+    }
 }
 
 impl Limiter {
@@ -43,6 +68,7 @@ impl Limiter {
             period,
             gcra: RateLimiter::direct_with_clock(quota, clock.clone())
                 .with_middleware::<StateInformationMiddleware>(),
+            last: AtomicU64::new(0),
         }
     }
 }
@@ -83,6 +109,10 @@ impl RuleSet {
             match limiter.gcra.check() {
                 Ok(state) => {
                     let remaining = state.remaining_burst_capacity();
+                    limiter.last.store(
+                        (u64::from(remaining) << 32) | u64::from(since_start_ms().max(1)),
+                        Ordering::Relaxed,
+                    );
                     let used = limiter.rule.burst.saturating_sub(remaining);
                     let reset = (limiter.period * used).as_secs_f64().ceil() as u64;
                     if best.is_none_or(|(_, r, _)| remaining < r) {
@@ -221,6 +251,55 @@ impl LocalQuotas {
             return Err(limit);
         }
         Ok(Some(lease))
+    }
+
+    /// The live figures of each of `tenant`'s rate rules (and its features' rules).
+    pub fn usage(&self, tenant: &TenantSummary) -> Vec<RuleUsage> {
+        let state = self
+            .tenants
+            .get(tenant.tenant.as_str())
+            .map(|s| Arc::clone(&s));
+        let mut out = Vec::new();
+        let describe = |rule: &RateRule, remaining: u32, feature: Option<&str>| RuleUsage {
+            window: rule.window.name(),
+            feature: feature.map(str::to_string),
+            limit: rule.limit,
+            burst: rule.burst,
+            remaining,
+        };
+        match state
+            .as_ref()
+            .filter(|s| s.rates.rules == tenant.rate_rules)
+        {
+            Some(state) => out.extend(
+                state
+                    .rates
+                    .limiters
+                    .iter()
+                    .map(|l| describe(&l.rule, l.remaining_now(), None)),
+            ),
+            None => out.extend(
+                RuleSet::new(&tenant.rate_rules, &self.clock, self.share)
+                    .limiters
+                    .iter()
+                    .map(|l| describe(&l.rule, l.rule.burst, None)),
+            ),
+        }
+        let mut features: Vec<_> = tenant.feature_rules.iter().collect();
+        features.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (name, rules) in features {
+            let set = state
+                .as_ref()
+                .and_then(|s| s.features.get(&**name).map(|f| Arc::clone(&f)))
+                .filter(|set| set.rules == *rules)
+                .unwrap_or_else(|| Arc::new(RuleSet::new(rules, &self.clock, self.share)));
+            out.extend(
+                set.limiters
+                    .iter()
+                    .map(|l| describe(&l.rule, l.remaining_now(), Some(name))),
+            );
+        }
+        out
     }
 
     /// Requests of `tenant` in flight under a concurrency limit.

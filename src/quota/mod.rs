@@ -113,6 +113,20 @@ pub enum QuotaOutcome {
     },
 }
 
+/// One rate rule's figures at this moment (admin API).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleUsage {
+    /// `minute`, `hour` or `day`.
+    pub window: &'static str,
+    /// The feature whose quota this is (`None`: the tenant's own rate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    pub limit: u64,
+    pub burst: u32,
+    /// Requests that would be allowed right now in a burst.
+    pub remaining: u32,
+}
+
 /// A place where rate quotas are counted.
 #[allow(async_fn_in_trait)]
 pub trait QuotaBackend {

@@ -19,7 +19,7 @@ use arc_swap::ArcSwapOption;
 use redis::aio::ConnectionManager;
 
 use super::local::LocalQuotas;
-use super::{QuotaOutcome, RateRule};
+use super::{QuotaOutcome, RateRule, RuleUsage};
 use crate::config::{OnRedisError, RedisConfig};
 use crate::license::TenantSummary;
 use crate::throttle::LogThrottle;
@@ -128,13 +128,18 @@ pub struct RedisQuotas {
     breaker: Breaker,
     /// The fallback for `on_error = "local"`, with this gateway's share of the limits.
     fallback: LocalQuotas,
-    errors: AtomicU64,
+    /// `licgate_quota_backend_errors_total{backend="redis"}`.
+    errors: prometheus::IntCounter,
     error_log: LogThrottle,
 }
 
 impl RedisQuotas {
-    /// A backend for `config` (connects lazily, on the first check).
-    pub fn new(config: RedisConfig) -> Result<RedisQuotas, redis::RedisError> {
+    /// A backend for `config` (connects lazily, on the first check) that counts its
+    /// failures in `errors`.
+    pub fn new(
+        config: RedisConfig,
+        errors: prometheus::IntCounter,
+    ) -> Result<RedisQuotas, redis::RedisError> {
         Ok(RedisQuotas {
             client: redis::Client::open(config.url.as_str())?,
             connection: ArcSwapOption::empty(),
@@ -142,7 +147,7 @@ impl RedisQuotas {
             script: redis::Script::new(GCRA_LUA),
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             fallback: LocalQuotas::with_share(config.fleet_size),
-            errors: AtomicU64::new(0),
+            errors,
             error_log: LogThrottle::new(Duration::from_secs(5)),
             config,
         })
@@ -150,7 +155,7 @@ impl RedisQuotas {
 
     /// Redis calls that failed or timed out so far.
     pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
+        self.errors.get()
     }
 
     /// Counts one request against the fleet-wide quota in Redis.
@@ -219,6 +224,73 @@ impl RedisQuotas {
         }
     }
 
+    /// The live figures of each of `tenant`'s rate rules, read from Redis without
+    /// counting anything; `Err` when Redis cannot be asked.
+    pub async fn usage(&self, tenant: &TenantSummary) -> Result<Vec<RuleUsage>, String> {
+        let prefix = &self.config.key_prefix;
+        let mut rules: Vec<(RateRule, Option<&str>, String)> = tenant
+            .rate_rules
+            .iter()
+            .map(|r| {
+                let key = format!("{prefix}{}:{}", tenant.tenant, r.window.name());
+                (*r, None, key)
+            })
+            .collect();
+        let mut features: Vec<_> = tenant.feature_rules.iter().collect();
+        features.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (name, feature_rules) in features {
+            for r in feature_rules {
+                let key = format!(
+                    "{prefix}{}:feature:{name}:{}",
+                    tenant.tenant,
+                    r.window.name()
+                );
+                rules.push((*r, Some(&**name), key));
+            }
+        }
+        if rules.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<&str> = rules.iter().map(|(_, _, k)| k.as_str()).collect();
+        let call = async {
+            let mut connection = self.connection().await?;
+            redis::cmd("MGET")
+                .arg(&keys)
+                .query_async::<Vec<Option<u64>>>(&mut connection)
+                .await
+        };
+        let tats = match tokio::time::timeout(self.config.timeout, call).await {
+            Ok(Ok(tats)) => tats,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("timed out".into()),
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Ok(rules
+            .iter()
+            .zip(tats)
+            .map(|((rule, feature, _), tat)| {
+                let period = (rule.window.seconds() * 1000).div_ceil(rule.limit).max(1);
+                let tolerance = period * u64::from(rule.burst.saturating_sub(1));
+                let ahead = tat.unwrap_or(now_ms).saturating_sub(now_ms);
+                let remaining = if ahead > tolerance + period {
+                    0
+                } else {
+                    ((tolerance + period - ahead) / period).min(u64::from(rule.burst)) as u32
+                };
+                RuleUsage {
+                    window: rule.window.name(),
+                    feature: feature.map(str::to_string),
+                    limit: rule.limit,
+                    burst: rule.burst,
+                    remaining,
+                }
+            })
+            .collect())
+    }
+
     async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
         if let Some(c) = self.connection.load_full() {
             return Ok((*c).clone());
@@ -233,7 +305,7 @@ impl RedisQuotas {
     }
 
     fn failed(&self, reason: &str, tenant: &TenantSummary, feature: Option<&str>) -> QuotaOutcome {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.errors.inc();
         // Start afresh on the next probe rather than waiting on a broken connection.
         self.connection.store(None);
         let opened = self.breaker.failure();

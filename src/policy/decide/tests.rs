@@ -23,6 +23,7 @@ fn summary(tenant: &str, status: Status, features: &[&str]) -> TenantSummary {
         warning_header: None,
         rate_rules: vec![],
         feature_rules: HashMap::new(),
+        counters: Default::default(),
     }
 }
 

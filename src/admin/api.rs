@@ -1,0 +1,466 @@
+//! `/admin/v1/`: tenants and their licenses, revocations, reload. JSON in and out;
+//! errors are problem+json with a stable `error_code`. Reached only with the admin
+//! token (checked by the caller).
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use pingora::protocols::http::ServerSession;
+
+use super::{method_not_allowed, not_found, AdminApp};
+use crate::license::{time_text, LicenseManager, TenantSummary};
+use crate::metrics::Outcome;
+use crate::policy::tenant::is_tenant_name;
+use crate::proxy::activation::{status_json, MAX_ACTIVATION_BODY};
+use crate::reload::Trigger;
+use crate::request_body::{read_body, BodyError};
+use crate::response::LocalResponse;
+
+/// Largest body of a revocation request.
+const MAX_SMALL_BODY: usize = 4 * 1024;
+/// Longest license id accepted for revocation.
+const MAX_JTI_LEN: usize = 256;
+
+fn problem(status: StatusCode, code: &str, detail: &str) -> LocalResponse {
+    LocalResponse::problem(
+        status,
+        code,
+        status.canonical_reason().unwrap_or(""),
+        detail,
+        serde_json::json!({}),
+    )
+}
+
+fn body_problem(e: BodyError, limit: usize) -> LocalResponse {
+    match e {
+        BodyError::TooLarge => problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            &format!("The request body is larger than {limit} bytes."),
+        ),
+        BodyError::Read => problem(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "The request body could not be read.",
+        ),
+    }
+}
+
+/// Routes one authorized `/admin/` request.
+pub(super) async fn handle(
+    app: &AdminApp,
+    session: &mut ServerSession,
+    method: &Method,
+    path: &str,
+) -> LocalResponse {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let readable = *method == Method::GET || *method == Method::HEAD;
+    match segments.as_slice() {
+        ["admin", "v1", "reload"] if *method == Method::POST => reload(app).await,
+        ["admin", "v1", "reload"] => method_not_allowed("POST"),
+        _ if !path.starts_with("/admin/v1/") => not_found(),
+        _ => {
+            let Some(manager) = app.enforcement.licenses.as_ref().map(Arc::clone) else {
+                return problem(
+                    StatusCode::CONFLICT,
+                    "LICENSING_NOT_CONFIGURED",
+                    "This gateway has no [license] section.",
+                );
+            };
+            match segments.as_slice() {
+                ["admin", "v1", "tenants"] if readable => list_tenants(&manager, session),
+                ["admin", "v1", "tenants"] => method_not_allowed("GET, HEAD"),
+                ["admin", "v1", "tenants", tenant] if readable => {
+                    show_tenant(app, &manager, tenant).await
+                }
+                ["admin", "v1", "tenants", _] => method_not_allowed("GET, HEAD"),
+                ["admin", "v1", "tenants", tenant, "license"] if *method == Method::PUT => {
+                    install(session, manager, tenant).await
+                }
+                ["admin", "v1", "tenants", _, "license"] => method_not_allowed("PUT"),
+                ["admin", "v1", "tenants", tenant, "licenses", jti]
+                    if *method == Method::DELETE =>
+                {
+                    remove(manager, tenant, jti).await
+                }
+                ["admin", "v1", "tenants", _, "licenses", _] => method_not_allowed("DELETE"),
+                ["admin", "v1", "revocations"] if readable => list_revocations(&manager),
+                ["admin", "v1", "revocations"] if *method == Method::POST => {
+                    revoke(session, manager).await
+                }
+                ["admin", "v1", "revocations"] => method_not_allowed("GET, HEAD, POST"),
+                _ => not_found(),
+            }
+        }
+    }
+}
+
+fn query_param(session: &ServerSession, name: &str) -> Option<String> {
+    let query = session.req_header().uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A tenant as listed: identity, status, expiry, and what it is using now.
+fn tenant_entry(summary: &TenantSummary) -> serde_json::Value {
+    serde_json::json!({
+        "tenant": summary.tenant,
+        "status": summary.status,
+        "tier": summary.tier,
+        "expires_at": summary.expires_at.map(time_text),
+        "license_ids": summary.license_ids,
+        "active_connections": summary.counters.active(),
+    })
+}
+
+/// `GET /admin/v1/tenants[?status=GRACE][&offset=N][&limit=N]`, sorted by name.
+fn list_tenants(manager: &LicenseManager, session: &ServerSession) -> LocalResponse {
+    let snapshot = manager.snapshot_arc();
+    let number = |name: &str| -> Result<Option<usize>, LocalResponse> {
+        match query_param(session, name) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                problem(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    &format!("{name} must be a non-negative integer"),
+                )
+            }),
+        }
+    };
+    let (offset, limit) = match (number("offset"), number("limit")) {
+        (Ok(o), Ok(l)) => (o.unwrap_or(0), l.unwrap_or(usize::MAX)),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let status = query_param(session, "status").map(|s| s.to_ascii_uppercase());
+    let mut tenants: Vec<&TenantSummary> = snapshot
+        .tenants
+        .values()
+        .map(|t| &**t)
+        .filter(|t| status.as_deref().is_none_or(|s| t.status.as_str() == s))
+        .collect();
+    tenants.sort_unstable_by(|a, b| a.tenant.cmp(&b.tenant));
+    let total = tenants.len();
+    let page: Vec<serde_json::Value> = tenants
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(tenant_entry)
+        .collect();
+    LocalResponse::json(
+        StatusCode::OK,
+        &serde_json::json!({"total": total, "offset": offset, "tenants": page}),
+    )
+}
+
+/// `GET /admin/v1/tenants/{tenant}`: the license summary and live usage.
+async fn show_tenant(app: &AdminApp, manager: &LicenseManager, tenant: &str) -> LocalResponse {
+    let snapshot = manager.snapshot_arc();
+    let Some(summary) = snapshot.tenant(tenant) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "TENANT_NOT_FOUND",
+            "No license file names this tenant.",
+        );
+    };
+    let enforcement = &app.enforcement;
+    let (rate, source, rate_error) = match &enforcement.redis {
+        Some(redis) => match redis.usage(summary).await {
+            Ok(rules) => (rules, "redis", None),
+            Err(e) => (Vec::new(), "redis", Some(e)),
+        },
+        None => (enforcement.quotas.usage(summary), "local", None),
+    };
+    let requests: serde_json::Map<String, serde_json::Value> = Outcome::ALL
+        .iter()
+        .map(|o| (o.label().to_string(), summary.counters.requests(*o).into()))
+        .collect();
+    let mut body = status_json(Some(summary));
+    body["license_ids"] = summary.license_ids.clone().into();
+    body["expires_at_unix"] = summary.expires_at.into();
+    body["usage"] = serde_json::json!({
+        "active_connections": summary.counters.active(),
+        "concurrent_leases": enforcement.quotas.in_flight(&summary.tenant),
+        "max_concurrent_connections": summary.limits.max_concurrent_connections,
+        "rate_source": source,
+        "rate": rate,
+        "rate_error": rate_error,
+        "requests": requests,
+    });
+    LocalResponse::json(StatusCode::OK, &body)
+}
+
+/// The license token in an install request: the raw body, or `license_key`/`token`
+/// of a JSON object.
+fn token_of(session: &ServerSession, body: &[u8]) -> Result<String, LocalResponse> {
+    let is_json = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    let bad = |detail: &str| problem(StatusCode::BAD_REQUEST, "BAD_REQUEST", detail);
+    let token = if is_json {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| bad(&format!("the body is not valid JSON: {e}")))?;
+        value
+            .get("license_key")
+            .or_else(|| value.get("token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| bad("expected {\"license_key\": \"<token>\"}"))?
+            .trim()
+            .to_string()
+    } else {
+        std::str::from_utf8(body)
+            .map_err(|_| bad("the license token must be text"))?
+            .trim()
+            .to_string()
+    };
+    if token.is_empty() {
+        return Err(bad("the request carries no license token"));
+    }
+    Ok(token)
+}
+
+/// `PUT /admin/v1/tenants/{tenant}/license`: verify and install a license token.
+async fn install(
+    session: &mut ServerSession,
+    manager: Arc<LicenseManager>,
+    tenant: &str,
+) -> LocalResponse {
+    if !is_tenant_name(tenant) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "Tenant names are 1-63 letters, digits, '-', '_' or '.'.",
+        );
+    }
+    let body = match read_body(session, MAX_ACTIVATION_BODY).await {
+        Ok(body) => body,
+        Err(e) => return body_problem(e, MAX_ACTIVATION_BODY),
+    };
+    let token = match token_of(session, &body) {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let tenant = tenant.to_string();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let license = manager.settings().verifier.verify(&token).map_err(|e| {
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "LICENSE_INVALID",
+                e.to_string(),
+            )
+        })?;
+        if license.claims.tenant != tenant {
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "TENANT_MISMATCH",
+                format!(
+                    "the license is for tenant \"{}\", not \"{tenant}\"",
+                    license.claims.tenant
+                ),
+            ));
+        }
+        let jti = license.claims.jti.clone();
+        manager
+            .install(&token)
+            .map(|summary| (summary, jti))
+            .map_err(|e| match e {
+                crate::license::manager::InstallError::Store(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "STORE_ERROR",
+                    e.to_string(),
+                ),
+                other => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "LICENSE_INVALID",
+                    other.to_string(),
+                ),
+            })
+    })
+    .await;
+    match outcome {
+        Ok(Ok((summary, jti))) => LocalResponse::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "success": true,
+                "installed": jti,
+                "license": status_json(Some(&summary)),
+            }),
+        ),
+        Ok(Err((status, code, reason))) => LocalResponse::problem(
+            status,
+            code,
+            "License not installed",
+            &reason,
+            serde_json::json!({"reason": reason}),
+        ),
+        Err(_) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "The installation failed unexpectedly.",
+        ),
+    }
+}
+
+/// `DELETE /admin/v1/tenants/{tenant}/licenses/{jti}`: remove that license's file.
+async fn remove(manager: Arc<LicenseManager>, tenant: &str, jti: &str) -> LocalResponse {
+    let (tenant, jti) = (tenant.to_string(), percent_decode(jti));
+    let outcome = {
+        let (tenant, jti) = (tenant.clone(), jti.clone());
+        let manager = Arc::clone(&manager);
+        tokio::task::spawn_blocking(move || manager.remove(&tenant, &jti)).await
+    };
+    match outcome {
+        Ok(Ok(true)) => LocalResponse::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "success": true,
+                "removed": jti,
+                "license": status_json(manager.snapshot_arc().tenant(&tenant)),
+            }),
+        ),
+        Ok(Ok(false)) => problem(
+            StatusCode::NOT_FOUND,
+            "LICENSE_NOT_FOUND",
+            "This tenant has no installed license with that id.",
+        ),
+        Ok(Err(e)) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "STORE_ERROR",
+            &e.to_string(),
+        ),
+        Err(_) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "The removal failed unexpectedly.",
+        ),
+    }
+}
+
+/// `GET /admin/v1/revocations`.
+fn list_revocations(manager: &LicenseManager) -> LocalResponse {
+    match manager.store().revocations() {
+        Ok(list) => {
+            let entries: Vec<serde_json::Value> = list
+                .iter()
+                .map(|r| serde_json::json!({"jti": r.jti, "revoked_at": time_text(r.revoked_at)}))
+                .collect();
+            LocalResponse::json(StatusCode::OK, &serde_json::json!({"revocations": entries}))
+        }
+        Err(e) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "STORE_ERROR",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// `POST /admin/v1/revocations` with `{"jti": "..."}`: revoke (persisted, applied now).
+async fn revoke(session: &mut ServerSession, manager: Arc<LicenseManager>) -> LocalResponse {
+    let body = match read_body(session, MAX_SMALL_BODY).await {
+        Ok(body) => body,
+        Err(e) => return body_problem(e, MAX_SMALL_BODY),
+    };
+    let jti = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("jti")?.as_str().map(str::to_string));
+    let Some(jti) =
+        jti.filter(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN && !j.chars().any(char::is_control))
+    else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            &format!("expected {{\"jti\": \"<license id>\"}} (1 to {MAX_JTI_LEN} characters)"),
+        );
+    };
+    let outcome = {
+        let jti = jti.clone();
+        tokio::task::spawn_blocking(move || manager.revoke(&jti)).await
+    };
+    match outcome {
+        Ok(Ok(())) => LocalResponse::json(
+            StatusCode::OK,
+            &serde_json::json!({"success": true, "revoked": jti}),
+        ),
+        Ok(Err(e)) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "STORE_ERROR",
+            &e.to_string(),
+        ),
+        Err(_) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "The revocation failed unexpectedly.",
+        ),
+    }
+}
+
+/// `POST /admin/v1/reload`: reload the configuration file and rescan the store.
+async fn reload(app: &AdminApp) -> LocalResponse {
+    let reloader = Arc::clone(&app.reloader);
+    match tokio::task::spawn_blocking(move || reloader.reload(Trigger::AdminApi)).await {
+        Ok(Ok(report)) => LocalResponse::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "success": true,
+                "config_changed": report.config_changed,
+                "licenses_changed": report.licenses_changed,
+                "restart_required": report.restart_required,
+            }),
+        ),
+        Ok(Err(e)) => LocalResponse::problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "RELOAD_FAILED",
+            "Reload failed",
+            "The configuration was not reloaded; the previous one stays in force.",
+            serde_json::json!({"errors": e.messages()}),
+        ),
+        Err(_) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "The reload failed unexpectedly.",
+        ),
+    }
+}
+
+/// `%XX` escapes of a path segment decoded (invalid escapes are kept as they are).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn segments_are_percent_decoded() {
+        assert_eq!(percent_decode("lic%2D1"), "lic-1");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("%41%42"), "AB");
+    }
+}

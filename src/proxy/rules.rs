@@ -1,0 +1,65 @@
+//! Everything the request path derives from the configuration file: built once per
+//! (re)load and swapped whole, so a request sees one consistent configuration from
+//! its first phase to its last.
+
+use std::net::SocketAddr;
+
+use pingora::upstreams::peer::HttpPeer;
+
+use super::headers::ForwardingPolicy;
+use crate::config::{Config, Mode, UpstreamConfig};
+use crate::pages::Templates;
+use crate::policy::decide::Policy;
+use crate::policy::path::PathOptions;
+use crate::policy::tenant::TenantResolver;
+
+/// The configuration-derived rules of the request path.
+pub struct Rules {
+    pub mode: Mode,
+    pub policy: Policy,
+    pub paths: PathOptions,
+    pub tenants: TenantResolver,
+    pub templates: Templates,
+    /// Where the activation form sends the browser once a license is installed.
+    pub after_activation: String,
+    pub forwarding: ForwardingPolicy,
+    /// The upstream peer, cloned for each request.
+    pub peer: HttpPeer,
+    /// Whether one access-log line is written per request (`log.access`).
+    pub access_log: bool,
+}
+
+impl Rules {
+    /// The rules of `config`, sending requests to `upstream_addr` (the resolved
+    /// `upstream.address`). Fails when `pages.templates_dir` cannot be read.
+    pub fn new(config: &Config, upstream_addr: SocketAddr) -> std::io::Result<Rules> {
+        Ok(Rules {
+            mode: config.mode,
+            policy: Policy::from_config(config),
+            paths: config.paths,
+            tenants: TenantResolver::new(&config.tenants, &config.server.trusted_proxies),
+            templates: Templates::load(config.pages.templates_dir.as_deref())?,
+            after_activation: config.pages.after_activation.clone(),
+            forwarding: ForwardingPolicy {
+                trusted_proxies: config.server.trusted_proxies.clone(),
+                host_header: config.upstream.host_header.clone(),
+            },
+            peer: upstream_peer(&config.upstream, upstream_addr),
+            access_log: config.log.access,
+        })
+    }
+}
+
+/// Builds the upstream peer template from the upstream configuration.
+fn upstream_peer(upstream: &UpstreamConfig, addr: SocketAddr) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
+    let options = &mut peer.options;
+    options.connection_timeout = Some(upstream.connect_timeout);
+    options.total_connection_timeout = Some(upstream.connect_timeout);
+    options.read_timeout = Some(upstream.read_timeout);
+    options.write_timeout = Some(upstream.write_timeout);
+    options.idle_timeout = Some(upstream.idle_timeout);
+    options.verify_cert = upstream.verify_cert;
+    options.verify_hostname = upstream.verify_cert;
+    peer
+}

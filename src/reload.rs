@@ -1,0 +1,333 @@
+//! Live reload: the configuration file (SIGHUP, `POST /admin/v1/reload`, or a change
+//! of the file seen by the watcher) and the license store (a change of its files).
+//!
+//! A reload reads and validates the whole file, builds the new request rules, and
+//! only then swaps them in: a file with errors changes nothing (its errors are logged
+//! and counted, and returned to the admin API caller). Requests under way finish
+//! with the rules they started with. Settings that only a restart can apply
+//! (listeners, threads, the store directory, the quota backend, the log format) are
+//! reported and keep their running values.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+use crate::config::{AdminToken, Config, ConfigError};
+use crate::proxy::{Enforcement, Rules};
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Upstream(String),
+    #[error("pages.templates_dir: {0}")]
+    Templates(std::io::Error),
+    #[error("license store: {0}")]
+    Store(#[from] crate::license::store::StoreError),
+}
+
+impl ReloadError {
+    /// One message per problem (each configuration error as `file:line:col: message`).
+    pub fn messages(&self) -> Vec<String> {
+        self.to_string().lines().map(str::to_string).collect()
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// Whether the configuration file differed from the one in force.
+    pub config_changed: bool,
+    /// Whether the license snapshot was rebuilt (store or license settings changed).
+    pub licenses_changed: bool,
+    /// Changed settings that keep their running values until a restart.
+    pub restart_required: Vec<&'static str>,
+}
+
+/// What set a reload off (for logs).
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger {
+    Signal,
+    AdminApi,
+    FileChange,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Signal => "SIGHUP",
+            Trigger::AdminApi => "admin API",
+            Trigger::FileChange => "file change",
+        }
+    }
+}
+
+struct State {
+    /// The configuration the process started with (restart-only settings come from it).
+    started: Config,
+    /// The configuration in force.
+    current: Config,
+}
+
+/// Reloads the configuration and licenses of a running gateway.
+pub struct Reloader {
+    path: PathBuf,
+    state: Mutex<State>,
+    enforcement: Arc<Enforcement>,
+    admin_token: Arc<ArcSwapOption<AdminToken>>,
+}
+
+impl Reloader {
+    /// A reloader for the gateway started with `config` (read from `config.source`).
+    pub fn new(config: Config, enforcement: Arc<Enforcement>) -> Reloader {
+        let admin_token = Arc::new(ArcSwapOption::from_pointee(config.admin.token.clone()));
+        Reloader {
+            path: config.source.clone(),
+            state: Mutex::new(State {
+                started: config.clone(),
+                current: config,
+            }),
+            enforcement,
+            admin_token,
+        }
+    }
+
+    /// The admin API's token in force (`None`: the API is off).
+    pub fn admin_token(&self) -> Arc<ArcSwapOption<AdminToken>> {
+        Arc::clone(&self.admin_token)
+    }
+
+    /// The configuration file being watched.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reloads the configuration file and rescans the license store. On error
+    /// nothing changes. Logs and counts the result either way.
+    pub fn reload(&self, trigger: Trigger) -> Result<ReloadReport, ReloadError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.apply(&mut state);
+        let metrics = &self.enforcement.metrics;
+        match &result {
+            Ok(report) => {
+                metrics.config_reload(true, !report.restart_required.is_empty());
+                if !report.restart_required.is_empty() {
+                    tracing::warn!(
+                        settings = %report.restart_required.join(", "),
+                        "changed settings need a restart and keep their running values"
+                    );
+                }
+                tracing::info!(
+                    trigger = trigger.as_str(),
+                    config_changed = report.config_changed,
+                    licenses_changed = report.licenses_changed,
+                    "reload done"
+                );
+            }
+            Err(e) => {
+                metrics.config_reload(false, false);
+                for message in e.messages() {
+                    tracing::error!(trigger = trigger.as_str(), "reload failed: {message}");
+                }
+                tracing::error!(
+                    trigger = trigger.as_str(),
+                    "reload failed; the previous configuration stays in force"
+                );
+            }
+        }
+        result
+    }
+
+    fn apply(&self, state: &mut State) -> Result<ReloadReport, ReloadError> {
+        let config = Config::load(&self.path)?;
+        let upstream = crate::server::resolve_upstream(&config.upstream.address)
+            .map_err(|e| ReloadError::Upstream(e.to_string()))?;
+        let rules = Rules::new(&config, upstream).map_err(ReloadError::Templates)?;
+        let config_changed = config != state.current;
+        let licenses = self.enforcement.licenses.as_ref();
+        let license_settings = match (licenses, &config.license, &state.current.license) {
+            (Some(manager), Some(new), Some(old)) if new != old => {
+                Some(crate::license::manager::settings_for(new, manager.store())?)
+            }
+            _ => None,
+        };
+        // Everything is checked: swap.
+        self.enforcement.rules.store(Arc::new(rules));
+        self.admin_token
+            .store(config.admin.token.clone().map(Arc::new));
+        crate::logging::apply(&config.log);
+        let mut licenses_changed = false;
+        if let (Some(manager), Some(settings)) = (licenses, license_settings) {
+            manager.reconfigure(settings);
+            licenses_changed = true;
+        }
+        if let Some(manager) = licenses {
+            licenses_changed |= manager.refresh();
+        }
+        let restart_required = restart_required(&state.started, &config);
+        state.current = config;
+        Ok(ReloadReport {
+            config_changed,
+            licenses_changed,
+            restart_required,
+        })
+    }
+}
+
+/// Settings that differ between `running` and `new` and only apply after a restart.
+pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |name: &'static str, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check("server.listen", running.server.listen != new.server.listen);
+    check(
+        "server.threads",
+        running.server.threads != new.server.threads,
+    );
+    check(
+        "server.shutdown_timeout",
+        running.server.shutdown_timeout != new.server.shutdown_timeout,
+    );
+    check("admin.listen", running.admin.listen != new.admin.listen);
+    check(
+        "upstream.ca_file",
+        running.upstream.ca_file != new.upstream.ca_file,
+    );
+    check(
+        "upstream.keepalive_pool_size",
+        running.upstream.keepalive_pool_size != new.upstream.keepalive_pool_size,
+    );
+    match (&running.license, &new.license) {
+        (Some(a), Some(b)) => {
+            check("license.store_dir", a.store_dir != b.store_dir);
+            check("license.scan_interval", a.scan_interval != b.scan_interval);
+            check(
+                "license.clock_rollback_tolerance",
+                a.clock_rollback_tolerance != b.clock_rollback_tolerance,
+            );
+        }
+        (None, None) => {}
+        _ => check("[license]", true),
+    }
+    check("quota", running.quota != new.quota);
+    check("log.format", running.log.format != new.log.format);
+    check("reload.watch", running.reload != new.reload);
+    changed
+}
+
+/// Watches the configuration file and the license store: a changed configuration
+/// file is reloaded, changed license files trigger a store rescan. Events are
+/// debounced; the file's content is compared, so touching it does nothing.
+///
+/// The configuration file's directory is watched (editors and Kubernetes ConfigMaps
+/// replace files rather than write them in place).
+pub fn spawn_watcher(reloader: Arc<Reloader>) -> notify::Result<()> {
+    use notify::{RecursiveMode, Watcher};
+    let (events, received) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(events)?;
+    let config_path = reloader.path.clone();
+    let config_dir = match config_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
+    let store_dir = reloader
+        .enforcement
+        .licenses
+        .as_ref()
+        .map(|m| m.store().dir().to_path_buf());
+    if let Some(dir) = &store_dir {
+        watcher.watch(dir, RecursiveMode::Recursive)?;
+    }
+    let config_name = config_path.file_name().map(|n| n.to_os_string());
+    std::thread::Builder::new()
+        .name("licgate-watch".into())
+        .spawn(move || {
+            let _watcher = watcher;
+            let mut last_text = std::fs::read(&config_path).ok();
+            loop {
+                let Ok(first) = received.recv() else { return };
+                let mut batch = vec![first];
+                // Debounce: collect what follows within a short quiet period.
+                while let Ok(more) = received.recv_timeout(Duration::from_millis(200)) {
+                    batch.push(more);
+                }
+                let (mut config_touched, mut store_touched) = (false, false);
+                for event in batch.into_iter().flatten() {
+                    if matches!(event.kind, notify::EventKind::Access(_)) {
+                        continue;
+                    }
+                    for path in &event.paths {
+                        if store_dir.as_ref().is_some_and(|d| path.starts_with(d)) {
+                            store_touched |= !is_store_bookkeeping(path);
+                        } else if path.parent() == Some(config_dir.as_path())
+                            && (path.file_name() == config_name.as_deref()
+                                || path
+                                    .file_name()
+                                    .is_some_and(|n| n.to_string_lossy().starts_with("..")))
+                        {
+                            config_touched = true;
+                        }
+                    }
+                }
+                if config_touched {
+                    let text = std::fs::read(&config_path).ok();
+                    if text.is_some() && text != last_text {
+                        last_text = text;
+                        // Errors are logged and counted by `reload`.
+                        let _ = reloader.reload(Trigger::FileChange);
+                        continue;
+                    }
+                }
+                if store_touched {
+                    if let Some(manager) = &reloader.enforcement.licenses {
+                        manager.refresh();
+                    }
+                }
+            }
+        })
+        .map(drop)
+        .map_err(notify::Error::io)
+}
+
+/// Files the gateway itself writes in the store that do not change licenses
+/// (the clock high-water mark, temporary files of atomic writes).
+fn is_store_bookkeeping(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    name == "clock.json" || name.starts_with('.') || name.ends_with(".tmp")
+}
+
+/// Reloads on SIGHUP, on a thread of its own. Must run before the first SIGHUP can
+/// arrive (the default action of SIGHUP ends the process).
+pub fn spawn_sighup_handler(reloader: Arc<Reloader>) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let mut hangups = runtime.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    })?;
+    std::thread::Builder::new()
+        .name("licgate-sighup".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                while hangups.recv().await.is_some() {
+                    let reloader = Arc::clone(&reloader);
+                    // Errors are logged and counted by `reload`.
+                    let _ =
+                        tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await;
+                }
+            })
+        })?;
+    Ok(())
+}
