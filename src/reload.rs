@@ -253,41 +253,51 @@ pub fn spawn_watcher(reloader: Arc<Reloader>) -> notify::Result<()> {
         .spawn(move || {
             let _watcher = watcher;
             let mut last_text = std::fs::read(&config_path).ok();
+            let classify = |event: notify::Result<notify::Event>, seen: &mut Touched| {
+                let Ok(event) = event else { return };
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
+                for path in &event.paths {
+                    if store_dir.as_ref().is_some_and(|d| path.starts_with(d)) {
+                        seen.store |= !is_store_bookkeeping(path);
+                    } else if path.parent() == Some(config_dir.as_path())
+                        && (path.file_name() == config_name.as_deref()
+                            || path
+                                .file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with("..")))
+                    {
+                        seen.config = true;
+                    }
+                }
+            };
             loop {
-                let Ok(first) = received.recv() else { return };
-                let mut batch = vec![first];
-                // Debounce: collect what follows within a short quiet period.
-                while let Ok(more) = received.recv_timeout(Duration::from_millis(200)) {
-                    batch.push(more);
+                let mut seen = Touched::default();
+                // Wait for a relevant event (other files in the directories, such as
+                // logs, are ignored), then let a burst of writes settle.
+                while !seen.config && !seen.store {
+                    let Ok(event) = received.recv() else { return };
+                    classify(event, &mut seen);
                 }
-                let (mut config_touched, mut store_touched) = (false, false);
-                for event in batch.into_iter().flatten() {
-                    if matches!(event.kind, notify::EventKind::Access(_)) {
-                        continue;
-                    }
-                    for path in &event.paths {
-                        if store_dir.as_ref().is_some_and(|d| path.starts_with(d)) {
-                            store_touched |= !is_store_bookkeeping(path);
-                        } else if path.parent() == Some(config_dir.as_path())
-                            && (path.file_name() == config_name.as_deref()
-                                || path
-                                    .file_name()
-                                    .is_some_and(|n| n.to_string_lossy().starts_with("..")))
-                        {
-                            config_touched = true;
-                        }
+                let settling = std::time::Instant::now();
+                while settling.elapsed() < Duration::from_secs(1) {
+                    match received.recv_timeout(Duration::from_millis(150)) {
+                        Ok(event) => classify(event, &mut seen),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                if config_touched {
+                if seen.config {
                     let text = std::fs::read(&config_path).ok();
                     if text.is_some() && text != last_text {
                         last_text = text;
-                        // Errors are logged and counted by `reload`.
+                        // Errors are logged and counted by `reload`, which also
+                        // rescans the store.
                         let _ = reloader.reload(Trigger::FileChange);
                         continue;
                     }
                 }
-                if store_touched {
+                if seen.store {
                     if let Some(manager) = &reloader.enforcement.licenses {
                         manager.refresh();
                     }
@@ -296,6 +306,13 @@ pub fn spawn_watcher(reloader: Arc<Reloader>) -> notify::Result<()> {
         })
         .map(drop)
         .map_err(notify::Error::io)
+}
+
+/// What a batch of file events touched.
+#[derive(Debug, Default)]
+struct Touched {
+    config: bool,
+    store: bool,
 }
 
 /// Files the gateway itself writes in the store that do not change licenses
@@ -330,4 +347,46 @@ pub fn spawn_sighup_handler(reloader: Arc<Reloader>) -> std::io::Result<()> {
             })
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let (top, sections) = extra
+            .split_once('[')
+            .map_or((extra, ""), |(t, _)| (t, &extra[t.len()..]));
+        Config::parse(
+            &format!("{top}[upstream]\naddress = \"127.0.0.1:1\"\n{sections}"),
+            Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_restart_only_settings_are_reported() {
+        let running = config("[server]\nlisten = \"127.0.0.1:8080\"\n");
+        let live = config(
+            "mode = \"shadow\"\n[server]\nlisten = \"127.0.0.1:8080\"\n[log]\nlevel = \"debug\"\n[public]\npaths = [\"/static/\"]\n",
+        );
+        assert!(restart_required(&running, &live).is_empty());
+        let moved = config(
+            "[server]\nlisten = \"127.0.0.1:9090\"\nthreads = 7\n[log]\nformat = \"json\"\n[quota]\nbackend = \"redis\"\n",
+        );
+        assert_eq!(
+            restart_required(&running, &moved),
+            vec!["server.listen", "server.threads", "quota", "log.format"]
+        );
+    }
+
+    #[test]
+    fn store_bookkeeping_files_are_ignored() {
+        assert!(is_store_bookkeeping(Path::new("/s/clock.json")));
+        assert!(is_store_bookkeeping(Path::new(
+            "/s/licenses/.a.jwt.tmp-1-2"
+        )));
+        assert!(!is_store_bookkeeping(Path::new("/s/licenses/a.jwt")));
+        assert!(!is_store_bookkeeping(Path::new("/s/revocations.json")));
+    }
 }

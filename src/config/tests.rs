@@ -239,3 +239,51 @@ fn quota_section_is_validated() {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+#[test]
+fn admin_token_file_is_read_checked_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.token");
+    std::fs::write(&good, "  0123456789abcdef0123\n").unwrap();
+    std::fs::write(dir.path().join("short.token"), "abc\n").unwrap();
+    std::fs::write(dir.path().join("spaced.token"), "0123456789 abcdef0123\n").unwrap();
+    let config = |file: &str| {
+        format!("[upstream]\naddress = \"127.0.0.1:1\"\n[admin]\ntoken_file = \"{file}\"\n")
+    };
+    let path = dir.path().join("licgate.toml");
+    let c = Config::parse(&config("good.token"), &path).unwrap();
+    let token = c.admin.token.clone().expect("token configured");
+    assert!(token.matches(b"0123456789abcdef0123"));
+    assert!(!token.matches(b"0123456789abcdef012"));
+    assert!(
+        !format!("{c:?}").contains("0123456789abcdef"),
+        "token shown in Debug"
+    );
+    assert!(c.log.access);
+    assert!(c.reload.watch);
+    for (file, expected) in [
+        ("missing.token", "cannot read the token"),
+        ("short.token", "the token has 3 characters; use at least 16"),
+        ("spaced.token", "visible ASCII characters without spaces"),
+    ] {
+        let err = Config::parse(&config(file), &path).unwrap_err().to_string();
+        assert!(err.contains("licgate.toml:4:14: admin.token_file"), "{err}");
+        assert!(err.contains(expected), "{err}");
+    }
+    let none = parse("[upstream]\naddress = \"127.0.0.1:1\"\n").unwrap();
+    assert_eq!(none.admin.token, None);
+}
+
+#[test]
+fn log_access_and_reload_watch_can_be_switched_off() {
+    let c = parse(
+        "[upstream]\naddress = \"127.0.0.1:1\"\n[log]\naccess = false\n[reload]\nwatch = false\n",
+    )
+    .unwrap();
+    assert!(!c.log.access);
+    assert!(!c.reload.watch);
+    let err = parse("[upstream]\naddress = \"127.0.0.1:1\"\n[reload]\nwach = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("t.toml:4:1") && err.contains("wach"), "{err}");
+}
