@@ -483,6 +483,21 @@ impl Metrics {
         }
     }
 
+    /// The name of every metric family this process can export (families without
+    /// samples yet included).
+    pub fn family_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .chain(STATE_FAMILIES.iter().map(|(short, ..)| name(short)))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);

@@ -979,3 +979,51 @@ async fn access_log_has_one_line_per_request_and_can_be_switched_off() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(access_lines(&gw).is_empty(), "{}", gw.logs());
 }
+
+#[test]
+fn the_grafana_dashboard_uses_only_exported_metrics() {
+    let text = std::fs::read_to_string(repo_root().join("deploy/grafana/licgate.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let metrics = licgate::metrics::Metrics::new(
+        None,
+        std::sync::Arc::new(licgate::lifecycle::Inflight::default()),
+    );
+    let exported = metrics.family_names();
+    let mut used = std::collections::BTreeSet::new();
+    let panels = dashboard["panels"].as_array().unwrap();
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("licgate_") || word.starts_with("process_") {
+                    let family = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    assert!(
+                        exported.iter().any(|e| e == family),
+                        "{family} is not exported"
+                    );
+                    used.insert(family.to_string());
+                }
+            }
+        }
+    }
+    for needed in [
+        "licgate_requests_total",
+        "licgate_denials_total",
+        "licgate_quota_rejections_total",
+        "licgate_license_status",
+        "licgate_license_expiry_timestamp_seconds",
+        "licgate_decision_duration_seconds",
+        "licgate_upstream_duration_seconds",
+    ] {
+        assert!(
+            used.contains(needed),
+            "the dashboard does not show {needed}"
+        );
+    }
+    let ids: std::collections::HashSet<u64> =
+        panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+}

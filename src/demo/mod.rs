@@ -31,8 +31,9 @@ pub struct DemoOptions {
     pub app: SocketAddr,
 }
 
-/// The demo configuration for the given addresses, with the vendor key and store in
-/// `dir`.
+/// The demo configuration for the given addresses, with the vendor key, store and
+/// admin token in `dir`, written to `dir/licgate.toml` (so reloads and the file
+/// watcher work in the demo too) and loaded from there.
 pub fn demo_config(
     listen: SocketAddr,
     admin: SocketAddr,
@@ -47,8 +48,21 @@ pub fn demo_config(
             "@KEY@",
             &dir.join("keys/vendor.pub.pem").display().to_string(),
         )
-        .replace("@STORE@", &dir.join("store").display().to_string());
-    Ok(Config::parse(&text, Path::new("<demo config>"))?)
+        .replace("@STORE@", &dir.join("store").display().to_string())
+        .replace("@TOKEN@", &dir.join("admin.token").display().to_string());
+    let path = dir.join("licgate.toml");
+    crate::license::store::write_atomically(&path, text.as_bytes())?;
+    Ok(Config::load(&path)?)
+}
+
+/// `bytes` random bytes as lowercase hex.
+fn random_hex(bytes: usize) -> String {
+    use ring::rand::SecureRandom as _;
+    let mut buf = vec![0u8; bytes];
+    ring::rand::SystemRandom::new()
+        .fill(&mut buf)
+        .expect("system randomness available");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Makes a throwaway vendor key pair in `dir/keys`, installs a demo license for
@@ -139,6 +153,8 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
 
     let dir = std::env::temp_dir().join(format!("licgate-demo-{}", std::process::id()));
     prepare_demo_license(&dir, SystemClock.now())?;
+    let token = random_hex(16);
+    crate::license::store::write_atomically(&dir.join("admin.token"), token.as_bytes())?;
     let config = demo_config(options.listen, options.admin, app_addr, &dir)?;
     crate::logging::init(&config.log);
     let gateway = config.server.listen[0];
@@ -158,7 +174,15 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
     println!("  open http://{gateway}/api/manufacturing/plan in a browser  # the page naming the feature and the plan");
     println!("  curl -s http://{gateway}/_licgate/status         # the license summary");
     println!("  open http://{gateway}/_licgate/activate          # the activation page (instance id, status, key form)");
-    println!("  curl -s http://{}/readyz", config.admin.listen);
+    let admin = config.admin.listen;
+    println!("  curl -s http://{admin}/readyz");
+    println!("  curl -s http://{admin}/metrics | grep '^licgate_'      # Prometheus metrics");
+    println!("  curl -s -H 'Authorization: Bearer {token}' http://{admin}/admin/v1/tenants/default   # admin API: license and live usage");
+    println!(
+        "  (the admin token is in {}; edit {} and it reloads by itself)",
+        dir.join("admin.token").display(),
+        dir.join("licgate.toml").display()
+    );
     println!();
     println!(
         "Demo license (tenant default, tier professional, features {}, 100 requests/hour,",
