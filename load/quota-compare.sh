@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Throughput and p99 of the gateway with quotas off, local quotas, and Redis quotas,
-# against mode = "off", in one run with interleaved rounds (wrk, loopback).
+# Throughput and p99 of the gateway with quotas off, local quotas, Redis quotas, and
+# local quotas with the access log on, against mode = "off", in one run with
+# interleaved rounds (wrk, loopback). Metrics are always on; the access log is off
+# except in the last variant.
 # Limits are set so high that nothing is refused: this measures the cost of counting.
 #
 # Usage: load/quota-compare.sh [ROUNDS] [SECONDS] [CONNECTIONS]
@@ -21,8 +23,8 @@ issue() { "$bin" license issue --signing-key "$work/keys/vendor.key.pem" --tenan
 redis-server --port 16390 --bind 127.0.0.1 --save "" --appendonly no >/dev/null & pids+=($!)
 "$bin" demo --app-listen 127.0.0.1:18000 --listen 127.0.0.1:18079 --admin-listen 127.0.0.1:19979 >/dev/null 2>&1 & pids+=($!)
 
-start() { # name port mode license-args quota-section
-  local name=$1 port=$2 mode=$3 limits=$4 quota=$5
+start() { # name port mode license-args quota-section [access-log]
+  local name=$1 port=$2 mode=$3 limits=$4 quota=$5 access=${6:-false}
   mkdir -p "$work/$name/store/licenses"
   issue $limits > "$work/$name/store/licenses/l.jwt"
   cat > "$work/$name/licgate.toml" <<CONF
@@ -39,6 +41,7 @@ public_keys = [{ path = "$work/keys/vendor.pub.pem" }]
 store_dir = "$work/$name/store"
 [log]
 level = "warn"
+access = $access
 $quota
 CONF
   "$bin" serve --config "$work/$name/licgate.toml" 2>"$work/$name.log" & pids+=($!)
@@ -48,14 +51,15 @@ start off 18081 off "" ""
 start no-quota 18082 enforce "" ""
 start local 18083 enforce "$high" ""
 start redis 18084 enforce "$high" $'[quota]\nbackend = "redis"\n[quota.redis]\nurl = "redis://127.0.0.1:16390"'
-for port in 19081 19082 19083 19084 19979; do
+start local+log 18085 enforce "$high" "" true
+for port in 19081 19082 19083 19084 19085 19979; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
 done
 
 run() { wrk -t2 -c"$connections" -d"${seconds}s" --latency "http://127.0.0.1:$1/api/x" | awk '/Requests\/sec/ {r=$2} /^ +99%/ {p=$2} END {print r, p}'; }
 printf '%-10s %12s %10s\n' variant "req/s" p99
 for r in $(seq "$rounds"); do
-  for v in off:18081 no-quota:18082 local:18083 redis:18084; do
+  for v in off:18081 no-quota:18082 local:18083 redis:18084 local+log:18085; do
     read -r rps p99 < <(run "${v#*:}")
     printf '%-10s %12s %10s   (round %s)\n' "${v%%:*}" "$rps" "$p99" "$r"
   done

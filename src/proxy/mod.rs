@@ -309,7 +309,7 @@ impl Gateway {
         let upstream_ms = ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1e3);
         tracing::info!(
             target: "licgate::access",
-            client = %client_ip(session).map_or_else(String::new, |ip| ip.to_string()),
+            client = %ClientAddr(client_ip(session)),
             method = %req.method,
             path = %path,
             status,
@@ -318,6 +318,18 @@ impl Gateway {
             duration_ms = ctx.started.elapsed().as_secs_f64() * 1e3,
             upstream_ms,
         );
+    }
+}
+
+/// Displays a client address, or nothing (no allocation).
+struct ClientAddr(Option<IpAddr>);
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => Ok(()),
+        }
     }
 }
 
