@@ -6,7 +6,7 @@ CARGO ?= cargo
 RELEASE_BIN := target/release/licgate
 DEMO_ARGS ?=
 
-.PHONY: all deps test-deps build release demo test fmt fmt-check clippy clean
+.PHONY: all deps test-deps build release demo test bench load load-quick fmt fmt-check clippy clean
 
 all: build
 
@@ -35,6 +35,20 @@ test: deps test-deps fmt-check clippy
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --all-targets --no-fail-fast 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.log
+
+## bench: criterion benchmarks of the decision path (not part of `make test`)
+bench: deps
+	$(CARGO) bench --bench decide --bench scale --bench verify
+
+## load: licgate vs a bare pingora proxy, nginx and nginx + auth_request (load/results/)
+load: release
+	@./scripts/install-deps.sh wrk nginx python3
+	$(CARGO) build --release --example bare_proxy
+	./load/run $(LOAD_ARGS)
+
+## load-quick: the same in under two minutes
+load-quick: LOAD_ARGS += --quick
+load-quick: load
 
 fmt:
 	$(CARGO) fmt --all

@@ -72,6 +72,7 @@ fn server_conf(config: &Config) -> ServerConf {
         grace_period_seconds: Some(config.server.shutdown_timeout.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: config.upstream.keepalive_pool_size,
+        work_stealing: config.server.work_stealing,
         ca_file: config
             .upstream
             .ca_file

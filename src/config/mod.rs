@@ -207,6 +207,10 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Longest time in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// One work-stealing runtime for all threads (`true`) or one single-threaded
+    /// runtime per thread with connections spread over them (`false`, the default:
+    /// fewer cross-thread wake-ups, measured faster for short proxied requests).
+    pub work_stealing: bool,
 }
 
 /// The protected application.

@@ -58,6 +58,7 @@ pub struct RawServer {
     pub threads: Option<Spanned<i64>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub shutdown_timeout: Option<Spanned<String>>,
+    pub work_stealing: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -107,6 +107,7 @@ fn validate_server(raw: RawServer, diags: &mut Vec<Diagnostic>) -> Option<Server
         threads,
         trusted_proxies,
         shutdown_timeout,
+        work_stealing,
     } = raw;
     let start = diags.len();
     let listen = match listen {
@@ -171,6 +172,7 @@ fn validate_server(raw: RawServer, diags: &mut Vec<Diagnostic>) -> Option<Server
         threads,
         trusted_proxies,
         shutdown_timeout,
+        work_stealing: work_stealing.unwrap_or(false),
     })
 }
 

@@ -1,0 +1,129 @@
+//! How the decision path scales: feature-map matching with 10 / 100 / 1,000
+//! prefixes, snapshot lookup with 10 / 10,000 / 100,000 tenants, and `decide()` plus
+//! the local quota check together (10,000 tenants, 100 prefixes).
+//! `cargo bench --bench scale`.
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use licgate::config::{FeatureRule, Mode};
+use licgate::license::keys::Algorithm;
+use licgate::license::manager::build_snapshot;
+use licgate::license::{Claims, License, LicenseSnapshot, Limits, StatusPolicy};
+use licgate::policy::decide::{decide, Decision, Policy, RequestFacts};
+use licgate::quota::local::LocalQuotas;
+
+const NOW: i64 = 1_900_000_000;
+
+fn license(i: usize, features: usize, limits: Limits) -> License {
+    License {
+        claims: Claims {
+            iss: None,
+            sub: None,
+            aud: vec!["*".into()],
+            jti: format!("L{i}"),
+            iat: None,
+            nbf: None,
+            exp: NOW + 365 * 86_400,
+            tenant: format!("tenant-{i}"),
+            tier: Some("pro".into()),
+            tier_name: None,
+            features: (0..features).map(|f| format!("feature_{f}")).collect(),
+            limits,
+            feature_limits: Default::default(),
+            flags: vec![],
+            grace_days: None,
+            read_only_days: None,
+        },
+        alg: Algorithm::EdDSA,
+        kid: None,
+    }
+}
+
+fn snapshot(tenants: usize, features: usize, limits: Limits) -> LicenseSnapshot {
+    let licenses: Vec<License> = (0..tenants)
+        .map(|i| license(i, features, limits.clone()))
+        .collect();
+    build_snapshot(
+        "x",
+        &licenses,
+        &[],
+        &Default::default(),
+        &StatusPolicy::default(),
+        NOW,
+        &Default::default(),
+    )
+}
+
+fn policy(prefixes: usize) -> Policy {
+    let rules: Vec<FeatureRule> = (0..prefixes)
+        .map(|i| FeatureRule {
+            prefix: format!("/api/module{i}/"),
+            feature: format!("feature_{}", i % 10),
+            methods: None,
+            shadow: false,
+        })
+        .collect();
+    Policy::new(Mode::Enforce, &rules, &["/static/".to_string()], false)
+}
+
+fn bench(c: &mut Criterion) {
+    let get = http::Method::GET;
+    let one = snapshot(1, 10, Limits::default());
+    let mut group = c.benchmark_group("feature map");
+    for prefixes in [10, 100, 1_000] {
+        let policy = policy(prefixes);
+        let path = format!("/api/module{}/items/3", prefixes / 2);
+        group.bench_with_input(BenchmarkId::from_parameter(prefixes), &path, |b, path| {
+            b.iter(|| {
+                let facts = RequestFacts {
+                    method: &get,
+                    path: black_box(path),
+                    tenant: Some("tenant-0"),
+                };
+                decide(&facts, &policy, &one)
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("snapshot lookup");
+    for tenants in [10, 10_000, 100_000] {
+        let snap = snapshot(tenants, 3, Limits::default());
+        let name = format!("tenant-{}", tenants / 2);
+        group.bench_with_input(BenchmarkId::from_parameter(tenants), &name, |b, name| {
+            b.iter(|| snap.tenant(black_box(name)).is_some())
+        });
+    }
+    group.finish();
+
+    let limits = Limits {
+        requests_per_minute: Some(1_000_000_000),
+        requests_per_hour: Some(1_000_000_000),
+        ..Limits::default()
+    };
+    let snap = snapshot(10_000, 10, limits);
+    let policy = policy(100);
+    let quotas = LocalQuotas::default();
+    c.bench_function(
+        "decide + local quota check (10k tenants, 100 prefixes, 2 rules)",
+        |b| {
+            b.iter(|| {
+                let facts = RequestFacts {
+                    method: &get,
+                    path: black_box("/api/module7/items/3"),
+                    tenant: Some(black_box("tenant-4242")),
+                };
+                match decide(&facts, &policy, &snap) {
+                    Decision::Forward {
+                        tenant: Some(summary),
+                        feature,
+                        ..
+                    } => Some(quotas.check(summary, feature)),
+                    _ => None,
+                }
+            })
+        },
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

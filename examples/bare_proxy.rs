@@ -1,0 +1,44 @@
+//! The smallest pingora reverse proxy: one fixed upstream, no checks, no header
+//! rewriting. `load/run` measures it beside licgate to separate pingora's own cost
+//! from licgate's.
+//!
+//! Usage: cargo run --release --example bare_proxy -- LISTEN UPSTREAM THREADS [steal]
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+
+struct Bare {
+    peer: HttpPeer,
+}
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (listen, upstream) = (&args[1], &args[2]);
+    let threads: usize = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(2);
+    let work_stealing = args.get(4).is_some_and(|a| a == "steal");
+    let conf = ServerConf {
+        threads,
+        work_stealing,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let peer = HttpPeer::new(upstream.as_str(), false, String::new());
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Bare { peer });
+    proxy.add_tcp(listen);
+    proxy.threads = Some(threads);
+    server.add_service(proxy);
+    server.run_forever();
+}
