@@ -1,0 +1,55 @@
+//! Writes COUNT signed licenses (tenants `t0` … `t{COUNT-1}`, each with a few
+//! features and rate limits) into a license store, for the memory measurement of
+//! `load/memory`.
+//!
+//! Usage: cargo run --release --example gen_licenses -- SIGNING_KEY STORE_DIR COUNT
+
+use licgate::cli::license::sign;
+use licgate::license::claims::{Claims, Limits};
+use licgate::license::keys::SigningKey;
+use licgate::license::store::Store;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, key, store, count] = args.as_slice() else {
+        eprintln!("usage: gen_licenses SIGNING_KEY STORE_DIR COUNT");
+        std::process::exit(2);
+    };
+    let key = SigningKey::load(std::path::Path::new(key)).expect("signing key");
+    let store = Store::open(std::path::Path::new(store)).expect("store");
+    let count: usize = count.parse().expect("COUNT is a number");
+    let licenses = store.licenses_dir();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    for i in 0..count {
+        let claims = Claims {
+            iss: None,
+            sub: Some(format!("customer-{i}")),
+            aud: vec!["*".into()],
+            jti: format!("lic-{i}"),
+            iat: Some(now),
+            nbf: None,
+            exp: now + 365 * 86_400,
+            tenant: format!("t{i}"),
+            tier: Some("professional".into()),
+            tier_name: Some("Professional".into()),
+            features: ["sales", "hr", "reports"].map(String::from).to_vec(),
+            limits: Limits {
+                requests_per_minute: Some(600),
+                requests_per_hour: Some(20_000),
+                max_concurrent_connections: Some(50),
+                ..Limits::default()
+            },
+            feature_limits: Default::default(),
+            flags: vec![],
+            grace_days: None,
+            read_only_days: None,
+        };
+        let token = sign(&claims, &key, None).expect("sign");
+        // Plain writes (no fsync per file): this is test data, not an installation.
+        let path = licenses.join(format!("{}--{}.jwt", claims.tenant, claims.jti));
+        std::fs::write(path, token).expect("write license");
+    }
+}
