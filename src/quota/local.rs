@@ -136,7 +136,9 @@ impl RuleSet {
 /// A tenant's rate state.
 struct TenantState {
     rates: RuleSet,
-    features: DashMap<Box<str>, Arc<RuleSet>>,
+    /// Limiters per feature with a quota; a plain lock (rarely written, briefly read)
+    /// because a `DashMap` per tenant costs about a kilobyte even when empty.
+    features: std::sync::RwLock<std::collections::HashMap<Box<str>, Arc<RuleSet>>>,
 }
 
 /// The local backend.
@@ -193,11 +195,22 @@ impl LocalQuotas {
             return refused;
         }
         if let Some((name, rules)) = feature_rules {
-            let set = match state.features.get(name) {
-                Some(set) if set.rules == *rules => Arc::clone(&set),
-                _ => {
+            let known = state
+                .features
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)
+                .filter(|set| set.rules == *rules)
+                .map(Arc::clone);
+            let set = match known {
+                Some(set) => set,
+                None => {
                     let set = Arc::new(RuleSet::new(rules, &self.clock, self.share));
-                    state.features.insert(name.into(), Arc::clone(&set));
+                    state
+                        .features
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name.into(), Arc::clone(&set));
                     set
                 }
             };
@@ -224,7 +237,7 @@ impl LocalQuotas {
         }
         let state = Arc::new(TenantState {
             rates: RuleSet::new(&tenant.rate_rules, &self.clock, self.share),
-            features: DashMap::new(),
+            features: Default::default(),
         });
         self.tenants
             .insert(tenant.tenant.as_str().into(), Arc::clone(&state));
@@ -290,7 +303,13 @@ impl LocalQuotas {
         for (name, rules) in features {
             let set = state
                 .as_ref()
-                .and_then(|s| s.features.get(&**name).map(|f| Arc::clone(&f)))
+                .and_then(|s| {
+                    s.features
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&**name)
+                        .map(Arc::clone)
+                })
                 .filter(|set| set.rules == *rules)
                 .unwrap_or_else(|| Arc::new(RuleSet::new(rules, &self.clock, self.share)));
             out.extend(
