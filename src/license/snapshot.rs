@@ -35,7 +35,7 @@ pub struct TenantSummary {
     /// `X-Licgate-Tenant/-Status/-Tier/-Features/-License-Id` for the upstream,
     /// built once per snapshot so requests only clone them.
     #[serde(skip)]
-    pub upstream_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub upstream_headers: UpstreamHeaders,
     /// `X-Licgate-Warning` for the client while `EXPIRING_SOON`, `GRACE`, `READ_ONLY`.
     #[serde(skip)]
     pub warning_header: Option<http::HeaderValue>,
@@ -50,12 +50,73 @@ pub struct TenantSummary {
     pub counters: Arc<crate::metrics::TenantCounters>,
 }
 
+/// The names of the headers in [`UpstreamHeaders`], in order.
+pub static UPSTREAM_HEADER_NAMES: [http::HeaderName; 5] = [
+    http::HeaderName::from_static("x-licgate-tenant"),
+    http::HeaderName::from_static("x-licgate-status"),
+    http::HeaderName::from_static("x-licgate-tier"),
+    http::HeaderName::from_static("x-licgate-features"),
+    http::HeaderName::from_static("x-licgate-license-id"),
+];
+
+/// The values of the `X-Licgate-*` headers sent upstream (names in
+/// [`UPSTREAM_HEADER_NAMES`]). The four variable values share one buffer: one
+/// allocation per tenant instead of four.
+#[derive(Debug, Clone)]
+pub struct UpstreamHeaders(pub [http::HeaderValue; 5]);
+
+impl Default for UpstreamHeaders {
+    fn default() -> UpstreamHeaders {
+        UpstreamHeaders(std::array::from_fn(|_| http::HeaderValue::from_static("")))
+    }
+}
+
+impl UpstreamHeaders {
+    pub fn new(
+        tenant: &str,
+        status: Status,
+        tier: &str,
+        features: &str,
+        license_ids: &str,
+    ) -> UpstreamHeaders {
+        let parts = [tenant, tier, features, license_ids].map(encoded_header_text);
+        let joined = bytes::Bytes::from(parts.concat());
+        let mut start = 0;
+        let [tenant, tier, features, ids] = parts.map(|p| {
+            let slice = joined.slice(start..start + p.len());
+            start += p.len();
+            http::HeaderValue::from_maybe_shared(slice)
+                .unwrap_or(http::HeaderValue::from_static(""))
+        });
+        UpstreamHeaders([
+            tenant,
+            http::HeaderValue::from_static(status.as_str()),
+            tier,
+            features,
+            ids,
+        ])
+    }
+
+    /// (name, value) pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&http::HeaderName, &http::HeaderValue)> {
+        UPSTREAM_HEADER_NAMES.iter().zip(self.0.iter())
+    }
+}
+
+/// `text` as a header value's text: as is when it is visible ASCII (or spaces
+/// inside), percent-encoded otherwise.
+fn encoded_header_text(text: &str) -> String {
+    if http::HeaderValue::from_str(text).is_ok() {
+        text.to_string()
+    } else {
+        form_urlencoded::byte_serialize(text.as_bytes()).collect()
+    }
+}
+
 /// A header value for `text`: as is when it is visible ASCII, percent-encoded otherwise.
 pub fn header_value(text: &str) -> http::HeaderValue {
-    http::HeaderValue::from_str(text).unwrap_or_else(|_| {
-        let encoded: String = form_urlencoded::byte_serialize(text.as_bytes()).collect();
-        http::HeaderValue::from_str(&encoded).unwrap_or(http::HeaderValue::from_static(""))
-    })
+    http::HeaderValue::from_str(&encoded_header_text(text))
+        .unwrap_or(http::HeaderValue::from_static(""))
 }
 
 fn sorted<S: serde::Serializer>(set: &HashSet<Box<str>>, s: S) -> Result<S::Ok, S::Error> {
@@ -93,28 +154,13 @@ impl TenantSummary {
         };
         let mut features: Vec<&str> = combined.features.iter().map(String::as_str).collect();
         features.sort_unstable();
-        let upstream_headers = vec![
-            (
-                http::HeaderName::from_static("x-licgate-tenant"),
-                header_value(tenant),
-            ),
-            (
-                http::HeaderName::from_static("x-licgate-status"),
-                http::HeaderValue::from_static(combined.status.as_str()),
-            ),
-            (
-                http::HeaderName::from_static("x-licgate-tier"),
-                header_value(combined.tier.as_deref().unwrap_or("")),
-            ),
-            (
-                http::HeaderName::from_static("x-licgate-features"),
-                header_value(&features.join(",")),
-            ),
-            (
-                http::HeaderName::from_static("x-licgate-license-id"),
-                header_value(&combined.license_ids.join(",")),
-            ),
-        ];
+        let upstream_headers = UpstreamHeaders::new(
+            tenant,
+            combined.status,
+            combined.tier.as_deref().unwrap_or(""),
+            &features.join(","),
+            &combined.license_ids.join(","),
+        );
         let warning_header = warnings.first().map(|w| header_value(w));
         let rate_rules = crate::quota::tenant_rules(&combined.limits);
         let feature_rules = combined

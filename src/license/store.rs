@@ -63,7 +63,9 @@ pub struct StoreProblem {
 }
 
 /// What changes in the directory look like: (name, size, modified) of every entry.
-pub type Fingerprint = Vec<(String, u64, Option<SystemTime>)>;
+/// A digest of the names, sizes and modification times of the store's files: equal
+/// digests mean nothing changed (32 bytes kept, however many files).
+pub type Fingerprint = [u8; 32];
 
 /// A revoked license id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +125,7 @@ impl Store {
 
     /// Names, sizes and modification times of everything that affects the licenses.
     pub fn fingerprint(&self) -> Fingerprint {
-        let mut all: Fingerprint = Vec::new();
+        let mut all: Vec<(String, u64, Option<SystemTime>)> = Vec::new();
         if let Ok(entries) = fs::read_dir(self.licenses_dir()) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -143,7 +145,19 @@ impl Store {
             ));
         }
         all.sort();
-        all
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        for (name, len, modified) in &all {
+            let nanos = modified
+                .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            digest.update(name.as_bytes());
+            digest.update(&[0]);
+            digest.update(&len.to_le_bytes());
+            digest.update(&nanos.to_le_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.finish().as_ref());
+        out
     }
 
     /// Reads every license file. Unreadable or oversized files are reported, not fatal.

@@ -611,7 +611,7 @@ impl ProxyHttp for Gateway {
             upstream_request.set_raw_path(target.as_bytes())?;
         }
         if let Some(tenant) = &ctx.tenant {
-            for (name, value) in &tenant.upstream_headers {
+            for (name, value) in tenant.upstream_headers.iter() {
                 upstream_request.insert_header(name.clone(), value.clone())?;
             }
         }
