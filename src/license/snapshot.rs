@@ -50,13 +50,14 @@ pub struct TenantSummary {
     pub counters: Arc<crate::metrics::TenantCounters>,
 }
 
-/// The names of the headers in [`UpstreamHeaders`], in order.
-pub static UPSTREAM_HEADER_NAMES: [http::HeaderName; 5] = [
-    http::HeaderName::from_static("x-licgate-tenant"),
-    http::HeaderName::from_static("x-licgate-status"),
-    http::HeaderName::from_static("x-licgate-tier"),
-    http::HeaderName::from_static("x-licgate-features"),
-    http::HeaderName::from_static("x-licgate-license-id"),
+/// The names of the headers in [`UpstreamHeaders`], in order. Static strings: pingora
+/// keeps header case, and a `&'static str` name needs no copy for that.
+pub static UPSTREAM_HEADER_NAMES: [&str; 5] = [
+    "X-Licgate-Tenant",
+    "X-Licgate-Status",
+    "X-Licgate-Tier",
+    "X-Licgate-Features",
+    "X-Licgate-License-Id",
 ];
 
 /// The values of the `X-Licgate-*` headers sent upstream (names in
@@ -98,8 +99,8 @@ impl UpstreamHeaders {
     }
 
     /// (name, value) pairs in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&http::HeaderName, &http::HeaderValue)> {
-        UPSTREAM_HEADER_NAMES.iter().zip(self.0.iter())
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &http::HeaderValue)> {
+        UPSTREAM_HEADER_NAMES.iter().copied().zip(self.0.iter())
     }
 }
 

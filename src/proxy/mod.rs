@@ -612,7 +612,7 @@ impl ProxyHttp for Gateway {
         }
         if let Some(tenant) = &ctx.tenant {
             for (name, value) in tenant.upstream_headers.iter() {
-                upstream_request.insert_header(name.clone(), value.clone())?;
+                upstream_request.insert_header(name, value.clone())?;
             }
         }
         ctx.upstream_sent = Some(Instant::now());
