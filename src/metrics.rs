@@ -235,16 +235,16 @@ impl Drop for ActiveGuard {
 /// counts survive license changes, and dropped with the tenant's last license.
 #[derive(Debug, Default)]
 pub struct TenantCounterTable {
-    tenants: DashMap<Box<str>, Arc<TenantCounters>>,
+    tenants: DashMap<Arc<str>, Arc<TenantCounters>>,
 }
 
 impl TenantCounterTable {
     /// The counters of `tenant`, created on first use.
-    pub fn counters(&self, tenant: &str) -> Arc<TenantCounters> {
-        if let Some(c) = self.tenants.get(tenant) {
+    pub fn counters(&self, tenant: &Arc<str>) -> Arc<TenantCounters> {
+        if let Some(c) = self.tenants.get(&**tenant) {
             return Arc::clone(&c);
         }
-        Arc::clone(&self.tenants.entry(tenant.into()).or_default())
+        Arc::clone(&self.tenants.entry(Arc::clone(tenant)).or_default())
     }
 
     /// Drops the counters of tenants no longer in `snapshot`.
@@ -668,7 +668,7 @@ impl Collector for StateCollector {
         if let Some(snapshot) = &snapshot {
             let mut licensed: Vec<_> = snapshot.tenants.values().collect();
             licensed.sort_unstable_by(|a, b| a.tenant.cmp(&b.tenant));
-            tenants.extend(licensed.iter().map(|t| (t.tenant.as_str(), &*t.counters)));
+            tenants.extend(licensed.iter().map(|t| (&*t.tenant, &*t.counters)));
         }
         for (tenant, counters) in &tenants {
             for outcome in Outcome::ALL {

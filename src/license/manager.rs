@@ -351,6 +351,7 @@ pub fn build_snapshot(
         }
     }
     let mut tenants = HashMap::with_capacity(by_tenant.len());
+    let mut names = super::snapshot::Names::default();
     let mut next_change: Option<UnixTime> = None;
     for (tenant, licenses) in by_tenant {
         let combined = combine(
@@ -363,14 +364,14 @@ pub fn build_snapshot(
         if let Some(t) = combined.next_change {
             next_change = Some(next_change.map_or(t, |n: UnixTime| n.min(t)));
         }
-        tenants.insert(
-            tenant.to_string(),
-            Arc::new(TenantSummary::with_counters(
-                tenant,
-                combined,
-                counters.counters(tenant),
-            )),
-        );
+        let name: Arc<str> = Arc::from(tenant);
+        let summary = Arc::new(TenantSummary::build(
+            Arc::clone(&name),
+            combined,
+            counters.counters(&name),
+            &mut names,
+        ));
+        tenants.insert(Arc::clone(&summary.tenant), summary);
     }
     LicenseSnapshot {
         instance_id: instance_id.to_string(),

@@ -17,13 +17,13 @@ use super::time_text;
 /// One tenant's license summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantSummary {
-    pub tenant: String,
+    /// The tenant's name (shared with the snapshot's index and the quota state).
+    pub tenant: Arc<str>,
     pub status: Status,
-    pub tier: Option<String>,
-    pub tier_name: Option<String>,
-    /// Granted features, for `has_feature` lookups.
-    #[serde(serialize_with = "sorted")]
-    pub features: HashSet<Box<str>>,
+    pub tier: Option<Arc<str>>,
+    pub tier_name: Option<Arc<str>>,
+    /// Granted features, sorted (binary search), names shared across tenants.
+    pub features: Box<[Arc<str>]>,
     pub limits: Limits,
     pub feature_limits: std::collections::BTreeMap<String, FeatureLimits>,
     pub flags: Vec<String>,
@@ -120,10 +120,21 @@ pub fn header_value(text: &str) -> http::HeaderValue {
         .unwrap_or(http::HeaderValue::from_static(""))
 }
 
-fn sorted<S: serde::Serializer>(set: &HashSet<Box<str>>, s: S) -> Result<S::Ok, S::Error> {
-    let mut all: Vec<&str> = set.iter().map(|f| &**f).collect();
-    all.sort_unstable();
-    s.collect_seq(all)
+/// Shares equal strings (feature names, tiers) between the tenants of one snapshot:
+/// 100,000 tenants with the same plan keep one copy of each name.
+#[derive(Debug, Default)]
+pub struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    /// The shared copy of `name`.
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(name) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
 }
 
 impl TenantSummary {
@@ -138,6 +149,16 @@ impl TenantSummary {
         tenant: &str,
         combined: Combined,
         counters: Arc<crate::metrics::TenantCounters>,
+    ) -> TenantSummary {
+        TenantSummary::build(Arc::from(tenant), combined, counters, &mut Names::default())
+    }
+
+    /// Builds the summary of `tenant`, sharing names through `names`.
+    pub fn build(
+        tenant: Arc<str>,
+        combined: Combined,
+        counters: Arc<crate::metrics::TenantCounters>,
+        names: &mut Names,
     ) -> TenantSummary {
         let expires = combined.expires_at.map(time_text);
         let until = |t: Option<UnixTime>| t.map(time_text).unwrap_or_default();
@@ -156,7 +177,7 @@ impl TenantSummary {
         let mut features: Vec<&str> = combined.features.iter().map(String::as_str).collect();
         features.sort_unstable();
         let upstream_headers = UpstreamHeaders::new(
-            tenant,
+            &tenant,
             combined.status,
             combined.tier.as_deref().unwrap_or(""),
             &features.join(","),
@@ -176,15 +197,11 @@ impl TenantSummary {
             warning_header,
             rate_rules,
             feature_rules,
-            tenant: tenant.to_string(),
+            tenant,
             status: combined.status,
-            tier: combined.tier,
-            tier_name: combined.tier_name,
-            features: combined
-                .features
-                .into_iter()
-                .map(String::into_boxed_str)
-                .collect(),
+            tier: combined.tier.as_deref().map(|t| names.get(t)),
+            tier_name: combined.tier_name.as_deref().map(|t| names.get(t)),
+            features: features.iter().map(|f| names.get(f)).collect(),
             limits: combined.limits,
             feature_limits: combined.feature_limits,
             flags: combined.flags.into_iter().collect(),
@@ -196,7 +213,9 @@ impl TenantSummary {
 
     /// Whether `feature` is granted (allocation-free).
     pub fn has_feature(&self, feature: &str) -> bool {
-        self.features.contains(feature)
+        self.features
+            .binary_search_by(|f| (**f).cmp(feature))
+            .is_ok()
     }
 }
 
@@ -206,7 +225,7 @@ pub struct LicenseSnapshot {
     /// This installation's id (what `aud` must name).
     pub instance_id: String,
     /// Tenants with at least one license file (valid or not).
-    pub tenants: HashMap<String, Arc<TenantSummary>>,
+    pub tenants: HashMap<Arc<str>, Arc<TenantSummary>>,
     /// When this snapshot was judged.
     pub built_at: UnixTime,
     /// The next instant at which some tenant's status changes.

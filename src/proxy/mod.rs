@@ -314,7 +314,7 @@ impl Gateway {
             path = %path,
             status,
             decision = ctx.outcome.label(),
-            tenant = ctx.tenant.as_ref().map_or(crate::metrics::UNKNOWN_TENANT, |t| t.tenant.as_str()),
+            tenant = ctx.tenant.as_ref().map_or(crate::metrics::UNKNOWN_TENANT, |t| &*t.tenant),
             duration_ms = ctx.started.elapsed().as_secs_f64() * 1e3,
             upstream_ms,
         );
@@ -528,7 +528,7 @@ impl ProxyHttp for Gateway {
                         counters.refusal(refusal, false);
                         if let Some(left_out) = self.enforcement.shadow_log.permit() {
                             tracing::info!(
-                                tenant = tenant.as_ref().map_or("", |t| t.tenant.as_str()),
+                                tenant = tenant.as_ref().map_or("", |t| &*t.tenant),
                                 path = %String::from_utf8_lossy(session.req_header().raw_path()),
                                 would_deny = refusal.error_code(),
                                 similar_not_logged = left_out,

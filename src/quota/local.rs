@@ -146,8 +146,8 @@ pub struct LocalQuotas {
     clock: DefaultClock,
     /// This gateway's share of each limit is 1/share (1 unless a Redis fallback).
     share: u64,
-    tenants: DashMap<Box<str>, Arc<TenantState>>,
-    in_flight: DashMap<Box<str>, Arc<AtomicU64>>,
+    tenants: DashMap<Arc<str>, Arc<TenantState>>,
+    in_flight: DashMap<Arc<str>, Arc<AtomicU64>>,
 }
 
 impl Default for LocalQuotas {
@@ -230,7 +230,7 @@ impl LocalQuotas {
 
     /// The tenant's state, created or replaced when its rules changed.
     fn tenant_state(&self, tenant: &TenantSummary) -> Arc<TenantState> {
-        if let Some(state) = self.tenants.get(tenant.tenant.as_str()) {
+        if let Some(state) = self.tenants.get(&*tenant.tenant) {
             if state.rates.rules == tenant.rate_rules {
                 return Arc::clone(&state);
             }
@@ -240,7 +240,7 @@ impl LocalQuotas {
             features: Default::default(),
         });
         self.tenants
-            .insert(tenant.tenant.as_str().into(), Arc::clone(&state));
+            .insert(Arc::clone(&tenant.tenant), Arc::clone(&state));
         state
     }
 
@@ -250,12 +250,12 @@ impl LocalQuotas {
         let Some(limit) = tenant.limits.max_concurrent_connections else {
             return Ok(None);
         };
-        let counter = match self.in_flight.get(tenant.tenant.as_str()) {
+        let counter = match self.in_flight.get(&*tenant.tenant) {
             Some(c) => Arc::clone(&c),
             None => Arc::clone(
                 &self
                     .in_flight
-                    .entry(tenant.tenant.as_str().into())
+                    .entry(Arc::clone(&tenant.tenant))
                     .or_default(),
             ),
         };
@@ -268,10 +268,7 @@ impl LocalQuotas {
 
     /// The live figures of each of `tenant`'s rate rules (and its features' rules).
     pub fn usage(&self, tenant: &TenantSummary) -> Vec<RuleUsage> {
-        let state = self
-            .tenants
-            .get(tenant.tenant.as_str())
-            .map(|s| Arc::clone(&s));
+        let state = self.tenants.get(&*tenant.tenant).map(|s| Arc::clone(&s));
         let mut out = Vec::new();
         let describe = |rule: &RateRule, remaining: u32, feature: Option<&str>| RuleUsage {
             window: rule.window.name(),

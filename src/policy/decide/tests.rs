@@ -1,4 +1,5 @@
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::*;
 use crate::license::Limits;
@@ -9,10 +10,11 @@ fn summary(tenant: &str, status: Status, features: &[&str]) -> TenantSummary {
         status,
         tier: Some("professional".into()),
         tier_name: None,
-        features: features
-            .iter()
-            .map(|f| Box::from(*f))
-            .collect::<HashSet<Box<str>>>(),
+        features: {
+            let mut sorted: Vec<Arc<str>> = features.iter().map(|f| Arc::from(*f)).collect();
+            sorted.sort_unstable();
+            sorted.into_boxed_slice()
+        },
         limits: Limits::default(),
         feature_limits: BTreeMap::new(),
         flags: vec![],

@@ -158,7 +158,7 @@ fn state_of_tenants_without_a_license_is_dropped() {
     assert_eq!(quotas.tenants_with_state(), 100);
     let snapshot = LicenseSnapshot {
         tenants: HashMap::from([(
-            "t7".to_string(),
+            Arc::from("t7"),
             Arc::new(summary("t7", per_minute(60, None), BTreeMap::new())),
         )]),
         ..LicenseSnapshot::default()
