@@ -11,6 +11,7 @@
 //! - [`policy`]: path normalization (and, with enforcement, the decision function);
 //! - [`admin`]: the operators' listener (`/healthz`, `/readyz`, `/metrics`, `/admin/v1/`);
 //! - [`metrics`]: every Prometheus metric;
+//! - [`memory`]: giving freed memory back after large rebuilds;
 //! - [`reload`]: live reload of the configuration and the license store;
 //! - [`license`]: license tokens, verification, status, store and snapshot;
 //! - [`lifecycle`]: readiness, in-flight accounting, signals and draining;
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod license;
 pub mod lifecycle;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod pages;
 pub mod policy;

@@ -7,6 +7,13 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Frees mimalloc's unused pages now (after a license store reload).
+fn release_unused_memory() {
+    // SAFETY: mi_collect only walks mimalloc's own heaps; any thread may call it.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 fn main() -> ExitCode {
+    licgate::memory::set_release(release_unused_memory);
     licgate::cli::run(licgate::cli::Cli::parse())
 }

@@ -291,6 +291,7 @@ impl LicenseManager {
         ));
         self.snapshot.store(Arc::clone(&snapshot));
         self.counters.retain_licensed(&snapshot);
+        crate::memory::release_unused();
         snapshot
     }
 
