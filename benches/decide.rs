@@ -2,61 +2,17 @@
 //! tenants and 100 feature prefixes, and the local quota check and lease.
 //! `cargo bench --bench decide`.
 
+mod support;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use licgate::config::{FeatureRule, Mode};
-use licgate::license::keys::Algorithm;
-use licgate::license::manager::build_snapshot;
-use licgate::license::{Claims, License, Limits, StatusPolicy};
-use licgate::policy::decide::{decide, Policy, RequestFacts};
+use licgate::license::Limits;
+use licgate::policy::decide::{decide, RequestFacts};
 use licgate::policy::path::{normalize, PathOptions};
-
-const NOW: i64 = 1_900_000_000;
-
-fn license(i: usize) -> License {
-    License {
-        claims: Claims {
-            iss: None,
-            sub: None,
-            aud: vec!["*".into()],
-            jti: format!("L{i}"),
-            iat: None,
-            nbf: None,
-            exp: NOW + 365 * 86_400,
-            tenant: format!("tenant-{i}"),
-            tier: Some("pro".into()),
-            tier_name: None,
-            features: (0..50).map(|f| format!("feature_{f}")).collect(),
-            limits: Limits::default(),
-            feature_limits: Default::default(),
-            flags: vec![],
-            grace_days: None,
-            read_only_days: None,
-        },
-        alg: Algorithm::EdDSA,
-        kid: None,
-    }
-}
+use support::{license, policy, snapshot, snapshot_of};
 
 fn bench(c: &mut Criterion) {
-    let licenses: Vec<License> = (0..10_000).map(license).collect();
-    let snapshot = build_snapshot(
-        "x",
-        &licenses,
-        &[],
-        &Default::default(),
-        &StatusPolicy::default(),
-        NOW,
-        &Default::default(),
-    );
-    let rules: Vec<FeatureRule> = (0..100)
-        .map(|i| FeatureRule {
-            prefix: format!("/api/module{i}/"),
-            feature: format!("feature_{i}"),
-            methods: None,
-            shadow: false,
-        })
-        .collect();
-    let policy = Policy::new(Mode::Enforce, &rules, &["/static/".to_string()], false);
+    let snapshot = snapshot(10_000, 50, Limits::default());
+    let policy = policy(100, 100);
     let get = http::Method::GET;
 
     let mut group = c.benchmark_group("decision");
@@ -107,34 +63,30 @@ fn bench(c: &mut Criterion) {
         })
     });
     let quotas = licgate::quota::local::LocalQuotas::default();
-    let mut limited = license(1);
-    limited.claims.tenant = "quota-tenant".into();
-    limited.claims.limits.requests_per_hour = Some(1_000_000_000);
-    let quota_snapshot = build_snapshot(
-        "x",
-        &[limited],
-        &[],
-        &Default::default(),
-        &StatusPolicy::default(),
-        NOW,
-        &Default::default(),
+    let mut limited = license(
+        1,
+        50,
+        Limits {
+            requests_per_hour: Some(1_000_000_000),
+            ..Limits::default()
+        },
     );
+    limited.claims.tenant = "quota-tenant".into();
+    let quota_snapshot = snapshot_of(&[limited]);
     let summary = quota_snapshot.tenant("quota-tenant").unwrap();
     group.bench_function("quota/local check (1 rule)", |b| {
         b.iter(|| quotas.check(black_box(summary), None))
     });
     group.bench_function("quota/lease acquire+release", |b| {
-        let mut with_cap = license(2);
-        with_cap.claims.limits.max_concurrent_connections = Some(1_000_000);
-        let snap = build_snapshot(
-            "x",
-            &[with_cap],
-            &[],
-            &Default::default(),
-            &StatusPolicy::default(),
-            NOW,
-            &Default::default(),
+        let with_cap = license(
+            2,
+            50,
+            Limits {
+                max_concurrent_connections: Some(1_000_000),
+                ..Limits::default()
+            },
         );
+        let snap = snapshot_of(&[with_cap]);
         let t = snap.tenant("tenant-2").unwrap().clone();
         b.iter(|| drop(quotas.acquire(black_box(&t))))
     });

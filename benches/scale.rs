@@ -3,74 +3,20 @@
 //! the local quota check together (10,000 tenants, 100 prefixes).
 //! `cargo bench --bench scale`.
 
+mod support;
+
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use licgate::config::{FeatureRule, Mode};
-use licgate::license::keys::Algorithm;
-use licgate::license::manager::build_snapshot;
-use licgate::license::{Claims, License, LicenseSnapshot, Limits, StatusPolicy};
-use licgate::policy::decide::{decide, Decision, Policy, RequestFacts};
+use licgate::license::Limits;
+use licgate::policy::decide::{decide, Decision, RequestFacts};
 use licgate::quota::local::LocalQuotas;
-
-const NOW: i64 = 1_900_000_000;
-
-fn license(i: usize, features: usize, limits: Limits) -> License {
-    License {
-        claims: Claims {
-            iss: None,
-            sub: None,
-            aud: vec!["*".into()],
-            jti: format!("L{i}"),
-            iat: None,
-            nbf: None,
-            exp: NOW + 365 * 86_400,
-            tenant: format!("tenant-{i}"),
-            tier: Some("pro".into()),
-            tier_name: None,
-            features: (0..features).map(|f| format!("feature_{f}")).collect(),
-            limits,
-            feature_limits: Default::default(),
-            flags: vec![],
-            grace_days: None,
-            read_only_days: None,
-        },
-        alg: Algorithm::EdDSA,
-        kid: None,
-    }
-}
-
-fn snapshot(tenants: usize, features: usize, limits: Limits) -> LicenseSnapshot {
-    let licenses: Vec<License> = (0..tenants)
-        .map(|i| license(i, features, limits.clone()))
-        .collect();
-    build_snapshot(
-        "x",
-        &licenses,
-        &[],
-        &Default::default(),
-        &StatusPolicy::default(),
-        NOW,
-        &Default::default(),
-    )
-}
-
-fn policy(prefixes: usize) -> Policy {
-    let rules: Vec<FeatureRule> = (0..prefixes)
-        .map(|i| FeatureRule {
-            prefix: format!("/api/module{i}/"),
-            feature: format!("feature_{}", i % 10),
-            methods: None,
-            shadow: false,
-        })
-        .collect();
-    Policy::new(Mode::Enforce, &rules, &["/static/".to_string()], false)
-}
+use support::{policy, snapshot};
 
 fn bench(c: &mut Criterion) {
     let get = http::Method::GET;
     let one = snapshot(1, 10, Limits::default());
     let mut group = c.benchmark_group("feature map");
     for prefixes in [10, 100, 1_000] {
-        let policy = policy(prefixes);
+        let policy = policy(prefixes, 10);
         let path = format!("/api/module{}/items/3", prefixes / 2);
         group.bench_with_input(BenchmarkId::from_parameter(prefixes), &path, |b, path| {
             b.iter(|| {
@@ -101,7 +47,7 @@ fn bench(c: &mut Criterion) {
         ..Limits::default()
     };
     let snap = snapshot(10_000, 10, limits);
-    let policy = policy(100);
+    let policy = policy(100, 10);
     let quotas = LocalQuotas::default();
     c.bench_function(
         "decide + local quota check (10k tenants, 100 prefixes, 2 rules)",

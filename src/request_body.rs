@@ -1,8 +1,21 @@
-//! Reading a request body the gateway answers itself (activation, admin API),
-//! refusing more than a limit before it is buffered.
+//! Reading a request the gateway answers itself (activation, admin API): its media
+//! type, and its body, refusing more than a limit before it is buffered.
 
 use bytes::{Bytes, BytesMut};
 use pingora::protocols::http::ServerSession;
+
+/// The request's media type (`Content-Type` without parameters, lowercased).
+pub fn media_type(req: &pingora::http::RequestHeader) -> Option<String> {
+    let value = req.headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
 
 /// Why a body could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,15 +6,16 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use licgate::config::{FeatureRule, Mode};
-use licgate::license::keys::Algorithm;
-use licgate::license::manager::build_snapshot;
-use licgate::license::{Claims, License, Limits, StatusPolicy};
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use licgate::license::Limits;
 use licgate::metrics::Outcome;
-use licgate::policy::decide::{decide, Decision, Policy, RequestFacts};
+use licgate::policy::decide::{decide, Decision, RequestFacts};
 use licgate::policy::path::{normalize, PathOptions, Target};
 use licgate::quota::local::LocalQuotas;
 use licgate::quota::QuotaOutcome;
+use support::{policy, snapshot};
 
 struct Counting;
 
@@ -43,59 +44,16 @@ fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
 }
 
-const NOW: i64 = 1_900_000_000;
-
-fn license(i: usize) -> License {
-    License {
-        claims: Claims {
-            iss: None,
-            sub: None,
-            aud: vec!["*".into()],
-            jti: format!("L{i}"),
-            iat: None,
-            nbf: None,
-            exp: NOW + 365 * 86_400,
-            tenant: format!("tenant-{i}"),
-            tier: Some("pro".into()),
-            tier_name: None,
-            features: (0..20).map(|f| format!("feature_{f}")).collect(),
-            limits: Limits {
-                requests_per_minute: Some(1_000_000_000),
-                requests_per_hour: Some(1_000_000_000),
-                max_concurrent_connections: Some(1_000_000),
-                ..Limits::default()
-            },
-            feature_limits: Default::default(),
-            flags: vec![],
-            grace_days: None,
-            read_only_days: None,
-        },
-        alg: Algorithm::EdDSA,
-        kid: None,
-    }
-}
-
 #[test]
 fn the_allowed_path_does_not_allocate() {
-    let licenses: Vec<License> = (0..10_000).map(license).collect();
-    let snapshot = build_snapshot(
-        "x",
-        &licenses,
-        &[],
-        &Default::default(),
-        &StatusPolicy::default(),
-        NOW,
-        &Default::default(),
-    );
-    let rules: Vec<FeatureRule> = (0..100)
-        .map(|i| FeatureRule {
-            prefix: format!("/api/module{i}/"),
-            feature: format!("feature_{}", i % 20),
-            methods: None,
-            shadow: false,
-        })
-        .collect();
-    let policy = Policy::new(Mode::Enforce, &rules, &["/static/".to_string()], false);
+    let limits = Limits {
+        requests_per_minute: Some(1_000_000_000),
+        requests_per_hour: Some(1_000_000_000),
+        max_concurrent_connections: Some(1_000_000),
+        ..Limits::default()
+    };
+    let snapshot = snapshot(10_000, 20, limits);
+    let policy = policy(100, 20);
     let quotas = LocalQuotas::default();
     let get = http::Method::GET;
     let options = PathOptions::default();

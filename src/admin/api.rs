@@ -13,7 +13,7 @@ use crate::metrics::Outcome;
 use crate::policy::tenant::is_tenant_name;
 use crate::proxy::activation::{status_json, MAX_ACTIVATION_BODY};
 use crate::reload::Trigger;
-use crate::request_body::{read_body, BodyError};
+use crate::request_body::{media_type, read_body, BodyError};
 use crate::response::LocalResponse;
 
 /// Largest body of a revocation request.
@@ -194,18 +194,7 @@ async fn show_tenant(app: &AdminApp, manager: &LicenseManager, tenant: &str) -> 
 /// The license token in an install request: the raw body, or `license_key`/`token`
 /// of a JSON object.
 fn token_of(session: &ServerSession, body: &[u8]) -> Result<String, LocalResponse> {
-    let is_json = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/json")
-        });
+    let is_json = media_type(session.req_header()).as_deref() == Some("application/json");
     let bad = |detail: &str| problem(StatusCode::BAD_REQUEST, "BAD_REQUEST", detail);
     let token = if is_json {
         let value: serde_json::Value = serde_json::from_slice(body)

@@ -16,7 +16,7 @@ use crate::license::{time_text, TenantSummary};
 use crate::metrics::ActivationResult;
 use crate::pages::{escape, render};
 use crate::policy::is_local_path;
-use crate::request_body::{read_body, BodyError};
+use crate::request_body::{media_type, read_body, BodyError};
 use crate::response::LocalResponse;
 
 /// Largest activation request body read (a license is at most 64 KiB).
@@ -194,18 +194,7 @@ async fn activate(
     summary: Option<&TenantSummary>,
     peer: Option<IpAddr>,
 ) -> LocalResponse {
-    let json = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
+    let json = media_type(session.req_header());
     let is_json = json.as_deref() == Some("application/json");
     let is_form = json.as_deref() == Some("application/x-www-form-urlencoded");
     let problem = |status: StatusCode, code: &str, detail: &str| {
