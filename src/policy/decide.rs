@@ -1,6 +1,8 @@
 //! The decision function: pure, no I/O, over immutable inputs. The pingora glue
 //! gathers [`RequestFacts`], calls [`decide`], and carries out the [`Decision`].
 
+use std::sync::Arc;
+
 use http::Method;
 
 use super::prefix::PrefixTrie;
@@ -135,7 +137,7 @@ pub enum Decision<'p, 's> {
     Reserved,
     /// Send it to the upstream.
     Forward {
-        tenant: Option<&'s TenantSummary>,
+        tenant: Option<&'s Arc<TenantSummary>>,
         /// Whether quotas apply (not for public paths).
         governed: bool,
         /// The feature the path needs, when the feature map names one.
@@ -146,7 +148,7 @@ pub enum Decision<'p, 's> {
     /// Answer locally.
     Deny {
         reason: DenyReason,
-        tenant: Option<&'s TenantSummary>,
+        tenant: Option<&'s Arc<TenantSummary>>,
         feature: Option<&'p str>,
     },
 }
@@ -171,7 +173,7 @@ pub fn decide<'p, 's>(
     {
         return Decision::Reserved;
     }
-    let tenant = facts.tenant.and_then(|t| licenses.tenant(t));
+    let tenant = facts.tenant.and_then(|t| licenses.tenants.get(t));
     if policy.is_public(path) {
         return Decision::Forward {
             tenant,

@@ -181,7 +181,7 @@ impl Gateway {
                 feature,
                 tenant: summary,
             } => {
-                let counters = metrics.tenant(summary);
+                let counters = metrics.tenant(summary.map(|s| &**s));
                 let mut shadowed = shadowed.map(Refusal::License);
                 let (mut lease, mut rate_check) = (None, None);
                 if let (Some(summary), true) = (summary, governed && shadowed.is_none()) {
@@ -195,7 +195,7 @@ impl Gateway {
                             counters.request(Outcome::Limited);
                             counters.refusal(Refusal::ConcurrencyLimit, true);
                             counters.quota_rejection(QuotaKind::Concurrency);
-                            ctx.tenant = snapshot.tenant_arc(&summary.tenant);
+                            ctx.tenant = Some(Arc::clone(summary));
                             return Action::Respond(enforce::concurrency_limited_response(
                                 limit,
                                 client,
@@ -212,7 +212,7 @@ impl Gateway {
                 };
                 ctx.rewrite = target.changed().then(|| target.target());
                 ctx.host = target.authority.map(str::to_string);
-                ctx.tenant = summary.and_then(|s| snapshot.tenant_arc(&s.tenant));
+                ctx.tenant = summary.cloned();
                 Action::Forward {
                     shadowed,
                     lease,
@@ -225,14 +225,14 @@ impl Gateway {
                 tenant: summary,
                 feature,
             } => {
-                let counters = metrics.tenant(summary);
+                let counters = metrics.tenant(summary.map(|s| &**s));
                 ctx.outcome = Outcome::Denied;
                 counters.request(Outcome::Denied);
                 counters.refusal(Refusal::License(reason), true);
-                ctx.tenant = summary.and_then(|s| snapshot.tenant_arc(&s.tenant));
+                ctx.tenant = summary.cloned();
                 Action::Respond(enforce::deny_response(
                     reason,
-                    summary,
+                    summary.map(|s| &**s),
                     feature,
                     client,
                     &target.target(),
