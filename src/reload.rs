@@ -193,6 +193,10 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
         running.server.threads != new.server.threads,
     );
     check(
+        "server.work_stealing",
+        running.server.work_stealing != new.server.work_stealing,
+    );
+    check(
         "server.shutdown_timeout",
         running.server.shutdown_timeout != new.server.shutdown_timeout,
     );
@@ -372,11 +376,17 @@ mod tests {
         );
         assert!(restart_required(&running, &live).is_empty());
         let moved = config(
-            "[server]\nlisten = \"127.0.0.1:9090\"\nthreads = 7\n[log]\nformat = \"json\"\n[quota]\nbackend = \"redis\"\n",
+            "[server]\nlisten = \"127.0.0.1:9090\"\nthreads = 7\nwork_stealing = true\n[log]\nformat = \"json\"\n[quota]\nbackend = \"redis\"\n",
         );
         assert_eq!(
             restart_required(&running, &moved),
-            vec!["server.listen", "server.threads", "quota", "log.format"]
+            vec![
+                "server.listen",
+                "server.threads",
+                "server.work_stealing",
+                "quota",
+                "log.format"
+            ]
         );
     }
 

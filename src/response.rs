@@ -107,6 +107,17 @@ impl LocalResponse {
         }
     }
 
+    /// A JSON error titled with the status's reason phrase, without extras.
+    pub fn error(status: StatusCode, error_code: &str, detail: &str) -> LocalResponse {
+        LocalResponse::problem(
+            status,
+            error_code,
+            status.canonical_reason().unwrap_or(""),
+            detail,
+            serde_json::json!({}),
+        )
+    }
+
     /// An HTML page with `status`.
     pub fn html(status: StatusCode, body: String) -> LocalResponse {
         LocalResponse {

@@ -22,12 +22,24 @@ const MAX_SMALL_BODY: usize = 4 * 1024;
 const MAX_JTI_LEN: usize = 256;
 
 fn problem(status: StatusCode, code: &str, detail: &str) -> LocalResponse {
-    LocalResponse::problem(
-        status,
-        code,
-        status.canonical_reason().unwrap_or(""),
-        detail,
-        serde_json::json!({}),
+    LocalResponse::error(status, code, detail)
+}
+
+/// 500 `STORE_ERROR`: the license store could not be read or written.
+fn store_error(e: impl std::fmt::Display) -> LocalResponse {
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "STORE_ERROR",
+        &e.to_string(),
+    )
+}
+
+/// 500 `INTERNAL_ERROR`: a blocking task panicked while doing `what`.
+fn unexpected(what: &str) -> LocalResponse {
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_ERROR",
+        &format!("The {what} failed unexpectedly."),
     )
 }
 
@@ -292,11 +304,7 @@ async fn install(
             &reason,
             serde_json::json!({"reason": reason}),
         ),
-        Err(_) => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            "The installation failed unexpectedly.",
-        ),
+        Err(_) => unexpected("installation"),
     }
 }
 
@@ -322,16 +330,8 @@ async fn remove(manager: Arc<LicenseManager>, tenant: &str, jti: &str) -> LocalR
             "LICENSE_NOT_FOUND",
             "This tenant has no installed license with that id.",
         ),
-        Ok(Err(e)) => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "STORE_ERROR",
-            &e.to_string(),
-        ),
-        Err(_) => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            "The removal failed unexpectedly.",
-        ),
+        Ok(Err(e)) => store_error(e),
+        Err(_) => unexpected("removal"),
     }
 }
 
@@ -345,11 +345,7 @@ fn list_revocations(manager: &LicenseManager) -> LocalResponse {
                 .collect();
             LocalResponse::json(StatusCode::OK, &serde_json::json!({"revocations": entries}))
         }
-        Err(e) => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "STORE_ERROR",
-            &e.to_string(),
-        ),
+        Err(e) => store_error(e),
     }
 }
 
@@ -380,16 +376,8 @@ async fn revoke(session: &mut ServerSession, manager: Arc<LicenseManager>) -> Lo
             StatusCode::OK,
             &serde_json::json!({"success": true, "revoked": jti}),
         ),
-        Ok(Err(e)) => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "STORE_ERROR",
-            &e.to_string(),
-        ),
-        Err(_) => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            "The revocation failed unexpectedly.",
-        ),
+        Ok(Err(e)) => store_error(e),
+        Err(_) => unexpected("revocation"),
     }
 }
 
@@ -413,11 +401,7 @@ async fn reload(app: &AdminApp) -> LocalResponse {
             "The configuration was not reloaded; the previous one stays in force.",
             serde_json::json!({"errors": e.messages()}),
         ),
-        Err(_) => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            "The reload failed unexpectedly.",
-        ),
+        Err(_) => unexpected("reload"),
     }
 }
 

@@ -151,22 +151,18 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 }
 
 fn not_found() -> LocalResponse {
-    LocalResponse::problem(
+    LocalResponse::error(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
-        "Not Found",
         "No such admin endpoint.",
-        serde_json::json!({}),
     )
 }
 
 fn method_not_allowed(allow: &'static str) -> LocalResponse {
-    LocalResponse::problem(
+    LocalResponse::error(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
-        "Method Not Allowed",
         &format!("Use {allow}."),
-        serde_json::json!({}),
     )
     .with_header("Allow", allow)
 }

@@ -197,15 +197,7 @@ async fn activate(
     let json = media_type(session.req_header());
     let is_json = json.as_deref() == Some("application/json");
     let is_form = json.as_deref() == Some("application/x-www-form-urlencoded");
-    let problem = |status: StatusCode, code: &str, detail: &str| {
-        LocalResponse::problem(
-            status,
-            code,
-            status.canonical_reason().unwrap_or(""),
-            detail,
-            serde_json::json!({}),
-        )
-    };
+    let problem = LocalResponse::error;
     let count = |result| enforcement.metrics.activation(result);
     if let Some(ip) = peer {
         if enforcement.activation_limiter.check_key(&ip).is_err() {
