@@ -26,9 +26,11 @@ release: deps
 demo: release
 	$(RELEASE_BIN) demo $(DEMO_ARGS)
 
-## test-deps: what the tests need beyond the build (headless Chromium, redis-server)
+## test-deps: what the tests need beyond the build (headless Chromium, redis-server,
+## Python with the end-to-end tests' virtualenv: Django, werkzeug, deploy/ checkers)
 test-deps:
-	@./scripts/install-deps.sh --browser redis-server
+	@./scripts/install-deps.sh --browser --python --systemd redis-server
+	@./scripts/e2e-venv.sh
 
 ## test: formatting, lints, and every test (unit + integration against real sockets)
 test: deps test-deps fmt-check clippy

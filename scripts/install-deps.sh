@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing licgate needs on a Debian/Ubuntu machine, only
 # when missing: a C toolchain, cmake and pkg-config (pingora builds zlib-ng), and the
-# rustfmt/clippy components; with --browser also chromium and chromium-driver; any
+# rustfmt/clippy components; with --browser also chromium and chromium-driver, with
+# --python python3 with venv, with --systemd systemd-analyze; any
 # other argument names a command to install (e.g. wrk). Safe to run repeatedly.
 set -euo pipefail
 
@@ -18,6 +19,12 @@ for extra in "$@"; do
   case "$extra" in
     # Headless Chromium and its WebDriver, for the browser test.
     --browser) command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver) ;;
+    # Python 3 with venv and pip, for the end-to-end tests' virtualenv.
+    --python)
+      command -v python3 >/dev/null 2>&1 || missing+=(python3)
+      python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv python3-pip) ;;
+    # systemd-analyze, to check deploy/systemd.
+    --systemd) command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd) ;;
     *) command -v "$extra" >/dev/null 2>&1 || missing+=("$extra") ;;
   esac
 done

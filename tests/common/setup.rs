@@ -41,7 +41,12 @@ impl Setup {
         claims.iss = Some("Vendor".into());
         claims.jti = format!("{tenant}-{}-{}", features.join("+"), days);
         claims.tier_name = Some("Professional".into());
-        sign(&claims, &SigningKey::load(&self.private).unwrap(), None).unwrap()
+        self.sign(&claims)
+    }
+
+    /// `claims` signed with the vendor key.
+    pub fn sign(&self, claims: &licgate::license::Claims) -> String {
+        sign(claims, &SigningKey::load(&self.private).unwrap(), None).unwrap()
     }
 
     /// Puts a license file in the store before the gateway starts.
