@@ -55,18 +55,28 @@ impl Setup {
         std::fs::write(store.licenses_dir().join(name), token).unwrap();
     }
 
-    /// The gateway configuration (`extra` is appended: more sections).
-    pub fn config(&self, mode: &str, extra: &str) -> String {
-        BASE_CONFIG.replace("mode = \"off\"", &format!("mode = \"{mode}\""))
-            + &format!(
-                r#"
+    /// The `[license]` section that uses this key pair and store.
+    pub fn license_section(&self) -> String {
+        format!(
+            r#"
 [license]
 public_keys = [{{ path = "{}" }}]
 issuer = "Vendor"
 store_dir = "{}"
 instance_id = "test-instance"
 scan_interval = "100ms"
-[public]
+"#,
+            self.public.display(),
+            self.store_dir().display()
+        )
+    }
+
+    /// The gateway configuration (`extra` is appended: more sections).
+    pub fn config(&self, mode: &str, extra: &str) -> String {
+        BASE_CONFIG.replace("mode = \"off\"", &format!("mode = \"{mode}\""))
+            + &self.license_section()
+            + &format!(
+                r#"[public]
 paths = ["/static/", "/favicon.ico"]
 [[features]]
 prefix = "/api/manufacturing/"
@@ -76,9 +86,7 @@ prefix = "/api/reports"
 feature = "reports"
 [pages]
 after_activation = "/accounts/login/"
-{extra}"#,
-                self.public.display(),
-                self.store_dir().display()
+{extra}"#
             )
     }
 }
