@@ -241,3 +241,45 @@ fn help_and_version() {
     assert_eq!(code, 0);
     assert_eq!(out.trim(), format!("licgate {}", env!("CARGO_PKG_VERSION")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_probes_the_admin_listener() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(upstream.addr).await;
+    let admin = gateway.admin.to_string();
+    let config = gateway.dir().join("licgate.toml");
+    let config = config.to_str().unwrap();
+    let probe = |args: Vec<&str>| {
+        let mut all = vec!["healthcheck"];
+        all.extend(args);
+        run_cli(&all)
+    };
+    assert_eq!(probe(vec!["--address", &admin]).0, 0);
+    assert_eq!(probe(vec!["--ready", "--address", &admin]).0, 0);
+    // Without --address: admin.listen from the configuration.
+    assert_eq!(probe(vec!["--ready", "--config", config]).0, 0);
+
+    // Nothing listening: exit 1 and the reason.
+    let (code, _, err) = probe(vec!["--address", &dead_addr().to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("GET /healthz on 127.0.0.1:"), "{err}");
+    // A listener that is not ready: its status is reported.
+    let unready = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unready_addr = unready.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut socket, _) = unready.accept().unwrap();
+        let _ = socket.read(&mut [0u8; 1024]);
+        let _ = socket.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
+    });
+    let (code, _, err) = probe(vec!["--ready", "--address", &unready_addr]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("GET /readyz") && err.contains("answered 503"),
+        "{err}"
+    );
+    // A broken configuration is reported.
+    let (code, _, err) = probe(vec!["--config", "/nonexistent/licgate.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/licgate.toml"), "{err}");
+}

@@ -1,5 +1,7 @@
-//! The `licgate` command line: `serve`, `check`, `demo`, `license`, `instance-id`.
+//! The `licgate` command line: `serve`, `check`, `demo`, `license`, `instance-id`,
+//! `healthcheck`.
 
+pub mod healthcheck;
 pub mod license;
 
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ Examples:
   licgate instance-id --config /etc/licgate/licgate.toml
   licgate check --config /etc/licgate/licgate.toml
   licgate serve --config /etc/licgate/licgate.toml
+  licgate healthcheck --ready                    # exit 0 when /readyz answers 200
   LICGATE_CONFIG=/etc/licgate/licgate.toml licgate serve
 
 Signals (serve, demo): SIGTERM/SIGINT stop accepting connections, let in-flight
@@ -52,6 +55,10 @@ pub enum Command {
     /// Print this installation's instance id (licenses may be bound to it).
     #[command(after_help = "Example:\n  licgate instance-id --config /etc/licgate/licgate.toml")]
     InstanceId(ConfigArg),
+    /// Probe a running gateway's admin listener: exit 0 if /healthz (--ready: /readyz)
+    /// answers 200, else 1. For container health checks.
+    #[command(after_help = "Example:\n  licgate healthcheck --ready --address 127.0.0.1:9901")]
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,6 +103,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::License(command) => license::run(*command),
         Command::InstanceId(args) => instance_id(&args.config),
+        Command::Healthcheck(args) => healthcheck::run(&args),
     }
 }
 
