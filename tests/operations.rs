@@ -1036,3 +1036,52 @@ fn the_grafana_dashboard_uses_only_exported_metrics() {
         panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
     assert_eq!(ids.len(), panels.len(), "panel ids are unique");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_real_client_is_throttled_and_logged() {
+    let upstream = Upstream::start().await;
+    let setup = Setup::new();
+    let config = setup
+        .config("enforce", "")
+        .replace("[log]\n", "[log]\nformat = \"json\"\n")
+        .replace(
+            "threads = 1\n",
+            "threads = 1\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        );
+    let gw = Gateway::start_with(&config, upstream.addr).await;
+    let attempt = |forwarded_for: &str| {
+        let body = "{\"license_key\": \"not-a-key\"}";
+        format!(
+            "POST /_licgate/activate HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {forwarded_for}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    // One client behind the terminator uses up its attempts (10 per minute)...
+    for _ in 0..10 {
+        let r = raw_request(gw.addr, &attempt("203.0.113.1")).await.unwrap();
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    let r = raw_request(gw.addr, &attempt("203.0.113.1")).await.unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error_code"], "ACTIVATION_RATE_LIMITED");
+    // ...without locking out the others sharing the terminator's address, and a forged
+    // left part of the chain does not pick the identity.
+    let r = raw_request(gw.addr, &attempt("203.0.113.1, 203.0.113.2"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "another client: {}", r.text());
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = access_lines(&gw);
+        if lines.len() >= 12 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 12, "{}", gw.logs());
+    assert_eq!(lines[0]["client"], "203.0.113.1");
+    assert_eq!(lines[11]["client"], "203.0.113.2");
+}

@@ -26,6 +26,32 @@ impl ForwardingPolicy {
         peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip)))
     }
 
+    /// The client a request comes from: `peer`, or, when `peer` is a trusted proxy,
+    /// the right-most `X-Forwarded-For` address that is not itself a trusted proxy
+    /// (addresses left of it could be forged by that client). Falls back to `peer`
+    /// when the header is absent or unreadable.
+    pub fn original_client(&self, req: &RequestHeader, peer: Option<IpAddr>) -> Option<IpAddr> {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for value in req.headers.get_all("x-forwarded-for").iter().rev() {
+            let Ok(value) = value.to_str() else {
+                return client;
+            };
+            for hop in value.rsplit(',') {
+                let Some(ip) = parse_forwarded_ip(hop.trim()) else {
+                    return client;
+                };
+                client = Some(ip);
+                if !self.trusts(client) {
+                    return client;
+                }
+            }
+        }
+        client
+    }
+
     /// Rewrites `req` (the request about to go upstream) for a client at `peer`.
     ///
     /// - every header named `X-Licgate-*` / `X_Licgate_*` (any case) is removed;
@@ -116,6 +142,17 @@ fn is_gateway_header(name: &[u8]) -> bool {
                 .eq_ignore_ascii_case(GATEWAY_PREFIX_UNDERSCORE))
 }
 
+/// An `X-Forwarded-For` element: an IP, `[IPv6]`, or either with a port.
+fn parse_forwarded_ip(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip());
+    }
+    hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}
+
 /// All values of header `name` joined with ", " (None when absent or not text).
 fn joined_values(req: &RequestHeader, name: &str) -> Option<String> {
     let mut out: Option<String> = None;
@@ -135,6 +172,50 @@ fn joined_values(req: &RequestHeader, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn original_client_is_the_first_untrusted_hop_from_the_right() {
+        let policy = ForwardingPolicy {
+            trusted_proxies: vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "127.0.0.1/32".parse().unwrap(),
+            ],
+            host_header: None,
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let lb = ip("127.0.0.1");
+        let with = |xff: &[&str]| {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+            for v in xff {
+                r.append_header("X-Forwarded-For", *v).unwrap();
+            }
+            r
+        };
+        // Untrusted peers: their header is ignored.
+        assert_eq!(
+            policy.original_client(&with(&["1.2.3.4"]), ip("8.8.8.8")),
+            ip("8.8.8.8")
+        );
+        // Trusted peer without a header: the peer.
+        assert_eq!(policy.original_client(&with(&[]), lb), lb);
+        // A forged left part is skipped: the right-most untrusted address wins.
+        let chain = with(&["6.6.6.6, 203.0.113.7, 10.1.2.3"]);
+        assert_eq!(policy.original_client(&chain, lb), ip("203.0.113.7"));
+        // Several header lines read as one list; IPv6 with brackets and ports.
+        let lines = with(&["6.6.6.6", "[2001:db8::1]:4711", "10.0.0.9"]);
+        assert_eq!(policy.original_client(&lines, lb), ip("2001:db8::1"));
+        let port = with(&["198.51.100.2:5555"]);
+        assert_eq!(policy.original_client(&port, lb), ip("198.51.100.2"));
+        // Only trusted hops: the left-most of them.
+        assert_eq!(
+            policy.original_client(&with(&["10.9.9.9, 10.1.1.1"]), lb),
+            ip("10.9.9.9")
+        );
+        // Garbage stops the walk at the last address that could be read.
+        let junk = with(&["unknown, 203.0.113.9, 10.0.0.1"]);
+        assert_eq!(policy.original_client(&junk, lb), ip("203.0.113.9"));
+        assert_eq!(policy.original_client(&with(&["nonsense"]), lb), lb);
+    }
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();

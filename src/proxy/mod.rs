@@ -307,9 +307,14 @@ impl Gateway {
         let path = String::from_utf8_lossy(&target[..path_end]);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let upstream_ms = ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1e3);
+        let peer = client_ip(session);
+        let client = match &ctx.rules {
+            Some(rules) => rules.forwarding.original_client(req, peer),
+            None => peer,
+        };
         tracing::info!(
             target: "licgate::access",
-            client = %ClientAddr(client_ip(session)),
+            client = %ClientAddr(client),
             method = %req.method,
             path = %path,
             status,
@@ -550,19 +555,23 @@ impl ProxyHttp for Gateway {
                 metrics
                     .decision_duration
                     .observe(ctx.started.elapsed().as_secs_f64());
+                ctx.rules = Some(rules);
                 response.write_to(session).await?;
                 Ok(true)
             }
             Action::Reserved { path, tenant } => {
+                // Attempts are counted per real client, also behind a TLS terminator.
+                let client = rules.forwarding.original_client(session.req_header(), peer);
                 let response = activation::handle(
                     session,
                     &self.enforcement,
                     &rules,
                     &path,
                     tenant.as_deref(),
-                    peer,
+                    client,
                 )
                 .await;
+                ctx.rules = Some(rules);
                 response.write_to(session).await?;
                 Ok(true)
             }
