@@ -193,7 +193,7 @@ async fn show_tenant(app: &AdminApp, manager: &LicenseManager, tenant: &str) -> 
     body["expires_at_unix"] = summary.expires_at.into();
     body["usage"] = serde_json::json!({
         "active_connections": summary.counters.active(),
-        "concurrent_leases": enforcement.quotas.in_flight(&summary.tenant),
+        "concurrent_leases": enforcement.quotas.in_flight(summary),
         "max_concurrent_connections": summary.limits.max_concurrent_connections,
         "rate_source": source,
         "rate": rate,

@@ -38,13 +38,13 @@ pub struct TenantSummary {
     pub upstream_headers: UpstreamHeaders,
     /// `X-Licgate-Warning` for the client while `EXPIRING_SOON`, `GRACE`, `READ_ONLY`.
     #[serde(skip)]
-    pub warning_header: Option<http::HeaderValue>,
+    pub warning_header: Option<Box<http::HeaderValue>>,
     /// Rate rules from `limits`, shortest window first (empty: no rate limit).
     #[serde(skip)]
-    pub rate_rules: Vec<crate::quota::RateRule>,
+    pub rate_rules: Arc<[crate::quota::RateRule]>,
     /// Rate rules per feature from `feature_limits`.
     #[serde(skip)]
-    pub feature_rules: HashMap<Box<str>, Vec<crate::quota::RateRule>>,
+    pub feature_rules: crate::quota::FeatureRules,
     /// This tenant's request counters (shared by every snapshot while it is licensed).
     #[serde(skip)]
     pub counters: Arc<crate::metrics::TenantCounters>,
@@ -61,14 +61,22 @@ pub static UPSTREAM_HEADER_NAMES: [&str; 5] = [
 ];
 
 /// The values of the `X-Licgate-*` headers sent upstream (names in
-/// [`UPSTREAM_HEADER_NAMES`]). The four variable values share one buffer: one
-/// allocation per tenant instead of four.
+/// [`UPSTREAM_HEADER_NAMES`]), compact: the four variable values one after another in
+/// one shared buffer, and where they end. Each request takes `HeaderValue`s that are
+/// slices of that buffer (a reference-count increment, no copy): about 50 bytes per
+/// tenant instead of five `HeaderValue`s (200 bytes).
 #[derive(Debug, Clone)]
-pub struct UpstreamHeaders(pub [http::HeaderValue; 5]);
+pub struct UpstreamHeaders {
+    /// Tenant, tier, features and license ids, each a valid header value.
+    text: bytes::Bytes,
+    /// Where the tenant, tier and features end in `text`.
+    ends: [u32; 3],
+    status: Status,
+}
 
 impl Default for UpstreamHeaders {
     fn default() -> UpstreamHeaders {
-        UpstreamHeaders(std::array::from_fn(|_| http::HeaderValue::from_static("")))
+        UpstreamHeaders::new("", Status::Unlicensed, "", "", "")
     }
 }
 
@@ -81,26 +89,43 @@ impl UpstreamHeaders {
         license_ids: &str,
     ) -> UpstreamHeaders {
         let parts = [tenant, tier, features, license_ids].map(encoded_header_text);
-        let joined = bytes::Bytes::from(parts.concat());
-        let mut start = 0;
-        let [tenant, tier, features, ids] = parts.map(|p| {
-            let slice = joined.slice(start..start + p.len());
-            start += p.len();
-            http::HeaderValue::from_maybe_shared(slice)
-                .unwrap_or(http::HeaderValue::from_static(""))
-        });
-        UpstreamHeaders([
-            tenant,
-            http::HeaderValue::from_static(status.as_str()),
-            tier,
-            features,
-            ids,
-        ])
+        let mut ends = [0u32; 3];
+        let mut end = 0;
+        for (slot, part) in ends.iter_mut().zip(&parts) {
+            end += part.len();
+            *slot = u32::try_from(end).unwrap_or(u32::MAX);
+        }
+        let text = bytes::Bytes::from(parts.concat());
+        // Make the buffer shared now, so that slicing it per request never allocates.
+        drop(text.slice(..));
+        UpstreamHeaders { text, ends, status }
     }
 
     /// (name, value) pairs in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &http::HeaderValue)> {
-        UPSTREAM_HEADER_NAMES.iter().copied().zip(self.0.iter())
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, http::HeaderValue)> + '_ {
+        let [tenant, tier, features] = self.ends.map(|e| e as usize);
+        let bounds = [
+            Some((0, tenant)),
+            None,
+            Some((tenant, tier)),
+            Some((tier, features)),
+            Some((features, self.text.len())),
+        ];
+        UPSTREAM_HEADER_NAMES
+            .iter()
+            .copied()
+            .zip(bounds)
+            .map(move |(name, bounds)| {
+                let value = match bounds {
+                    None => http::HeaderValue::from_static(self.status.as_str()),
+                    // Each part was checked (or percent-encoded) by `encoded_header_text`.
+                    Some((from, to)) => {
+                        http::HeaderValue::from_maybe_shared(self.text.slice(from..to))
+                            .unwrap_or(http::HeaderValue::from_static(""))
+                    }
+                };
+                (name, value)
+            })
     }
 }
 
@@ -183,8 +208,8 @@ impl TenantSummary {
             &features.join(","),
             &combined.license_ids.join(","),
         );
-        let warning_header = warnings.first().map(|w| header_value(w));
-        let rate_rules = crate::quota::tenant_rules(&combined.limits);
+        let warning_header = warnings.first().map(|w| Box::new(header_value(w)));
+        let rate_rules = crate::quota::tenant_rules(&combined.limits).into();
         let feature_rules = combined
             .feature_limits
             .iter()

@@ -621,7 +621,7 @@ impl ProxyHttp for Gateway {
         }
         if let Some(tenant) = &ctx.tenant {
             for (name, value) in tenant.upstream_headers.iter() {
-                upstream_request.insert_header(name, value.clone())?;
+                upstream_request.insert_header(name, value)?;
             }
         }
         ctx.upstream_sent = Some(Instant::now());
@@ -654,7 +654,11 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(warning) = ctx.tenant.as_ref().and_then(|t| t.warning_header.clone()) {
+        if let Some(warning) = ctx
+            .tenant
+            .as_ref()
+            .and_then(|t| t.warning_header.as_deref().cloned())
+        {
             upstream_response.insert_header("X-Licgate-Warning", warning)?;
         }
         if let Some((limit, remaining, reset)) = ctx.rate_limit {

@@ -19,6 +19,7 @@ use governor::{Quota, RateLimiter};
 
 use super::{QuotaOutcome, RateRule, RuleUsage};
 use crate::license::{LicenseSnapshot, TenantSummary};
+use crate::metrics::TenantCounters;
 
 type Gcra = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
@@ -75,15 +76,15 @@ impl Limiter {
 
 /// Limiters for one set of rules.
 struct RuleSet {
-    rules: Vec<RateRule>,
-    limiters: Vec<Limiter>,
+    /// The rules as the license states them (shared with the tenant's summary).
+    rules: Arc<[RateRule]>,
+    limiters: Box<[Limiter]>,
 }
 
 impl RuleSet {
     /// Limiters for `rules`, each allowing `1/share` of its limit and burst (at least 1).
-    fn new(rules: &[RateRule], clock: &DefaultClock, share: u64) -> RuleSet {
+    fn new(rules: Arc<[RateRule]>, clock: &DefaultClock, share: u64) -> RuleSet {
         RuleSet {
-            rules: rules.to_vec(),
             limiters: rules
                 .iter()
                 .map(|r| {
@@ -94,7 +95,9 @@ impl RuleSet {
                     };
                     Limiter::new(scaled, clock)
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
+            rules,
         }
     }
 
@@ -136,10 +139,13 @@ impl RuleSet {
 /// A tenant's rate state.
 struct TenantState {
     rates: RuleSet,
-    /// Limiters per feature with a quota; a plain lock (rarely written, briefly read)
-    /// because a `DashMap` per tenant costs about a kilobyte even when empty.
-    features: std::sync::RwLock<std::collections::HashMap<Box<str>, Arc<RuleSet>>>,
+    /// Limiters per feature with a quota, made at the first request that needs one
+    /// (most tenants have none): a plain lock (rarely written, briefly read) because a
+    /// `DashMap` per tenant costs about a kilobyte even when empty.
+    features: std::sync::OnceLock<Box<FeatureSets>>,
 }
+
+type FeatureSets = std::sync::RwLock<std::collections::HashMap<Box<str>, Arc<RuleSet>>>;
 
 /// The local backend.
 pub struct LocalQuotas {
@@ -147,7 +153,6 @@ pub struct LocalQuotas {
     /// This gateway's share of each limit is 1/share (1 unless a Redis fallback).
     share: u64,
     tenants: DashMap<Arc<str>, Arc<TenantState>>,
-    in_flight: DashMap<Arc<str>, Arc<AtomicU64>>,
 }
 
 impl Default for LocalQuotas {
@@ -164,20 +169,20 @@ impl LocalQuotas {
             clock: DefaultClock::default(),
             share: u64::from(share.max(1)),
             tenants: DashMap::new(),
-            in_flight: DashMap::new(),
         }
     }
 }
 
-/// Holds one of a tenant's concurrent-connection slots until dropped.
+/// Holds one of a tenant's concurrent-connection slots until dropped. The slot count
+/// lives in the tenant's counters, which are carried from snapshot to snapshot.
 #[derive(Debug)]
 pub struct Lease {
-    counter: Arc<AtomicU64>,
+    counters: Arc<TenantCounters>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::AcqRel);
+        self.counters.release_lease();
     }
 }
 
@@ -195,19 +200,18 @@ impl LocalQuotas {
             return refused;
         }
         if let Some((name, rules)) = feature_rules {
-            let known = state
-                .features
+            let features = state.features.get_or_init(Box::default);
+            let known = features
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(name)
-                .filter(|set| set.rules == *rules)
+                .filter(|set| set.rules[..] == rules[..])
                 .map(Arc::clone);
             let set = match known {
                 Some(set) => set,
                 None => {
-                    let set = Arc::new(RuleSet::new(rules, &self.clock, self.share));
-                    state
-                        .features
+                    let set = Arc::new(RuleSet::new(rules[..].into(), &self.clock, self.share));
+                    features
                         .write()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(name.into(), Arc::clone(&set));
@@ -231,12 +235,12 @@ impl LocalQuotas {
     /// The tenant's state, created or replaced when its rules changed.
     fn tenant_state(&self, tenant: &TenantSummary) -> Arc<TenantState> {
         if let Some(state) = self.tenants.get(&*tenant.tenant) {
-            if state.rates.rules == tenant.rate_rules {
+            if state.rates.rules[..] == tenant.rate_rules[..] {
                 return Arc::clone(&state);
             }
         }
         let state = Arc::new(TenantState {
-            rates: RuleSet::new(&tenant.rate_rules, &self.clock, self.share),
+            rates: RuleSet::new(Arc::clone(&tenant.rate_rules), &self.clock, self.share),
             features: Default::default(),
         });
         self.tenants
@@ -250,20 +254,12 @@ impl LocalQuotas {
         let Some(limit) = tenant.limits.max_concurrent_connections else {
             return Ok(None);
         };
-        let counter = match self.in_flight.get(&*tenant.tenant) {
-            Some(c) => Arc::clone(&c),
-            None => Arc::clone(
-                &self
-                    .in_flight
-                    .entry(Arc::clone(&tenant.tenant))
-                    .or_default(),
-            ),
-        };
-        let lease = Lease { counter };
-        if lease.counter.fetch_add(1, Ordering::AcqRel) >= limit {
+        if !tenant.counters.take_lease(limit) {
             return Err(limit);
         }
-        Ok(Some(lease))
+        Ok(Some(Lease {
+            counters: Arc::clone(&tenant.counters),
+        }))
     }
 
     /// The live figures of each of `tenant`'s rate rules (and its features' rules).
@@ -279,7 +275,7 @@ impl LocalQuotas {
         };
         match state
             .as_ref()
-            .filter(|s| s.rates.rules == tenant.rate_rules)
+            .filter(|s| s.rates.rules[..] == tenant.rate_rules[..])
         {
             Some(state) => out.extend(
                 state
@@ -289,7 +285,7 @@ impl LocalQuotas {
                     .map(|l| describe(&l.rule, l.remaining_now(), None)),
             ),
             None => out.extend(
-                RuleSet::new(&tenant.rate_rules, &self.clock, self.share)
+                RuleSet::new(Arc::clone(&tenant.rate_rules), &self.clock, self.share)
                     .limiters
                     .iter()
                     .map(|l| describe(&l.rule, l.rule.burst, None)),
@@ -302,13 +298,16 @@ impl LocalQuotas {
                 .as_ref()
                 .and_then(|s| {
                     s.features
+                        .get()?
                         .read()
                         .unwrap_or_else(|e| e.into_inner())
                         .get(&**name)
                         .map(Arc::clone)
                 })
-                .filter(|set| set.rules == *rules)
-                .unwrap_or_else(|| Arc::new(RuleSet::new(rules, &self.clock, self.share)));
+                .filter(|set| set.rules[..] == rules[..])
+                .unwrap_or_else(|| {
+                    Arc::new(RuleSet::new(rules[..].into(), &self.clock, self.share))
+                });
             out.extend(
                 set.limiters
                     .iter()
@@ -319,21 +318,15 @@ impl LocalQuotas {
     }
 
     /// Requests of `tenant` in flight under a concurrency limit.
-    pub fn in_flight(&self, tenant: &str) -> u64 {
-        self.in_flight
-            .get(tenant)
-            .map_or(0, |c| c.load(Ordering::Acquire))
+    pub fn in_flight(&self, tenant: &TenantSummary) -> u64 {
+        tenant.counters.leases()
     }
 
     /// Drops state of tenants that no longer have a license, and frees the memory.
     pub fn retain_licensed(&self, snapshot: &LicenseSnapshot) {
         self.tenants
             .retain(|name, _| snapshot.tenants.contains_key(&**name));
-        self.in_flight.retain(|name, counter| {
-            snapshot.tenants.contains_key(&**name) || counter.load(Ordering::Acquire) > 0
-        });
         self.tenants.shrink_to_fit();
-        self.in_flight.shrink_to_fit();
     }
 
     /// Tenants with rate state (for tests and metrics).

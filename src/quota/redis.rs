@@ -171,7 +171,7 @@ impl RedisQuotas {
             tenant.rate_rules.iter().map(|r| (*r, false)).collect();
         let prefix = &self.config.key_prefix;
         let mut invocation = self.script.prepare_invoke();
-        for rule in &tenant.rate_rules {
+        for rule in tenant.rate_rules.iter() {
             invocation.key(format!("{prefix}{}:{}", tenant.tenant, rule.window.name()));
         }
         if let Some((name, feature_rules)) = feature_rules {

@@ -23,8 +23,8 @@ fn summary(tenant: &str, status: Status, features: &[&str]) -> TenantSummary {
         warnings: vec![],
         upstream_headers: Default::default(),
         warning_header: None,
-        rate_rules: vec![],
-        feature_rules: HashMap::new(),
+        rate_rules: Default::default(),
+        feature_rules: Default::default(),
         counters: Default::default(),
     }
 }

@@ -139,11 +139,11 @@ fn leases_cap_concurrency_and_release_on_drop() {
     let a = quotas.acquire(&t).unwrap().unwrap();
     let b = quotas.acquire(&t).unwrap().unwrap();
     assert_eq!(quotas.acquire(&t).unwrap_err(), 2);
-    assert_eq!(quotas.in_flight("acme"), 2);
+    assert_eq!(quotas.in_flight(&t), 2);
     drop(a);
     let c = quotas.acquire(&t).unwrap().unwrap();
     drop((b, c));
-    assert_eq!(quotas.in_flight("acme"), 0);
+    assert_eq!(quotas.in_flight(&t), 0);
     let unlimited = summary("free", Limits::default(), BTreeMap::new());
     assert!(quotas.acquire(&unlimited).unwrap().is_none());
 }

@@ -1,0 +1,138 @@
+//! Live heap bytes per licensed tenant, by component: the license manager's state and
+//! snapshot after loading N licenses, then the quota and concurrency state after every
+//! tenant's first request. Counts the bytes the program asks for (a counting global
+//! allocator), which is what the RSS of `load/memory` is made of, minus allocator
+//! overhead.
+//!
+//! Usage: cargo run --release --example heap_per_tenant -- [N]   (default 20000)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+
+use licgate::cli::license::sign;
+use licgate::license::claims::{Claims, Limits};
+use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
+use licgate::quota::local::LocalQuotas;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static BLOCKS: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        BLOCKS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        BLOCKS.fetch_sub(1, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> (isize, isize) {
+    (LIVE.load(Ordering::Relaxed), BLOCKS.load(Ordering::Relaxed))
+}
+
+fn report(what: &str, before: (isize, isize), after: (isize, isize), n: usize) {
+    let bytes = (after.0 - before.0) as f64 / n as f64;
+    let blocks = (after.1 - before.1) as f64 / n as f64;
+    println!("{what:<48} {bytes:>8.0} B/tenant {blocks:>6.1} allocations/tenant");
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("N is a number"))
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) =
+        write_key_pair(&dir.path().join("keys"), &generate_ed25519()).expect("keys");
+    let key = SigningKey::load(&private).expect("signing key");
+    let store_dir = dir.path().join("store");
+    let store = licgate::license::store::Store::open(&store_dir).expect("store");
+    let now = licgate::license::clock::Clock::now(&licgate::license::clock::SystemClock);
+    for i in 0..n {
+        let claims = Claims {
+            iss: None,
+            sub: Some(format!("customer-{i}")),
+            aud: vec!["*".into()],
+            jti: format!("lic-{i}"),
+            iat: Some(now),
+            nbf: None,
+            exp: now + 365 * 86_400,
+            tenant: format!("t{i}"),
+            tier: Some("professional".into()),
+            tier_name: Some("Professional".into()),
+            features: ["sales", "hr", "reports"].map(String::from).to_vec(),
+            limits: Limits {
+                requests_per_minute: Some(600),
+                requests_per_hour: Some(20_000),
+                max_concurrent_connections: Some(50),
+                ..Limits::default()
+            },
+            feature_limits: Default::default(),
+            flags: vec![],
+            grace_days: None,
+            read_only_days: None,
+        };
+        let token = sign(&claims, &key, None).expect("sign");
+        std::fs::write(store.licenses_dir().join(format!("t{i}.jwt")), token).expect("write");
+    }
+    let config_path = dir.path().join("licgate.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[upstream]\naddress = \"127.0.0.1:1\"\n[license]\npublic_keys = [{{ path = \"{}\" }}]\nstore_dir = \"{}\"\ninstance_id = \"heap\"\n",
+            public.display(),
+            store_dir.display()
+        ),
+    )
+    .expect("config");
+    let config = licgate::config::Config::load(&config_path).expect("config");
+    let license_config = config.license.as_ref().expect("[license]");
+
+    println!(
+        "sizes: TenantSummary {} B, Claims {} B, License {} B, TenantCounters {} B",
+        std::mem::size_of::<licgate::license::snapshot::TenantSummary>(),
+        std::mem::size_of::<Claims>(),
+        std::mem::size_of::<licgate::license::License>(),
+        std::mem::size_of::<licgate::metrics::TenantCounters>(),
+    );
+    let start = live();
+    let manager = licgate::license::manager::start(license_config).expect("manager");
+    let loaded = live();
+    report("manager: licenses + snapshot + counters", start, loaded, n);
+    let snapshot = manager.snapshot_arc();
+    assert_eq!(snapshot.tenants.len(), n);
+
+    let quotas = LocalQuotas::default();
+    let mut leases = Vec::with_capacity(n);
+    let before = live();
+    for summary in snapshot.tenants.values() {
+        let _ = quotas.check(summary, None);
+    }
+    let checked = live();
+    report("local quota state (2 rules)", before, checked, n);
+    for summary in snapshot.tenants.values() {
+        leases.push(quotas.acquire(summary).expect("slot"));
+    }
+    let leased = live();
+    report("concurrency counters", checked, leased, n);
+    report("total", start, leased, n);
+    drop(leases);
+    drop(Arc::clone(&manager));
+}
