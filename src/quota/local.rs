@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use governor::clock::{Clock as _, DefaultClock};
+use governor::clock::{Clock as _, MonotonicClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
@@ -21,7 +21,12 @@ use super::{QuotaOutcome, RateRule, RuleUsage};
 use crate::license::{LicenseSnapshot, TenantSummary};
 use crate::metrics::TenantCounters;
 
-type Gcra = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+/// The limiters' clock: `std::time::Instant`, a zero-sized type. governor's default
+/// (quanta) clock is faster to read but stored in every limiter: 40 bytes each, which
+/// is 8 MB per rule for 100,000 tenants.
+type QuotaClock = MonotonicClock;
+
+type Gcra = RateLimiter<NotKeyed, InMemoryState, QuotaClock, StateInformationMiddleware>;
 
 /// One GCRA limiter for one rule.
 struct Limiter {
@@ -57,7 +62,7 @@ impl Limiter {
 }
 
 impl Limiter {
-    fn new(rule: RateRule, clock: &DefaultClock) -> Limiter {
+    fn new(rule: RateRule, clock: &QuotaClock) -> Limiter {
         let period = Duration::from_nanos(
             (rule.window.seconds() as u128 * 1_000_000_000 / u128::from(rule.limit)).max(1) as u64,
         );
@@ -83,7 +88,7 @@ struct RuleSet {
 
 impl RuleSet {
     /// Limiters for `rules`, each allowing `1/share` of its limit and burst (at least 1).
-    fn new(rules: Arc<[RateRule]>, clock: &DefaultClock, share: u64) -> RuleSet {
+    fn new(rules: Arc<[RateRule]>, clock: &QuotaClock, share: u64) -> RuleSet {
         RuleSet {
             limiters: rules
                 .iter()
@@ -104,7 +109,7 @@ impl RuleSet {
     /// Checks every rule in order (shortest window first), stopping at the first refusal.
     fn check(
         &self,
-        clock: &DefaultClock,
+        clock: &QuotaClock,
         feature: bool,
         best: &mut Option<(u64, u32, u64)>,
     ) -> Option<QuotaOutcome> {
@@ -149,7 +154,7 @@ type FeatureSets = std::sync::RwLock<std::collections::HashMap<Box<str>, Arc<Rul
 
 /// The local backend.
 pub struct LocalQuotas {
-    clock: DefaultClock,
+    clock: QuotaClock,
     /// This gateway's share of each limit is 1/share (1 unless a Redis fallback).
     share: u64,
     tenants: DashMap<Arc<str>, Arc<TenantState>>,
@@ -166,7 +171,7 @@ impl LocalQuotas {
     /// a fleet of `share` sharing a Redis quota).
     pub fn with_share(share: u32) -> LocalQuotas {
         LocalQuotas {
-            clock: DefaultClock::default(),
+            clock: QuotaClock::default(),
             share: u64::from(share.max(1)),
             tenants: DashMap::new(),
         }

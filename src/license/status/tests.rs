@@ -90,11 +90,11 @@ fn configured_thresholds_apply() {
 fn nothing_installed_is_unlicensed_and_only_invalid_is_invalid() {
     let policy = StatusPolicy::default();
     assert_eq!(
-        combine(&[], 0, &HashSet::new(), &policy, NOW).status,
+        combine::<License>(&[], 0, &HashSet::new(), &policy, NOW).status,
         Status::Unlicensed
     );
     assert_eq!(
-        combine(&[], 2, &HashSet::new(), &policy, NOW).status,
+        combine::<License>(&[], 2, &HashSet::new(), &policy, NOW).status,
         Status::Invalid
     );
 }
