@@ -4,8 +4,9 @@
 //!
 //! Usage: cargo run --release --example gen_licenses -- SIGNING_KEY STORE_DIR COUNT
 
+mod support;
+
 use licgate::cli::license::sign;
-use licgate::license::claims::{Claims, Limits};
 use licgate::license::keys::SigningKey;
 use licgate::license::store::Store;
 
@@ -24,29 +25,7 @@ fn main() {
         .expect("clock after 1970")
         .as_secs() as i64;
     for i in 0..count {
-        let claims = Claims {
-            iss: None,
-            sub: Some(format!("customer-{i}")),
-            aud: vec!["*".into()],
-            jti: format!("lic-{i}"),
-            iat: Some(now),
-            nbf: None,
-            exp: now + 365 * 86_400,
-            tenant: format!("t{i}"),
-            tier: Some("professional".into()),
-            tier_name: Some("Professional".into()),
-            features: ["sales", "hr", "reports"].map(String::from).to_vec(),
-            limits: Limits {
-                requests_per_minute: Some(600),
-                requests_per_hour: Some(20_000),
-                max_concurrent_connections: Some(50),
-                ..Limits::default()
-            },
-            feature_limits: Default::default(),
-            flags: vec![],
-            grace_days: None,
-            read_only_days: None,
-        };
+        let claims = support::tenant_claims(i, now);
         let token = sign(&claims, &key, None).expect("sign");
         // Plain writes (no fsync per file): this is test data, not an installation.
         let path = licenses.join(format!("{}--{}.jwt", claims.tenant, claims.jti));

@@ -10,8 +10,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
+mod support;
+
 use licgate::cli::license::sign;
-use licgate::license::claims::{Claims, Limits};
+use licgate::license::claims::Claims;
 use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
 use licgate::quota::local::LocalQuotas;
 
@@ -66,29 +68,7 @@ fn main() {
     let store = licgate::license::store::Store::open(&store_dir).expect("store");
     let now = licgate::license::clock::Clock::now(&licgate::license::clock::SystemClock);
     for i in 0..n {
-        let claims = Claims {
-            iss: None,
-            sub: Some(format!("customer-{i}")),
-            aud: vec!["*".into()],
-            jti: format!("lic-{i}"),
-            iat: Some(now),
-            nbf: None,
-            exp: now + 365 * 86_400,
-            tenant: format!("t{i}"),
-            tier: Some("professional".into()),
-            tier_name: Some("Professional".into()),
-            features: ["sales", "hr", "reports"].map(String::from).to_vec(),
-            limits: Limits {
-                requests_per_minute: Some(600),
-                requests_per_hour: Some(20_000),
-                max_concurrent_connections: Some(50),
-                ..Limits::default()
-            },
-            feature_limits: Default::default(),
-            flags: vec![],
-            grace_days: None,
-            read_only_days: None,
-        };
+        let claims = support::tenant_claims(i, now);
         let token = sign(&claims, &key, None).expect("sign");
         std::fs::write(store.licenses_dir().join(format!("t{i}.jwt")), token).expect("write");
     }
