@@ -50,6 +50,11 @@ fn toml_document(text: &str) -> toml::Value {
     toml::Value::Table(toml::from_str(text).unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// The TOML file `deploy/<path>` as a value.
+fn deploy_toml(path: &str) -> toml::Value {
+    toml_document(&std::fs::read_to_string(deploy(path)).unwrap())
+}
+
 fn yaml(path: &str) -> Value {
     let mut docs = yaml_documents(&deploy(path));
     assert_eq!(docs.len(), 1, "{path}: one document");
@@ -135,7 +140,7 @@ fn compose_file_matches_the_compose_spec_and_its_files_exist() {
         .join(django["dockerfile"].as_str().unwrap())
         .exists());
     // The gateway's config points at the compose services.
-    let config = toml_document(&std::fs::read_to_string(deploy("compose/licgate.toml")).unwrap());
+    let config = deploy_toml("compose/licgate.toml");
     assert_eq!(config["upstream"]["address"].as_str(), Some("django:8000"));
     assert_eq!(config["quota"]["backend"].as_str(), Some("redis"));
     assert_eq!(
@@ -298,12 +303,12 @@ fn kubernetes_manifests_validate_and_agree_with_each_other() {
         pod["spec"]["terminationGracePeriodSeconds"]
             .as_i64()
             .unwrap()
-            > humantime_secs(config["server"]["shutdown_timeout"].as_str().unwrap())
+            > whole_seconds(config["server"]["shutdown_timeout"].as_str().unwrap())
     );
 }
 
 /// Whole seconds of a duration such as "30s".
-fn humantime_secs(text: &str) -> i64 {
+fn whole_seconds(text: &str) -> i64 {
     text.strip_suffix('s').unwrap().parse().unwrap()
 }
 
@@ -363,7 +368,7 @@ fn systemd_unit_verifies_and_is_hardened() {
     ] {
         assert!(unit.lines().any(|l| l == directive), "{directive}");
     }
-    let config = toml_document(&std::fs::read_to_string(deploy("systemd/licgate.toml")).unwrap());
+    let config = deploy_toml("systemd/licgate.toml");
     assert_eq!(
         config["admin"]["token_file"].as_str(),
         Some("/run/credentials/licgate.service/admin.token")
