@@ -9,6 +9,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 mod support;
 
@@ -93,10 +94,31 @@ fn main() {
         std::mem::size_of::<licgate::metrics::TenantCounters>(),
     );
     let start = live();
+    let started = Instant::now();
     let manager = licgate::license::manager::start(license_config).expect("manager");
+    let load_time = started.elapsed();
     let loaded = live();
     report("manager: licenses + snapshot + counters", start, loaded, n);
+    assert_eq!(manager.snapshot().tenants.len(), n);
+
+    // What a store change costs: one more license file (verified alone), then a
+    // configuration reload (every file verified again).
+    let claims = support::tenant_claims(n, now);
+    let token = sign(&claims, &key, None).expect("sign");
+    std::fs::write(store.licenses_dir().join(format!("t{n}.jwt")), token).expect("write");
+    let started = Instant::now();
+    assert!(manager.refresh(), "the new file is picked up");
+    let one_file_time = started.elapsed();
+    let settings =
+        licgate::license::manager::settings_for(license_config, manager.store()).expect("settings");
+    let started = Instant::now();
+    manager.reconfigure(settings);
+    let reverify_time = started.elapsed();
+    println!(
+        "time: first load {load_time:.2?}, one file added {one_file_time:.2?}, every file verified again {reverify_time:.2?}"
+    );
     let snapshot = manager.snapshot_arc();
+    let n = n + 1;
     assert_eq!(snapshot.tenants.len(), n);
 
     let quotas = LocalQuotas::default();
@@ -112,7 +134,7 @@ fn main() {
     }
     let leased = live();
     report("concurrency counters", checked, leased, n);
-    report("total", start, leased, n);
+    report("total (after the timed reloads)", start, leased, n);
     drop(leases);
     drop(Arc::clone(&manager));
 }

@@ -798,3 +798,85 @@ fn installing_twice_is_idempotent_and_a_reused_id_is_refused() {
     );
     assert_eq!(manager.snapshot().status("globex"), Status::Unlicensed);
 }
+
+#[test]
+fn a_store_change_verifies_only_the_files_that_changed() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let stranger = Vendor::new(Algorithm::EdDSA);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tenants = ["acme", "globex", "initech"];
+    let mut tokens = Vec::new();
+    for tenant in tenants {
+        let c = claims(tenant, now(), 30);
+        let token = vendor.sign(&c, None);
+        store.install(tenant, &c.jti, &token).unwrap();
+        tokens.push((c, token));
+    }
+    let manager = manager_for(&vendor, dir.path().to_path_buf(), Arc::new(SystemClock));
+    let counts = manager.last_reload();
+    assert_eq!((counts.verified, counts.unchanged), (3, 0));
+
+    // globex's file is replaced by a token that does not verify: only it is read
+    // and verified again, and it stops granting anything.
+    let globex_file = store
+        .licenses_dir()
+        .join(licgate::license::store::license_file_name(
+            "globex",
+            &tokens[1].0.jti,
+        ));
+    std::fs::write(&globex_file, stranger.sign(&tokens[1].0, None)).unwrap();
+    assert!(manager.refresh());
+    let counts = manager.last_reload();
+    assert_eq!(
+        (counts.verified, counts.unchanged, counts.skipped),
+        (0, 2, 1)
+    );
+    let snap = manager.snapshot();
+    assert_eq!(snap.status("acme"), Status::Valid);
+    assert_eq!(snap.status("globex"), Status::Invalid);
+    assert_eq!(snap.status("initech"), Status::Valid);
+    drop(snap);
+
+    // Rewritten with a good token again (same length, same second): verified again.
+    std::fs::write(&globex_file, &tokens[1].1).unwrap();
+    assert!(manager.refresh());
+    assert_eq!(manager.last_reload().verified, 1);
+    assert_eq!(manager.snapshot().status("globex"), Status::Valid);
+
+    // A copy of acme's license under another name: the first file by name wins.
+    std::fs::write(store.licenses_dir().join("zz-copy.jwt"), &tokens[0].1).unwrap();
+    assert!(manager.refresh());
+    let counts = manager.last_reload();
+    assert_eq!(
+        (counts.verified, counts.unchanged, counts.duplicates),
+        (1, 3, 1)
+    );
+    let snap = manager.snapshot();
+    assert_eq!(
+        snap.tenant("acme").unwrap().license_ids,
+        vec![tokens[0].0.jti.clone()]
+    );
+    drop(snap);
+
+    // A removed file takes its tenant with it; the rest is kept as verified (the
+    // duplicate is not kept, so it is verified again each time, like a bad file).
+    assert!(manager.remove("initech", &tokens[2].0.jti).unwrap());
+    let counts = manager.last_reload();
+    assert_eq!(
+        (counts.verified, counts.unchanged, counts.duplicates),
+        (1, 2, 1)
+    );
+    assert_eq!(manager.snapshot().status("initech"), Status::Unlicensed);
+    assert_eq!(manager.snapshot().status("acme"), Status::Valid);
+
+    // New verification settings (only the stranger's key): every file again.
+    manager.reconfigure(LicenseSettings {
+        verifier: verifier(vec![stranger.public_key(None)]),
+        policy: StatusPolicy::default(),
+        rollback_tolerance_secs: 600,
+    });
+    let counts = manager.last_reload();
+    assert_eq!((counts.verified, counts.skipped), (0, 3));
+    assert_eq!(manager.snapshot().status("acme"), Status::Invalid);
+}

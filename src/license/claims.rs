@@ -96,7 +96,12 @@ impl FeatureLimits {
 }
 
 /// The typed claims of a license token. Unknown claims are ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// Tokens are read with `TryFrom<&Value>`, which validates every claim and names the
+/// one at fault. `Deserialize` only reads back what `Serialize` wrote (the license
+/// manager's compact copy of claims it has verified).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Claims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
@@ -188,6 +193,12 @@ impl TryFrom<&Value> for Claims {
             grace_days: optional(map, "grace_days")?,
             read_only_days: optional(map, "read_only_days")?,
         })
+    }
+}
+
+impl AsRef<Claims> for Claims {
+    fn as_ref(&self) -> &Claims {
+        self
     }
 }
 

@@ -3,18 +3,20 @@
 //! something is installed or revoked, and exactly when some status threshold passes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use serde::Serialize;
 
-use super::claims::UnixTime;
+use super::claims::{Claims, UnixTime};
 use super::clock::{Clock, RollbackGuard};
 use super::snapshot::{LicenseSnapshot, TenantSummary};
 use super::status::{combine, StatusPolicy};
-use super::store::{Fingerprint, Store, StoreError, StoreProblem};
-use super::verify::{unverified_claims, License, Rejection, Verifier};
+use super::store::{FileStamp, Fingerprint, ScannedFile, Store, StoreError, StoreProblem};
+use super::verify::{unverified_claims, Rejection, Verifier};
 use crate::throttle::LogThrottle;
 
 /// The high-water mark is persisted when it has moved this far.
@@ -40,20 +42,93 @@ pub enum InstallError {
     DuplicateId(String),
 }
 
-/// A verified license and the file it came from.
-#[derive(Debug, Clone)]
-struct Loaded {
-    path: PathBuf,
-    license: License,
+/// A verified license as the manager keeps it between snapshot rebuilds: its file,
+/// and the claims that decide status and grants as compact JSON, parsed again one
+/// tenant at a time when a snapshot is built. About half the memory of parsed claims
+/// (with 100,000 tenants that is some 35 MB).
+#[derive(Debug)]
+struct Kept {
+    /// The file's name in `licenses/`.
+    file: Box<OsStr>,
+    /// The file version that was verified.
+    stamp: FileStamp,
+    /// The tenant, the license id, then the claims JSON.
+    text: Box<str>,
+    /// Where the tenant and the license id end in `text`.
+    tenant_end: u32,
+    jti_end: u32,
+}
+
+impl Kept {
+    /// Keeps `claims`, verified from version `stamp` of file `file`. The claims that
+    /// only verification reads (`iss`, `sub`, `aud`) are left out.
+    fn new(file: Box<OsStr>, stamp: FileStamp, claims: &Claims) -> Kept {
+        let json = serde_json::to_string(&Claims {
+            iss: None,
+            sub: None,
+            aud: Vec::new(),
+            ..claims.clone()
+        })
+        .expect("claims serialize");
+        let text = [claims.tenant.as_str(), &claims.jti, &json].concat();
+        let tenant_end = claims.tenant.len();
+        let jti_end = tenant_end + claims.jti.len();
+        Kept {
+            file,
+            stamp,
+            text: text.into_boxed_str(),
+            tenant_end: u32::try_from(tenant_end).unwrap_or(u32::MAX),
+            jti_end: u32::try_from(jti_end).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn tenant(&self) -> &str {
+        &self.text[..self.tenant_end as usize]
+    }
+
+    fn jti(&self) -> &str {
+        &self.text[self.tenant_end as usize..self.jti_end as usize]
+    }
+
+    /// The kept claims, parsed.
+    fn claims(&self) -> Result<Claims, serde_json::Error> {
+        serde_json::from_str(&self.text[self.jti_end as usize..])
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     fingerprint: Option<Fingerprint>,
-    licenses: Vec<Loaded>,
+    /// Verified licenses in file-name order, one per license id.
+    licenses: Vec<Kept>,
+    /// Indexes into `licenses` in tenant order.
+    by_tenant: Vec<u32>,
     problems: Vec<StoreProblem>,
     revoked: HashSet<String>,
     persisted_high_water: UnixTime,
+    last_reload: ReloadCounts,
+}
+
+/// What the last reading of the store did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadCounts {
+    /// Tokens verified (new or changed files, or every file after a settings change).
+    pub verified: usize,
+    /// Files unchanged since they were verified, kept without verifying again.
+    pub unchanged: usize,
+    /// Files left out because an earlier file (by name) has the same license id.
+    pub duplicates: usize,
+    /// Files that could not be read or verified.
+    pub skipped: usize,
+}
+
+/// Which stored files a reload verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// Only files that are new or changed since they were last verified.
+    Changed,
+    /// Every file (the verification settings changed).
+    All,
 }
 
 /// Owns the license store and publishes [`LicenseSnapshot`]s.
@@ -113,6 +188,14 @@ impl LicenseManager {
         self.snapshot.load_full()
     }
 
+    /// What the last reading of the store did.
+    pub fn last_reload(&self) -> ReloadCounts {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_reload
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -128,7 +211,7 @@ impl LicenseManager {
         let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.settings.store(Arc::new(settings));
-        self.reload(&mut state);
+        self.reload(&mut state, Verify::All);
         state.fingerprint = Some(self.store.fingerprint());
         self.publish(&state, now);
     }
@@ -141,7 +224,7 @@ impl LicenseManager {
         let fingerprint = self.store.fingerprint();
         let changed = state.fingerprint.as_ref() != Some(&fingerprint);
         if changed {
-            self.reload(&mut state);
+            self.reload(&mut state, Verify::Changed);
             state.fingerprint = Some(fingerprint);
         }
         let due = self.snapshot.load().next_change.is_some_and(|t| now >= t);
@@ -174,12 +257,12 @@ impl LicenseManager {
         if state
             .licenses
             .iter()
-            .any(|l| l.license.claims.jti == claims.jti && l.license.claims.tenant != claims.tenant)
+            .any(|l| l.jti() == claims.jti && l.tenant() != claims.tenant)
         {
             return Err(InstallError::DuplicateId(claims.jti.clone()));
         }
         self.store.install(&claims.tenant, &claims.jti, token)?;
-        self.reload(&mut state);
+        self.reload(&mut state, Verify::Changed);
         state.fingerprint = Some(self.store.fingerprint());
         let snapshot = self.publish(&state, now);
         tracing::info!(
@@ -199,7 +282,7 @@ impl LicenseManager {
         let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.store.revoke(jti, now)?;
-        self.reload(&mut state);
+        self.reload(&mut state, Verify::Changed);
         state.fingerprint = Some(self.store.fingerprint());
         self.publish(&state, now);
         tracing::info!(jti, "license revoked");
@@ -213,21 +296,22 @@ impl LicenseManager {
         let doomed: Vec<PathBuf> = state
             .licenses
             .iter()
-            .filter(|l| l.license.claims.tenant == tenant && l.license.claims.jti == jti)
-            .map(|l| l.path.clone())
+            .filter(|l| l.tenant() == tenant && l.jti() == jti)
+            .map(|l| self.store.licenses_dir().join(&*l.file))
             .collect();
         for path in &doomed {
             self.store.remove(path)?;
         }
-        self.reload(&mut state);
+        self.reload(&mut state, Verify::Changed);
         state.fingerprint = Some(self.store.fingerprint());
         self.publish(&state, now);
         Ok(!doomed.is_empty())
     }
 
-    /// Reads revocations and every license file, verifying each token. Problems are
-    /// logged once per reload and kept for the snapshot; none is fatal.
-    fn reload(&self, state: &mut State) {
+    /// Reads revocations and the license files, verifying each token that is new or
+    /// changed (every token with [`Verify::All`]). Problems are logged once per reload
+    /// and kept for the snapshot; none is fatal.
+    fn reload(&self, state: &mut State, verify: Verify) {
         match self.store.revocations() {
             Ok(list) => state.revoked = list.into_iter().map(|r| r.jti).collect(),
             // Keep the revocations known so far: a damaged list must not un-revoke.
@@ -235,29 +319,48 @@ impl LicenseManager {
                 tracing::error!(error = %e, "cannot read revocations; keeping the previous list")
             }
         }
-        let (tokens, mut problems) = self.store.scan();
+        let previous = std::mem::take(&mut state.licenses);
+        let known_at = |name: &OsStr| {
+            previous
+                .binary_search_by(|k| k.file.as_ref().cmp(name))
+                .ok()
+        };
+        let (files, mut problems) = self.store.scan_changed(|name, stamp| {
+            verify == Verify::Changed && known_at(name).is_some_and(|i| previous[i].stamp == stamp)
+        });
         let verifier = &self.settings.load().verifier;
+        let mut counts = ReloadCounts::default();
+        // Both lists are in file-name order: known files are moved over in one pass.
+        let mut previous = previous.into_iter().peekable();
         // Exact capacity: with 100k licenses, doubling growth would leave ~30% unused.
-        let mut licenses: Vec<Loaded> = Vec::with_capacity(tokens.len());
-        let mut seen_jti: HashSet<String> = HashSet::new();
-        for stored in tokens {
-            match verifier.verify(&stored.token) {
-                Ok(license) => {
-                    if seen_jti.insert(license.claims.jti.clone()) {
-                        licenses.push(Loaded {
-                            path: stored.path,
-                            license,
-                        });
+        let mut licenses: Vec<Kept> = Vec::with_capacity(files.len());
+        for file in files {
+            match file {
+                ScannedFile::Known(name) => {
+                    while previous.next_if(|k| *k.file < *name).is_some() {}
+                    if let Some(kept) = previous.next_if(|k| *k.file == *name) {
+                        counts.unchanged += 1;
+                        licenses.push(kept);
                     }
                 }
-                Err(rejection) => problems.push(StoreProblem {
-                    claimed_tenant: unverified_claims(&stored.token)
-                        .and_then(|(_, c)| c.get("tenant")?.as_str().map(str::to_string)),
-                    path: stored.path,
-                    reason: rejection.to_string(),
-                }),
+                ScannedFile::Read(stored) => match verifier.verify(&stored.token) {
+                    Ok(license) => {
+                        counts.verified += 1;
+                        let name = stored.path.file_name().unwrap_or_default();
+                        licenses.push(Kept::new(name.into(), stored.stamp, &license.claims));
+                    }
+                    Err(rejection) => problems.push(StoreProblem {
+                        claimed_tenant: unverified_claims(&stored.token)
+                            .and_then(|(_, c)| c.get("tenant")?.as_str().map(str::to_string)),
+                        path: stored.path,
+                        reason: rejection.to_string(),
+                    }),
+                },
             }
         }
+        drop(previous);
+        counts.duplicates = drop_duplicate_ids(&mut licenses);
+        counts.skipped = problems.len();
         for problem in &problems {
             tracing::warn!(
                 file = %problem.path.display(),
@@ -267,21 +370,49 @@ impl LicenseManager {
         }
         tracing::info!(
             licenses = licenses.len(),
-            skipped = problems.len(),
+            verified = counts.verified,
+            unchanged = counts.unchanged,
+            duplicates = counts.duplicates,
+            skipped = counts.skipped,
             revoked = state.revoked.len(),
             "license store loaded"
         );
-        licenses.shrink_to_fit();
+        let mut by_tenant: Vec<u32> = (0..licenses.len() as u32).collect();
+        by_tenant.sort_by(|&a, &b| {
+            licenses[a as usize]
+                .tenant()
+                .cmp(licenses[b as usize].tenant())
+        });
         state.licenses = licenses;
+        state.by_tenant = by_tenant;
         state.problems = problems;
+        state.last_reload = counts;
     }
 
     /// Builds and swaps in the snapshot for `state` at `now`.
     fn publish(&self, state: &State, now: UnixTime) -> Arc<LicenseSnapshot> {
         let settings = self.settings.load();
-        let snapshot = Arc::new(build_snapshot(
+        let licenses = &state.licenses;
+        let groups = state
+            .by_tenant
+            .chunk_by(|&a, &b| licenses[a as usize].tenant() == licenses[b as usize].tenant())
+            .map(|group| {
+                let tenant = licenses[group[0] as usize].tenant();
+                let claims: Vec<Claims> = group
+                    .iter()
+                    .filter_map(|&i| match licenses[i as usize].claims() {
+                        Ok(claims) => Some(claims),
+                        Err(e) => {
+                            tracing::error!(tenant, error = %e, "kept license claims unreadable");
+                            None
+                        }
+                    })
+                    .collect();
+                (tenant, claims)
+            });
+        let snapshot = Arc::new(assemble_snapshot(
             settings.verifier.instance_id(),
-            &state.licenses,
+            groups,
             &state.problems,
             &state.revoked,
             &settings.policy,
@@ -327,41 +458,54 @@ fn until(t: UnixTime) -> Duration {
 /// The snapshot of `licenses` at `now`: one summary per tenant with a license file.
 pub fn build_snapshot(
     instance_id: &str,
-    licenses: &[impl AsLicense],
+    licenses: &[impl AsRef<Claims>],
     problems: &[StoreProblem],
     revoked: &HashSet<String>,
     policy: &StatusPolicy,
     now: UnixTime,
     previous: &LicenseSnapshot,
 ) -> LicenseSnapshot {
-    // References, not copies: with 100k licenses a deep copy is ~60 MB of transient
-    // allocations interleaved with the snapshot's (fragmentation that stays in RSS).
-    let mut by_tenant: BTreeMap<&str, Vec<&License>> = BTreeMap::new();
-    for l in licenses {
-        let license = l.license();
+    let mut by_tenant: BTreeMap<&str, Vec<&Claims>> = BTreeMap::new();
+    for license in licenses {
+        let claims = license.as_ref();
         by_tenant
-            .entry(license.claims.tenant.as_str())
+            .entry(claims.tenant.as_str())
             .or_default()
-            .push(license);
+            .push(claims);
     }
+    assemble_snapshot(
+        instance_id,
+        by_tenant.into_iter(),
+        problems,
+        revoked,
+        policy,
+        now,
+        previous,
+    )
+}
+
+/// The snapshot of `groups` (each tenant once, with its licenses' claims) and of the
+/// tenants that only have unverifiable files in `problems`.
+fn assemble_snapshot<'a, C: AsRef<Claims>>(
+    instance_id: &str,
+    groups: impl Iterator<Item = (&'a str, Vec<C>)>,
+    problems: &'a [StoreProblem],
+    revoked: &HashSet<String>,
+    policy: &StatusPolicy,
+    now: UnixTime,
+    previous: &LicenseSnapshot,
+) -> LicenseSnapshot {
     let mut invalid: HashMap<&str, usize> = HashMap::new();
     for p in problems {
         if let Some(t) = &p.claimed_tenant {
             *invalid.entry(t.as_str()).or_default() += 1;
-            by_tenant.entry(t.as_str()).or_default();
         }
     }
-    let mut tenants = HashMap::with_capacity(by_tenant.len());
+    let mut tenants = HashMap::with_capacity(groups.size_hint().1.unwrap_or(0) + invalid.len());
     let mut names = super::snapshot::Names::default();
     let mut next_change: Option<UnixTime> = None;
-    for (tenant, licenses) in by_tenant {
-        let combined = combine(
-            &licenses,
-            invalid.get(tenant).copied().unwrap_or(0),
-            revoked,
-            policy,
-            now,
-        );
+    let mut add = |tenant: &str, claims: &[C], invalid_count: usize| {
+        let combined = combine(claims, invalid_count, revoked, policy, now);
         if let Some(t) = combined.next_change {
             next_change = Some(next_change.map_or(t, |n: UnixTime| n.min(t)));
         }
@@ -378,8 +522,17 @@ pub fn build_snapshot(
                 .unwrap_or_default(),
             &mut names,
         ));
-        tenants.insert(Arc::clone(&summary.tenant), summary);
+        tenants.insert(name, summary);
+    };
+    for (tenant, claims) in groups {
+        let invalid_count = invalid.remove(tenant).unwrap_or(0);
+        add(tenant, &claims, invalid_count);
     }
+    // Tenants whose only files could not be verified.
+    for (tenant, invalid_count) in invalid {
+        add(tenant, &[], invalid_count);
+    }
+    tenants.shrink_to_fit();
     LicenseSnapshot {
         instance_id: instance_id.to_string(),
         tenants,
@@ -389,22 +542,26 @@ pub fn build_snapshot(
     }
 }
 
-/// Anything that holds a verified license (lets [`build_snapshot`] take either plain
-/// licenses or licenses with their file paths).
-pub trait AsLicense {
-    fn license(&self) -> &License;
-}
-
-impl AsLicense for License {
-    fn license(&self) -> &License {
-        self
+/// Keeps the first license (in file-name order) of each license id; returns how
+/// many were dropped.
+fn drop_duplicate_ids(licenses: &mut Vec<Kept>) -> usize {
+    let mut by_id: Vec<u32> = (0..licenses.len() as u32).collect();
+    by_id.sort_by(|&a, &b| {
+        licenses[a as usize]
+            .jti()
+            .cmp(licenses[b as usize].jti())
+            .then(a.cmp(&b))
+    });
+    let mut keep = vec![true; licenses.len()];
+    for pair in by_id.windows(2) {
+        if licenses[pair[0] as usize].jti() == licenses[pair[1] as usize].jti() {
+            keep[pair[1] as usize] = false;
+        }
     }
-}
-
-impl AsLicense for Loaded {
-    fn license(&self) -> &License {
-        &self.license
-    }
+    let before = licenses.len();
+    let mut keep = keep.into_iter();
+    licenses.retain(|_| keep.next().unwrap_or(true));
+    before - licenses.len()
 }
 
 /// The instance id for `config`: the configured one, or the one persisted in the

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde::Serialize;
 
 use super::claims::{Claims, FeatureLimits, Limits, UnixTime};
-use super::verify::License;
 
 const DAY: i64 = 86_400;
 
@@ -167,8 +166,8 @@ pub struct Combined {
 /// latest expiry, and the tenant's status follows that latest expiry. When none is in
 /// force the status says why: `NOT_YET_VALID`, else `REVOKED`, else `EXPIRED`, else
 /// `INVALID` (only unverifiable licenses), else `UNLICENSED`.
-pub fn combine<L: std::borrow::Borrow<License>>(
-    licenses: &[L],
+pub fn combine<C: AsRef<Claims>>(
+    licenses: &[C],
     invalid_count: usize,
     revoked: &HashSet<String>,
     policy: &StatusPolicy,
@@ -183,8 +182,7 @@ pub fn combine<L: std::borrow::Borrow<License>>(
     let mut in_force: Vec<&Claims> = Vec::new();
     let (mut any_not_yet, mut any_revoked, mut any_expired) = (false, false, false);
     let mut latest_exp_overall: Option<UnixTime> = None;
-    for license in licenses.iter().map(L::borrow) {
-        let claims = &license.claims;
+    for claims in licenses.iter().map(C::as_ref) {
         latest_exp_overall = Some(latest_exp_overall.map_or(claims.exp, |e| e.max(claims.exp)));
         if revoked.contains(&claims.jti) {
             any_revoked = true;

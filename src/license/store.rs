@@ -13,6 +13,7 @@
 //! old file or the new one, never a torn one. Temporary files start with `.` and are
 //! never read as licenses.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -48,7 +49,22 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredToken {
     pub path: PathBuf,
+    /// The file's [`FileStamp`] taken before it was read.
+    pub stamp: FileStamp,
     pub token: String,
+}
+
+/// One version of a license file: a digest of its size, modification time, change
+/// time and inode. A file whose stamp has not changed has not been written since.
+pub type FileStamp = u64;
+
+/// A license file found by [`Store::scan_changed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScannedFile {
+    /// Read, because the caller did not know this version of it.
+    Read(StoredToken),
+    /// Not read: the caller said it already knows this name and stamp.
+    Known(OsString),
 }
 
 /// A file in `licenses/` that could not be used, and why.
@@ -162,7 +178,24 @@ impl Store {
 
     /// Reads every license file. Unreadable or oversized files are reported, not fatal.
     pub fn scan(&self) -> (Vec<StoredToken>, Vec<StoreProblem>) {
-        let mut tokens = Vec::new();
+        let (files, problems) = self.scan_changed(|_, _| false);
+        let tokens = files
+            .into_iter()
+            .filter_map(|file| match file {
+                ScannedFile::Read(token) => Some(token),
+                ScannedFile::Known(_) => None,
+            })
+            .collect();
+        (tokens, problems)
+    }
+
+    /// Lists the license files in name order and reads those for which `known(name,
+    /// stamp)` is false. Unreadable or oversized files are reported, not fatal.
+    pub fn scan_changed(
+        &self,
+        mut known: impl FnMut(&OsStr, FileStamp) -> bool,
+    ) -> (Vec<ScannedFile>, Vec<StoreProblem>) {
+        let mut files = Vec::new();
         let mut problems = Vec::new();
         let dir = self.licenses_dir();
         let mut entries: Vec<_> = match fs::read_dir(&dir) {
@@ -173,18 +206,29 @@ impl Store {
                     reason: format!("cannot list: {e}"),
                     claimed_tenant: None,
                 });
-                return (tokens, problems);
+                return (files, problems);
             }
         };
         entries.sort_by_key(|e| e.file_name());
+        files.reserve_exact(entries.len());
         for entry in entries {
-            let path = entry.path();
-            let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            if hidden || !entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            let name = entry.file_name();
+            if name.as_encoded_bytes().starts_with(b".") {
                 continue;
             }
+            // Not followed: a symbolic link is not a license file.
+            let meta = match entry.metadata() {
+                Ok(meta) if meta.is_file() => meta,
+                _ => continue,
+            };
+            let stamp = file_stamp(&meta);
+            if known(&name, stamp) {
+                files.push(ScannedFile::Known(name));
+                continue;
+            }
+            let path = entry.path();
             match read_token_file(&path) {
-                Ok(token) => tokens.push(StoredToken { path, token }),
+                Ok(token) => files.push(ScannedFile::Read(StoredToken { path, stamp, token })),
                 Err(reason) => problems.push(StoreProblem {
                     path,
                     reason,
@@ -192,7 +236,7 @@ impl Store {
                 }),
             }
         }
-        (tokens, problems)
+        (files, problems)
     }
 
     /// Writes `token` as the file for license `jti` of `tenant`; returns its path.
@@ -269,6 +313,23 @@ impl Store {
             Err(e) => Err(io_error(&path)(e)),
         }
     }
+}
+
+/// The [`FileStamp`] of a file with metadata `meta`.
+fn file_stamp(meta: &fs::Metadata) -> FileStamp {
+    use std::hash::{Hash as _, Hasher as _};
+    use std::os::unix::fs::MetadataExt as _;
+    // SipHash with fixed keys: the same metadata gives the same stamp in this process.
+    let mut hasher = std::hash::DefaultHasher::new();
+    (meta.len(), meta.ino(), meta.dev()).hash(&mut hasher);
+    (
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    )
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Reads a token file: at most [`MAX_TOKEN_BYTES`], UTF-8, surrounding space trimmed.
@@ -414,9 +475,37 @@ mod tests {
         assert_eq!(
             tokens,
             vec![StoredToken {
+                stamp: file_stamp(&fs::metadata(&installed).unwrap()),
                 path: installed,
                 token: "aaa.bbb.ccc".into()
             }]
+        );
+    }
+
+    #[test]
+    fn scan_changed_reads_only_what_the_caller_does_not_know() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.install("acme", "L1", "aaa.bbb.ccc").unwrap();
+        store.install("globex", "L2", "ddd.eee.fff").unwrap();
+        let (files, _) = store.scan_changed(|_, _| false);
+        let stamps: Vec<FileStamp> = files
+            .iter()
+            .map(|f| match f {
+                ScannedFile::Read(t) => t.stamp,
+                ScannedFile::Known(n) => panic!("{n:?} was not known"),
+            })
+            .collect();
+        let (files, _) =
+            store.scan_changed(|name, stamp| name == "acme--L1.jwt" && stamp == stamps[0]);
+        assert!(matches!(&files[0], ScannedFile::Known(n) if n == "acme--L1.jwt"));
+        assert!(matches!(&files[1], ScannedFile::Read(t) if t.token == "ddd.eee.fff"));
+        // Rewritten with the same length: a new stamp, so it is read again.
+        store.install("acme", "L1", "xxx.yyy.zzz").unwrap();
+        let (files, _) =
+            store.scan_changed(|name, stamp| name == "acme--L1.jwt" && stamp == stamps[0]);
+        assert!(
+            matches!(&files[0], ScannedFile::Read(t) if t.token == "xxx.yyy.zzz" && t.path == a)
         );
     }
 

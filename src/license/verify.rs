@@ -60,6 +60,12 @@ pub struct License {
     pub kid: Option<String>,
 }
 
+impl AsRef<Claims> for License {
+    fn as_ref(&self) -> &Claims {
+        &self.claims
+    }
+}
+
 /// Verifies license tokens against the configured keys and binding.
 #[derive(Debug, Clone)]
 pub struct Verifier {

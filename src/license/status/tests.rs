@@ -1,5 +1,6 @@
 use super::*;
 use crate::license::keys::Algorithm;
+use crate::license::License;
 
 const NOW: UnixTime = 1_900_000_000;
 
