@@ -2,7 +2,11 @@
 //! rewriting. `load/run` measures it beside licgate to separate pingora's own cost
 //! from licgate's.
 //!
-//! Usage: cargo run --release --example bare_proxy -- LISTEN UPSTREAM THREADS [steal]
+//! Usage: cargo run --release --example bare_proxy -- LISTEN UPSTREAM THREADS [MODE]
+//!
+//! MODE: `per-thread` (what licgate does by default: one single-threaded service per
+//! thread on the same listener), `steal` (one service on a work-stealing runtime), or
+//! nothing (one service on pingora's no-stealing runtime of THREADS threads).
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -36,9 +40,22 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let peer = HttpPeer::new(upstream.as_str(), false, String::new());
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Bare { peer });
-    proxy.add_tcp(listen);
-    proxy.threads = Some(threads);
-    server.add_service(proxy);
+    if args.get(4).is_some_and(|a| a == "per-thread") {
+        // One single-threaded service per thread, all on the same listening socket.
+        for _ in 0..threads {
+            let mut proxy = pingora::proxy::http_proxy_service(
+                &server.configuration,
+                Bare { peer: peer.clone() },
+            );
+            proxy.add_tcp(listen);
+            proxy.threads = Some(1);
+            server.add_service(proxy);
+        }
+    } else {
+        let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Bare { peer });
+        proxy.add_tcp(listen);
+        proxy.threads = Some(threads);
+        server.add_service(proxy);
+    }
     server.run_forever();
 }

@@ -119,6 +119,42 @@ fn log_license_summary(manager: &crate::license::LicenseManager) {
     }
 }
 
+/// The proxy services serving `config.server.listen` with `gateway`.
+///
+/// Without work stealing (the default), one single-threaded service per thread, all
+/// on the same listening sockets: each thread accepts its own connections, serves
+/// them and pools its own upstream connections, as nginx workers do. Everything a
+/// request spawns (such as the watcher of an upstream connection returned to the
+/// pool) then stays on the thread whose reactor owns the sockets; with one service
+/// of several no-stealing threads, pingora spawns such tasks on a random thread,
+/// which costs two cross-thread wake-ups per request. With work stealing, one
+/// service on one work-stealing runtime of `threads` threads.
+fn proxy_services(
+    server: &Server,
+    config: &Config,
+    gateway: Gateway,
+) -> Vec<Service<pingora::proxy::HttpProxy<Gateway>>> {
+    let (services, threads_each) = if config.server.work_stealing {
+        (1, config.server.threads)
+    } else {
+        (config.server.threads, 1)
+    };
+    (0..services)
+        .map(|_| {
+            let mut proxy = pingora::proxy::http_proxy_service_with_name(
+                &server.configuration,
+                gateway.clone(),
+                "licgate proxy",
+            );
+            for addr in &config.server.listen {
+                proxy.add_tcp(&addr.to_string());
+            }
+            proxy.threads = Some(threads_each);
+            proxy
+        })
+        .collect()
+}
+
 /// Runs the gateway until a shutdown signal; returns once in-flight requests have
 /// drained (or the shutdown timeout passed).
 pub fn run(config: Config) -> Result<(), ServeError> {
@@ -161,16 +197,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         }
     }
     let gateway = Gateway::new(Arc::clone(&inflight), Arc::clone(&enforcement));
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "licgate proxy",
-    );
-    for addr in &config.server.listen {
-        proxy.add_tcp(&addr.to_string());
-    }
-    proxy.threads = Some(config.server.threads);
-
+    let proxies = proxy_services(&server, &config, gateway);
     let mut admin = Service::new(
         "licgate admin".to_string(),
         AdminApp::new(Arc::clone(&readiness), enforcement, reloader),
@@ -178,7 +205,9 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
 
-    server.add_service(proxy);
+    for proxy in proxies {
+        server.add_service(proxy);
+    }
     server.add_service(admin);
 
     readiness.set_config_loaded();
@@ -204,4 +233,30 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         shutdown_signal: Box::new(SignalWatch),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn services_for(toml: &str) -> Vec<Option<usize>> {
+        let config = Config::parse(toml, std::path::Path::new("t.toml")).unwrap();
+        let server = Server::new_with_opt_and_conf(None, server_conf(&config));
+        let metrics = Metrics::new(None, Arc::new(Inflight::default()));
+        let rules = Rules::new(&config, "127.0.0.1:9".parse().unwrap()).unwrap();
+        let enforcement = Arc::new(Enforcement::new(&config, rules, None, metrics).unwrap());
+        let gateway = Gateway::new(Arc::new(Inflight::default()), enforcement);
+        proxy_services(&server, &config, gateway)
+            .iter()
+            .map(|s| s.threads)
+            .collect()
+    }
+
+    #[test]
+    fn one_single_threaded_service_per_thread_unless_work_stealing() {
+        let base = "mode = \"off\"\n[upstream]\naddress = \"127.0.0.1:9\"\n[server]\nthreads = 3\n";
+        assert_eq!(services_for(base), vec![Some(1); 3]);
+        let stealing = format!("{base}work_stealing = true\n");
+        assert_eq!(services_for(&stealing), vec![Some(3)]);
+    }
 }

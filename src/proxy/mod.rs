@@ -64,11 +64,12 @@ pub struct RequestCtx {
     upstream_elapsed: Option<Duration>,
 }
 
-/// The licgate reverse proxy.
+/// The licgate reverse proxy. Clones share everything (one per proxy service).
+#[derive(Clone)]
 pub struct Gateway {
     inflight: Arc<Inflight>,
     /// Upstream failures are logged at most once a second (with a count of the rest).
-    upstream_failure_log: LogThrottle,
+    upstream_failure_log: Arc<LogThrottle>,
     enforcement: Arc<Enforcement>,
 }
 
@@ -97,7 +98,7 @@ impl Gateway {
     pub fn new(inflight: Arc<Inflight>, enforcement: Arc<Enforcement>) -> Gateway {
         Gateway {
             inflight,
-            upstream_failure_log: LogThrottle::new(Duration::from_secs(1)),
+            upstream_failure_log: Arc::new(LogThrottle::new(Duration::from_secs(1))),
             enforcement,
         }
     }
