@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
 
 use super::claims::{Claims, UnixTime};
 use super::clock::{Clock, RollbackGuard};
@@ -110,7 +109,7 @@ struct State {
 }
 
 /// What the last reading of the store did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReloadCounts {
     /// Tokens verified (new or changed files, or every file after a settings change).
     pub verified: usize,
