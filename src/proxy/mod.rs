@@ -491,12 +491,12 @@ impl ProxyHttp for Gateway {
                 rate_check,
                 client,
             } => {
-                let tenant = ctx.tenant.clone();
+                let tenant = ctx.tenant.as_deref();
                 let counters = match &tenant {
                     Some(t) => Arc::clone(&t.counters),
                     None => Arc::clone(&metrics.unknown),
                 };
-                if let (Some(feature), Some(summary)) = (rate_check, tenant.as_deref()) {
+                if let (Some(feature), Some(summary)) = (rate_check, tenant) {
                     let enforcement = &*self.enforcement;
                     let outcome = match &enforcement.redis {
                         Some(redis) => QuotaBackend::check(redis, summary, feature).await,
@@ -534,7 +534,7 @@ impl ProxyHttp for Gateway {
                         counters.refusal(refusal, false);
                         if let Some(left_out) = self.enforcement.shadow_log.permit() {
                             tracing::info!(
-                                tenant = tenant.as_ref().map_or("", |t| &*t.tenant),
+                                tenant = tenant.map_or("", |t| &*t.tenant),
                                 path = %String::from_utf8_lossy(session.req_header().raw_path()),
                                 would_deny = refusal.error_code(),
                                 similar_not_logged = left_out,
