@@ -176,19 +176,6 @@ impl Store {
         out
     }
 
-    /// Reads every license file. Unreadable or oversized files are reported, not fatal.
-    pub fn scan(&self) -> (Vec<StoredToken>, Vec<StoreProblem>) {
-        let (files, problems) = self.scan_changed(|_, _| false);
-        let tokens = files
-            .into_iter()
-            .filter_map(|file| match file {
-                ScannedFile::Read(token) => Some(token),
-                ScannedFile::Known(_) => None,
-            })
-            .collect();
-        (tokens, problems)
-    }
-
     /// Lists the license files in name order and reads those for which `known(name,
     /// stamp)` is false. Unreadable or oversized files are reported, not fatal.
     pub fn scan_changed(
@@ -246,7 +233,7 @@ impl Store {
         Ok(path)
     }
 
-    /// Removes the license file at `path` (a path returned by [`Store::scan`]).
+    /// Removes the license file at `path` (a file listed by [`Store::scan_changed`]).
     pub fn remove(&self, path: &Path) -> Result<(), StoreError> {
         fs::remove_file(path).map_err(io_error(path))?;
         sync_dir(&self.licenses_dir())
@@ -444,6 +431,19 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    /// Every license file as read (none is known to the caller).
+    fn read_all(store: &Store) -> (Vec<StoredToken>, Vec<StoreProblem>) {
+        let (files, problems) = store.scan_changed(|_, _| false);
+        let tokens = files
+            .into_iter()
+            .map(|file| match file {
+                ScannedFile::Read(token) => token,
+                ScannedFile::Known(name) => panic!("{name:?} reported as known"),
+            })
+            .collect();
+        (tokens, problems)
+    }
+
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -470,7 +470,7 @@ mod tests {
             b"aaa.b",
         )
         .unwrap();
-        let (tokens, problems) = store.scan();
+        let (tokens, problems) = read_all(&store);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
             tokens,
@@ -568,7 +568,7 @@ mod tests {
         )
         .unwrap();
         fs::write(store.licenses_dir().join("bin.jwt"), [0xff, 0xfe, 0x00]).unwrap();
-        let (tokens, problems) = store.scan();
+        let (tokens, problems) = read_all(&store);
         assert!(tokens.is_empty());
         assert_eq!(problems.len(), 2);
         assert!(problems[0].reason.contains("larger than"), "{problems:?}");

@@ -327,19 +327,6 @@ impl Gateway {
     }
 }
 
-/// A number unique to the current thread. Upstream connections are pooled per
-/// thread (pingora's `group_key`): with one single-threaded runtime per thread, a
-/// connection is then always reused by the runtime whose reactor it is registered
-/// with, which saves a cross-thread wake-up on every upstream read.
-fn thread_group() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static GROUP: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    GROUP.with(|g| *g)
-}
-
 /// Displays a client address, or nothing (no allocation).
 struct ClientAddr(Option<IpAddr>);
 
@@ -580,17 +567,17 @@ impl ProxyHttp for Gateway {
     }
 
     /// Every request goes to the one configured upstream (of the rules the request
-    /// started with), over a connection pooled for this thread.
+    /// started with), over a connection from its proxy service's pool (one service
+    /// per thread by default, see `server::proxy_services`).
     async fn upstream_peer(
         &self,
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let mut peer = match &ctx.rules {
+        let peer = match &ctx.rules {
             Some(rules) => rules.peer.clone(),
             None => self.enforcement.rules.load().peer.clone(),
         };
-        peer.group_key = thread_group();
         Ok(Box::new(peer))
     }
 
