@@ -35,7 +35,7 @@ test-deps:
 ## test: formatting, lints, and every test (unit + integration against real sockets)
 test: deps test-deps fmt-check clippy
 	@mkdir -p target
-	set -o pipefail; $(CARGO) test --all-targets --no-fail-fast 2>&1 | tee target/test-output.log
+	set -o pipefail; $(CARGO) test --workspace --all-targets --no-fail-fast 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.log
 
 ## bench: criterion benchmarks of the decision path (not part of `make test`)

@@ -500,7 +500,10 @@ fn assemble_snapshot<'a, C: AsRef<Claims>>(
             *invalid.entry(t.as_str()).or_default() += 1;
         }
     }
-    let mut tenants = HashMap::with_capacity(groups.size_hint().1.unwrap_or(0) + invalid.len());
+    let mut tenants = super::snapshot::TenantMap::with_capacity_and_hasher(
+        groups.size_hint().1.unwrap_or(0) + invalid.len(),
+        Default::default(),
+    );
     let mut names = super::snapshot::Names::default();
     let mut next_change: Option<UnixTime> = None;
     let mut add = |tenant: &str, claims: &[C], invalid_count: usize| {

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use pingora::http::PreparsedHeaderName;
 use serde::Serialize;
 
 use super::claims::{FeatureLimits, Limits, UnixTime};
@@ -48,16 +49,19 @@ pub struct TenantSummary {
     /// This tenant's request counters (shared by every snapshot while it is licensed).
     #[serde(skip)]
     pub counters: Arc<crate::metrics::TenantCounters>,
+    /// This tenant's local rate state, remembered at its first quota check.
+    #[serde(skip)]
+    pub quota_state: crate::quota::local::StateSlot,
 }
 
-/// The names of the headers in [`UpstreamHeaders`], in order. Static strings: pingora
-/// keeps header case, and a `&'static str` name needs no copy for that.
-pub static UPSTREAM_HEADER_NAMES: [&str; 5] = [
-    "X-Licgate-Tenant",
-    "X-Licgate-Status",
-    "X-Licgate-Tier",
-    "X-Licgate-Features",
-    "X-Licgate-License-Id",
+/// The names of the headers in [`UpstreamHeaders`], in order, parsed once: inserting
+/// them into a request costs no parse and no allocation.
+pub static UPSTREAM_HEADER_NAMES: [PreparsedHeaderName; 5] = [
+    PreparsedHeaderName::from_static("x-licgate-tenant", "X-Licgate-Tenant"),
+    PreparsedHeaderName::from_static("x-licgate-status", "X-Licgate-Status"),
+    PreparsedHeaderName::from_static("x-licgate-tier", "X-Licgate-Tier"),
+    PreparsedHeaderName::from_static("x-licgate-features", "X-Licgate-Features"),
+    PreparsedHeaderName::from_static("x-licgate-license-id", "X-Licgate-License-Id"),
 ];
 
 /// The values of the `X-Licgate-*` headers sent upstream (names in
@@ -102,7 +106,9 @@ impl UpstreamHeaders {
     }
 
     /// (name, value) pairs in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, http::HeaderValue)> + '_ {
+    pub fn iter(
+        &self,
+    ) -> impl Iterator<Item = (&'static PreparsedHeaderName, http::HeaderValue)> + '_ {
         let [tenant, tier, features] = self.ends.map(|e| e as usize);
         let bounds = [
             Some((0, tenant)),
@@ -113,7 +119,6 @@ impl UpstreamHeaders {
         ];
         UPSTREAM_HEADER_NAMES
             .iter()
-            .copied()
             .zip(bounds)
             .map(move |(name, bounds)| {
                 let value = match bounds {
@@ -218,6 +223,7 @@ impl TenantSummary {
             .collect();
         TenantSummary {
             counters,
+            quota_state: Default::default(),
             upstream_headers,
             warning_header,
             rate_rules,
@@ -244,13 +250,17 @@ impl TenantSummary {
     }
 }
 
+/// Tenant name → summary. Hashed with foldhash, seeded per process: a lookup (one
+/// per request) costs a fraction of SipHash, and the keys come from signed licenses.
+pub type TenantMap = HashMap<Arc<str>, Arc<TenantSummary>, foldhash::fast::RandomState>;
+
 /// All tenants' summaries at one instant.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LicenseSnapshot {
     /// This installation's id (what `aud` must name).
     pub instance_id: String,
     /// Tenants with at least one license file (valid or not).
-    pub tenants: HashMap<Arc<str>, Arc<TenantSummary>>,
+    pub tenants: TenantMap,
     /// When this snapshot was judged.
     pub built_at: UnixTime,
     /// The next instant at which some tenant's status changes.

@@ -2,9 +2,11 @@
 //! matches `/api/sales`, `/api/sales/` and `/api/sales/x`, never `/api/salesforce`.
 //!
 //! A trie keyed by path segment: a lookup costs one hash probe per segment of the
-//! request path, whatever the number of prefixes, and allocates nothing.
+//! request path, whatever the number of prefixes, and allocates nothing. Segments are
+//! hashed with foldhash: the table holds only configured prefixes, so a request can at
+//! worst pick a segment that collides with one of them, which costs one comparison.
 
-use std::collections::HashMap;
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Prefixes mapped to values; several values may share a prefix.
 #[derive(Debug, Clone)]
@@ -22,7 +24,7 @@ impl<T> Default for PrefixTrie<T> {
     fn default() -> Self {
         PrefixTrie {
             nodes: vec![Node {
-                children: HashMap::new(),
+                children: HashMap::default(),
                 values: Vec::new(),
             }],
         }
@@ -43,7 +45,7 @@ impl<T> PrefixTrie<T> {
                 Some(&next) => next,
                 None => {
                     self.nodes.push(Node {
-                        children: HashMap::new(),
+                        children: HashMap::default(),
                         values: Vec::new(),
                     });
                     let next = self.nodes.len() - 1;

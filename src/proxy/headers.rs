@@ -4,12 +4,34 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use pingora::http::RequestHeader;
+use pingora::http::{PreparsedHeaderName, RequestHeader};
+use pingora::{ErrorType, OrErr};
 
 /// Prefix of the headers the gateway sets for the upstream (lowercase, as stored).
 const GATEWAY_PREFIX_DASH: &[u8] = b"x-licgate-";
 /// Same prefix with underscores: some servers (e.g. CGI/WSGI) fold `_` and `-` together.
 const GATEWAY_PREFIX_UNDERSCORE: &[u8] = b"x_licgate_";
+
+/// `X-Forwarded-For`, `-Proto`, `-Host`: set on every request sent upstream.
+static X_FORWARDED_FOR: PreparsedHeaderName =
+    PreparsedHeaderName::from_static("x-forwarded-for", "X-Forwarded-For");
+static X_FORWARDED_PROTO: PreparsedHeaderName =
+    PreparsedHeaderName::from_static("x-forwarded-proto", "X-Forwarded-Proto");
+static X_FORWARDED_HOST: PreparsedHeaderName =
+    PreparsedHeaderName::from_static("x-forwarded-host", "X-Forwarded-Host");
+/// How many headers [`ForwardingPolicy::apply`] may add.
+pub const FORWARDED_HEADERS: usize = 3;
+
+/// `X-Licgate-Warning`: added to responses while a license needs attention.
+pub static WARNING: PreparsedHeaderName =
+    PreparsedHeaderName::from_static("x-licgate-warning", "X-Licgate-Warning");
+/// `RateLimit-Limit`, `-Remaining`, `-Reset`: added to quota-governed responses.
+pub static RATELIMIT_LIMIT: PreparsedHeaderName =
+    PreparsedHeaderName::from_static("ratelimit-limit", "RateLimit-Limit");
+pub static RATELIMIT_REMAINING: PreparsedHeaderName =
+    PreparsedHeaderName::from_static("ratelimit-remaining", "RateLimit-Remaining");
+pub static RATELIMIT_RESET: PreparsedHeaderName =
+    PreparsedHeaderName::from_static("ratelimit-reset", "RateLimit-Reset");
 
 /// How `X-Forwarded-*` headers are produced.
 #[derive(Debug, Clone, Default)]
@@ -65,7 +87,7 @@ impl ForwardingPolicy {
         let trusted = self.trusts(peer);
 
         if let Some(ip) = peer {
-            let ip = ip.to_string();
+            let ip = ip_text(ip);
             let existing = if trusted {
                 joined_values(req, "x-forwarded-for")
             } else {
@@ -75,21 +97,21 @@ impl ForwardingPolicy {
                 Some(chain) if !chain.is_empty() => format!("{chain}, {ip}"),
                 _ => ip,
             };
-            req.insert_header("X-Forwarded-For", value)?;
+            let value = http::HeaderValue::try_from(value)
+                .or_err(ErrorType::InvalidHTTPHeader, "X-Forwarded-For")?;
+            req.insert_preparsed_header(&X_FORWARDED_FOR, value);
         } else if !trusted {
-            req.remove_header("X-Forwarded-For");
+            req.remove_header(X_FORWARDED_FOR.name());
         }
 
-        if !(trusted && req.headers.contains_key("x-forwarded-proto")) {
-            req.insert_header("X-Forwarded-Proto", "http")?;
+        if !(trusted && req.headers.contains_key(X_FORWARDED_PROTO.name())) {
+            req.insert_preparsed_header(&X_FORWARDED_PROTO, http::HeaderValue::from_static("http"));
         }
-        if !(trusted && req.headers.contains_key("x-forwarded-host")) {
+        if !(trusted && req.headers.contains_key(X_FORWARDED_HOST.name())) {
             match req.headers.get(http::header::HOST).cloned() {
-                Some(host) => {
-                    req.insert_header("X-Forwarded-Host", host)?;
-                }
+                Some(host) => req.insert_preparsed_header(&X_FORWARDED_HOST, host),
                 None => {
-                    req.remove_header("X-Forwarded-Host");
+                    req.remove_header(X_FORWARDED_HOST.name());
                 }
             }
         }
@@ -142,6 +164,30 @@ fn is_gateway_header(name: &[u8]) -> bool {
                 .eq_ignore_ascii_case(GATEWAY_PREFIX_UNDERSCORE))
 }
 
+/// `ip` as text, as `Display` writes it; IPv4 (the common case) without the
+/// formatting machinery, which costs more than the rest of the header.
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+            text
+        }
+        IpAddr::V6(v6) => v6.to_string(),
+    }
+}
+
 /// An `X-Forwarded-For` element: an IP, `[IPv6]`, or either with a port.
 fn parse_forwarded_ip(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse() {
@@ -172,6 +218,20 @@ fn joined_values(req: &RequestHeader, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_is_what_display_writes() {
+        for octet in 0..=255u8 {
+            for ip in [
+                std::net::Ipv4Addr::new(octet, 0, 10, octet),
+                std::net::Ipv4Addr::new(1, octet, 255, 100),
+            ] {
+                assert_eq!(ip_text(IpAddr::V4(ip)), ip.to_string());
+            }
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ip_text(v6), "2001:db8::1");
+    }
 
     #[test]
     fn original_client_is_the_first_untrusted_hop_from_the_right() {

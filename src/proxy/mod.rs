@@ -22,9 +22,11 @@ pub use enforce::Enforcement;
 
 use enforce::RateLimitHeaders;
 pub use headers::{strip_gateway_headers, ForwardingPolicy};
+use headers::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, WARNING};
 pub use rules::Rules;
 
 use crate::config::Mode;
+use crate::license::snapshot::UPSTREAM_HEADER_NAMES;
 use crate::license::{LicenseSnapshot, TenantSummary};
 use crate::lifecycle::{Inflight, InflightGuard};
 use crate::metrics::{ActiveGuard, Outcome, QuotaKind, Refusal, TenantCounters, UpstreamErrorKind};
@@ -83,7 +85,6 @@ enum Action<'p> {
         lease: Option<Lease>,
         /// Rate quotas to count (the feature the path needs, if any).
         rate_check: Option<Option<&'p str>>,
-        client: ClientKind,
     },
     Respond(LocalResponse),
     Reserved {
@@ -114,7 +115,6 @@ impl Gateway {
     ) -> Action<'r> {
         let enforcement = &*self.enforcement;
         let metrics = &*enforcement.metrics;
-        let client = ClientKind::of(req);
         let target = match normalize(req.raw_path(), &rules.paths) {
             Ok(Target::Path(p)) => p,
             Ok(Target::Asterisk) if req.method == http::Method::OPTIONS => {
@@ -135,7 +135,7 @@ impl Gateway {
                 metrics.unknown.request(Outcome::Rejected);
                 return Action::Respond(enforce::bad_path_response(
                     "the request target * is only valid with OPTIONS",
-                    client,
+                    ClientKind::of(req),
                     &rules.templates,
                 ));
             }
@@ -144,7 +144,7 @@ impl Gateway {
                 metrics.unknown.request(Outcome::Rejected);
                 return Action::Respond(enforce::bad_path_response(
                     &e.to_string(),
-                    client,
+                    ClientKind::of(req),
                     &rules.templates,
                 ));
             }
@@ -199,7 +199,7 @@ impl Gateway {
                             ctx.tenant = Some(Arc::clone(summary));
                             return Action::Respond(enforce::concurrency_limited_response(
                                 limit,
-                                client,
+                                ClientKind::of(req),
                                 &rules.templates,
                             ));
                         }
@@ -218,7 +218,6 @@ impl Gateway {
                     shadowed,
                     lease,
                     rate_check,
-                    client,
                 }
             }
             Decision::Deny {
@@ -235,7 +234,7 @@ impl Gateway {
                     reason,
                     summary.map(|s| &**s),
                     feature,
-                    client,
+                    ClientKind::of(req),
                     &target.target(),
                     &rules.templates,
                 ))
@@ -250,7 +249,7 @@ impl Gateway {
         rules: &Rules,
         outcome: QuotaOutcome,
         feature: Option<&str>,
-        client: ClientKind,
+        req: &RequestHeader,
         counters: &TenantCounters,
         shadowed: &mut Option<Refusal>,
     ) -> Option<(Outcome, LocalResponse)> {
@@ -271,14 +270,14 @@ impl Gateway {
                     rule,
                     retry_after_secs,
                     feature.filter(|_| by_feature),
-                    client,
+                    ClientKind::of(req),
                     &rules.templates,
                 ),
             ),
             QuotaOutcome::Unavailable => (
                 Refusal::QuotaUnavailable,
                 None,
-                enforce::quota_unavailable_response(client, &rules.templates),
+                enforce::quota_unavailable_response(ClientKind::of(req), &rules.templates),
             ),
         };
         if rules.mode == Mode::Shadow {
@@ -476,7 +475,6 @@ impl ProxyHttp for Gateway {
                 mut shadowed,
                 lease,
                 rate_check,
-                client,
             } => {
                 let tenant = ctx.tenant.as_deref();
                 let counters = match &tenant {
@@ -501,7 +499,7 @@ impl ProxyHttp for Gateway {
                         &rules,
                         outcome,
                         feature,
-                        client,
+                        session.req_header(),
                         &counters,
                         &mut shadowed,
                     ) {
@@ -590,6 +588,12 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let injected = if ctx.tenant.is_some() {
+            UPSTREAM_HEADER_NAMES.len()
+        } else {
+            0
+        };
+        upstream_request.reserve_headers(headers::FORWARDED_HEADERS + injected)?;
         if let Some(host) = ctx.host.take() {
             upstream_request.insert_header(http::header::HOST, host)?;
         }
@@ -609,7 +613,7 @@ impl ProxyHttp for Gateway {
         }
         if let Some(tenant) = &ctx.tenant {
             for (name, value) in tenant.upstream_headers.iter() {
-                upstream_request.insert_header(name, value)?;
+                upstream_request.insert_preparsed_header(name, value);
             }
         }
         ctx.upstream_sent = Some(Instant::now());
@@ -642,17 +646,22 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(warning) = ctx
+        let warning = ctx
             .tenant
             .as_ref()
-            .and_then(|t| t.warning_header.as_deref().cloned())
-        {
-            upstream_response.insert_header("X-Licgate-Warning", warning)?;
+            .and_then(|t| t.warning_header.as_deref());
+        let added = usize::from(warning.is_some()) + 3 * usize::from(ctx.rate_limit.is_some());
+        if added == 0 {
+            return Ok(());
+        }
+        upstream_response.reserve_headers(added)?;
+        if let Some(warning) = warning {
+            upstream_response.insert_preparsed_header(&WARNING, warning.clone());
         }
         if let Some((limit, remaining, reset)) = ctx.rate_limit {
-            upstream_response.insert_header("RateLimit-Limit", limit)?;
-            upstream_response.insert_header("RateLimit-Remaining", remaining)?;
-            upstream_response.insert_header("RateLimit-Reset", reset)?;
+            upstream_response.insert_preparsed_header(&RATELIMIT_LIMIT, limit.into());
+            upstream_response.insert_preparsed_header(&RATELIMIT_REMAINING, remaining.into());
+            upstream_response.insert_preparsed_header(&RATELIMIT_RESET, reset.into());
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -152,8 +152,29 @@ struct TenantState {
 
 type FeatureSets = std::sync::RwLock<std::collections::HashMap<Box<str>, Arc<RuleSet>>>;
 
+/// A tenant summary's link to its rate state in one [`LocalQuotas`], set at the
+/// summary's first quota check, so that later checks of the same summary skip the
+/// tenant map (a hash, a shard lock and a reference count, all shared between threads).
+#[derive(Default, Clone)]
+pub struct StateSlot(OnceLock<(u64, Arc<TenantState>)>);
+
+impl std::fmt::Debug for StateSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "StateSlot(set)"
+        } else {
+            "StateSlot(empty)"
+        })
+    }
+}
+
+/// Tells [`LocalQuotas`] instances apart (a slot set by one is ignored by another).
+static NEXT_QUOTAS_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The local backend.
 pub struct LocalQuotas {
+    /// Which instance this is, for [`StateSlot`]s.
+    id: u64,
     clock: QuotaClock,
     /// This gateway's share of each limit is 1/share (1 unless a Redis fallback).
     share: u64,
@@ -171,6 +192,7 @@ impl LocalQuotas {
     /// a fleet of `share` sharing a Redis quota).
     pub fn with_share(share: u32) -> LocalQuotas {
         LocalQuotas {
+            id: NEXT_QUOTAS_ID.fetch_add(1, Ordering::Relaxed),
             clock: QuotaClock::default(),
             share: u64::from(share.max(1)),
             tenants: DashMap::new(),
@@ -199,7 +221,17 @@ impl LocalQuotas {
         if tenant.rate_rules.is_empty() && feature_rules.is_none() {
             return QuotaOutcome::Unlimited;
         }
-        let state = self.tenant_state(tenant);
+        let found;
+        let state = match tenant.quota_state.0.get() {
+            Some((id, state)) if *id == self.id => state,
+            _ => {
+                found = self.tenant_state(tenant);
+                // A summary's rules never change, so the state found now stays its own;
+                // only the first instance to set the slot uses it.
+                let _ = tenant.quota_state.0.set((self.id, Arc::clone(&found)));
+                &found
+            }
+        };
         let mut best = None;
         if let Some(refused) = state.rates.check(&self.clock, false, &mut best) {
             return refused;

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::*;
@@ -26,6 +26,7 @@ fn summary(tenant: &str, status: Status, features: &[&str]) -> TenantSummary {
         rate_rules: Default::default(),
         feature_rules: Default::default(),
         counters: Default::default(),
+        quota_state: Default::default(),
     }
 }
 
@@ -34,7 +35,7 @@ fn snapshot(tenants: Vec<TenantSummary>) -> LicenseSnapshot {
         tenants: tenants
             .into_iter()
             .map(|t| (t.tenant.clone(), std::sync::Arc::new(t)))
-            .collect::<HashMap<_, _>>(),
+            .collect(),
         ..LicenseSnapshot::default()
     }
 }

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::*;
 use crate::license::claims::{FeatureLimits, Limits};
@@ -101,6 +101,26 @@ fn feature_quotas_apply_to_their_feature_only() {
 }
 
 #[test]
+fn a_summary_remembers_its_state_per_backend_and_new_snapshots_share_it() {
+    let allowed = |q: &LocalQuotas, t: &TenantSummary| {
+        matches!(q.check(t, None), QuotaOutcome::Allowed { .. })
+    };
+    let (a, b) = (LocalQuotas::default(), LocalQuotas::default());
+    let t = summary("acme", per_minute(60, Some(2)), BTreeMap::new());
+    assert!(allowed(&a, &t) && allowed(&a, &t));
+    assert!(!allowed(&a, &t));
+    // Another backend (say, after a reconfiguration) counts on its own state, although
+    // the summary already remembers the first one's.
+    assert!(allowed(&b, &t) && allowed(&b, &t));
+    assert!(!allowed(&b, &t));
+    assert!(!allowed(&a, &t));
+    // The same tenant in a new snapshot (same rules) finds the state already used.
+    let rebuilt = summary("acme", per_minute(60, Some(2)), BTreeMap::new());
+    assert!(!allowed(&a, &rebuilt));
+    assert_eq!(a.tenants_with_state(), 1);
+}
+
+#[test]
 fn a_license_change_resizes_live() {
     let quotas = LocalQuotas::default();
     let small = summary("acme", per_minute(60, Some(1)), BTreeMap::new());
@@ -157,10 +177,12 @@ fn state_of_tenants_without_a_license_is_dropped() {
     }
     assert_eq!(quotas.tenants_with_state(), 100);
     let snapshot = LicenseSnapshot {
-        tenants: HashMap::from([(
+        tenants: [(
             Arc::from("t7"),
             Arc::new(summary("t7", per_minute(60, None), BTreeMap::new())),
-        )]),
+        )]
+        .into_iter()
+        .collect(),
         ..LicenseSnapshot::default()
     };
     quotas.retain_licensed(&snapshot);
