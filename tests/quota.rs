@@ -19,6 +19,14 @@ async fn gateway(
     upstream: &Upstream,
     shape: impl FnOnce(&mut Claims),
 ) -> (Gateway, tempfile::TempDir) {
+    gateway_at(upstream.addr, shape).await
+}
+
+/// [`gateway`] in front of the upstream at `upstream`.
+async fn gateway_at(
+    upstream: std::net::SocketAddr,
+    shape: impl FnOnce(&mut Claims),
+) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (private, public) = write_key_pair(&dir.path().join("keys"), &generate_ed25519()).unwrap();
     let now = SystemClock.now();
@@ -35,7 +43,7 @@ async fn gateway(
             public.display(),
             dir.path().join("store").display()
         );
-    (Gateway::start_with(&config, upstream.addr).await, dir)
+    (Gateway::start_with(&config, upstream).await, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,4 +280,64 @@ fn quota_state_is_bounded_by_licensed_tenants() {
     );
     quotas.retain_licensed(&empty);
     assert_eq!(quotas.tenants_with_state(), 10);
+}
+
+/// An upstream on a raw socket that answers every request with its own
+/// `RateLimit-Limit` and `X-Licgate-Warning` (which the gateway must replace, not add to).
+async fn upstream_with_its_own_rate_headers() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
+{
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\nRateLimit-Limit: 999\r\nratelimit-reset: 1\r\nX-Licgate-Warning: from the app\r\nContent-Length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_rate_headers_replace_the_upstreams_own() {
+    let (raw_upstream, task) = upstream_with_its_own_rate_headers().await;
+    let (gw, _dir) = gateway_at(raw_upstream, |c| {
+        c.limits.requests_per_minute = Some(60);
+        c.limits.burst = Some(5);
+    })
+    .await;
+    let resp = http_get(gw.addr, "/x").await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.head);
+    let values = |name: &str| -> Vec<&str> {
+        resp.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(values("ratelimit-limit"), ["60"], "{}", resp.head);
+    assert_eq!(values("ratelimit-remaining"), ["4"], "{}", resp.head);
+    assert_eq!(values("ratelimit-reset").len(), 1, "{}", resp.head);
+    // No warning applies to a valid license; the upstream's own passes through.
+    assert_eq!(values("x-licgate-warning"), ["from the app"]);
+    assert_eq!(resp.body, b"ok");
+    task.abort();
 }

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use pingora::http::{PreparsedHeaderName, RequestHeader};
+use pingora::http::{AppendedHeadersBuilder, PreparsedHeaderName, RequestHeader};
 use pingora::{ErrorType, OrErr};
 
 /// Prefix of the headers the gateway sets for the upstream (lowercase, as stored).
@@ -19,8 +19,6 @@ static X_FORWARDED_PROTO: PreparsedHeaderName =
     PreparsedHeaderName::from_static("x-forwarded-proto", "X-Forwarded-Proto");
 static X_FORWARDED_HOST: PreparsedHeaderName =
     PreparsedHeaderName::from_static("x-forwarded-host", "X-Forwarded-Host");
-/// How many headers [`ForwardingPolicy::apply`] may add.
-pub const FORWARDED_HEADERS: usize = 3;
 
 /// `X-Licgate-Warning`: added to responses while a license needs attention.
 pub static WARNING: PreparsedHeaderName =
@@ -74,7 +72,8 @@ impl ForwardingPolicy {
         client
     }
 
-    /// Rewrites `req` (the request about to go upstream) for a client at `peer`.
+    /// Rewrites `req` (the request about to go upstream) for a client at `peer`; the
+    /// `X-Forwarded-*` headers it sets go to `lines` (written after `req`'s own).
     ///
     /// - every header named `X-Licgate-*` / `X_Licgate_*` (any case) is removed;
     /// - `X-Forwarded-For` gets the peer appended when the peer is trusted,
@@ -82,13 +81,18 @@ impl ForwardingPolicy {
     /// - `X-Forwarded-Proto` and `X-Forwarded-Host` are kept from trusted peers
     ///   when present, and otherwise set to `http` and the client's `Host`;
     /// - `Host` is replaced when `host_header` is configured.
-    pub fn apply(&self, req: &mut RequestHeader, peer: Option<IpAddr>) -> pingora::Result<()> {
-        strip_gateway_headers(req);
+    pub fn apply(
+        &self,
+        req: &mut RequestHeader,
+        peer: Option<IpAddr>,
+        lines: &mut AppendedHeadersBuilder,
+    ) -> pingora::Result<()> {
+        let present = strip_gateway_headers(req);
         let trusted = self.trusts(peer);
 
         if let Some(ip) = peer {
             let ip = ip_text(ip);
-            let existing = if trusted {
+            let existing = if trusted && present.forwarded_for {
                 joined_values(req, "x-forwarded-for")
             } else {
                 None
@@ -97,22 +101,26 @@ impl ForwardingPolicy {
                 Some(chain) if !chain.is_empty() => format!("{chain}, {ip}"),
                 _ => ip,
             };
-            let value = http::HeaderValue::try_from(value)
+            lines
+                .value_bytes(&X_FORWARDED_FOR, value.as_bytes())
                 .or_err(ErrorType::InvalidHTTPHeader, "X-Forwarded-For")?;
-            req.insert_preparsed_header(&X_FORWARDED_FOR, value);
-        } else if !trusted {
+        }
+        if present.forwarded_for && (peer.is_some() || !trusted) {
             req.remove_header(X_FORWARDED_FOR.name());
         }
 
-        if !(trusted && req.headers.contains_key(X_FORWARDED_PROTO.name())) {
-            req.insert_preparsed_header(&X_FORWARDED_PROTO, http::HeaderValue::from_static("http"));
+        if !(trusted && present.forwarded_proto) {
+            if present.forwarded_proto {
+                req.remove_header(X_FORWARDED_PROTO.name());
+            }
+            lines.header(&X_FORWARDED_PROTO, &http::HeaderValue::from_static("http"));
         }
-        if !(trusted && req.headers.contains_key(X_FORWARDED_HOST.name())) {
-            match req.headers.get(http::header::HOST).cloned() {
-                Some(host) => req.insert_preparsed_header(&X_FORWARDED_HOST, host),
-                None => {
-                    req.remove_header(X_FORWARDED_HOST.name());
-                }
+        if !(trusted && present.forwarded_host) {
+            if present.forwarded_host {
+                req.remove_header(X_FORWARDED_HOST.name());
+            }
+            if let Some(host) = req.headers.get(http::header::HOST) {
+                lines.header(&X_FORWARDED_HOST, host);
             }
         }
         if let Some(host) = &self.host_header {
@@ -122,17 +130,39 @@ impl ForwardingPolicy {
     }
 }
 
-/// Removes every client-sent header whose name starts with `x-licgate-` or `x_licgate_`.
-/// Allocates only when such a header is present.
-pub fn strip_gateway_headers(req: &mut RequestHeader) {
-    let doomed: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|name| is_gateway_header(name.as_str().as_bytes()))
-        .cloned()
-        .collect();
+/// Which `X-Forwarded-*` headers a request carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardedPresent {
+    pub forwarded_for: bool,
+    pub forwarded_proto: bool,
+    pub forwarded_host: bool,
+}
+
+/// Removes every client-sent header whose name starts with `x-licgate-` or `x_licgate_`,
+/// and tells which `X-Forwarded-*` headers the request has (in the same pass over its
+/// names). Allocates only when a gateway header is present.
+pub fn strip_gateway_headers(req: &mut RequestHeader) -> ForwardedPresent {
+    let mut present = ForwardedPresent::default();
+    let mut doomed: Vec<http::HeaderName> = Vec::new();
+    let mut connection = false;
+    for name in req.headers.keys() {
+        if *name == http::header::CONNECTION {
+            connection = true;
+        } else if name == X_FORWARDED_FOR.name() {
+            present.forwarded_for = true;
+        } else if name == X_FORWARDED_PROTO.name() {
+            present.forwarded_proto = true;
+        } else if name == X_FORWARDED_HOST.name() {
+            present.forwarded_host = true;
+        } else if is_gateway_header(name.as_str().as_bytes()) {
+            doomed.push(name.clone());
+        }
+    }
     for name in doomed {
         req.remove_header(&name);
+    }
+    if !connection {
+        return present;
     }
     // `Connection: X-Licgate-Tier` would ask the next hop to drop the header the
     // gateway injects: such tokens are removed from `Connection`.
@@ -155,6 +185,7 @@ pub fn strip_gateway_headers(req: &mut RequestHeader) {
             let _ = req.insert_header(http::header::CONNECTION, kept.join(", "));
         }
     }
+    present
 }
 
 fn is_gateway_header(name: &[u8]) -> bool {
@@ -285,6 +316,16 @@ mod tests {
         r
     }
 
+    /// The headers `policy` sends upstream for `r` from `peer`.
+    fn applied(policy: &ForwardingPolicy, mut r: RequestHeader, peer: &str) -> http::HeaderMap {
+        let mut lines = AppendedHeadersBuilder::default();
+        policy
+            .apply(&mut r, Some(peer.parse().unwrap()), &mut lines)
+            .unwrap();
+        r.set_appended_headers(lines.build());
+        r.as_owned_parts().headers
+    }
+
     #[test]
     fn strips_gateway_headers_in_any_spelling() {
         let mut r = request(&[
@@ -295,7 +336,7 @@ mod tests {
             ("Accept", "*/*"),
             ("Connection", "keep-alive, X-Licgate-Tier"),
         ]);
-        strip_gateway_headers(&mut r);
+        assert_eq!(strip_gateway_headers(&mut r), ForwardedPresent::default());
         assert_eq!(r.headers["connection"], "keep-alive");
         let mut names: Vec<_> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
         names.retain(|n| n != "connection");
@@ -306,19 +347,20 @@ mod tests {
     #[test]
     fn untrusted_peer_cannot_spoof_forwarding() {
         let policy = ForwardingPolicy::default();
-        let mut r = request(&[
+        let r = request(&[
             ("Host", "app.example.com"),
             ("X-Forwarded-For", "1.2.3.4"),
             ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Host", "evil.example"),
         ]);
-        policy
-            .apply(&mut r, Some("10.0.0.7".parse().unwrap()))
-            .unwrap();
-        assert_eq!(r.headers["x-forwarded-for"], "10.0.0.7");
-        assert_eq!(r.headers["x-forwarded-proto"], "http");
-        assert_eq!(r.headers["x-forwarded-host"], "app.example.com");
-        assert_eq!(r.headers["host"], "app.example.com");
+        let sent = applied(&policy, r, "10.0.0.7");
+        assert_eq!(sent["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(sent["x-forwarded-proto"], "http");
+        assert_eq!(sent["x-forwarded-host"], "app.example.com");
+        assert_eq!(sent["host"], "app.example.com");
+        for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
+            assert_eq!(sent.get_all(name).iter().count(), 1, "{name} once");
+        }
     }
 
     #[test]
@@ -327,18 +369,22 @@ mod tests {
             trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
             host_header: Some("internal:8000".into()),
         };
-        let mut r = request(&[
+        let r = request(&[
             ("Host", "app.example.com"),
             ("X-Forwarded-For", "1.2.3.4"),
             ("X-Forwarded-For", "5.6.7.8"),
             ("X-Forwarded-Proto", "https"),
         ]);
-        policy
-            .apply(&mut r, Some("10.0.0.7".parse().unwrap()))
-            .unwrap();
-        assert_eq!(r.headers["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.7");
-        assert_eq!(r.headers["x-forwarded-proto"], "https");
-        assert_eq!(r.headers["x-forwarded-host"], "app.example.com");
-        assert_eq!(r.headers["host"], "internal:8000");
+        let sent = applied(&policy, r, "10.0.0.7");
+        assert_eq!(
+            sent.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["1.2.3.4, 5.6.7.8, 10.0.0.7"]
+        );
+        assert_eq!(
+            sent.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(),
+            ["https"]
+        );
+        assert_eq!(sent["x-forwarded-host"], "app.example.com");
+        assert_eq!(sent["host"], "internal:8000");
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::StatusCode;
+use pingora::http::AppendedHeadersBuilder;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
@@ -26,7 +27,6 @@ use headers::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, WARNING};
 pub use rules::Rules;
 
 use crate::config::Mode;
-use crate::license::snapshot::UPSTREAM_HEADER_NAMES;
 use crate::license::{LicenseSnapshot, TenantSummary};
 use crate::lifecycle::{Inflight, InflightGuard};
 use crate::metrics::{ActiveGuard, Outcome, QuotaKind, Refusal, TenantCounters, UpstreamErrorKind};
@@ -76,6 +76,11 @@ pub struct Gateway {
 }
 
 /// The snapshot used when licensing is not configured: every tenant unlicensed.
+/// Room for the lines added to a request (`X-Forwarded-*`, `X-Licgate-*`) and to a
+/// response (`RateLimit-*`, `X-Licgate-Warning`) before their buffer grows.
+const APPENDED_REQUEST_LINES_CAPACITY: usize = 320;
+const APPENDED_RESPONSE_LINES_CAPACITY: usize = 128;
+
 static NO_LICENSES: LazyLock<LicenseSnapshot> = LazyLock::new(LicenseSnapshot::default);
 
 /// What to do with a request once decided (owns what it needs; may borrow the rules).
@@ -588,34 +593,31 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let injected = if ctx.tenant.is_some() {
-            UPSTREAM_HEADER_NAMES.len()
-        } else {
-            0
-        };
-        upstream_request.reserve_headers(headers::FORWARDED_HEADERS + injected)?;
+        // The headers the gateway adds go after the request's own, written as lines
+        // (no insertion into the request's header maps).
+        let mut lines = AppendedHeadersBuilder::with_capacity(APPENDED_REQUEST_LINES_CAPACITY);
         if let Some(host) = ctx.host.take() {
             upstream_request.insert_header(http::header::HOST, host)?;
         }
         match &ctx.rules {
-            Some(rules) => rules
-                .forwarding
-                .apply(upstream_request, client_ip(session))?,
-            None => self
-                .enforcement
-                .rules
-                .load()
-                .forwarding
-                .apply(upstream_request, client_ip(session))?,
+            Some(rules) => {
+                rules
+                    .forwarding
+                    .apply(upstream_request, client_ip(session), &mut lines)?
+            }
+            None => self.enforcement.rules.load().forwarding.apply(
+                upstream_request,
+                client_ip(session),
+                &mut lines,
+            )?,
         }
         if let Some(target) = &ctx.rewrite {
             upstream_request.set_raw_path(target.as_bytes())?;
         }
         if let Some(tenant) = &ctx.tenant {
-            for (name, value) in tenant.upstream_headers.iter() {
-                upstream_request.insert_preparsed_header(name, value);
-            }
+            tenant.upstream_headers.write_lines(&mut lines);
         }
+        upstream_request.set_appended_headers(lines.build());
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
@@ -650,19 +652,26 @@ impl ProxyHttp for Gateway {
             .tenant
             .as_ref()
             .and_then(|t| t.warning_header.as_deref());
-        let added = usize::from(warning.is_some()) + 3 * usize::from(ctx.rate_limit.is_some());
-        if added == 0 {
+        if warning.is_none() && ctx.rate_limit.is_none() {
             return Ok(());
         }
-        upstream_response.reserve_headers(added)?;
+        // Written as lines after the upstream's headers; the upstream's own copies of
+        // these headers, if any, are dropped (the gateway's values replace them).
+        let mut lines = AppendedHeadersBuilder::with_capacity(APPENDED_RESPONSE_LINES_CAPACITY);
         if let Some(warning) = warning {
-            upstream_response.insert_preparsed_header(&WARNING, warning.clone());
+            upstream_response.remove_header(WARNING.name());
+            lines.header(&WARNING, warning);
         }
         if let Some((limit, remaining, reset)) = ctx.rate_limit {
-            upstream_response.insert_preparsed_header(&RATELIMIT_LIMIT, limit.into());
-            upstream_response.insert_preparsed_header(&RATELIMIT_REMAINING, remaining.into());
-            upstream_response.insert_preparsed_header(&RATELIMIT_RESET, reset.into());
+            for name in [&RATELIMIT_LIMIT, &RATELIMIT_REMAINING, &RATELIMIT_RESET] {
+                upstream_response.remove_header(name.name());
+            }
+            lines
+                .number(&RATELIMIT_LIMIT, limit)
+                .number(&RATELIMIT_REMAINING, remaining.into())
+                .number(&RATELIMIT_RESET, reset);
         }
+        upstream_response.set_appended_headers(lines.build());
         Ok(())
     }
 

@@ -38,10 +38,12 @@ pub use http::status::StatusCode;
 pub use http::version::Version;
 pub use http::HeaderMap as HMap;
 
+pub mod appended;
 pub mod authority;
 use authority::{raw_target_authority, RawTargetAuthority};
 
 mod case_header_name;
+pub use appended::{AppendedHeaders, AppendedHeadersBuilder, PreparsedHeaderName};
 use case_header_name::CaseHeaderName;
 pub use case_header_name::IntoCaseHeaderName;
 
@@ -85,6 +87,8 @@ pub enum HeaderNameVariant<'a> {
 pub struct RequestHeader {
     base: ReqParts,
     header_name_map: Option<CaseMap>,
+    // header lines written after the map's (see `appended`)
+    appended: AppendedHeaders,
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
@@ -153,6 +157,7 @@ impl RequestHeader {
         RequestHeader {
             base,
             header_name_map: None,
+            appended: AppendedHeaders::empty(),
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
         }
@@ -239,33 +244,24 @@ impl RequestHeader {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
     }
 
-    /// Insert `name: value`, replacing every header of that name, like
-    /// [Self::insert_header()] but with a name parsed once up front: no parsing and, for
-    /// a name made with [PreparsedHeaderName::from_static()], no allocation.
-    pub fn insert_preparsed_header(&mut self, name: &PreparsedHeaderName, value: HeaderValue) {
-        insert_preparsed_value(
-            self.header_name_map.as_mut(),
-            &mut self.base.headers,
-            name,
-            value,
-        )
-    }
-
-    /// Make room for `additional` more headers (in the case map too), so that inserting
-    /// them does not grow the maps one step at a time.
-    pub fn reserve_headers(&mut self, additional: usize) -> Result<()> {
-        reserve_headers(
-            self.header_name_map.as_mut(),
-            &mut self.base.headers,
-            additional,
-        )
-    }
-
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        buf.put_slice(self.appended.as_wire());
+    }
+
+    /// Header lines to write after the map's headers, replacing any set before. They
+    /// are not in the map (`headers` does not show them); remove a header from the map
+    /// first when it must not be sent twice. Conversions to [http] parts include them.
+    pub fn set_appended_headers(&mut self, lines: AppendedHeaders) {
+        self.appended = lines;
+    }
+
+    /// The header lines written after the map's headers.
+    pub fn appended_headers(&self) -> &AppendedHeaders {
+        &self.appended
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -420,15 +416,18 @@ impl RequestHeader {
     /// rebuilding a [RequestHeader] from the result serializes the URI's origin-form path
     /// instead of the original bytes. [Clone] keeps it; [Self::set_raw_path()] restores it.
     pub fn as_owned_parts(&self) -> ReqParts {
-        clone_req_parts(&self.base)
+        let mut parts = clone_req_parts(&self.base);
+        self.appended.append_to(&mut parts.headers);
+        parts
     }
 }
 
 impl Clone for RequestHeader {
     fn clone(&self) -> Self {
         Self {
-            base: self.as_owned_parts(),
+            base: clone_req_parts(&self.base),
             header_name_map: self.header_name_map.clone(),
+            appended: self.appended.clone(),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
         }
@@ -444,6 +443,7 @@ impl From<ReqParts> for RequestHeader {
         Self {
             base: parts,
             header_name_map: None,
+            appended: AppendedHeaders::empty(),
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
@@ -452,8 +452,10 @@ impl From<ReqParts> for RequestHeader {
 }
 
 impl From<RequestHeader> for ReqParts {
-    fn from(resp: RequestHeader) -> ReqParts {
-        resp.base
+    fn from(req: RequestHeader) -> ReqParts {
+        let mut base = req.base;
+        req.appended.append_to(&mut base.headers);
+        base
     }
 }
 
@@ -475,6 +477,8 @@ pub struct ResponseHeader {
     base: RespParts,
     // an ordered header map to store the original case of each header name
     header_name_map: Option<CaseMap>,
+    // header lines written after the map's (see `appended`)
+    appended: AppendedHeaders,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
 }
@@ -496,8 +500,9 @@ impl Deref for ResponseHeader {
 impl Clone for ResponseHeader {
     fn clone(&self) -> Self {
         Self {
-            base: self.as_owned_parts(),
+            base: clone_resp_parts(&self.base),
             header_name_map: self.header_name_map.clone(),
+            appended: self.appended.clone(),
             reason_phrase: self.reason_phrase.clone(),
         }
     }
@@ -509,6 +514,7 @@ impl From<RespParts> for ResponseHeader {
         Self {
             base: parts,
             header_name_map: None,
+            appended: AppendedHeaders::empty(),
             reason_phrase: None,
         }
     }
@@ -516,13 +522,15 @@ impl From<RespParts> for ResponseHeader {
 
 impl From<ResponseHeader> for RespParts {
     fn from(resp: ResponseHeader) -> RespParts {
-        resp.base
+        let mut base = resp.base;
+        resp.appended.append_to(&mut base.headers);
+        base
     }
 }
 
 impl From<Box<ResponseHeader>> for Box<RespParts> {
     fn from(resp: Box<ResponseHeader>) -> Box<RespParts> {
-        Box::new(resp.base)
+        Box::new((*resp).into())
     }
 }
 
@@ -541,6 +549,7 @@ impl ResponseHeader {
         ResponseHeader {
             base,
             header_name_map: None,
+            appended: AppendedHeaders::empty(),
             reason_phrase: None,
         }
     }
@@ -615,33 +624,24 @@ impl ResponseHeader {
         remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
     }
 
-    /// Insert `name: value`, replacing every header of that name, like
-    /// [Self::insert_header()] but with a name parsed once up front: no parsing and, for
-    /// a name made with [PreparsedHeaderName::from_static()], no allocation.
-    pub fn insert_preparsed_header(&mut self, name: &PreparsedHeaderName, value: HeaderValue) {
-        insert_preparsed_value(
-            self.header_name_map.as_mut(),
-            &mut self.base.headers,
-            name,
-            value,
-        )
-    }
-
-    /// Make room for `additional` more headers (in the case map too), so that inserting
-    /// them does not grow the maps one step at a time.
-    pub fn reserve_headers(&mut self, additional: usize) -> Result<()> {
-        reserve_headers(
-            self.header_name_map.as_mut(),
-            &mut self.base.headers,
-            additional,
-        )
-    }
-
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        buf.put_slice(self.appended.as_wire());
+    }
+
+    /// Header lines to write after the map's headers, replacing any set before. They
+    /// are not in the map (`headers` does not show them); remove a header from the map
+    /// first when it must not be sent twice. Conversions to [http] parts include them.
+    pub fn set_appended_headers(&mut self, lines: AppendedHeaders) {
+        self.appended = lines;
+    }
+
+    /// The header lines written after the map's headers.
+    pub fn appended_headers(&self) -> &AppendedHeaders {
+        &self.appended
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -725,7 +725,9 @@ impl ResponseHeader {
 
     /// Clone `self` into [http::response::Parts].
     pub fn as_owned_parts(&self) -> RespParts {
-        clone_resp_parts(&self.base)
+        let mut parts = clone_resp_parts(&self.base);
+        self.appended.append_to(&mut parts.headers);
+        parts
     }
 
     /// Helper function to set the HTTP content length on the response header.
@@ -881,14 +883,10 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
     const PINGORA_MAX_HEADER_COUNT: usize = 4096;
     const INIT_HEADER_SIZE: usize = 8;
 
-    // A header sized from what was parsed gets room for the headers a proxy adds before
-    // forwarding it, so that adding them does not grow and rehash the map.
-    const PROXY_HEADER_ROOM: usize = 8;
-
     // We select the size hint or the max size here, ensuring that we pick a value substantially lower
     // than 1 << 15 with room to grow the header map.
     std::cmp::min(
-        size_hint.map_or(INIT_HEADER_SIZE, |n| n.saturating_add(PROXY_HEADER_ROOM)),
+        size_hint.unwrap_or(INIT_HEADER_SIZE),
         PINGORA_MAX_HEADER_COUNT,
     )
 }
@@ -917,76 +915,6 @@ fn append_header_value<T>(
 
     // Non-panicking `try_append` for the same reason as the case map above.
     value_map.try_append(header_name, value).or_err(
-        InvalidHTTPHeader,
-        "header value map size overflows MAX_SIZE",
-    )
-}
-
-/// A header name parsed once, with the spelling it is written in on the wire.
-///
-/// Inserting one with `insert_preparsed_header` skips the parse (and the allocation
-/// the parse makes for a name `http` does not know) that `insert_header` pays on every
-/// call.
-#[derive(Debug, Clone)]
-pub struct PreparsedHeaderName {
-    name: HeaderName,
-    case: CaseHeaderName,
-}
-
-impl PreparsedHeaderName {
-    /// The name `spelling`, e.g. `"X-Request-Id"`, stored as `lowercase`
-    /// (`"x-request-id"`), which must be the same name in lowercase.
-    ///
-    /// # Panics
-    /// When `lowercase` is not a valid lowercase header name, or not `spelling` in
-    /// lowercase; at compile time when used in a `const`.
-    pub const fn from_static(lowercase: &'static str, spelling: &'static str) -> Self {
-        let (a, b) = (lowercase.as_bytes(), spelling.as_bytes());
-        assert!(a.len() == b.len(), "spelling is not the same name");
-        let mut i = 0;
-        while i < a.len() {
-            assert!(
-                a[i] == b[i].to_ascii_lowercase(),
-                "spelling is not the same name"
-            );
-            i += 1;
-        }
-        PreparsedHeaderName {
-            name: HeaderName::from_static(lowercase),
-            case: CaseHeaderName::from_static(spelling),
-        }
-    }
-
-    /// The parsed (lowercase) name.
-    pub fn name(&self) -> &HeaderName {
-        &self.name
-    }
-}
-
-#[inline]
-fn insert_preparsed_value<T>(
-    name_map: Option<&mut CaseMap>,
-    value_map: &mut HMap<T>,
-    name: &PreparsedHeaderName,
-    value: T,
-) {
-    if let Some(name_map) = name_map {
-        name_map.insert(name.name.clone(), name.case.clone());
-    }
-    value_map.insert(name.name.clone(), value);
-}
-
-fn reserve_headers<T>(
-    name_map: Option<&mut CaseMap>,
-    value_map: &mut HMap<T>,
-    additional: usize,
-) -> Result<()> {
-    if let Some(name_map) = name_map {
-        name_map
-            .try_reserve(additional)
-            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
-    }
-    value_map.try_reserve(additional).or_err(
         InvalidHTTPHeader,
         "header value map size overflows MAX_SIZE",
     )
@@ -1176,7 +1104,7 @@ mod tests {
     #[test]
     fn header_map_upper_bound() {
         assert_eq!(8, http_header_map_upper_bound(None));
-        assert_eq!(24, http_header_map_upper_bound(Some(16)));
+        assert_eq!(16, http_header_map_upper_bound(Some(16)));
         assert_eq!(4096, http_header_map_upper_bound(Some(7777)));
     }
 
@@ -2044,33 +1972,38 @@ mod tests {
     const X_TRACE: PreparsedHeaderName = PreparsedHeaderName::from_static("x-trace", "X-Trace");
 
     #[test]
-    fn preparsed_headers_replace_any_case_and_keep_their_spelling() {
+    fn appended_lines_follow_the_map_and_survive_clones_and_conversions() {
+        let mut lines = AppendedHeadersBuilder::default();
+        lines.header(&X_TRACE, &HeaderValue::from_static("a b"));
+        let lines = lines.build();
+
         let mut req = RequestHeader::build("GET", b"/", Some(1)).unwrap();
-        req.append_header("x-TRACE", "client").unwrap();
         req.append_header("Host", "example").unwrap();
-        req.reserve_headers(4).unwrap();
-        req.insert_preparsed_header(&X_TRACE, HeaderValue::from_static("gateway"));
-        let values: Vec<_> = req.headers.get_all("x-trace").iter().collect();
-        assert_eq!(values, [&HeaderValue::from_static("gateway")]);
+        req.set_appended_headers(lines.clone());
+        assert!(req.headers.get("x-trace").is_none());
+        let copy = req.clone();
+        for r in [&req, &copy] {
+            let mut wire = vec![];
+            r.header_to_h1_wire(&mut wire);
+            assert_eq!(wire, b"Host: example\r\nX-Trace: a b\r\n");
+        }
+        assert_eq!(
+            copy.headers.len(),
+            1,
+            "a clone does not move the lines into its map"
+        );
+        assert_eq!(req.as_owned_parts().headers["x-trace"], "a b");
+        let parts: http::request::Parts = req.into();
+        assert_eq!(parts.headers["x-trace"], "a b");
+        assert_eq!(parts.headers["host"], "example");
+
+        let mut resp = ResponseHeader::build(200, Some(0)).unwrap();
+        resp.set_appended_headers(lines);
         let mut wire = vec![];
-        req.header_to_h1_wire(&mut wire);
-        assert_eq!(wire, b"X-Trace: gateway\r\nHost: example\r\n");
-
-        let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.reserve_headers(1).unwrap();
-        resp.insert_preparsed_header(&X_TRACE, HeaderValue::from_static("1"));
-        let mut wire = vec![];
-        resp.header_to_h1_wire(&mut wire);
-        assert_eq!(wire, b"X-Trace: 1\r\n");
-
-        let mut no_case = RequestHeader::build_no_case("GET", b"/", None).unwrap();
-        no_case.insert_preparsed_header(&X_TRACE, HeaderValue::from_static("2"));
-        assert_eq!(no_case.headers["x-trace"], "2");
-    }
-
-    #[test]
-    #[should_panic(expected = "spelling is not the same name")]
-    fn a_preparsed_spelling_must_be_the_same_name() {
-        PreparsedHeaderName::from_static("x-trace", "X-Tracer");
+        resp.clone().header_to_h1_wire(&mut wire);
+        assert_eq!(wire, b"X-Trace: a b\r\n");
+        assert_eq!(resp.as_owned_parts().headers["x-trace"], "a b");
+        let boxed: Box<http::response::Parts> = Box::new(resp).into();
+        assert_eq!(boxed.headers["x-trace"], "a b");
     }
 }
