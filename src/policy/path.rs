@@ -161,24 +161,29 @@ fn split_absolute_form(text: &str) -> Result<(Option<&str>, &str), PathError> {
 }
 
 /// True when `path` needs no change: no escapes, no `;`, no `\`, no control or
-/// non-ASCII bytes, no empty, `.` or `..` segments.
+/// non-ASCII bytes, no empty, `.` or `..` segments (the last may be empty: a trailing
+/// slash). One pass over the bytes.
 fn is_already_normal(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    if bytes
-        .iter()
-        .any(|&b| b == b'%' || b == b';' || b == b'\\' || !(0x20..0x7f).contains(&b))
-    {
-        return false;
-    }
-    // Every segment between slashes (the last may be empty: a trailing slash).
-    let mut segments = path[1..].split('/').peekable();
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        if (segment.is_empty() && !last) || segment == "." || segment == ".." {
-            return false;
+    let dot_segment = |len: usize, dots: usize| len > 0 && len <= 2 && dots == len;
+    // Length of the current segment so far, and how many of its bytes are dots.
+    let (mut len, mut dots) = (0usize, 0usize);
+    for &b in &path.as_bytes()[1..] {
+        match b {
+            b'/' => {
+                if len == 0 || dot_segment(len, dots) {
+                    return false;
+                }
+                (len, dots) = (0, 0);
+            }
+            b'%' | b';' | b'\\' => return false,
+            0x20..=0x7e => {
+                len += 1;
+                dots += usize::from(b == b'.');
+            }
+            _ => return false,
         }
     }
-    true
+    !dot_segment(len, dots)
 }
 
 fn normalize_path(path: &str, params: PathParams) -> Result<String, PathError> {

@@ -140,3 +140,27 @@ fn absolute_form_and_asterisk() {
         Target::Asterisk
     );
 }
+
+#[test]
+fn the_fast_check_agrees_with_normalization_on_every_short_path() {
+    const ALPHABET: &[u8] = b"a./%;\\~";
+    let mut paths = vec![b"/".to_vec()];
+    let mut start = 0;
+    for _ in 0..6 {
+        let end = paths.len();
+        for i in start..end {
+            for &b in ALPHABET {
+                let mut next = paths[i].clone();
+                next.push(b);
+                paths.push(next);
+            }
+        }
+        start = end;
+    }
+    for path in &paths {
+        let path = std::str::from_utf8(path).unwrap();
+        let unchanged = !path.contains(['%', ';', '\\'])
+            && normalize_path(path, PathParams::Reject).as_deref() == Ok(path);
+        assert_eq!(is_already_normal(path), unchanged, "{path:?}");
+    }
+}
