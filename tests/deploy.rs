@@ -103,6 +103,31 @@ fn dockerfiles_pass_hadolint_and_copy_what_exists() {
         ignored.lines().any(|l| l == "target/"),
         "build context without target/"
     );
+    // Every local crate the manifest needs (patches, workspace members) is copied in.
+    let manifest: toml::Table = std::fs::read_to_string(repo_root().join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut local: Vec<String> = manifest["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    for patch in manifest["patch"]["crates-io"].as_table().unwrap().values() {
+        local.push(patch["path"].as_str().unwrap().to_string());
+    }
+    assert!(!local.is_empty());
+    for dir in local {
+        let top = dir.split('/').next().unwrap();
+        assert!(
+            dockerfile
+                .lines()
+                .any(|l| l.starts_with(&format!("COPY {top} "))
+                    || l.starts_with(&format!("COPY {dir} "))),
+            "the image build does not copy {dir}"
+        );
+    }
 }
 
 #[test]

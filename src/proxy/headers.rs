@@ -1,5 +1,7 @@
 //! Header hygiene on the way to the upstream: client copies of gateway headers are
-//! removed, `Host` is optionally rewritten, and `X-Forwarded-*` are maintained.
+//! removed, `Host` is optionally rewritten, and `X-Forwarded-*` are maintained; and
+//! the names of the headers the gateway adds to responses. Added headers are written
+//! as lines after the message's own (`pingora::http::AppendedHeaders`).
 
 use std::net::IpAddr;
 
