@@ -137,7 +137,7 @@ async fn demo_serves_the_demo_app_with_a_demo_license() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(admin, "/readyz").await.map(|r| r.status).ok() != Some(200) {
+    while !licgate_ready(admin).await {
         assert!(Instant::now() < deadline, "demo not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

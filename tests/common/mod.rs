@@ -26,9 +26,32 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A free loopback port (bound then released; callers retry on the rare collision).
+///
+/// Within one test process a port is handed out at most once: parallel tests would
+/// otherwise be given the same just-released port and one would talk to the other's
+/// gateway.
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
-    l.local_addr().expect("local addr")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
+        let addr = l.local_addr().expect("local addr");
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&addr.port()) {
+            handed_out.push(addr.port());
+            return addr;
+        }
+    }
+}
+
+/// True when `admin` answers `/readyz` as a ready licgate: a 200 with the readiness
+/// report. Status alone is not enough: another test's server (the JSON echo answers
+/// 200 to any path) may hold that port if the gateway could not bind it.
+pub async fn licgate_ready(admin: SocketAddr) -> bool {
+    let Ok(resp) = http_get(admin, "/readyz").await else {
+        return false;
+    };
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+    resp.status == 200 && body["status"] == "ready" && body["checks"]["listening"] == true
 }
 
 /// A loopback address where nothing listens.
@@ -134,10 +157,8 @@ impl Gateway {
             if let Some(status) = gateway.child.try_wait().expect("try_wait") {
                 return Err(format!("exited with {status}: {}", gateway.logs()));
             }
-            if let Ok(resp) = http_get(admin, "/readyz").await {
-                if resp.status == 200 {
-                    return Ok(gateway);
-                }
+            if licgate_ready(admin).await {
+                return Ok(gateway);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
