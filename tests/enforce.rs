@@ -572,6 +572,15 @@ async fn spoofed_gateway_headers_never_reach_the_upstream() {
             "{path}: Connection still names a gateway header"
         );
     }
+    // Nominating a header the gateway sets, for the next hop to drop, is refused.
+    for nominated in ["X-Forwarded-For", "x-forwarded-host, keep-alive", "Host"] {
+        let extra = format!("Connection: {nominated}\r\n");
+        let resp = raw_request(gw.addr, &get(gw.addr, "/x", &extra))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 400, "{nominated}");
+        assert_eq!(resp.json()["error_code"], "BAD_REQUEST", "{nominated}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

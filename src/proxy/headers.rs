@@ -143,14 +143,15 @@ pub struct ForwardedPresent {
 /// Removes every client-sent header whose name starts with `x-licgate-` or `x_licgate_`,
 /// and tells which `X-Forwarded-*` headers the request has (in the same pass over its
 /// names). Allocates only when a gateway header is present.
+///
+/// `Connection` needs no care here: before the upstream request filter, pingora's
+/// standard upstream request policy removes `Connection` and the headers it nominates,
+/// and refuses (400) a request nominating `Host` or an `X-Forwarded-*` header.
 pub fn strip_gateway_headers(req: &mut RequestHeader) -> ForwardedPresent {
     let mut present = ForwardedPresent::default();
     let mut doomed: Vec<http::HeaderName> = Vec::new();
-    let mut connection = false;
     for name in req.headers.keys() {
-        if *name == http::header::CONNECTION {
-            connection = true;
-        } else if name == X_FORWARDED_FOR.name() {
+        if name == X_FORWARDED_FOR.name() {
             present.forwarded_for = true;
         } else if name == X_FORWARDED_PROTO.name() {
             present.forwarded_proto = true;
@@ -162,30 +163,6 @@ pub fn strip_gateway_headers(req: &mut RequestHeader) -> ForwardedPresent {
     }
     for name in doomed {
         req.remove_header(&name);
-    }
-    if !connection {
-        return present;
-    }
-    // `Connection: X-Licgate-Tier` would ask the next hop to drop the header the
-    // gateway injects: such tokens are removed from `Connection`.
-    let connection = req.headers.get_all(http::header::CONNECTION);
-    if connection.iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| is_gateway_header(t.trim_ascii()))
-    }) {
-        let kept: Vec<String> = connection
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && !is_gateway_header(t.as_bytes()))
-            .map(str::to_string)
-            .collect();
-        req.remove_header(&http::header::CONNECTION);
-        if !kept.is_empty() {
-            let _ = req.insert_header(http::header::CONNECTION, kept.join(", "));
-        }
     }
     present
 }
@@ -336,12 +313,9 @@ mod tests {
             ("X_Licgate_Features", "all"),
             ("X-Licgatex", "kept"),
             ("Accept", "*/*"),
-            ("Connection", "keep-alive, X-Licgate-Tier"),
         ]);
         assert_eq!(strip_gateway_headers(&mut r), ForwardedPresent::default());
-        assert_eq!(r.headers["connection"], "keep-alive");
         let mut names: Vec<_> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
-        names.retain(|n| n != "connection");
         names.sort();
         assert_eq!(names, vec!["accept", "x-licgatex"]);
     }

@@ -718,6 +718,8 @@ impl ProxyHttp for Gateway {
                     "upstream request failed"
                 );
             }
+        } else {
+            tracing::debug!(error = %e, status = code, "request failed");
         }
         if session.response_written().is_none() {
             let response = failure_response(failure, ClientKind::of(session.req_header()));
