@@ -1,6 +1,7 @@
 //! The smallest pingora reverse proxy: one fixed upstream, no checks, no header
 //! rewriting. `load/run` measures it beside licgate to separate pingora's own cost
-//! from licgate's.
+//! from licgate's. It uses licgate's allocator (mimalloc) so that the difference is
+//! licgate's work alone.
 //!
 //! Usage: cargo run --release --example bare_proxy -- LISTEN UPSTREAM THREADS [MODE]
 //!
@@ -11,6 +12,10 @@
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
+
+/// The allocator licgate uses, so that the comparison measures licgate's work only.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Bare {
     peer: HttpPeer,
