@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use pingora::http::{AppendedHeadersBuilder, PreparsedHeaderName, RequestHeader};
+use pingora::http::{AppendedHeadersBuilder, PreparsedHeaderName, RequestHeader, ResponseHeader};
 use pingora::{ErrorType, OrErr};
 
 /// Prefix of the headers the gateway sets for the upstream (lowercase, as stored).
@@ -167,6 +167,24 @@ pub fn strip_gateway_headers(req: &mut RequestHeader) -> ForwardedPresent {
     present
 }
 
+/// Removes from `resp` every header named in `names` that it has. One pass over the
+/// response's names finds them, so that a response without any (the usual case) costs
+/// no hashing of the `names`.
+pub fn remove_present(resp: &mut ResponseHeader, names: &[&PreparsedHeaderName]) {
+    debug_assert!(names.len() <= 32, "at most 32 names");
+    let mut present = 0u32;
+    for name in resp.headers.keys() {
+        if let Some(i) = names.iter().position(|n| n.name() == name) {
+            present |= 1 << i;
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            resp.remove_header(name.name());
+        }
+    }
+}
+
 fn is_gateway_header(name: &[u8]) -> bool {
     name.len() >= GATEWAY_PREFIX_DASH.len()
         && (name[..GATEWAY_PREFIX_DASH.len()].eq_ignore_ascii_case(GATEWAY_PREFIX_DASH)
@@ -318,6 +336,35 @@ mod tests {
         let mut names: Vec<_> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
         names.sort();
         assert_eq!(names, vec!["accept", "x-licgatex"]);
+    }
+
+    #[test]
+    fn remove_present_removes_every_copy_of_the_named_headers_only() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (name, value) in [
+            ("RateLimit-Limit", "999"),
+            ("content-type", "text/plain"),
+            ("ratelimit-limit", "998"),
+            ("RATELIMIT-RESET", "5"),
+            ("X-Licgate-Warning", "app's own"),
+        ] {
+            resp.append_header(name.to_string(), value).unwrap();
+        }
+        remove_present(
+            &mut resp,
+            &[&RATELIMIT_LIMIT, &RATELIMIT_REMAINING, &RATELIMIT_RESET],
+        );
+        let mut names: Vec<_> = resp
+            .headers
+            .keys()
+            .map(|k| k.as_str().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["content-type", "x-licgate-warning"]);
+        remove_present(&mut resp, &[&WARNING]);
+        assert_eq!(resp.headers.len(), 1);
+        remove_present(&mut resp, &[&WARNING]);
+        assert_eq!(resp.headers["content-type"], "text/plain");
     }
 
     #[test]

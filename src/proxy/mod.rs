@@ -22,8 +22,8 @@ use pingora::{ErrorSource, ErrorType};
 pub use enforce::Enforcement;
 
 use enforce::RateLimitHeaders;
+use headers::{remove_present, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, WARNING};
 pub use headers::{strip_gateway_headers, ForwardingPolicy};
-use headers::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, WARNING};
 pub use rules::Rules;
 
 use crate::config::Mode;
@@ -659,13 +659,14 @@ impl ProxyHttp for Gateway {
         // these headers, if any, are dropped (the gateway's values replace them).
         let mut lines = AppendedHeadersBuilder::with_capacity(APPENDED_RESPONSE_LINES_CAPACITY);
         if let Some(warning) = warning {
-            upstream_response.remove_header(WARNING.name());
+            remove_present(upstream_response, &[&WARNING]);
             lines.header(&WARNING, warning);
         }
         if let Some((limit, remaining, reset)) = ctx.rate_limit {
-            for name in [&RATELIMIT_LIMIT, &RATELIMIT_REMAINING, &RATELIMIT_RESET] {
-                upstream_response.remove_header(name.name());
-            }
+            remove_present(
+                upstream_response,
+                &[&RATELIMIT_LIMIT, &RATELIMIT_REMAINING, &RATELIMIT_RESET],
+            );
             lines
                 .number(&RATELIMIT_LIMIT, limit)
                 .number(&RATELIMIT_REMAINING, remaining.into())
