@@ -1,13 +1,15 @@
-//! The smallest pingora reverse proxy: one fixed upstream, no checks, no header
-//! rewriting. `load/run` measures it beside licgate to separate pingora's own cost
-//! from licgate's. It uses licgate's allocator (mimalloc) so that the difference is
-//! licgate's work alone.
+//! The smallest pingora reverse proxy: one fixed upstream (with licgate's default
+//! timeouts), no checks, no header rewriting. `load/run` measures it beside licgate
+//! to separate pingora's own cost from licgate's. It uses licgate's allocator
+//! (mimalloc), so that the difference is licgate's work alone.
 //!
 //! Usage: cargo run --release --example bare_proxy -- LISTEN UPSTREAM THREADS [MODE]
 //!
 //! MODE: `per-thread` (what licgate does by default: one single-threaded service per
 //! thread on the same listener), `steal` (one service on a work-stealing runtime), or
 //! nothing (one service on pingora's no-stealing runtime of THREADS threads).
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -44,7 +46,15 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let peer = HttpPeer::new(upstream.as_str(), false, String::new());
+    let mut peer = HttpPeer::new(upstream.as_str(), false, String::new());
+    // licgate's default upstream timeouts: every production proxy has them, and each
+    // read and write of an upstream message then arms one of pingora's timers.
+    let options = &mut peer.options;
+    options.connection_timeout = Some(Duration::from_secs(5));
+    options.total_connection_timeout = Some(Duration::from_secs(5));
+    options.read_timeout = Some(Duration::from_secs(60));
+    options.write_timeout = Some(Duration::from_secs(60));
+    options.idle_timeout = Some(Duration::from_secs(60));
     if args.get(4).is_some_and(|a| a == "per-thread") {
         // One single-threaded service per thread, all on the same listening socket.
         for _ in 0..threads {
