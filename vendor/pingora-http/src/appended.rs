@@ -213,7 +213,7 @@ mod tests {
     #[test]
     fn the_value_check_agrees_with_http_for_every_byte_anywhere() {
         for byte in 0..=255u8 {
-            // Alone, and at every position of a value long enough for wide checks.
+            // Alone, and at positions around the widths a vectorized check may use.
             for at in [
                 None,
                 Some(0),
