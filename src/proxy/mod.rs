@@ -75,12 +75,12 @@ pub struct Gateway {
     enforcement: Arc<Enforcement>,
 }
 
-/// The snapshot used when licensing is not configured: every tenant unlicensed.
 /// Room for the lines added to a request (`X-Forwarded-*`, `X-Licgate-*`) and to a
 /// response (`RateLimit-*`, `X-Licgate-Warning`) before their buffer grows.
 const APPENDED_REQUEST_LINES_CAPACITY: usize = 320;
 const APPENDED_RESPONSE_LINES_CAPACITY: usize = 128;
 
+/// The snapshot used when licensing is not configured: every tenant unlicensed.
 static NO_LICENSES: LazyLock<LicenseSnapshot> = LazyLock::new(LicenseSnapshot::default);
 
 /// What to do with a request once decided (owns what it needs; may borrow the rules).
