@@ -82,19 +82,19 @@ fn server_conf(config: &Config) -> ServerConf {
     }
 }
 
-/// Drops quota state of tenants that no longer have a license, once a minute.
-fn spawn_quota_cleanup(
-    quotas: Arc<crate::quota::local::LocalQuotas>,
-    licenses: Option<Arc<crate::license::LicenseManager>>,
-) {
-    let Some(licenses) = licenses else { return };
+/// Once a minute: drops quota state of tenants that no longer have a license, and
+/// forgets activation attempts that no longer count.
+fn spawn_cleanup(enforcement: Arc<Enforcement>) {
     std::thread::Builder::new()
-        .name("licgate-quota-gc".into())
+        .name("licgate-gc".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(60));
-            quotas.retain_licensed(&licenses.snapshot());
+            if let Some(licenses) = &enforcement.licenses {
+                enforcement.quotas.retain_licensed(&licenses.snapshot());
+            }
+            enforcement.activation_limiter.prune();
         })
-        .expect("spawn quota cleanup thread");
+        .expect("spawn cleanup thread");
 }
 
 /// Logs the instance id and each tenant's status once at start.
@@ -188,7 +188,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let metrics = Metrics::new(licenses.clone(), Arc::clone(&inflight));
     let rules = Rules::new(&config, upstream_addr)?;
     let enforcement = Arc::new(Enforcement::new(&config, rules, licenses.clone(), metrics)?);
-    spawn_quota_cleanup(Arc::clone(&enforcement.quotas), licenses);
+    spawn_cleanup(Arc::clone(&enforcement));
     let reloader = Arc::new(Reloader::new(config.clone(), Arc::clone(&enforcement)));
     reload::spawn_sighup_handler(Arc::clone(&reloader))?;
     if config.reload.watch {

@@ -72,6 +72,7 @@ async fn world() -> World {
         feature: feature.into(),
         methods: None,
         shadow: false,
+        format_suffixes: true,
     };
     let policy = Policy::new(
         Mode::Enforce,

@@ -319,3 +319,158 @@ async fn expiry_leads_to_activation_required_and_renewal_back_to_login() {
     assert!(home.body.contains("Signed in as <strong>alice</strong>"));
     assert_eq!(api.get("/api/sales/orders/").await.status, 200);
 }
+
+/// Features for the hardening checks: a DRF router area, method-limited rules.
+const HARDENED: &str = r#"
+[tenants]
+mode = "single"
+default = "shop"
+[[features]]
+prefix = "/api/inventory/"
+feature = "inventory"
+[[features]]
+prefix = "/api/sales/orders/"
+feature = "sales_orders"
+methods = ["GET", "POST"]
+[[features]]
+prefix = "/api/hr/"
+feature = "hr"
+"#;
+
+/// `method target` over a raw socket (no client normalizes the method's case).
+async fn raw(addr: std::net::SocketAddr, method: &str, target: &str, headers: &str) -> RawResponse {
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    raw_request(addr, request.as_bytes()).await.unwrap()
+}
+
+/// Each request is first sent to Django directly, to show that Django serves it (a
+/// route to a gated view, or the handler of another method); through the gateway it
+/// is refused, and Django's access log shows that none of them arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_suffixes_method_case_head_and_overrides_do_not_reach_gated_views() {
+    let setup = Setup::new();
+    setup.preinstall(&setup.token("shop", &["hr"], 30), "shop.jwt");
+    let django = start_django();
+    let gw = Gateway::start_with(&setup.config("enforce", HARDENED), django.addr).await;
+    let suffixed = [
+        "/api/inventory.json",
+        "/api/inventory.json/",
+        "/api/inventory/1.json/",
+        "/api/inventory/1.json",
+    ];
+    // DRF's format suffixes: every one is a route to the gated viewset.
+    for target in suffixed {
+        let direct = raw(django.addr, "GET", target, "").await;
+        assert_eq!(
+            direct.status,
+            200,
+            "Django routes {target}: {}",
+            direct.text()
+        );
+        assert!(direct.text().contains("inventory-"), "{}", direct.text());
+    }
+    // Django upper-cases the method: `post` runs as POST.
+    let direct = raw(django.addr, "post", "/api/whoami/", "").await;
+    assert_eq!(direct.json()["method"], "POST", "{}", direct.text());
+    // gunicorn writes its access log after answering.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = django.logs().len();
+
+    for target in suffixed {
+        let via = raw(gw.addr, "GET", target, "").await;
+        assert_eq!(via.status, 403, "{target}: {}", via.text());
+        assert_eq!(via.json()["error_code"], "FEATURE_NOT_LICENSED");
+        assert_eq!(via.json()["details"]["required_feature"], "inventory");
+    }
+    // Trailing dots, spaces and tildes, and an encoded `;`: refused outright.
+    for target in [
+        "/api/inventory./",
+        "/api/inventory%2e/",
+        "/api/inventory%20/",
+        "/api/inventory~/",
+        "/api/inventory%3Bx/",
+    ] {
+        let via = raw(gw.addr, "GET", target, "").await;
+        assert_eq!(via.status, 400, "{target}: {}", via.text());
+        assert_eq!(via.json()["error_code"], "BAD_REQUEST_PATH");
+    }
+    for method in ["post", "Post", "POST", "get", "HEAD", "head"] {
+        let via = raw(gw.addr, method, "/api/sales/orders/", "").await;
+        assert_eq!(via.status, 403, "{method}: {}", via.text());
+    }
+    // Method overrides are refused while rules are limited to methods.
+    for (target, header) in [
+        ("/api/hr/employees/", "X-HTTP-Method-Override: POST\r\n"),
+        ("/api/hr/employees/", "X_HTTP_Method_Override: POST\r\n"),
+        ("/api/hr/employees/", "X-Method-Override: DELETE\r\n"),
+        ("/api/hr/employees/?_method=POST", ""),
+    ] {
+        let via = raw(gw.addr, "GET", target, header).await;
+        assert_eq!(via.status, 400, "{target} {header}: {}", via.text());
+        assert!(via.json()["detail"].as_str().unwrap().contains("override"));
+    }
+    // The licensed area still works, HEAD included.
+    assert_eq!(
+        raw(gw.addr, "GET", "/api/hr/employees/", "").await.status,
+        200
+    );
+    assert_eq!(
+        raw(gw.addr, "HEAD", "/api/hr/employees/", "").await.status,
+        200
+    );
+
+    // What Django saw through the gateway: the two licensed requests, nothing else.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = django.logs();
+    let seen: Vec<&str> = log[before..]
+        .lines()
+        .filter(|l| l.contains(" HTTP/1.1\""))
+        .collect();
+    assert_eq!(seen.len(), 2, "Django served:\n{}", seen.join("\n"));
+    assert!(
+        seen.iter().all(|l| l.contains("/api/hr/employees/ HTTP")),
+        "{seen:?}"
+    );
+}
+
+/// Forwarding headers from an untrusted client never reach Django: it does not
+/// believe the request was HTTPS, sees no other path, and reads a `Forwarded` that
+/// says what `X-Forwarded-*` say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_forwarding_headers_do_not_reach_django() {
+    let setup = Setup::new();
+    setup.preinstall(&setup.token("shop", &["hr"], 30), "shop.jwt");
+    let django = start_django();
+    let gw = Gateway::start_with(&setup.config("enforce", SHOP), django.addr).await;
+    let spoofed = "X-Forwarded-Proto: https\r\nX_Forwarded_Proto: https\r\n\
+        Forwarded: for=6.6.6.6;proto=https;host=evil.example\r\n\
+        X-Forwarded-Host: evil.example\r\nX-Real-IP: 6.6.6.6\r\n\
+        X-Original-URL: /admin/\r\nX-Rewrite-URL: /admin/\r\nX-Forwarded-Port: 443\r\n\
+        X-Forwarded-Ssl: on\r\nX-Forwarded-Protocol: ssl\r\n";
+    let direct = raw(
+        django.addr,
+        "GET",
+        "/api/whoami/",
+        "X-Forwarded-Proto: https\r\n",
+    )
+    .await;
+    assert_eq!(
+        direct.json()["secure"],
+        true,
+        "Django believes the header directly"
+    );
+    let via = raw(gw.addr, "GET", "/api/whoami/", spoofed).await;
+    assert_eq!(via.status, 200, "{}", via.text());
+    let seen = via.json();
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["path"], "/api/whoami/");
+    assert_eq!(seen["secure"], false, "{seen}");
+    assert_eq!(seen["host"], gw.addr.to_string());
+    assert_eq!(seen["forwarded_proto"], "http");
+    assert_eq!(
+        seen["forwarded"],
+        format!("for=127.0.0.1;proto=http;host=\"{}\"", gw.addr)
+    );
+}

@@ -21,15 +21,19 @@ host_pattern = "{tenant}.erp.test"
 paths = ["/web/static/", "/favicon.ico"]
 [[features]]
 prefix = "/web/dataset/call_kw/mrp.production"
+format_suffixes = false
 feature = "manufacturing_module"
 [[features]]
 prefix = "/json/2/mrp.production"
+format_suffixes = false
 feature = "manufacturing_module"
 [[features]]
 prefix = "/web/dataset/call_kw/hr.employee"
+format_suffixes = false
 feature = "hr"
 [[features]]
 prefix = "/json/2/hr.employee"
+format_suffixes = false
 feature = "hr"
 [pages]
 after_activation = "/web/login"

@@ -69,6 +69,7 @@ pub fn policy(prefixes: usize, modulo: usize) -> Policy {
             feature: format!("feature_{}", i % modulo),
             methods: None,
             shadow: false,
+            format_suffixes: true,
         })
         .collect();
     Policy::new(Mode::Enforce, &rules, &["/static/".to_string()], false)

@@ -158,6 +158,9 @@ pub struct FeatureRule {
     pub methods: Option<Vec<http::Method>>,
     /// Forward even when the feature is missing (the denial is logged and counted).
     pub shadow: bool,
+    /// Whether `<last segment>.<ext>` (`/api/orders.json`) is covered too, as format
+    /// suffixes of Django REST framework, Rails and Spring route it (default true).
+    pub format_suffixes: bool,
 }
 
 /// `[pages]`.

@@ -128,6 +128,7 @@ pub struct RawTenants {
 pub struct RawPaths {
     pub case_insensitive: Option<bool>,
     pub path_params: Option<Spanned<String>>,
+    pub method_override: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +147,7 @@ pub struct RawFeature {
     pub feature: Spanned<String>,
     pub methods: Option<Vec<Spanned<String>>>,
     pub mode: Option<Spanned<String>>,
+    pub format_suffixes: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

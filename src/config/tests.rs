@@ -180,7 +180,36 @@ after_activation = "/accounts/login/"
         http::Method::POST
     );
     assert!(c.features[1].shadow);
+    assert!(c.features[0].format_suffixes);
+    assert_eq!(
+        c.paths.method_override,
+        Some(crate::policy::path::MethodOverride::Reject),
+        "methods rules make method overrides refused by default"
+    );
     assert_eq!(c.pages.after_activation, "/accounts/login/");
+}
+
+#[test]
+fn method_override_and_format_suffixes_can_be_set() {
+    use crate::policy::path::MethodOverride;
+    let base = "[upstream]\naddress = \"h:1\"\n";
+    let c = parse(&format!(
+        "{base}[[features]]\nprefix = \"/a\"\nfeature = \"a\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.paths.method_override, Some(MethodOverride::Allow));
+    let c = parse(&format!(
+        "{base}[paths]\nmethod_override = \"allow\"\n[[features]]\nprefix = \"/a\"\nfeature = \"a\"\nmethods = [\"POST\"]\nformat_suffixes = false\n"
+    ))
+    .unwrap();
+    assert_eq!(c.paths.method_override, Some(MethodOverride::Allow));
+    assert!(!c.features[0].format_suffixes);
+    let err = parse(&format!("{base}[paths]\nmethod_override = \"maybe\"\n")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("paths.method_override: unknown value `maybe`"),
+        "{err}"
+    );
 }
 
 #[test]

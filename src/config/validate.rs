@@ -20,7 +20,7 @@ use super::{
 };
 use super::{AdminToken, OnRedisError, QuotaConfig, RedisConfig, ReloadConfig};
 use crate::license::{Algorithm, PublicKey, StatusPolicy};
-use crate::policy::path::{PathOptions, PathParams};
+use crate::policy::path::{MethodOverride, PathOptions, PathParams};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
@@ -67,9 +67,16 @@ impl TryFrom<RawConfig> for Config {
         let admin = validate_admin(admin.unwrap_or_default(), &base_dir, &mut diags);
         let license = license.map(|l| validate_license(l, &base_dir, &mut diags));
         let tenants = validate_tenants(tenants.unwrap_or_default(), &base_dir, &mut diags);
-        let paths = validate_paths(paths.unwrap_or_default(), &mut diags);
+        let mut paths = validate_paths(paths.unwrap_or_default(), &mut diags);
         let public_paths = validate_public(public.unwrap_or_default(), &mut diags);
         let features = validate_features(features.unwrap_or_default(), &mut diags);
+        if paths.method_override.is_none() {
+            paths.method_override = Some(if crate::policy::decide::has_method_rules(&features) {
+                MethodOverride::Reject
+            } else {
+                MethodOverride::Allow
+            });
+        }
         let pages = validate_pages(pages.unwrap_or_default(), &base_dir, &mut diags);
         let quota = validate_quota(quota.unwrap_or_default(), &mut diags);
         let log = validate_log(log.unwrap_or_default(), &mut diags);
@@ -559,11 +566,27 @@ fn validate_tenants(
     }
 }
 
+/// `[paths]`; `method_override` stays `None` when not set (its default depends on
+/// the feature map).
 fn validate_paths(raw: RawPaths, diags: &mut Vec<Diagnostic>) -> PathOptions {
     let RawPaths {
         case_insensitive,
         path_params,
+        method_override,
     } = raw;
+    let method_override = method_override.and_then(|m| match m.get_ref().as_str() {
+        "reject" => Some(MethodOverride::Reject),
+        "allow" => Some(MethodOverride::Allow),
+        other => {
+            diags.push(Diagnostic::at(
+                m.span(),
+                format!(
+                    "paths.method_override: unknown value `{other}`, expected `reject` or `allow`"
+                ),
+            ));
+            None
+        }
+    });
     let path_params = match path_params {
         None => PathParams::Reject,
         Some(p) => {
@@ -583,6 +606,7 @@ fn validate_paths(raw: RawPaths, diags: &mut Vec<Diagnostic>) -> PathOptions {
     PathOptions {
         path_params,
         case_insensitive: case_insensitive.unwrap_or(false),
+        method_override,
     }
 }
 
@@ -631,6 +655,7 @@ fn validate_features(
             feature,
             methods,
             mode,
+            format_suffixes,
         } = entry.into_inner();
         let key = format!("features[{i}]");
         let prefix = prefix(&raw_prefix, &format!("{key}.prefix"), diags);
@@ -685,6 +710,7 @@ fn validate_features(
                 feature: feature.into_inner(),
                 methods,
                 shadow,
+                format_suffixes: format_suffixes.unwrap_or(true),
             });
         }
     }

@@ -65,19 +65,39 @@ impl Policy {
         }
     }
 
-    /// The feature rule governing `method` on `path` (longest prefix whose methods
-    /// include `method`).
+    /// The feature rule governing `method` on `path`: the longest prefix whose methods
+    /// include `method`. Methods compare case-insensitively (`post` is POST to Django
+    /// and werkzeug) and a rule naming GET also covers HEAD (frameworks answer HEAD
+    /// with the GET handler). A last segment with a format suffix (`orders.json`)
+    /// counts as its stem unless the rule opts out (`format_suffixes = false`).
     pub fn feature_for(&self, method: &Method, path: &str) -> Option<&FeatureRule> {
-        self.features.longest_match(path, |rule| {
-            rule.methods
-                .as_ref()
-                .is_none_or(|methods| methods.contains(method))
-        })
+        self.features.longest_match_suffixed(
+            path,
+            |rule| rule_covers(rule, method),
+            |rule| rule.format_suffixes,
+        )
     }
 
     pub fn is_public(&self, path: &str) -> bool {
         self.public.matches(path)
     }
+}
+
+/// Whether `rule` applies to requests with `method`.
+fn rule_covers(rule: &FeatureRule, method: &Method) -> bool {
+    let Some(methods) = &rule.methods else {
+        return true;
+    };
+    let asked = method.as_str();
+    methods.iter().any(|m| {
+        m.as_str().eq_ignore_ascii_case(asked)
+            || (*m == Method::GET && asked.eq_ignore_ascii_case("HEAD"))
+    })
+}
+
+/// Whether any rule is limited to some methods (then method overrides matter).
+pub fn has_method_rules(features: &[FeatureRule]) -> bool {
+    features.iter().any(|rule| rule.methods.is_some())
 }
 
 /// What the glue knows about a request.
@@ -153,7 +173,7 @@ pub enum Decision<'p, 's> {
     },
 }
 
-/// Methods allowed while a license is `READ_ONLY`.
+/// Methods allowed while a license is `READ_ONLY` (exact: `get` is not one of them).
 fn is_read_method(method: &Method) -> bool {
     *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS
 }

@@ -2,6 +2,7 @@
 //! tenant resolution and the decision function).
 
 pub mod decide;
+pub mod method;
 pub mod path;
 pub mod prefix;
 pub mod tenant;

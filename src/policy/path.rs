@@ -10,7 +10,12 @@
 //! - rejected (400 `BAD_REQUEST_PATH`): `%2F`/`%5C` (encoded slashes), raw `\`, NUL and
 //!   control characters (raw or encoded), raw non-ASCII, invalid percent-encoding,
 //!   invalid or overlong UTF-8 in escapes, a `..` above the root, and `;` path
-//!   parameters (or, when configured, parameters are stripped from the path);
+//!   parameters, raw or encoded as `%3B` (or, when configured, parameters are stripped
+//!   from the path);
+//! - rejected too: a segment that ends with `.`, `~` or an encoded space (`%20`), other
+//!   than the `.` and `..` segments. Servers on Windows trim trailing dots and spaces
+//!   (and editors' backup names end in `~`): such an app would read
+//!   `/api/manufacturing./x` as `/api/manufacturing/x`, a path the feature map never saw;
 //! - absolute-form targets (`http://host/path`) give their path (and authority);
 //!   `*` is recognised as the asterisk form; anything else is rejected.
 
@@ -27,12 +32,24 @@ pub enum PathParams {
     Strip,
 }
 
+/// What to do with method overrides (`X-HTTP-Method-Override`, `?_method=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodOverride {
+    /// Refuse requests that carry one (400): the app could run another method than
+    /// the one the feature map judged.
+    Reject,
+    /// Forward them.
+    Allow,
+}
+
 /// Path rules set by configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PathOptions {
     pub path_params: PathParams,
     /// Match the feature map case-insensitively (the forwarded path keeps its case).
     pub case_insensitive: bool,
+    /// `None` only while validating; a validated config has `Some` (`None` = allow).
+    pub method_override: Option<MethodOverride>,
 }
 
 /// Why a request target was rejected.
@@ -60,6 +77,8 @@ pub enum PathError {
     PathParameter,
     #[error("the request target contains a fragment (#)")]
     Fragment,
+    #[error("a path segment ends with a dot, a tilde or a space")]
+    TrailingCharacter,
 }
 
 /// A normalized request target.
@@ -137,21 +156,29 @@ pub fn normalize<'a>(raw: &'a [u8], options: &PathOptions) -> Result<Target<'a>,
     }))
 }
 
-/// Splits `http(s)://authority/path` into (authority, path); origin-form is returned as is.
+/// Splits `http(s)://authority/path` into (authority, path); origin-form is returned as
+/// is. Works on bytes: `text` may hold non-ASCII characters anywhere.
 fn split_absolute_form(text: &str) -> Result<(Option<&str>, &str), PathError> {
     if text.starts_with('/') {
         return Ok((None, text));
     }
-    let lower_prefix = |p: &str| text.len() >= p.len() && text[..p.len()].eq_ignore_ascii_case(p);
-    let after = if lower_prefix("http://") {
-        &text[7..]
-    } else if lower_prefix("https://") {
-        &text[8..]
+    let bytes = text.as_bytes();
+    let has_scheme = |scheme: &[u8]| {
+        bytes
+            .get(..scheme.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(scheme))
+    };
+    let scheme_len = if has_scheme(b"http://") {
+        7
+    } else if has_scheme(b"https://") {
+        8
     } else if text.contains("://") {
         return Err(PathError::UnsupportedScheme);
     } else {
         return Err(PathError::NotAPath);
     };
+    // The scheme is ASCII, so `scheme_len` is a character boundary.
+    let after = text.get(scheme_len..).ok_or(PathError::NotAPath)?;
     let end = after.find(['/', '?']).unwrap_or(after.len());
     let (authority, rest) = after.split_at(end);
     if authority.is_empty() {
@@ -160,17 +187,20 @@ fn split_absolute_form(text: &str) -> Result<(Option<&str>, &str), PathError> {
     Ok((Some(authority), rest))
 }
 
-/// True when `path` needs no change: no escapes, no `;`, no `\`, no control or
+/// True when `path` needs no change: no escapes, no `;`, no `\\`, no control or
 /// non-ASCII bytes, no empty, `.` or `..` segments (the last may be empty: a trailing
-/// slash). One pass over the bytes.
+/// slash), no segment ending in `.` or `~`. One pass over the bytes.
 fn is_already_normal(path: &str) -> bool {
-    let dot_segment = |len: usize, dots: usize| len > 0 && len <= 2 && dots == len;
-    // Length of the current segment so far, and how many of its bytes are dots.
-    let (mut len, mut dots) = (0usize, 0usize);
-    for &b in &path.as_bytes()[1..] {
+    // Length of the current segment so far, how many of its bytes are dots, its last byte.
+    let (mut len, mut dots, mut last) = (0usize, 0usize, b'/');
+    let segment_ok = |len: usize, dots: usize, last: u8| {
+        let dot_segment = len > 0 && len <= 2 && dots == len;
+        !dot_segment && last != b'.' && last != b'~'
+    };
+    for &b in path.as_bytes().get(1..).unwrap_or_default() {
         match b {
             b'/' => {
-                if len == 0 || dot_segment(len, dots) {
+                if len == 0 || !segment_ok(len, dots, last) {
                     return false;
                 }
                 (len, dots) = (0, 0);
@@ -182,14 +212,15 @@ fn is_already_normal(path: &str) -> bool {
             }
             _ => return false,
         }
+        last = b;
     }
-    !dot_segment(len, dots)
+    len == 0 || segment_ok(len, dots, last)
 }
 
 fn normalize_path(path: &str, params: PathParams) -> Result<String, PathError> {
     let mut out = String::with_capacity(path.len());
     let mut segment = String::new();
-    let raw_segments: Vec<&str> = path[1..].split('/').collect();
+    let raw_segments: Vec<&str> = path.get(1..).unwrap_or_default().split('/').collect();
     let count = raw_segments.len();
     let mut trailing_slash = false;
     for (i, raw) in raw_segments.into_iter().enumerate() {
@@ -202,6 +233,9 @@ fn normalize_path(path: &str, params: PathParams) -> Result<String, PathError> {
                 let cut = out.rfind('/').ok_or(PathError::AboveRoot)?;
                 out.truncate(cut);
                 trailing_slash = last;
+            }
+            s if s.ends_with(['.', '~']) || s.ends_with("%20") => {
+                return Err(PathError::TrailingCharacter)
             }
             s => {
                 out.push('/');
@@ -243,13 +277,19 @@ fn decode_segment(raw: &str, params: PathParams, out: &mut String) -> Result<(),
         }
     };
     let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
+    while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
                 let value = escaped(i)?;
                 if value == b'/' || value == b'\\' {
                     return Err(PathError::EncodedSlash);
+                }
+                // Servers that decode before splitting parameters read `%3B` as `;`.
+                if value == b';' {
+                    return match params {
+                        PathParams::Reject => Err(PathError::PathParameter),
+                        PathParams::Strip => Ok(()),
+                    };
                 }
                 if value < 0x20 || value == 0x7f {
                     return Err(PathError::ControlCharacter);
@@ -257,7 +297,7 @@ fn decode_segment(raw: &str, params: PathParams, out: &mut String) -> Result<(),
                 if value >= 0x80 {
                     // A run of escaped bytes must be whole, shortest-form UTF-8.
                     let mut run = Vec::with_capacity(4);
-                    while i < bytes.len() && bytes[i] == b'%' {
+                    while bytes.get(i) == Some(&b'%') {
                         let v = escaped(i)?;
                         if v < 0x80 {
                             break;

@@ -74,6 +74,45 @@ impl<T> PrefixTrie<T> {
         best
     }
 
+    /// Like [`longest_match`](Self::longest_match), and a segment of `path` that no
+    /// prefix names but whose part before a `.` does (`manufacturing.json`,
+    /// `manufacturing.csv` for `manufacturing`) also matches that prefix, for the values
+    /// `accept_suffixed` accepts; the walk ends at such a segment (an exact name always
+    /// wins over a stem).
+    pub fn longest_match_suffixed(
+        &self,
+        path: &str,
+        accept: impl Fn(&T) -> bool,
+        accept_suffixed: impl Fn(&T) -> bool,
+    ) -> Option<&T> {
+        let mut best = self.nodes[0].values.iter().find(|v| accept(v));
+        let mut node = 0;
+        for segment in segments(path) {
+            let children = &self.nodes[node].children;
+            if let Some(&next) = children.get(segment) {
+                node = next;
+                if let Some(v) = self.nodes[node].values.iter().find(|v| accept(v)) {
+                    best = Some(v);
+                }
+                continue;
+            }
+            // The longest stem first: `v1.2.json` tries `v1.2`, then `v1`.
+            let mut stem = segment;
+            while let Some(dot) = stem.rfind('.') {
+                stem = &stem[..dot];
+                if let Some(&next) = children.get(stem) {
+                    let values = &self.nodes[next].values;
+                    if let Some(v) = values.iter().find(|v| accept(v) && accept_suffixed(v)) {
+                        best = Some(v);
+                    }
+                    break;
+                }
+            }
+            break;
+        }
+        best
+    }
+
     /// Whether some prefix of `path` holds a value.
     pub fn matches(&self, path: &str) -> bool {
         self.longest_match(path, |_| true).is_some()
@@ -138,6 +177,52 @@ mod tests {
         );
         assert_eq!(t.longest_match("/api/other", |_| true), Some(&"api"));
         assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn a_format_suffix_on_a_segment_matches_its_stem() {
+        let mut t = PrefixTrie::default();
+        t.insert("/api/manufacturing/", "mfg");
+        t.insert("/api/v1.2", "v12");
+        t.insert("/api/raw", "raw");
+        let all = |_: &&str| true;
+        let suffixed = |v: &&str| *v != "raw";
+        for hit in [
+            "/api/manufacturing.json",
+            "/api/manufacturing.json/",
+            "/api/manufacturing.csv/x",
+            "/api/manufacturing.tar.gz",
+            "/api/manufacturing.",
+        ] {
+            assert_eq!(
+                t.longest_match_suffixed(hit, all, suffixed),
+                Some(&"mfg"),
+                "{hit}"
+            );
+        }
+        assert_eq!(
+            t.longest_match_suffixed("/api/v1.2.json", all, suffixed),
+            Some(&"v12")
+        );
+        assert_eq!(
+            t.longest_match_suffixed("/api/raw.json", all, suffixed),
+            None
+        );
+        assert_eq!(
+            t.longest_match_suffixed("/api/raw/x.json", all, suffixed),
+            Some(&"raw")
+        );
+        for miss in [
+            "/api/manufacturingx.json",
+            "/api.json/manufacturing",
+            "/api/.json",
+        ] {
+            assert_eq!(
+                t.longest_match_suffixed(miss, all, suffixed),
+                None,
+                "{miss}"
+            );
+        }
     }
 
     #[test]

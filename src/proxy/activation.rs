@@ -200,7 +200,7 @@ async fn activate(
     let problem = LocalResponse::error;
     let count = |result| enforcement.metrics.activation(result);
     if let Some(ip) = peer {
-        if enforcement.activation_limiter.check_key(&ip).is_err() {
+        if !enforcement.activation_limiter.permit(ip) {
             count(ActivationResult::Throttled);
             return problem(
                 StatusCode::TOO_MANY_REQUESTS,

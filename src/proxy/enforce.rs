@@ -1,11 +1,9 @@
 //! Enforcement state shared by all requests, and the local responses for denials.
 
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::StatusCode;
 
 use arc_swap::ArcSwap;
@@ -21,10 +19,12 @@ use crate::quota::local::LocalQuotas;
 use crate::quota::redis::RedisQuotas;
 use crate::quota::RateRule;
 use crate::response::{ClientKind, LocalResponse};
-use crate::throttle::LogThrottle;
+use crate::throttle::{AttemptThrottle, LogThrottle};
 
-/// Activation attempts allowed per client IP per minute.
+/// Activation attempts allowed per client (IPv4 address or IPv6 /64) per minute.
 pub const ACTIVATIONS_PER_MINUTE: u32 = 10;
+/// Clients whose activation attempts are remembered at once (about 100 B each).
+pub const ACTIVATION_CLIENTS: usize = 50_000;
 
 /// Everything enforcement needs: the configuration-derived [`Rules`] (swapped on
 /// reload) and the state that outlives reloads (licenses, quotas, limiters, metrics).
@@ -32,7 +32,7 @@ pub struct Enforcement {
     pub rules: ArcSwap<Rules>,
     pub licenses: Option<Arc<LicenseManager>>,
     pub metrics: Arc<Metrics>,
-    pub activation_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    pub activation_limiter: AttemptThrottle,
     /// Shadow-mode denials are logged at most once a second (with a count).
     pub shadow_log: LogThrottle,
     /// Concurrency leases, and rate quotas unless Redis counts them.
@@ -52,9 +52,10 @@ impl Enforcement {
         Ok(Enforcement {
             rules: ArcSwap::from_pointee(rules),
             licenses,
-            activation_limiter: RateLimiter::keyed(Quota::per_minute(
+            activation_limiter: AttemptThrottle::new(
                 NonZeroU32::new(ACTIVATIONS_PER_MINUTE).expect("non-zero"),
-            )),
+                ACTIVATION_CLIENTS,
+            ),
             shadow_log: LogThrottle::new(Duration::from_secs(1)),
             quotas: Arc::new(LocalQuotas::default()),
             redis: match &config.quota {
@@ -312,6 +313,16 @@ pub fn concurrency_limited_response(
 
 /// The 400 for a target that cannot be normalized safely.
 pub fn bad_path_response(reason: &str, client: ClientKind, templates: &Templates) -> LocalResponse {
+    bad_request_response("BAD_REQUEST_PATH", reason, client, templates)
+}
+
+/// A 400 with `error_code`: a page for browsers, problem+json for API clients.
+pub fn bad_request_response(
+    error_code: &'static str,
+    reason: &str,
+    client: ClientKind,
+    templates: &Templates,
+) -> LocalResponse {
     match client {
         ClientKind::Browser => LocalResponse::html(
             StatusCode::BAD_REQUEST,
@@ -320,14 +331,14 @@ pub fn bad_path_response(reason: &str, client: ClientKind, templates: &Templates
                 &[
                     ("title", "Bad request"),
                     ("message", reason),
-                    ("error_code", "BAD_REQUEST_PATH"),
+                    ("error_code", error_code),
                 ],
                 &[],
             ),
         ),
         ClientKind::Api => LocalResponse::problem(
             StatusCode::BAD_REQUEST,
-            "BAD_REQUEST_PATH",
+            error_code,
             "Bad Request",
             reason,
             serde_json::json!({}),

@@ -3,6 +3,7 @@
 //! the names of the headers the gateway adds to responses. Added headers are written
 //! as lines after the message's own (`pingora::http::AppendedHeaders`).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -33,13 +34,41 @@ pub static RATELIMIT_REMAINING: PreparsedHeaderName =
 pub static RATELIMIT_RESET: PreparsedHeaderName =
     PreparsedHeaderName::from_static("ratelimit-reset", "RateLimit-Reset");
 
-/// How `X-Forwarded-*` headers are produced.
+/// `Forwarded` (RFC 7239): rebuilt on every request sent upstream.
+static FORWARDED: PreparsedHeaderName = PreparsedHeaderName::from_static("forwarded", "Forwarded");
+
+/// Headers that say something about the client or the original request, which
+/// frameworks believe (Rack's `X-Forwarded-Ssl`/`-Scheme`, `X-Url-Scheme`; client-IP
+/// helpers' `X-Real-IP`, `X-Client-IP`, ...): kept only from trusted proxies.
+const TRUSTED_ONLY: &[&[u8]] = &[
+    b"x-forwarded-port",
+    b"x-forwarded-prefix",
+    b"x-forwarded-server",
+    b"x-forwarded-ssl",
+    b"x-forwarded-protocol",
+    b"x-forwarded-scheme",
+    b"x-url-scheme",
+    b"front-end-https",
+    b"x-real-ip",
+    b"x-client-ip",
+    b"true-client-ip",
+    b"x-cluster-client-ip",
+];
+
+/// Headers that make an app (IIS, Symfony, Zend) route another path than the request
+/// line's, which the gateway decided about: never forwarded.
+const NEVER: &[&[u8]] = &[b"x-original-url", b"x-rewrite-url"];
+
+/// How `X-Forwarded-*` and `Forwarded` headers are produced.
 #[derive(Debug, Clone, Default)]
 pub struct ForwardingPolicy {
-    /// Peers allowed to supply `X-Forwarded-*` (their values are kept and extended).
+    /// Peers allowed to supply forwarding headers (their values are kept and extended).
     pub trusted_proxies: Vec<IpNet>,
     /// Replacement `Host` header, if configured.
     pub host_header: Option<String>,
+    /// The tenant header of `tenants.mode = "header"`: only trusted peers may send it,
+    /// on every route (public ones included).
+    pub tenant_header: Option<http::HeaderName>,
 }
 
 impl ForwardingPolicy {
@@ -75,13 +104,21 @@ impl ForwardingPolicy {
     }
 
     /// Rewrites `req` (the request about to go upstream) for a client at `peer`; the
-    /// `X-Forwarded-*` headers it sets go to `lines` (written after `req`'s own).
+    /// forwarding headers it sets go to `lines` (written after `req`'s own).
     ///
-    /// - every header named `X-Licgate-*` / `X_Licgate_*` (any case) is removed;
+    /// - every header named `X-Licgate-*` / `X_Licgate_*` (any case) is removed, and
+    ///   so are `X-Original-URL`, `X-Rewrite-URL` and every `_` spelling of a
+    ///   forwarding header (servers that fold `_` into `-` would believe them);
+    /// - from untrusted peers, `Forwarded`, the [`TRUSTED_ONLY`] headers and the
+    ///   tenant header (header mode) are removed;
     /// - `X-Forwarded-For` gets the peer appended when the peer is trusted,
     ///   and is replaced by the peer otherwise;
     /// - `X-Forwarded-Proto` and `X-Forwarded-Host` are kept from trusted peers
     ///   when present, and otherwise set to `http` and the client's `Host`;
+    /// - `Forwarded`: a trusted peer's is extended with `for=<peer>`; otherwise it is
+    ///   built from the `X-Forwarded-*` values sent, one element per hop, each with
+    ///   their `proto` and `host`, so an app that prefers `Forwarded` (Rack ≥ 3) reads
+    ///   what an app reading `X-Forwarded-*` reads;
     /// - `Host` is replaced when `host_header` is configured.
     pub fn apply(
         &self,
@@ -89,20 +126,22 @@ impl ForwardingPolicy {
         peer: Option<IpAddr>,
         lines: &mut AppendedHeadersBuilder,
     ) -> pingora::Result<()> {
-        let present = strip_gateway_headers(req);
         let trusted = self.trusts(peer);
+        let present = strip_untrusted_headers(req, trusted, self.tenant_header.as_ref());
 
-        if let Some(ip) = peer {
-            let ip = ip_text(ip);
-            let existing = if trusted && present.forwarded_for {
-                joined_values(req, "x-forwarded-for")
-            } else {
-                None
-            };
-            let value = match existing {
-                Some(chain) if !chain.is_empty() => format!("{chain}, {ip}"),
-                _ => ip,
-            };
+        let existing_for = if trusted && present.forwarded_for {
+            joined_values(req, "x-forwarded-for")
+        } else {
+            None
+        };
+        let forwarded_for = match (peer, existing_for) {
+            (Some(ip), Some(chain)) if !chain.is_empty() => {
+                Some(format!("{chain}, {}", ip_text(ip)))
+            }
+            (Some(ip), _) => Some(ip_text(ip)),
+            (None, chain) => chain,
+        };
+        if let (Some(value), Some(_)) = (&forwarded_for, peer) {
             lines
                 .value_bytes(&X_FORWARDED_FOR, value.as_bytes())
                 .or_err(ErrorType::InvalidHTTPHeader, "X-Forwarded-For")?;
@@ -111,18 +150,47 @@ impl ForwardingPolicy {
             req.remove_header(X_FORWARDED_FOR.name());
         }
 
-        if !(trusted && present.forwarded_proto) {
+        let kept_proto = trusted && present.forwarded_proto;
+        let proto: Option<Cow<'static, str>> = if kept_proto {
+            joined_values(req, "x-forwarded-proto").map(Cow::Owned)
+        } else {
             if present.forwarded_proto {
                 req.remove_header(X_FORWARDED_PROTO.name());
             }
             lines.header(&X_FORWARDED_PROTO, &http::HeaderValue::from_static("http"));
-        }
-        if !(trusted && present.forwarded_host) {
+            Some(Cow::Borrowed("http"))
+        };
+        let forwarded_host = if trusted && present.forwarded_host {
+            joined_values(req, "x-forwarded-host")
+        } else {
             if present.forwarded_host {
                 req.remove_header(X_FORWARDED_HOST.name());
             }
-            if let Some(host) = req.headers.get(http::header::HOST) {
+            let host = req.headers.get(http::header::HOST);
+            if let Some(host) = host {
                 lines.header(&X_FORWARDED_HOST, host);
+            }
+            host.and_then(|h| h.to_str().ok()).map(str::to_string)
+        };
+
+        let forwarded = match (trusted && present.forwarded, peer) {
+            (true, Some(ip)) => joined_values(req, "forwarded")
+                .map(|chain| format!("{chain}, for={}", forwarded_node(ip))),
+            (true, None) => None,
+            (false, _) => Some(build_forwarded(
+                forwarded_for.as_deref().unwrap_or_default(),
+                proto.as_deref(),
+                forwarded_host.as_deref(),
+            )),
+        };
+        if let Some(value) = forwarded {
+            if present.forwarded {
+                req.remove_header(FORWARDED.name());
+            }
+            if !value.is_empty() {
+                lines
+                    .value_bytes(&FORWARDED, value.as_bytes())
+                    .or_err(ErrorType::InvalidHTTPHeader, "Forwarded")?;
             }
         }
         if let Some(host) = &self.host_header {
@@ -132,33 +200,170 @@ impl ForwardingPolicy {
     }
 }
 
-/// Which `X-Forwarded-*` headers a request carries.
+/// A `Forwarded` value with one element per hop of `forwarded_for` (an
+/// `X-Forwarded-For` list), each with `proto` and `host` when known.
+fn build_forwarded(forwarded_for: &str, proto: Option<&str>, host: Option<&str>) -> String {
+    let mut out = String::with_capacity(64);
+    let mut params = String::new();
+    if let Some(proto) = proto.and_then(|p| p.split(',').next()).map(str::trim) {
+        if !proto.is_empty()
+            && proto
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        {
+            params.push_str(";proto=");
+            params.push_str(proto);
+        }
+    }
+    if let Some(host) = host.and_then(|h| h.split(',').next()).map(str::trim) {
+        if !host.is_empty() {
+            params.push_str(";host=");
+            push_quoted(&mut params, host);
+        }
+    }
+    for hop in forwarded_for
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+    {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str("for=");
+        match parse_forwarded_ip(hop) {
+            Some(ip) => out.push_str(&forwarded_node(ip)),
+            None => out.push_str("unknown"),
+        }
+        out.push_str(&params);
+    }
+    if out.is_empty() && !params.is_empty() {
+        out.push_str(&params[1..]);
+    }
+    out
+}
+
+/// A node of `Forwarded`: an IPv4 address, or a quoted, bracketed IPv6 address.
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(_) => ip_text(ip),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+/// Appends `value` as a quoted-string (`"` and `\\` escaped).
+fn push_quoted(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// Which forwarding headers a request carries (dash spellings only).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ForwardedPresent {
     pub forwarded_for: bool,
     pub forwarded_proto: bool,
     pub forwarded_host: bool,
+    /// `Forwarded`, when sent by a trusted peer (it is removed otherwise).
+    pub forwarded: bool,
 }
 
-/// Removes every client-sent header whose name starts with `x-licgate-` or `x_licgate_`,
-/// and tells which `X-Forwarded-*` headers the request has (in the same pass over its
-/// names). Allocates only when a gateway header is present.
+/// Removes every client-sent header whose name starts with `x-licgate-` or `x_licgate_`
+/// (any case). Allocates only when such a header is present.
+pub fn strip_gateway_headers(req: &mut RequestHeader) -> ForwardedPresent {
+    strip_untrusted_headers(req, true, None)
+}
+
+/// What one request header name is to the forwarding rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameKind {
+    ForwardedFor,
+    ForwardedProto,
+    ForwardedHost,
+    Forwarded,
+    /// Kept from trusted peers only.
+    TrustedOnly,
+    /// Never forwarded.
+    Never,
+    Other,
+}
+
+/// Whether `name` (lower-case, as stored) equals `wanted` with `_` read as `-`.
+fn folded_eq(name: &[u8], wanted: &[u8]) -> bool {
+    name.len() == wanted.len()
+        && name
+            .iter()
+            .zip(wanted)
+            .all(|(n, w)| n == w || (*n == b'_' && *w == b'-'))
+}
+
+/// Classifies a stored (lower-case) header name; an `_` spelling of a forwarding or
+/// tenant header is [`NameKind::Never`].
+fn classify(name: &[u8], tenant_header: Option<&http::HeaderName>) -> NameKind {
+    if is_gateway_header(name) {
+        return NameKind::Never;
+    }
+    let tenant = tenant_header.map(|t| t.as_str().as_bytes());
+    // Most names (accept, cookie, user-agent, ...) start with neither letter.
+    if !matches!(name.first(), Some(b'x' | b'f' | b't'))
+        && tenant.is_none_or(|t| t.first() != name.first())
+    {
+        return NameKind::Other;
+    }
+    let underscore = name.contains(&b'_');
+    let kind = if folded_eq(name, X_FORWARDED_FOR.name().as_str().as_bytes()) {
+        NameKind::ForwardedFor
+    } else if folded_eq(name, X_FORWARDED_PROTO.name().as_str().as_bytes()) {
+        NameKind::ForwardedProto
+    } else if folded_eq(name, X_FORWARDED_HOST.name().as_str().as_bytes()) {
+        NameKind::ForwardedHost
+    } else if name == b"forwarded" {
+        NameKind::Forwarded
+    } else if NEVER.iter().any(|n| folded_eq(name, n)) {
+        NameKind::Never
+    } else if TRUSTED_ONLY.iter().any(|n| folded_eq(name, n))
+        || tenant.is_some_and(|t| folded_eq(name, t))
+    {
+        NameKind::TrustedOnly
+    } else {
+        NameKind::Other
+    };
+    if underscore && kind != NameKind::Other {
+        NameKind::Never
+    } else {
+        kind
+    }
+}
+
+/// Removes the headers a request from a peer (`trusted` or not) may not pass on, and
+/// tells which `X-Forwarded-*` headers remain, in one pass over its names. Allocates
+/// only when something is removed.
 ///
 /// `Connection` needs no care here: before the upstream request filter, pingora's
 /// standard upstream request policy removes `Connection` and the headers it nominates,
 /// and refuses (400) a request nominating `Host` or an `X-Forwarded-*` header.
-pub fn strip_gateway_headers(req: &mut RequestHeader) -> ForwardedPresent {
+fn strip_untrusted_headers(
+    req: &mut RequestHeader,
+    trusted: bool,
+    tenant_header: Option<&http::HeaderName>,
+) -> ForwardedPresent {
     let mut present = ForwardedPresent::default();
     let mut doomed: Vec<http::HeaderName> = Vec::new();
     for name in req.headers.keys() {
-        if name == X_FORWARDED_FOR.name() {
-            present.forwarded_for = true;
-        } else if name == X_FORWARDED_PROTO.name() {
-            present.forwarded_proto = true;
-        } else if name == X_FORWARDED_HOST.name() {
-            present.forwarded_host = true;
-        } else if is_gateway_header(name.as_str().as_bytes()) {
-            doomed.push(name.clone());
+        match classify(name.as_str().as_bytes(), tenant_header) {
+            NameKind::ForwardedFor => present.forwarded_for = true,
+            NameKind::ForwardedProto => present.forwarded_proto = true,
+            NameKind::ForwardedHost => present.forwarded_host = true,
+            NameKind::Forwarded if trusted => present.forwarded = true,
+            NameKind::TrustedOnly if trusted => {}
+            NameKind::Forwarded | NameKind::TrustedOnly | NameKind::Never => {
+                doomed.push(name.clone())
+            }
+            NameKind::Other => {}
         }
     }
     for name in doomed {
@@ -268,7 +473,7 @@ mod tests {
                 "10.0.0.0/8".parse().unwrap(),
                 "127.0.0.1/32".parse().unwrap(),
             ],
-            host_header: None,
+            ..ForwardingPolicy::default()
         };
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         let lb = ip("127.0.0.1");
@@ -391,6 +596,7 @@ mod tests {
         let policy = ForwardingPolicy {
             trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
             host_header: Some("internal:8000".into()),
+            tenant_header: None,
         };
         let r = request(&[
             ("Host", "app.example.com"),

@@ -32,7 +32,8 @@ use crate::lifecycle::{Inflight, InflightGuard};
 use crate::metrics::{ActiveGuard, Outcome, QuotaKind, Refusal, TenantCounters, UpstreamErrorKind};
 use crate::pages;
 use crate::policy::decide::{decide, Decision, RequestFacts};
-use crate::policy::path::{normalize, Target};
+use crate::policy::method::method_override;
+use crate::policy::path::{normalize, MethodOverride, Target};
 use crate::quota::local::Lease;
 use crate::quota::{QuotaBackend, QuotaOutcome};
 use crate::response::{ClientKind, LocalResponse};
@@ -154,6 +155,20 @@ impl Gateway {
                 ));
             }
         };
+        if rules.paths.method_override == Some(MethodOverride::Reject) {
+            if let Some(name) = method_override(&req.headers, target.query) {
+                ctx.outcome = Outcome::Rejected;
+                metrics.unknown.request(Outcome::Rejected);
+                return Action::Respond(enforce::bad_request_response(
+                    "BAD_REQUEST",
+                    &format!(
+                        "Method overrides ({name}) are refused here: send the request with the method it means."
+                    ),
+                    ClientKind::of(req),
+                    &rules.templates,
+                ));
+            }
+        }
         let tenant = rules.tenants.resolve(req, target.authority, peer);
         let lowered;
         let match_path: &str = if rules.paths.case_insensitive {
@@ -311,7 +326,7 @@ impl Gateway {
             .unwrap_or(target.len());
         let path = String::from_utf8_lossy(&target[..path_end]);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let upstream_ms = ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1e3);
+        let upstream_ms = ctx.upstream_elapsed.map(millis);
         let peer = client_ip(session);
         let client = match &ctx.rules {
             Some(rules) => rules.forwarding.original_client(req, peer),
@@ -325,10 +340,16 @@ impl Gateway {
             status,
             decision = ctx.outcome.label(),
             tenant = ctx.tenant.as_ref().map_or(crate::metrics::UNKNOWN_TENANT, |t| &*t.tenant),
-            duration_ms = ctx.started.elapsed().as_secs_f64() * 1e3,
+            duration_ms = millis(ctx.started.elapsed()),
             upstream_ms,
         );
     }
+}
+
+/// `d` in milliseconds with microsecond precision: a whole number of microseconds over
+/// 1000 prints with at most three decimals (`0.462`), never `0.46195600000000003`.
+fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
 }
 
 /// Displays a client address, or nothing (no allocation).
@@ -755,6 +776,24 @@ impl ProxyHttp for Gateway {
 mod tests {
     use super::*;
     use pingora::Error;
+
+    #[test]
+    fn durations_print_with_microsecond_precision() {
+        for (nanos, text) in [
+            (461_956_000, "461.956"),
+            (461_956, "0.461"),
+            (1_000, "0.001"),
+            (0, "0"),
+            (123_456_789_000, "123456.789"),
+        ] {
+            assert_eq!(millis(Duration::from_nanos(nanos)).to_string(), text);
+        }
+        for micros in 0..20_000u64 {
+            let text = millis(Duration::from_micros(micros)).to_string();
+            let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(decimals <= 3, "{micros}: {text}");
+        }
+    }
 
     #[test]
     fn upstream_failures_map_to_502_and_504() {

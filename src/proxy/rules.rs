@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::headers::ForwardingPolicy;
-use crate::config::{Config, Mode, UpstreamConfig};
+use crate::config::{Config, Mode, TenantsConfig, UpstreamConfig};
 use crate::pages::Templates;
 use crate::policy::decide::Policy;
 use crate::policy::path::PathOptions;
@@ -43,6 +43,10 @@ impl Rules {
             forwarding: ForwardingPolicy {
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 host_header: config.upstream.host_header.clone(),
+                tenant_header: match &config.tenants {
+                    TenantsConfig::Header { name } => Some(name.clone()),
+                    _ => None,
+                },
             },
             peer: upstream_peer(&config.upstream, upstream_addr),
             access_log: config.log.access,

@@ -104,7 +104,8 @@ impl Drop for AppProcess {
 }
 
 /// The Django shop (`tests/e2e/django_shop`): a fresh SQLite database with the
-/// superuser [`DJANGO_USER`], served by gunicorn (one worker, four threads).
+/// superuser [`DJANGO_USER`], served by gunicorn (one worker, four threads; methods
+/// case-folded).
 pub fn start_django() -> AppProcess {
     let project = repo_root().join("tests/e2e/django_shop");
     let dir = tempfile::tempdir().unwrap();
@@ -137,6 +138,12 @@ pub fn start_django() -> AppProcess {
     command
         .args(["--bind", &addr.to_string()])
         .args(["--workers", "1", "--threads", "4", "--access-logfile", "-"])
+        // As older gunicorn, uWSGI and Django's runserver do: `post` reaches Django,
+        // which runs it as POST (`request.method` is upper-cased).
+        .args([
+            "--permit-unconventional-http-method",
+            "--casefold-http-method",
+        ])
         .args(["--chdir", project.to_str().unwrap(), "shop.wsgi"])
         .env("SHOP_DATA_DIR", dir.path())
         .env("SHOP_ALLOWED_HOSTS", "127.0.0.1,localhost");

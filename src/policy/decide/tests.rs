@@ -46,6 +46,7 @@ fn rule(prefix: &str, feature: &str) -> FeatureRule {
         feature: feature.into(),
         methods: None,
         shadow: false,
+        format_suffixes: true,
     }
 }
 
@@ -215,4 +216,60 @@ fn case_insensitive_matching_uses_lowercase_keys() {
             .feature,
         "m"
     );
+}
+
+#[test]
+fn method_rules_ignore_case_and_get_covers_head() {
+    let mut write = rule("/api/orders", "orders_write");
+    write.methods = Some(vec![Method::POST, Method::DELETE]);
+    let mut read = rule("/api/ledger", "ledger_read");
+    read.methods = Some(vec![Method::GET]);
+    let p = Policy::new(Mode::Enforce, &[write, read], &[], false);
+    let licenses = snapshot(vec![summary("t", Status::Valid, &[])]);
+    let m = |s: &str| Method::from_bytes(s.as_bytes()).unwrap();
+    for (method, path, expected) in [
+        ("POST", "/api/orders/1", "FEATURE_NOT_LICENSED"),
+        ("post", "/api/orders/1", "FEATURE_NOT_LICENSED"),
+        ("Delete", "/api/orders/1", "FEATURE_NOT_LICENSED"),
+        ("GET", "/api/orders/1", "forward -"),
+        ("GET", "/api/ledger", "FEATURE_NOT_LICENSED"),
+        ("get", "/api/ledger", "FEATURE_NOT_LICENSED"),
+        ("HEAD", "/api/ledger", "FEATURE_NOT_LICENSED"),
+        ("head", "/api/ledger", "FEATURE_NOT_LICENSED"),
+        ("POST", "/api/ledger", "forward -"),
+    ] {
+        assert_eq!(
+            check(&p, &licenses, Some("t"), m(method), path),
+            expected,
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
+fn format_suffixes_are_covered_unless_the_rule_opts_out() {
+    let mut plain = rule("/api/raw/", "raw");
+    plain.format_suffixes = false;
+    let p = Policy::new(
+        Mode::Enforce,
+        &[rule("/api/manufacturing/", "manufacturing_module"), plain],
+        &[],
+        false,
+    );
+    let licenses = snapshot(vec![summary("t", Status::Valid, &[])]);
+    for (path, expected) in [
+        ("/api/manufacturing.json", "FEATURE_NOT_LICENSED"),
+        ("/api/manufacturing.json/", "FEATURE_NOT_LICENSED"),
+        ("/api/manufacturing.csv/", "FEATURE_NOT_LICENSED"),
+        ("/api/manufacturing/1.json", "FEATURE_NOT_LICENSED"),
+        ("/api/manufacturingx.json", "forward -"),
+        ("/api/raw.json", "forward -"),
+        ("/api/raw/x.json", "FEATURE_NOT_LICENSED"),
+    ] {
+        assert_eq!(
+            check(&p, &licenses, Some("t"), Method::GET, path),
+            expected,
+            "{path}"
+        );
+    }
 }

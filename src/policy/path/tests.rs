@@ -58,7 +58,6 @@ fn dot_segments_and_slashes_are_resolved() {
 #[test]
 fn escapes_are_canonical_and_never_decoded_twice() {
     assert_eq!(norm("/a%20b").unwrap(), "/a%20b");
-    assert_eq!(norm("/a%3bb").unwrap(), "/a%3Bb");
     assert_eq!(norm("/a%252e%252e/b").unwrap(), "/a%252e%252e/b");
     assert_eq!(norm("/%252e%252e/x").unwrap(), "/%252e%252e/x");
     assert_eq!(norm("/caf%c3%a9").unwrap(), "/caf%C3%A9");
@@ -86,6 +85,16 @@ fn dangerous_targets_are_rejected() {
         ("/%ff", PathError::InvalidUtf8),
         ("/api/manufacturing;x=1/", PathError::PathParameter),
         ("/..;/api", PathError::PathParameter),
+        ("/api/manufacturing%3bx=1/plan", PathError::PathParameter),
+        ("/api/manufacturing%3B/plan", PathError::PathParameter),
+        ("/api/manufacturing./x", PathError::TrailingCharacter),
+        ("/api/manufacturing%2e/x", PathError::TrailingCharacter),
+        ("/api/manufacturing%20/x", PathError::TrailingCharacter),
+        ("/api/manufacturing~", PathError::TrailingCharacter),
+        ("/api/manufacturing.../x", PathError::TrailingCharacter),
+        ("abcdef\u{e9}", PathError::NotAPath),
+        ("httpé://x/y", PathError::UnsupportedScheme),
+        ("http:/\u{e9}", PathError::NotAPath),
         ("api/sales", PathError::NotAPath),
         ("", PathError::NotAPath),
         ("ftp://h/x", PathError::UnsupportedScheme),
@@ -118,6 +127,23 @@ fn path_parameters_can_be_stripped_instead() {
     );
     assert_eq!(norm_with("/a/..;x/b", strip).unwrap(), "/b");
     assert_eq!(norm_with("/a;jsessionid=1", strip).unwrap(), "/a");
+    assert_eq!(norm_with("/a%3Bjsessionid=1/b", strip).unwrap(), "/a/b");
+}
+
+#[test]
+fn non_ascii_targets_are_refused_without_panicking() {
+    // Non-`/` targets whose non-ASCII bytes fall where a scheme would be checked.
+    for raw in [
+        &b"abcdef\xc3\xa9"[..],
+        b"abcdefg\xc3\xa9",
+        b"\xc3\xa9",
+        b"h\xc3\xa9ttp://x",
+        b"http:\xc3\xa9",
+        b"https:/\xc3\xa9/x",
+        b"\xff\xfe",
+    ] {
+        assert!(normalize(raw, &PathOptions::default()).is_err(), "{raw:?}");
+    }
 }
 
 #[test]
