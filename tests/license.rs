@@ -880,3 +880,80 @@ fn a_store_change_verifies_only_the_files_that_changed() {
     assert_eq!((counts.verified, counts.skipped), (0, 3));
     assert_eq!(manager.snapshot().status("acme"), Status::Invalid);
 }
+
+/// Runs `script` with the end-to-end virtualenv's Python (PyJWT, cryptography).
+fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(common::apps::venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `licgate license keygen` keys work with the tools vendors sign with: OpenSSL reads
+/// the private key, PyJWT signs with it and licgate verifies, licgate signs and PyJWT
+/// verifies with the public key.
+#[test]
+fn keygen_keys_interoperate_with_openssl_and_pyjwt() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let out = Command::new("openssl")
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(&vendor.private)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "OpenSSL refuses the key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ED25519 Private-Key"));
+    let out = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&vendor.private)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(&vendor.public).unwrap(),
+        "OpenSSL derives the same public key"
+    );
+
+    // PyJWT signs a license with the private key; licgate verifies it.
+    let now = SystemClock.now();
+    let claims = serde_json::json!({
+        "iss": "Vendor", "sub": "cust-1", "aud": "*", "jti": "py-1", "iat": now,
+        "exp": now + 30 * DAY, "tenant": "default", "tier": "pro", "features": ["sales"],
+    });
+    let token = python(
+        "import jwt, sys, json\n\
+         key = open(sys.argv[1]).read()\n\
+         print(jwt.encode(json.loads(sys.argv[2]), key, algorithm='EdDSA'))",
+        &[vendor.private.to_str().unwrap(), &claims.to_string()],
+    );
+    let verifier = Verifier::without_audience_check(vec![vendor.public_key(None)]);
+    let license = verifier
+        .verify(&token)
+        .expect("licgate verifies PyJWT's token");
+    assert_eq!(license.claims.jti, "py-1");
+    assert_eq!(license.claims.tenant, "default");
+
+    // licgate signs; PyJWT verifies with the public key (and refuses a tampered token).
+    let ours = vendor.sign(&license.claims, None);
+    let verified = python(
+        "import jwt, sys\n\
+         key = open(sys.argv[1]).read()\n\
+         claims = jwt.decode(sys.argv[2], key, algorithms=['EdDSA'], options={'verify_aud': False})\n\
+         print(claims['jti'], claims['tenant'])\n\
+         try:\n    jwt.decode(sys.argv[2][:-4] + 'AAAA', key, algorithms=['EdDSA'], options={'verify_aud': False})\n    print('tampered accepted')\n\
+         except jwt.InvalidSignatureError:\n    print('tampered refused')",
+        &[vendor.public.to_str().unwrap(), &ours],
+    );
+    assert_eq!(verified, "py-1 default\ntampered refused");
+}

@@ -246,18 +246,32 @@ pub struct GeneratedKeyPair {
     pub public_pem: String,
 }
 
-/// Generates an Ed25519 key pair.
+/// PKCS#8 v1 (RFC 8410) prefix of an Ed25519 private key: SEQUENCE { INTEGER 0,
+/// SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING <32-byte seed> } }.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Generates an Ed25519 key pair. The private key is written as PKCS#8 v1 (RFC 8410,
+/// what `openssl genpkey -algorithm ed25519` writes), which OpenSSL, Python's
+/// `cryptography`, Node and Go read; v2 (with the public key appended) is read too.
 pub fn generate_ed25519() -> GeneratedKeyPair {
     let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("system randomness available");
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("fresh key parses");
+    let mut seed = [0u8; 32];
+    ring::rand::SecureRandom::fill(&rng, &mut seed).expect("system randomness available");
+    let pair = Ed25519KeyPair::from_seed_unchecked(&seed).expect("any 32 bytes are a seed");
+    let mut pkcs8 = ED25519_PKCS8_V1_PREFIX.to_vec();
+    pkcs8.extend_from_slice(&seed);
     // SPKI for Ed25519: SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING key }.
     let mut spki = vec![
         0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
     ];
     spki.extend_from_slice(pair.public_key().as_ref());
+    let private_pem = pem_encode("PRIVATE KEY", &pkcs8);
+    seed.fill(0);
+    pkcs8.fill(0);
     GeneratedKeyPair {
-        private_pem: pem_encode("PRIVATE KEY", pkcs8.as_ref()),
+        private_pem,
         public_pem: pem_encode("PUBLIC KEY", &spki),
     }
 }
@@ -336,6 +350,34 @@ mod tests {
             err.starts_with("k.pem is not a PEM P-256 public key"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn generated_private_keys_are_pkcs8_v1_and_v2_keys_still_load() {
+        let pair = generate_ed25519();
+        let der = pem_body(&pair.private_pem, "PRIVATE KEY").unwrap();
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[..16], ED25519_PKCS8_V1_PREFIX);
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = write_key_pair(dir.path(), &pair).unwrap();
+        let verifier = PublicKey::load(&public, Algorithm::EdDSA, None).unwrap();
+        // The same key as v2 (ring's format: the public key appended) signs alike.
+        let rng = ring::rand::SystemRandom::new();
+        let v2 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let v2_path = dir.path().join("v2.pem");
+        std::fs::write(&v2_path, pem_encode("PRIVATE KEY", v2.as_ref())).unwrap();
+        assert_eq!(SigningKey::load(&v2_path).unwrap().alg, Algorithm::EdDSA);
+        let signing = SigningKey::load(&private).unwrap();
+        let claims = serde_json::json!({"exp": 4_000_000_000u64, "tenant": "t"});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &claims,
+            &signing.key,
+        )
+        .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        validation.validate_aud = false;
+        jsonwebtoken::decode::<serde_json::Value>(&token, &verifier.key, &validation).unwrap();
     }
 
     #[test]
