@@ -78,6 +78,9 @@ pub struct Problem<'a> {
     pub details: serde_json::Value,
 }
 
+/// The `Content-Security-Policy` of the gateway's pages.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 impl LocalResponse {
     /// A JSON error: `error_code` is the stable machine code, `title` a short summary,
     /// `detail` the human explanation; `details` carries structured extras.
@@ -157,12 +160,22 @@ impl LocalResponse {
         self
     }
 
-    /// The response head with `Content-Type`, `Content-Length` and `Cache-Control` set.
+    /// The response head with `Content-Type`, `Content-Length`, `Cache-Control` and
+    /// `X-Content-Type-Options` set; pages also get a strict `Content-Security-Policy`,
+    /// `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`.
     pub fn header(&self) -> pingora::Result<ResponseHeader> {
-        let mut header = ResponseHeader::build(self.status, Some(4 + self.headers.len()))?;
+        let mut header = ResponseHeader::build(self.status, Some(8 + self.headers.len()))?;
         header.insert_header(http::header::CONTENT_TYPE, self.content_type)?;
         header.insert_header(http::header::CONTENT_LENGTH, self.body.len())?;
         header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        header.insert_header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
+        if self.content_type == HTML {
+            // The gateway's pages load only their own stylesheet, post only to
+            // themselves, and are never framed (clickjacking of the activation form).
+            header.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
+            header.insert_header(http::header::X_FRAME_OPTIONS, "DENY")?;
+            header.insert_header(http::header::REFERRER_POLICY, "no-referrer")?;
+        }
         for (name, value) in &self.headers {
             header.append_header(*name, value.as_str())?;
         }

@@ -101,14 +101,15 @@ async fn decisions_for_api_clients_browsers_and_xhr() {
         .unwrap();
     assert_eq!(other.status, 200);
 
-    // Status endpoint: the summary, never key material.
+    // Status endpoint: status and tier only (pages.public_status = false), no key material.
     let status = raw_request(gw.addr, &get(gw.addr, "/_licgate/status", ""))
         .await
         .unwrap();
     assert_eq!(status.status, 200);
     let s = status.json();
     assert_eq!(s["status"], "VALID");
-    assert_eq!(s["features"], serde_json::json!(["reports"]));
+    assert_eq!(s["tier"], "professional");
+    assert_eq!(s.as_object().unwrap().len(), 2, "{s}");
     assert!(!status.text().contains("eyJ"), "no token in the status");
 }
 
@@ -164,7 +165,8 @@ fn csrf_of(page: &RawResponse) -> (String, String) {
     let html = page.text();
     let marker = "name=\"csrf_token\" value=\"";
     let start = html.find(marker).expect("csrf field") + marker.len();
-    let field = html[start..start + 32].to_string();
+    let end = start + html[start..].find('"').expect("end of the csrf field");
+    let field = html[start..end].to_string();
     (cookie, field)
 }
 

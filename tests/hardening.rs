@@ -222,3 +222,104 @@ async fn access_log_durations_have_microsecond_precision() {
     }
     assert!(seen >= 20, "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_status_and_tier_unless_public_status_is_on() {
+    let upstream = Upstream::start().await;
+    let setup = Setup::new();
+    setup.preinstall(&setup.token("acme", &["reports"], 100), "l.jwt");
+    let host_mode = "[tenants]\nmode = \"host\"\nhost_pattern = \"{tenant}.shop.test\"\n";
+    let status = |gw: &Gateway, host: &str| {
+        let request =
+            format!("GET /_licgate/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let addr = gw.addr;
+        async move { raw_request(addr, request.as_bytes()).await.unwrap().json() }
+    };
+    let gw = Gateway::start_with(&setup.config("enforce", host_mode), upstream.addr).await;
+    assert_eq!(
+        status(&gw, "acme.shop.test").await,
+        serde_json::json!({"status": "VALID", "tier": "professional"})
+    );
+    assert_eq!(
+        status(&gw, "other.shop.test").await,
+        serde_json::json!({"status": "UNLICENSED"})
+    );
+    let open = setup.config(
+        "enforce",
+        &format!("{host_mode}").replace("[tenants]", "[tenants]"),
+    );
+    let open = open.replace("[pages]\n", "[pages]\npublic_status = true\n");
+    let gw = Gateway::start_with(&open, upstream.addr).await;
+    let full = status(&gw, "acme.shop.test").await;
+    assert_eq!(full["features"], serde_json::json!(["reports"]));
+    assert_eq!(full["tenant"], "acme");
+    assert!(full["expires_at"].is_string(), "{full}");
+}
+
+/// The `Set-Cookie` value of `name` in `resp`.
+fn cookie(resp: &RawResponse, name: &str) -> String {
+    resp.headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .find_map(|(_, v)| v.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no {name} cookie: {:?}", resp.headers))
+        .to_string()
+}
+
+/// The `value` of the hidden input `name` in an HTML page.
+fn hidden_input(html: &str, name: &str) -> String {
+    let at = html.find(&format!("name=\"{name}\"")).expect("input");
+    let rest = &html[at..];
+    let start = rest.find("value=\"").unwrap() + 7;
+    rest[start..start + rest[start..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_pages_refuse_framing_and_csrf_tokens_are_bound_to_the_installation() {
+    let upstream = Upstream::start().await;
+    let setup = Setup::new();
+    let gw = Gateway::start_with(&setup.config("enforce", ""), upstream.addr).await;
+    let page = raw_request(
+        gw.addr,
+        format!(
+            "GET /_licgate/activate HTTP/1.1\r\nHost: {}\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+            gw.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"));
+    let nonce = cookie(&page, "licgate_csrf");
+    let token = hidden_input(&page.text(), "csrf_token");
+    assert_ne!(nonce, token, "the form token is not the cookie itself");
+
+    let post = |cookie: String, token: String| {
+        let body = format!("csrf_token={token}&next=%2F&license_key=not-a-license");
+        let request = format!(
+            "POST /_licgate/activate HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nCookie: licgate_csrf={cookie}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            gw.addr,
+            body.len()
+        );
+        let addr = gw.addr;
+        async move { raw_request(addr, request.as_bytes()).await.unwrap() }
+    };
+    // The page's own cookie and token: the key itself is judged (and refused).
+    let judged = post(nonce.clone(), token.clone()).await;
+    assert_eq!(judged.status, 400, "{}", judged.text());
+    assert!(judged.text().contains("not accepted"), "{}", judged.text());
+    // A cookie tossed in by a sibling site, with the same value as the field (the old
+    // double-submit check passed this): refused.
+    let tossed = "0123456789abcdef0123456789abcdef".to_string();
+    let forged = post(tossed.clone(), tossed).await;
+    assert_eq!(forged.status, 403, "{}", forged.text());
+    assert!(forged.text().contains("CSRF"), "{}", forged.text());
+    // The right token for another cookie does not pass either.
+    let mismatched = post("fedcba9876543210fedcba9876543210".into(), token).await;
+    assert_eq!(mismatched.status, 403);
+}

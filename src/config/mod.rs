@@ -170,6 +170,9 @@ pub struct PagesConfig {
     pub after_activation: String,
     /// Directory whose `*.html` files replace the embedded pages of the same name.
     pub templates_dir: Option<PathBuf>,
+    /// Whether `/_licgate/status` shows everyone the full summary (features, limits,
+    /// expiry); by default it shows only status and tier.
+    pub public_status: bool,
 }
 
 /// Where licenses come from and how they are judged.

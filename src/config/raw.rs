@@ -155,6 +155,7 @@ pub struct RawFeature {
 pub struct RawPages {
     pub after_activation: Option<Spanned<String>>,
     pub templates_dir: Option<Spanned<String>>,
+    pub public_status: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

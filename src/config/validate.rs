@@ -721,6 +721,7 @@ fn validate_pages(raw: RawPages, base_dir: &Path, diags: &mut Vec<Diagnostic>) -
     let RawPages {
         after_activation,
         templates_dir,
+        public_status,
     } = raw;
     let after_activation = match after_activation {
         None => "/".to_string(),
@@ -748,6 +749,7 @@ fn validate_pages(raw: RawPages, base_dir: &Path, diags: &mut Vec<Diagnostic>) -
     PagesConfig {
         after_activation,
         templates_dir,
+        public_status: public_status.unwrap_or(false),
     }
 }
 

@@ -139,6 +139,10 @@ impl Store {
         self.dir.join("instance-id")
     }
 
+    fn csrf_secret_path(&self) -> PathBuf {
+        self.dir.join("csrf-secret")
+    }
+
     /// Names, sizes and modification times of everything that affects the licenses.
     pub fn fingerprint(&self) -> Fingerprint {
         let mut all: Vec<(String, u64, Option<SystemTime>)> = Vec::new();
@@ -302,6 +306,32 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The installation's secret for CSRF tokens (32 bytes), generated and persisted
+    /// (mode 0600) on first use, so tokens survive restarts and hold across gateways
+    /// that share the store.
+    pub fn csrf_secret(&self) -> Result<[u8; 32], StoreError> {
+        let path = self.csrf_secret_path();
+        match fs::read(&path) {
+            Ok(bytes) => bytes.try_into().map_err(|_| StoreError::Corrupt {
+                path,
+                reason: "the CSRF secret is not 32 bytes".into(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut secret = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+                    .map_err(|_| StoreError::Corrupt {
+                        path: path.clone(),
+                        reason: "no system randomness".into(),
+                    })?;
+                write_atomically_with_mode(&path, &secret, 0o600)?;
+                Ok(secret)
+            }
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+}
+
 /// The [`FileStamp`] of a file with metadata `meta`.
 fn file_stamp(meta: &fs::Metadata) -> FileStamp {
     use std::hash::{Hash as _, Hasher as _};
@@ -381,6 +411,13 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Replaces `path` with `bytes` atomically: temp file in the same directory, fsync,
 /// rename, fsync of the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomically_with_mode(path, bytes, 0o666)
+}
+
+/// [`write_atomically`] with the file created with `mode` (less the umask) from the
+/// start, e.g. 0o600 for a secret.
+pub fn write_atomically_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -395,6 +432,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&temp)
             .map_err(io_error(&temp))?;
         file.write_all(bytes).map_err(io_error(&temp))?;

@@ -44,7 +44,7 @@ pub async fn handle(
         .unwrap_or_else(|| "/".to_string());
     match path.trim_end_matches('/') {
         "/_licgate/activate" if readable => {
-            let token = csrf_cookie(session).unwrap_or_else(new_csrf_token);
+            let token = csrf_cookie(session).unwrap_or_else(new_csrf_nonce);
             activation_page(
                 enforcement,
                 rules,
@@ -93,7 +93,12 @@ pub async fn handle(
             )
         }
         "/_licgate/status" if readable => {
-            LocalResponse::json(StatusCode::OK, &status_json(summary))
+            let body = if rules.public_status {
+                status_json(summary)
+            } else {
+                public_status_json(summary)
+            };
+            LocalResponse::json(StatusCode::OK, &body)
         }
         "/_licgate/assets/licgate.css" if readable => LocalResponse {
             status: StatusCode::OK,
@@ -121,7 +126,17 @@ pub async fn handle(
     }
 }
 
-/// The tenant's license summary for `/_licgate/status` (never key material).
+/// What `/_licgate/status` tells anyone by default: the status and the tier, nothing
+/// that helps map tenants, plans, limits or expiry dates.
+pub fn public_status_json(summary: Option<&TenantSummary>) -> serde_json::Value {
+    match summary {
+        None => serde_json::json!({"status": "UNLICENSED"}),
+        Some(s) => serde_json::json!({"status": s.status, "tier": s.tier}),
+    }
+}
+
+/// The tenant's full license summary (`pages.public_status`, the admin API; never key
+/// material).
 pub fn status_json(summary: Option<&TenantSummary>) -> serde_json::Value {
     match summary {
         None => serde_json::json!({"status": "UNLICENSED", "tenant": null}),
@@ -149,7 +164,7 @@ fn activation_page(
     rules: &Rules,
     summary: Option<&TenantSummary>,
     next: &str,
-    csrf_token: &str,
+    csrf_nonce: &str,
     error: Option<&str>,
     status: StatusCode,
 ) -> LocalResponse {
@@ -168,7 +183,7 @@ fn activation_page(
             &[
                 ("message", &message),
                 ("error", &error_html),
-                ("csrf_token", csrf_token),
+                ("csrf_token", &csrf_form_token(enforcement, csrf_nonce)),
                 ("next", next),
                 ("instance_id", &enforcement.instance_id()),
                 (
@@ -181,7 +196,7 @@ fn activation_page(
     )
     .with_header(
         "Set-Cookie",
-        format!("{CSRF_COOKIE}={csrf_token}; Path=/_licgate/; HttpOnly; SameSite=Strict"),
+        format!("{CSRF_COOKIE}={csrf_nonce}; Path=/_licgate/; HttpOnly; SameSite=Strict"),
     )
 }
 
@@ -263,9 +278,14 @@ async fn activate(
         let next = field("next")
             .filter(|n| is_local_path(n) && !n.starts_with("/_licgate"))
             .unwrap_or_else(|| "/".to_string());
-        let valid = cookie
-            .as_deref()
-            .is_some_and(|c| !c.is_empty() && constant_time_eq(c.as_bytes(), submitted.as_bytes()));
+        // The form's token is the HMAC of the cookie's nonce under this installation's
+        // secret: a cookie tossed in from a sibling site cannot come with a valid token.
+        let valid = cookie.as_deref().is_some_and(|nonce| {
+            constant_time_eq(
+                csrf_form_token(enforcement, nonce).as_bytes(),
+                submitted.as_bytes(),
+            )
+        });
         if !valid {
             count(ActivationResult::BadRequest);
             return activation_page(
@@ -273,7 +293,7 @@ async fn activate(
                 rules,
                 summary,
                 &next,
-                &new_csrf_token(),
+                &new_csrf_nonce(),
                 Some("The form expired or was not sent from this page (CSRF check failed). Please paste the key again."),
                 StatusCode::FORBIDDEN,
             );
@@ -303,7 +323,7 @@ async fn activate(
             rules,
             summary,
             next.as_deref().unwrap_or("/"),
-            &csrf_cookie(session).unwrap_or_else(new_csrf_token),
+            &csrf_cookie(session).unwrap_or_else(new_csrf_nonce),
             Some(&format!("This license key was not accepted: {reason}.")),
             StatusCode::BAD_REQUEST,
         ),
@@ -364,7 +384,15 @@ fn csrf_cookie(session: &Session) -> Option<String> {
         .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn new_csrf_token() -> String {
+/// The form token that goes with the cookie's `nonce`: hex HMAC-SHA256 of it under
+/// the installation's CSRF secret.
+fn csrf_form_token(enforcement: &Enforcement, nonce: &str) -> String {
+    let tag = ring::hmac::sign(&enforcement.csrf_key, nonce.as_bytes());
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh cookie nonce: 16 random bytes as hex.
+fn new_csrf_nonce() -> String {
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)

@@ -39,6 +39,9 @@ pub struct Enforcement {
     pub quotas: Arc<LocalQuotas>,
     /// The fleet-wide rate quota backend, when `quota.backend = "redis"`.
     pub redis: Option<RedisQuotas>,
+    /// Signs the activation form's CSRF tokens (the store's secret; without a store, one
+    /// made at start).
+    pub csrf_key: ring::hmac::Key,
 }
 
 impl Enforcement {
@@ -49,7 +52,20 @@ impl Enforcement {
         licenses: Option<Arc<LicenseManager>>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Enforcement> {
+        let csrf_secret = match &licenses {
+            Some(manager) => manager
+                .store()
+                .csrf_secret()
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            None => {
+                let mut secret = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+                    .map_err(|_| std::io::Error::other("no system randomness"))?;
+                secret
+            }
+        };
         Ok(Enforcement {
+            csrf_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &csrf_secret),
             rules: ArcSwap::from_pointee(rules),
             licenses,
             activation_limiter: AttemptThrottle::new(

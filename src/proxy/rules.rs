@@ -22,6 +22,8 @@ pub struct Rules {
     pub templates: Templates,
     /// Where the activation form sends the browser once a license is installed.
     pub after_activation: String,
+    /// `pages.public_status`: the full summary on `/_licgate/status`.
+    pub public_status: bool,
     pub forwarding: ForwardingPolicy,
     /// The upstream peer, cloned for each request.
     pub peer: HttpPeer,
@@ -40,6 +42,7 @@ impl Rules {
             tenants: TenantResolver::new(&config.tenants, &config.server.trusted_proxies),
             templates: Templates::load(config.pages.templates_dir.as_deref())?,
             after_activation: config.pages.after_activation.clone(),
+            public_status: config.pages.public_status,
             forwarding: ForwardingPolicy {
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 host_header: config.upstream.host_header.clone(),
