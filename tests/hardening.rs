@@ -244,11 +244,9 @@ async fn status_shows_status_and_tier_unless_public_status_is_on() {
         status(&gw, "other.shop.test").await,
         serde_json::json!({"status": "UNLICENSED"})
     );
-    let open = setup.config(
-        "enforce",
-        &format!("{host_mode}").replace("[tenants]", "[tenants]"),
-    );
-    let open = open.replace("[pages]\n", "[pages]\npublic_status = true\n");
+    let open = setup
+        .config("enforce", host_mode)
+        .replace("[pages]\n", "[pages]\npublic_status = true\n");
     let gw = Gateway::start_with(&open, upstream.addr).await;
     let full = status(&gw, "acme.shop.test").await;
     assert_eq!(full["features"], serde_json::json!(["reports"]));
