@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod demo;
 pub mod license;
 pub mod lifecycle;

@@ -321,6 +321,36 @@ pub struct Metrics {
     config_last_reload_success: prometheus::IntGauge,
     config_last_reload_timestamp: prometheus::Gauge,
     config_restart_required: prometheus::IntGauge,
+    /// By [`ConnectionRefusal`]: max_connections, max_connections_per_ip,
+    /// header_timeout, header_too_large.
+    connections_refused: [IntCounter; 4],
+}
+
+/// Why a client connection was closed before a request was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    MaxConnections = 0,
+    MaxConnectionsPerIp = 1,
+    HeaderTimeout = 2,
+    HeaderTooLarge = 3,
+}
+
+impl ConnectionRefusal {
+    pub const ALL: [ConnectionRefusal; 4] = [
+        ConnectionRefusal::MaxConnections,
+        ConnectionRefusal::MaxConnectionsPerIp,
+        ConnectionRefusal::HeaderTimeout,
+        ConnectionRefusal::HeaderTooLarge,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionRefusal::MaxConnections => "max_connections",
+            ConnectionRefusal::MaxConnectionsPerIp => "max_connections_per_ip",
+            ConnectionRefusal::HeaderTimeout => "header_timeout",
+            ConnectionRefusal::HeaderTooLarge => "header_too_large",
+        }
+    }
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -365,6 +395,11 @@ impl Metrics {
             "Configuration reloads (SIGHUP, POST /admin/v1/reload, file change), by result.",
             "result",
         );
+        let refused = counter_vec(
+            "connections_refused_total",
+            "Client connections closed before a request: connection limits reached (answered 503/429), request head too slow (closed) or too large (answered 431).",
+            "reason",
+        );
         let histogram = |short: &str, help: &str, buckets: &[f64]| {
             register(
                 &registry,
@@ -398,6 +433,8 @@ impl Metrics {
             ],
             activations: ActivationResult::ALL.map(|r| activations.with_label_values(&[r.label()])),
             quota_backend_errors: backend_errors.with_label_values(&["redis"]),
+            connections_refused: ConnectionRefusal::ALL
+                .map(|r| refused.with_label_values(&[r.label()])),
             config_reloads_success: reloads.with_label_values(&["success"]),
             config_reloads_error: reloads.with_label_values(&["error"]),
             config_last_reload_success: gauge_int(
@@ -449,6 +486,11 @@ impl Metrics {
             metrics.upstream_errors[kind as usize].reset();
         }
         Arc::new(metrics)
+    }
+
+    /// Counts a client connection closed before a request was decided.
+    pub fn connection_refused(&self, why: ConnectionRefusal) {
+        self.connections_refused[why as usize].inc();
     }
 
     /// The counters for `tenant`'s summary, or `_unknown`'s.

@@ -200,6 +200,22 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
         "server.shutdown_timeout",
         running.server.shutdown_timeout != new.server.shutdown_timeout,
     );
+    check(
+        "server.header_timeout",
+        running.server.header_timeout != new.server.header_timeout,
+    );
+    check(
+        "server.max_header_bytes",
+        running.server.max_header_bytes != new.server.max_header_bytes,
+    );
+    check(
+        "server.max_connections",
+        running.server.max_connections != new.server.max_connections,
+    );
+    check(
+        "server.max_connections_per_ip",
+        running.server.max_connections_per_ip != new.server.max_connections_per_ip,
+    );
     check("admin.listen", running.admin.listen != new.admin.listen);
     check(
         "upstream.ca_file",

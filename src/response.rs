@@ -182,6 +182,25 @@ impl LocalResponse {
         Ok(header)
     }
 
+    /// The whole response as HTTP/1.1 bytes with `Connection: close`, for answers
+    /// written to a connection before (or instead of) HTTP parsing.
+    pub fn to_http1_closing(&self) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+            self.status.as_str(),
+            self.status.canonical_reason().unwrap_or(""),
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+
     /// The same response as an `http::Response` (for pingora `ServeHttp` apps).
     /// With `head_only` the body is dropped but `Content-Length` keeps its size.
     pub fn into_http(self, head_only: bool) -> http::Response<Vec<u8>> {

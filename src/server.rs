@@ -11,7 +11,10 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::{Config, ConfigError, UpstreamAddress};
+use crate::connection::head::{HeadLimits, HeadRefusal};
+use crate::connection::{ConnectionEvents, ConnectionLimits, GuardedApp, Refused};
 use crate::lifecycle::{self, Inflight, Readiness, SignalWatch};
+use crate::metrics::ConnectionRefusal;
 use crate::metrics::Metrics;
 use crate::proxy::{Enforcement, Gateway, Rules};
 use crate::reload::{self, Reloader};
@@ -129,23 +132,39 @@ fn log_license_summary(manager: &crate::license::LicenseManager) {
 /// of several no-stealing threads, pingora spawns such tasks on a random thread,
 /// which costs two cross-thread wake-ups per request. With work stealing, one
 /// service on one work-stealing runtime of `threads` threads.
+///
+/// Every service admits connections through one [`ConnectionLimits`] and guards their
+/// request heads (`server.header_timeout`, `server.max_header_bytes`).
 fn proxy_services(
     server: &Server,
     config: &Config,
     gateway: Gateway,
-) -> Vec<Service<pingora::proxy::HttpProxy<Gateway>>> {
+    metrics: Arc<Metrics>,
+) -> Vec<Service<ProxyApp>> {
     let (services, threads_each) = if config.server.work_stealing {
         (1, config.server.threads)
     } else {
         (config.server.threads, 1)
     };
+    let limits = ConnectionLimits::new(
+        config.server.max_connections,
+        config.server.max_connections_per_ip,
+        config.server.trusted_proxies.clone(),
+    );
+    let head = HeadLimits {
+        timeout: config.server.header_timeout,
+        max_bytes: config.server.max_header_bytes,
+    };
+    let events: Arc<dyn ConnectionEvents> = Arc::new(ConnectionMetrics(metrics));
     (0..services)
         .map(|_| {
-            let mut proxy = pingora::proxy::http_proxy_service_with_name(
-                &server.configuration,
-                gateway.clone(),
-                "licgate proxy",
+            let app = GuardedApp::new(
+                pingora::proxy::http_proxy(&server.configuration, gateway.clone()),
+                Arc::clone(&limits),
+                head,
+                Arc::clone(&events),
             );
+            let mut proxy = Service::new("licgate proxy".to_string(), app);
             for addr in &config.server.listen {
                 proxy.add_tcp(&addr.to_string());
             }
@@ -153,6 +172,28 @@ fn proxy_services(
             proxy
         })
         .collect()
+}
+
+/// The proxy app of one service: pingora's HTTP proxy behind the connection guard.
+type ProxyApp = GuardedApp<pingora::proxy::HttpProxy<Gateway>>;
+
+/// Counts the connection guard's refusals in `licgate_connections_refused_total`.
+struct ConnectionMetrics(Arc<Metrics>);
+
+impl ConnectionEvents for ConnectionMetrics {
+    fn refused(&self, refused: Refused) {
+        self.0.connection_refused(match refused {
+            Refused::Total => ConnectionRefusal::MaxConnections,
+            Refused::PerClient => ConnectionRefusal::MaxConnectionsPerIp,
+        });
+    }
+
+    fn head_refused(&self, refusal: HeadRefusal) {
+        self.0.connection_refused(match refusal {
+            HeadRefusal::Timeout => ConnectionRefusal::HeaderTimeout,
+            HeadRefusal::TooLarge => ConnectionRefusal::HeaderTooLarge,
+        });
+    }
 }
 
 /// Runs the gateway until a shutdown signal; returns once in-flight requests have
@@ -187,7 +228,12 @@ pub fn run(config: Config) -> Result<(), ServeError> {
 
     let metrics = Metrics::new(licenses.clone(), Arc::clone(&inflight));
     let rules = Rules::new(&config, upstream_addr)?;
-    let enforcement = Arc::new(Enforcement::new(&config, rules, licenses.clone(), metrics)?);
+    let enforcement = Arc::new(Enforcement::new(
+        &config,
+        rules,
+        licenses.clone(),
+        Arc::clone(&metrics),
+    )?);
     spawn_cleanup(Arc::clone(&enforcement));
     let reloader = Arc::new(Reloader::new(config.clone(), Arc::clone(&enforcement)));
     reload::spawn_sighup_handler(Arc::clone(&reloader))?;
@@ -197,7 +243,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         }
     }
     let gateway = Gateway::new(Arc::clone(&inflight), Arc::clone(&enforcement));
-    let proxies = proxy_services(&server, &config, gateway);
+    let proxies = proxy_services(&server, &config, gateway, metrics);
     let mut admin = Service::new(
         "licgate admin".to_string(),
         AdminApp::new(Arc::clone(&readiness), enforcement, reloader),
@@ -244,9 +290,10 @@ mod tests {
         let server = Server::new_with_opt_and_conf(None, server_conf(&config));
         let metrics = Metrics::new(None, Arc::new(Inflight::default()));
         let rules = Rules::new(&config, "127.0.0.1:9".parse().unwrap()).unwrap();
-        let enforcement = Arc::new(Enforcement::new(&config, rules, None, metrics).unwrap());
+        let enforcement =
+            Arc::new(Enforcement::new(&config, rules, None, Arc::clone(&metrics)).unwrap());
         let gateway = Gateway::new(Arc::new(Inflight::default()), enforcement);
-        proxy_services(&server, &config, gateway)
+        proxy_services(&server, &config, gateway, metrics)
             .iter()
             .map(|s| s.threads)
             .collect()

@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+/// The network that stands for one client: the address for IPv4 (and IPv4-mapped
+/// IPv6), its /64 for IPv6 (one host's allocation: a client with a /64 could
+/// otherwise use 2^64 addresses).
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
 /// Limits attempts per client network: an IPv4 address, or an IPv6 /64 (one host's
 /// allocation: a client with a /64 could otherwise use 2^64 keys). Idle entries are
 /// pruned, and the map holds at most `max_clients`; while it is full (after pruning)
@@ -35,20 +48,9 @@ impl AttemptThrottle {
         }
     }
 
-    /// The key of `ip`: the address for IPv4 (and IPv4-mapped IPv6), its /64 for IPv6.
-    pub fn key(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(_) => ip,
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-            },
-        }
-    }
-
     /// Whether `ip` may make an attempt now (the attempt is counted).
     pub fn permit(&self, ip: IpAddr) -> bool {
-        let mut key = Self::key(ip);
+        let mut key = client_network(ip);
         if self.limiter.len() >= self.max_clients {
             if self.prune_gate.permit().is_some() {
                 self.prune();

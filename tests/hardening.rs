@@ -321,3 +321,142 @@ async fn activation_pages_refuse_framing_and_csrf_tokens_are_bound_to_the_instal
     let mismatched = post("fedcba9876543210fedcba9876543210".into(), token).await;
     assert_eq!(mismatched.status, 403);
 }
+
+/// The value of `licgate_connections_refused_total{reason}` on the admin listener.
+async fn refused(gw: &Gateway, reason: &str) -> u64 {
+    let text = http_get(gw.admin, "/metrics").await.unwrap().text();
+    let wanted = format!("licgate_connections_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&wanted))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {wanted} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_oversized_request_heads_are_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let upstream = Upstream::start().await;
+    let config = BASE_CONFIG.replace(
+        "threads = 1\n",
+        "threads = 1\nheader_timeout = \"600ms\"\nmax_header_bytes = 4096\n",
+    );
+    let gw = Gateway::start_with(&config, upstream.addr).await;
+
+    // A trickled head: the connection is closed at the deadline, without an answer,
+    // while other clients are served.
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let trickle = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        for _ in 0..40 {
+            if slow.write_all(b"X-A: b\r\n").await.is_err() {
+                break;
+            }
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(std::time::Duration::from_millis(50), slow.read(&mut byte))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => answer.push(byte[0]),
+                Err(_) => {}
+            }
+        }
+        (started.elapsed(), answer)
+    });
+    for i in 0..5 {
+        let ok = http_get(gw.addr, &format!("/meanwhile/{i}")).await.unwrap();
+        assert_eq!(ok.status, 200);
+    }
+    let (closed_after, answer) = trickle.await.unwrap();
+    assert!(
+        closed_after >= std::time::Duration::from_millis(550)
+            && closed_after < std::time::Duration::from_millis(1500),
+        "closed after {closed_after:?}"
+    );
+    assert!(answer.is_empty(), "no answer to a head that never came");
+    assert_eq!(refused(&gw, "header_timeout").await, 1);
+
+    // A head larger than max_header_bytes: 431, and the upstream never sees it.
+    let mut big = format!("GET /big HTTP/1.1\r\nHost: {}\r\n", gw.addr).into_bytes();
+    for i in 0..100 {
+        big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(60)).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n");
+    let resp = raw_request(gw.addr, &big).await.unwrap();
+    assert_eq!(resp.status, 431, "{}", resp.text());
+    assert_eq!(resp.json()["error_code"], "REQUEST_HEADER_TOO_LARGE");
+    assert_eq!(refused(&gw, "header_too_large").await, 1);
+    // Just under the limit passes, in many small writes.
+    let mut fits = format!(
+        "GET /fits HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        gw.addr
+    )
+    .into_bytes();
+    // (Long lines: the echo app allows 100 header lines.)
+    let line = format!("X-Fill: {}\r\n", "f".repeat(120));
+    while fits.len() + line.len() < 4090 {
+        fits.extend_from_slice(line.as_bytes());
+    }
+    fits.extend_from_slice(b"\r\n");
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    for chunk in fits.chunks(500) {
+        stream.write_all(chunk).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let resp = read_response(&mut stream, false).await.unwrap();
+    assert_eq!(resp.status, 200, "{} bytes: {}", fits.len(), resp.text());
+    assert_eq!(resp.json()["path"], "/fits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_client_and_overall() {
+    let upstream = Upstream::start().await;
+    let config = BASE_CONFIG.replace(
+        "threads = 1\n",
+        "threads = 1\nmax_connections = 4\nmax_connections_per_ip = 2\nheader_timeout = \"5s\"\n",
+    );
+    let gw = Gateway::start_with(&config, upstream.addr).await;
+    // Two idle connections from 127.0.0.1 take its share; the third is refused.
+    let _idle: Vec<_> =
+        futures_util::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(gw.addr)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let resp = http_get(gw.addr, "/third").await.unwrap();
+    assert_eq!(resp.status, 429, "{}", resp.text());
+    assert_eq!(resp.json()["error_code"], "CONNECTION_LIMIT_EXCEEDED");
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    assert_eq!(refused(&gw, "max_connections_per_ip").await, 1);
+    drop(_idle);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(http_get(gw.addr, "/again").await.unwrap().status, 200);
+
+    // The total: other loopback addresses are other clients.
+    let mut open = Vec::new();
+    for last in 2..=5u8 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))
+            .unwrap();
+        open.push(socket.connect(gw.addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 9], 0)))
+        .unwrap();
+    let mut fifth = socket.connect(gw.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt as _;
+    fifth
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_response(&mut fifth, false).await.unwrap();
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(refused(&gw, "max_connections").await, 1);
+}

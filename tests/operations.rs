@@ -866,11 +866,10 @@ async fn reload_under_load_loses_no_request() {
     let upstream = Upstream::start().await;
     let setup = Setup::new();
     setup.preinstall(&setup.token("default", &["sales"], 30), "default.jwt");
-    let gw = Gateway::start_with(
-        &config_with_token(&setup, "enforce", "[reload]\nwatch = false\n"),
-        upstream.addr,
-    )
-    .await;
+    // 2,000 connections from one address: no per-client cap here.
+    let config = config_with_token(&setup, "enforce", "[reload]\nwatch = false\n")
+        .replace("threads = 1\n", "threads = 1\nmax_connections_per_ip = 0\n");
+    let gw = Gateway::start_with(&config, upstream.addr).await;
     let original = live_config(&gw);
     let variant = original.replace(
         "paths = [\"/static/\", \"/favicon.ico\"]",

@@ -217,6 +217,16 @@ pub struct ServerConfig {
     /// runtime per thread with connections spread over them (`false`, the default:
     /// fewer cross-thread wake-ups, measured faster for short proxied requests).
     pub work_stealing: bool,
+    /// Longest time to receive a request head: from the connection's start for its
+    /// first request, from the first byte for later ones.
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers); larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Open client connections at most (new ones get 503 while full).
+    pub max_connections: usize,
+    /// Open client connections per client (IPv4 address or IPv6 /64) at most; `None`
+    /// = no limit. Peers in `trusted_proxies` are exempt.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// The protected application.

@@ -59,6 +59,10 @@ pub struct RawServer {
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub shutdown_timeout: Option<Spanned<String>>,
     pub work_stealing: Option<bool>,
+    pub header_timeout: Option<Spanned<String>>,
+    pub max_header_bytes: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_connections_per_ip: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

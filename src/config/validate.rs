@@ -115,6 +115,10 @@ fn validate_server(raw: RawServer, diags: &mut Vec<Diagnostic>) -> Option<Server
         trusted_proxies,
         shutdown_timeout,
         work_stealing,
+        header_timeout,
+        max_header_bytes,
+        max_connections,
+        max_connections_per_ip,
     } = raw;
     let start = diags.len();
     let listen = match listen {
@@ -174,12 +178,43 @@ fn validate_server(raw: RawServer, diags: &mut Vec<Diagnostic>) -> Option<Server
         Duration::from_secs(30),
         diags,
     );
+    let header_timeout = duration(
+        header_timeout,
+        "server.header_timeout",
+        DEFAULT_HEADER_TIMEOUT,
+        diags,
+    );
+    let max_header_bytes = bounded_int(
+        max_header_bytes,
+        "server.max_header_bytes",
+        DEFAULT_MAX_HEADER_BYTES,
+        1024..=MAX_HEADER_BYTES,
+        diags,
+    );
+    let max_connections = bounded_int(
+        max_connections,
+        "server.max_connections",
+        DEFAULT_MAX_CONNECTIONS,
+        1..=10_000_000,
+        diags,
+    );
+    let max_connections_per_ip = bounded_int(
+        max_connections_per_ip,
+        "server.max_connections_per_ip",
+        DEFAULT_MAX_CONNECTIONS_PER_IP,
+        0..=10_000_000,
+        diags,
+    );
     (diags.len() == start).then_some(ServerConfig {
         listen,
         threads,
         trusted_proxies,
         shutdown_timeout,
         work_stealing: work_stealing.unwrap_or(false),
+        header_timeout,
+        max_header_bytes,
+        max_connections,
+        max_connections_per_ip: (max_connections_per_ip > 0).then_some(max_connections_per_ip),
     })
 }
 
@@ -1060,6 +1095,43 @@ fn ip_net(raw: &Spanned<String>, diags: &mut Vec<Diagnostic>) -> Option<IpNet> {
 }
 
 /// A positive duration such as "250ms" or "5s".
+/// Default `server.header_timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default `server.max_header_bytes` (64 KiB).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The largest `server.max_header_bytes` (pingora's own limit).
+pub const MAX_HEADER_BYTES: usize = 1_048_575;
+/// Default `server.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Default `server.max_connections_per_ip`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+
+/// An integer in `range`, or `default` when absent.
+fn bounded_int(
+    raw: Option<Spanned<i64>>,
+    key: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+    diags: &mut Vec<Diagnostic>,
+) -> usize {
+    let Some(raw) = raw else { return default };
+    match usize::try_from(*raw.get_ref()) {
+        Ok(n) if range.contains(&n) => n,
+        _ => {
+            diags.push(Diagnostic::at(
+                raw.span(),
+                format!(
+                    "{key} must be between {} and {}, got {}",
+                    range.start(),
+                    range.end(),
+                    raw.get_ref()
+                ),
+            ));
+            default
+        }
+    }
+}
+
 fn duration(
     raw: Option<Spanned<String>>,
     key: &str,
