@@ -6,7 +6,7 @@ CARGO ?= cargo
 RELEASE_BIN := target/release/licgate
 DEMO_ARGS ?=
 
-.PHONY: all deps test-deps build release demo test bench load load-quick fmt fmt-check clippy clean
+.PHONY: all deps test-deps build release demo test bench load load-quick slow-headers fmt fmt-check clippy clean
 
 all: build
 
@@ -47,6 +47,11 @@ load: release
 	@./scripts/install-deps.sh wrk nginx python3
 	$(CARGO) build --release --example bare_proxy
 	./load/run $(LOAD_ARGS)
+
+## slow-headers: a slow-header attack (3,000 connections) with normal clients measured
+slow-headers: release
+	@./scripts/install-deps.sh wrk nginx python3 curl
+	./load/slow-headers $(SLOW_ARGS)
 
 ## load-quick: the same in under two minutes
 load-quick: LOAD_ARGS += --quick

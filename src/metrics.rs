@@ -100,10 +100,12 @@ pub enum Refusal {
     UsageLimit,
     ConcurrencyLimit,
     QuotaUnavailable,
+    /// A client over its `quota.per_client_share`.
+    ClientShare,
 }
 
 /// Every [`Refusal`], in label order.
-const REFUSALS: [Refusal; 10] = [
+const REFUSALS: [Refusal; 11] = [
     Refusal::License(DenyReason::LicenseMissing),
     Refusal::License(DenyReason::LicenseExpired),
     Refusal::License(DenyReason::LicenseRevoked),
@@ -114,6 +116,7 @@ const REFUSALS: [Refusal; 10] = [
     Refusal::UsageLimit,
     Refusal::ConcurrencyLimit,
     Refusal::QuotaUnavailable,
+    Refusal::ClientShare,
 ];
 
 impl Refusal {
@@ -124,6 +127,7 @@ impl Refusal {
             Refusal::UsageLimit => "USAGE_LIMIT_EXCEEDED",
             Refusal::ConcurrencyLimit => "CONCURRENCY_LIMIT_EXCEEDED",
             Refusal::QuotaUnavailable => "QUOTA_UNAVAILABLE",
+            Refusal::ClientShare => "CLIENT_SHARE_EXCEEDED",
         }
     }
 
@@ -141,6 +145,7 @@ impl Refusal {
             Refusal::UsageLimit => 7,
             Refusal::ConcurrencyLimit => 8,
             Refusal::QuotaUnavailable => 9,
+            Refusal::ClientShare => 10,
         }
     }
 }
@@ -154,16 +159,24 @@ pub enum QuotaKind {
     Feature,
     /// Concurrent connections (`limits.max_concurrent_connections`).
     Concurrency,
+    /// One client's share of the tenant's quotas (`quota.per_client_share`).
+    ClientShare,
 }
 
 impl QuotaKind {
-    const ALL: [QuotaKind; 3] = [QuotaKind::Rate, QuotaKind::Feature, QuotaKind::Concurrency];
+    const ALL: [QuotaKind; 4] = [
+        QuotaKind::Rate,
+        QuotaKind::Feature,
+        QuotaKind::Concurrency,
+        QuotaKind::ClientShare,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             QuotaKind::Rate => "rate",
             QuotaKind::Feature => "feature",
             QuotaKind::Concurrency => "concurrency",
+            QuotaKind::ClientShare => "client_share",
         }
     }
 }

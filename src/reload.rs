@@ -216,6 +216,10 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
         "server.max_connections_per_ip",
         running.server.max_connections_per_ip != new.server.max_connections_per_ip,
     );
+    check(
+        "quota.per_client_share",
+        running.per_client_share != new.per_client_share,
+    );
     check("admin.listen", running.admin.listen != new.admin.listen);
     check(
         "upstream.ca_file",

@@ -18,6 +18,7 @@ use crate::metrics::ConnectionRefusal;
 use crate::metrics::Metrics;
 use crate::proxy::{Enforcement, Gateway, Rules};
 use crate::reload::{self, Reloader};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 
 /// How long listeners get to come up before start-up is declared failed.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(15);
@@ -86,7 +87,7 @@ fn server_conf(config: &Config) -> ServerConf {
 }
 
 /// Once a minute: drops quota state of tenants that no longer have a license, and
-/// forgets activation attempts that no longer count.
+/// forgets activation attempts and per-client counts that no longer count.
 fn spawn_cleanup(enforcement: Arc<Enforcement>) {
     std::thread::Builder::new()
         .name("licgate-gc".into())
@@ -96,6 +97,12 @@ fn spawn_cleanup(enforcement: Arc<Enforcement>) {
                 enforcement.quotas.retain_licensed(&licenses.snapshot());
             }
             enforcement.activation_limiter.prune();
+            if let Some(shares) = &enforcement.shares {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                shares.prune(now);
+            }
         })
         .expect("spawn cleanup thread");
 }
@@ -166,7 +173,13 @@ fn proxy_services(
             );
             let mut proxy = Service::new("licgate proxy".to_string(), app);
             for addr in &config.server.listen {
-                proxy.add_tcp(&addr.to_string());
+                // No L4 read buffer: the head guard reads request heads itself, and
+                // pingora's default 64 KiB buffer per connection would double what
+                // a slow client's unfinished head costs.
+                proxy.add_listener(
+                    ListenerConfig::tcp(addr.to_string())
+                        .l4_buffer(L4BufferSettings::default().read(0)),
+                );
             }
             proxy.threads = Some(threads_each);
             proxy

@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::setup::Setup;
+use common::setup::{self, Setup};
 use common::*;
 
 fn get(addr: SocketAddr, target: &str, headers: &str) -> Vec<u8> {
@@ -459,4 +459,112 @@ async fn connections_are_capped_per_client_and_overall() {
     let resp = read_response(&mut fifth, false).await.unwrap();
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert_eq!(refused(&gw, "max_connections").await, 1);
+}
+
+/// Sends `request` from 127.0.0.`last` and reads the answer.
+async fn from(last: u8, gw: &Gateway, request: &[u8]) -> RawResponse {
+    use tokio::io::AsyncWriteExt as _;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))
+        .unwrap();
+    let mut stream = socket.connect(gw.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_response(&mut stream, false).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_spend_more_than_its_share_of_a_tenants_quota() {
+    let upstream = Upstream::start().await;
+    let setup = Setup::new();
+    let now = licgate::license::clock::Clock::now(&licgate::license::clock::SystemClock);
+    let mut claims = test_claims("default", &["reports"], now, now + 30 * setup::DAY);
+    claims.iss = Some("Vendor".into());
+    claims.limits.requests_per_minute = Some(20);
+    claims.limits.max_concurrent_connections = Some(4);
+    setup.preinstall(&setup.sign(&claims), "l.jwt");
+    let config = setup.config("enforce", "[quota]\nper_client_share = 0.25\n");
+    let gw = Gateway::start_with(&config, upstream.addr).await;
+    let get_x = |path: &str| get(gw.addr, path, "");
+
+    // 0.25 of 20 per minute: 5 for 127.0.0.2, then 429 for it alone.
+    for i in 0..5 {
+        let resp = from(2, &gw, &get_x(&format!("/api/reports/{i}"))).await;
+        assert_eq!(resp.status, 200, "{i}: {}", resp.text());
+        assert_eq!(resp.json()["path"], format!("/api/reports/{i}"));
+    }
+    let refused = from(2, &gw, &get_x("/api/reports/6")).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.json()["error_code"], "CLIENT_SHARE_EXCEEDED");
+    assert_eq!(refused.json()["details"]["share_limit"], 5);
+    assert!(refused.header("retry-after").is_some());
+    // Another client is served, and the refused request spent none of the tenant's
+    // quota: 6 of 20 used.
+    let other = from(3, &gw, &get_x("/api/reports/7")).await;
+    assert_eq!(other.status, 200);
+    let remaining: u64 = other
+        .header("ratelimit-remaining")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((13..=14).contains(&remaining), "{remaining}");
+
+    // Concurrency: 0.25 of 4 slots is 1 per client.
+    let slow = get_x("/api/reports/slow?delay_ms=800");
+    let gw_ref = &gw;
+    let (held, second, third) = tokio::join!(
+        from(4, gw_ref, &slow),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            from(4, gw_ref, &get_x("/api/reports/again")).await
+        },
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            from(5, gw_ref, &get_x("/api/reports/meanwhile")).await
+        },
+    );
+    assert_eq!(held.status, 200);
+    assert_eq!(second.status, 429, "{}", second.text());
+    assert_eq!(second.json()["error_code"], "CLIENT_SHARE_EXCEEDED");
+    assert_eq!(third.status, 200, "{}", third.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_does_not_hold_a_concurrent_slot() {
+    use tokio::io::AsyncWriteExt as _;
+    let upstream = Upstream::start().await;
+    let setup = Setup::new();
+    let now = licgate::license::clock::Clock::now(&licgate::license::clock::SystemClock);
+    let mut claims = test_claims("default", &["reports"], now, now + 30 * setup::DAY);
+    claims.iss = Some("Vendor".into());
+    claims.limits.max_concurrent_connections = Some(1);
+    setup.preinstall(&setup.sign(&claims), "l.jwt");
+    let config = setup
+        .config("enforce", "")
+        .replace("threads = 1\n", "threads = 1\nheader_timeout = \"1s\"\n");
+    let gw = Gateway::start_with(&config, upstream.addr).await;
+    let mut upload = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    upload
+        .write_all(
+            format!(
+                "POST /api/reports/upload HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n0123456789",
+                gw.addr
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let blocked = raw_request(gw.addr, &get(gw.addr, "/api/reports/1", ""))
+        .await
+        .unwrap();
+    assert_eq!(blocked.status, 429, "the upload holds the only slot");
+    assert_eq!(blocked.json()["error_code"], "CONCURRENCY_LIMIT_EXCEEDED");
+    // The stalled body gives the slot up after server.header_timeout.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let served = raw_request(gw.addr, &get(gw.addr, "/api/reports/2", ""))
+        .await
+        .unwrap();
+    assert_eq!(served.status, 200, "{}", served.text());
+    drop(upload);
 }

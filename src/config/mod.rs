@@ -58,11 +58,14 @@ pub struct Config {
     pub pages: PagesConfig,
     /// Where quota counters live.
     pub quota: QuotaConfig,
+    /// `quota.per_client_share`: the most of any tenant quota one client may use
+    /// (0 < share ≤ 1); `None` = no per-client limit.
+    pub per_client_share: Option<f64>,
     pub log: LogConfig,
     pub reload: ReloadConfig,
 }
 
-/// `[quota]`.
+/// `[quota]` backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuotaConfig {
     /// In-process counters (default).

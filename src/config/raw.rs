@@ -167,6 +167,7 @@ pub struct RawPages {
 pub struct RawQuota {
     pub backend: Option<Spanned<String>>,
     pub redis: Option<Spanned<RawRedis>>,
+    pub per_client_share: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -78,7 +78,7 @@ impl TryFrom<RawConfig> for Config {
             });
         }
         let pages = validate_pages(pages.unwrap_or_default(), &base_dir, &mut diags);
-        let quota = validate_quota(quota.unwrap_or_default(), &mut diags);
+        let (quota, per_client_share) = validate_quota(quota.unwrap_or_default(), &mut diags);
         let log = validate_log(log.unwrap_or_default(), &mut diags);
         match (server, upstream, admin, tenants, log) {
             (Some(server), Some(upstream), Some(admin), Some(tenants), Some(log))
@@ -97,6 +97,7 @@ impl TryFrom<RawConfig> for Config {
                     features,
                     pages,
                     quota,
+                    per_client_share,
                     log,
                     reload: ReloadConfig {
                         watch: reload.and_then(|r| r.watch).unwrap_or(true),
@@ -788,8 +789,32 @@ fn validate_pages(raw: RawPages, base_dir: &Path, diags: &mut Vec<Diagnostic>) -
     }
 }
 
-fn validate_quota(raw: RawQuota, diags: &mut Vec<Diagnostic>) -> QuotaConfig {
-    let RawQuota { backend, redis } = raw;
+fn validate_quota(raw: RawQuota, diags: &mut Vec<Diagnostic>) -> (QuotaConfig, Option<f64>) {
+    let RawQuota {
+        backend,
+        redis,
+        per_client_share,
+    } = raw;
+    let share = per_client_share.and_then(|s| {
+        let value = *s.get_ref();
+        if value > 0.0 && value <= 1.0 {
+            Some(value)
+        } else {
+            diags.push(Diagnostic::at(
+                s.span(),
+                format!("quota.per_client_share must be more than 0 and at most 1, got {value}"),
+            ));
+            None
+        }
+    });
+    (validate_backend(backend, redis, diags), share)
+}
+
+fn validate_backend(
+    backend: Option<Spanned<String>>,
+    redis: Option<Spanned<RawRedis>>,
+    diags: &mut Vec<Diagnostic>,
+) -> QuotaConfig {
     // [quota.redis] is checked whenever present, so its mistakes show up at once.
     let redis = validate_redis(redis.map(Spanned::into_inner).unwrap_or_default(), diags);
     match backend

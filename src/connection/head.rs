@@ -180,9 +180,16 @@ impl HeadGuard {
                 return Poll::Ready(Ok(()));
             }
             let old_len = self.buf.len();
-            self.buf.reserve(READ_CHUNK);
+            if self.buf.capacity() - old_len < READ_CHUNK / 2 {
+                // Doubling, never past the limit and one read: most heads fit in the
+                // first chunk, and a slow client's partial head costs what it sent.
+                let target = (self.buf.capacity() * 2)
+                    .clamp(READ_CHUNK, self.limits.max_bytes + READ_CHUNK)
+                    .max(old_len + READ_CHUNK / 2);
+                self.buf.reserve_exact(target - old_len);
+            }
             let spare = self.buf.spare_capacity_mut();
-            let room = READ_CHUNK.min(spare.len());
+            let room = spare.len();
             let mut read = ReadBuf::uninit(&mut spare[..room]);
             match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) => {
@@ -238,6 +245,27 @@ impl HeadGuard {
                 }
             }
         }
+    }
+
+    /// Waits until the first request head is complete: `true`, and it will be read
+    /// whole; `false` when the connection ended first (closed, too slow, or too
+    /// large, in which case the 431 has been written).
+    pub async fn first_head(&mut self) -> bool {
+        std::future::poll_fn(|cx| loop {
+            match self.phase {
+                Phase::Head { .. } => {
+                    if ready!(self.poll_collect(cx)).is_err() {
+                        self.phase = Phase::Closed;
+                    }
+                }
+                Phase::Refusing { .. } => {
+                    let _ = ready!(self.poll_refuse(cx));
+                }
+                Phase::HandOver { .. } => return Poll::Ready(true),
+                Phase::Body { .. } | Phase::Tunnel | Phase::Closed => return Poll::Ready(false),
+            }
+        })
+        .await
     }
 
     /// Writes the 431; `Ready(Ok(()))` once it is written (or cannot be).

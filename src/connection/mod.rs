@@ -183,8 +183,9 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
-    /// Admits the connection (or answers 503/429 and closes it), then hands it to the
-    /// proxy with its heads guarded; the connection counts until the proxy is done.
+    /// Admits the connection (or answers 503/429 and closes it), waits for its first
+    /// request head, then hands it to the proxy with its heads guarded; the
+    /// connection counts until the proxy is done.
     async fn process_new(
         self: &Arc<Self>,
         mut stream: Stream,
@@ -202,12 +203,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 return None;
             }
         };
-        let guarded: Stream = Box::new(HeadGuard::new(
-            stream,
-            self.head,
-            Some(Arc::clone(&self.on_head_refusal)),
-        ));
-        let reused = self.inner.process_new(guarded, shutdown).await;
+        let mut guarded =
+            HeadGuard::new(stream, self.head, Some(Arc::clone(&self.on_head_refusal)));
+        // The proxy's per-connection state (a large future) is only made for a
+        // connection whose first head has arrived: a client that never completes
+        // one costs its head buffer and little more.
+        if !guarded.first_head().await {
+            return None;
+        }
+        let reused = self.inner.process_new(Box::new(guarded), shutdown).await;
         drop(admission);
         reused
     }

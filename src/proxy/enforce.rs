@@ -17,6 +17,7 @@ use crate::pages::{render, Templates};
 use crate::policy::decide::DenyReason;
 use crate::quota::local::LocalQuotas;
 use crate::quota::redis::RedisQuotas;
+use crate::quota::share::{ClientShares, ShareRefusal};
 use crate::quota::RateRule;
 use crate::response::{ClientKind, LocalResponse};
 use crate::throttle::{AttemptThrottle, LogThrottle};
@@ -39,6 +40,8 @@ pub struct Enforcement {
     pub quotas: Arc<LocalQuotas>,
     /// The fleet-wide rate quota backend, when `quota.backend = "redis"`.
     pub redis: Option<RedisQuotas>,
+    /// Per-client shares of tenant quotas (`quota.per_client_share`), when set.
+    pub shares: Option<ClientShares>,
     /// Signs the activation form's CSRF tokens (the store's secret; without a store, one
     /// made at start).
     pub csrf_key: ring::hmac::Key,
@@ -65,6 +68,9 @@ impl Enforcement {
             }
         };
         Ok(Enforcement {
+            shares: config
+                .per_client_share
+                .map(|share| ClientShares::new(share, crate::quota::share::MAX_CLIENTS)),
             csrf_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &csrf_secret),
             rules: ArcSwap::from_pointee(rules),
             licenses,
@@ -325,6 +331,64 @@ pub fn concurrency_limited_response(
         ),
     };
     response.with_header("Retry-After", "1")
+}
+
+/// The 429 for a client over its share of the tenant's quota (the tenant's other
+/// clients are not refused).
+pub fn client_share_response(
+    refusal: ShareRefusal,
+    client: ClientKind,
+    templates: &Templates,
+) -> LocalResponse {
+    let (message, retry_after, details) = match refusal {
+        ShareRefusal::Rate {
+            rule,
+            share_limit,
+            retry_after_secs,
+        } => (
+            format!(
+                "This client has used its share of this site's request quota ({share_limit} of {} requests per {}). Try again in {retry_after_secs} s.",
+                rule.limit,
+                rule.window.name()
+            ),
+            retry_after_secs,
+            serde_json::json!({
+                "share_limit": share_limit,
+                "limit": rule.limit,
+                "window": rule.window.name(),
+                "retry_after": retry_after_secs,
+            }),
+        ),
+        ShareRefusal::Concurrency { share_limit } => (
+            format!(
+                "This client already has {share_limit} requests open, its share of this site's concurrent connections. Try again shortly."
+            ),
+            1,
+            serde_json::json!({"share_limit": share_limit, "retry_after": 1}),
+        ),
+    };
+    let response = match client {
+        ClientKind::Browser => LocalResponse::html(
+            StatusCode::TOO_MANY_REQUESTS,
+            render(
+                &templates.denied,
+                &[
+                    ("title", "Too many requests from this client"),
+                    ("message", &message),
+                    ("error_code", "CLIENT_SHARE_EXCEEDED"),
+                ],
+                &[],
+            ),
+        ),
+        ClientKind::Api => LocalResponse::problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "CLIENT_SHARE_EXCEEDED",
+            "Too many requests from this client",
+            &message,
+            details,
+        ),
+    };
+    response.with_header("Retry-After", retry_after.to_string())
 }
 
 /// The 400 for a target that cannot be normalized safely.

@@ -35,6 +35,7 @@ use crate::policy::decide::{decide, Decision, RequestFacts};
 use crate::policy::method::method_override;
 use crate::policy::path::{normalize, MethodOverride, Target};
 use crate::quota::local::Lease;
+use crate::quota::share::ShareLease;
 use crate::quota::{QuotaBackend, QuotaOutcome};
 use crate::response::{ClientKind, LocalResponse};
 use crate::throttle::LogThrottle;
@@ -58,13 +59,38 @@ pub struct RequestCtx {
     tenant: Option<Arc<TenantSummary>>,
     /// One of the tenant's concurrent slots, held until the request ends (however).
     _lease: Option<Lease>,
+    /// The client's share of those slots (`quota.per_client_share`).
+    _share_lease: Option<ShareLease>,
     /// Counts the request in `active_connections` while it is forwarded.
     _active: Option<ActiveGuard>,
     /// `RateLimit-*` for a quota-governed response.
     rate_limit: Option<RateLimitHeaders>,
+    /// How fast the request body arrives, watched while the request holds a
+    /// concurrent slot.
+    body_pace: Option<BodyPace>,
     /// When the request was sent upstream, and how long the response header took.
     upstream_sent: Option<Instant>,
     upstream_elapsed: Option<Duration>,
+}
+
+/// The pace of a request body that holds a concurrent slot.
+struct BodyPace {
+    started: Instant,
+    /// Time allowed before the rate counts.
+    grace: Duration,
+    received: u64,
+}
+
+/// The least average rate of a request body holding a concurrent slot, after its grace.
+pub const MIN_BODY_BYTES_PER_SEC: u64 = 4096;
+
+impl BodyPace {
+    /// Counts `bytes` more; false when the body is behind its minimum pace.
+    fn on_time(&mut self, bytes: usize) -> bool {
+        self.received += bytes as u64;
+        let allowed = self.grace + Duration::from_secs(self.received / MIN_BODY_BYTES_PER_SEC);
+        self.started.elapsed() <= allowed
+    }
 }
 
 /// The licgate reverse proxy. Clones share everything (one per proxy service).
@@ -89,6 +115,7 @@ enum Action<'p> {
     Forward {
         shadowed: Option<Refusal>,
         lease: Option<Lease>,
+        share_lease: Option<ShareLease>,
         /// Rate quotas to count (the feature the path needs, if any).
         rate_check: Option<Option<&'p str>>,
     },
@@ -112,11 +139,13 @@ impl Gateway {
 
     /// Normalizes, resolves and decides; records the tenant and the outcome in `ctx`
     /// and counts the decision. Borrows the request only while deciding.
+    /// `client` is the request's client when per-client shares are on.
     fn decide_action<'r>(
         &self,
         rules: &'r Rules,
         req: &RequestHeader,
         peer: Option<IpAddr>,
+        client: Option<IpAddr>,
         ctx: &mut RequestCtx,
     ) -> Action<'r> {
         let enforcement = &*self.enforcement;
@@ -204,7 +233,7 @@ impl Gateway {
             } => {
                 let counters = metrics.tenant(summary.map(|s| &**s));
                 let mut shadowed = shadowed.map(Refusal::License);
-                let (mut lease, mut rate_check) = (None, None);
+                let (mut lease, mut share_lease, mut rate_check) = (None, None, None);
                 if let (Some(summary), true) = (summary, governed && shadowed.is_none()) {
                     match enforcement.quotas.acquire(summary) {
                         Ok(l) => lease = l,
@@ -224,6 +253,32 @@ impl Gateway {
                             ));
                         }
                     }
+                    let share = enforcement.shares.as_ref().zip(client).zip(
+                        summary
+                            .limits
+                            .max_concurrent_connections
+                            .filter(|_| shadowed.is_none()),
+                    );
+                    if let Some(((shares, client), limit)) = share {
+                        match shares.acquire(summary, client, limit) {
+                            Ok(l) => share_lease = l,
+                            Err(_) if rules.mode == Mode::Shadow => {
+                                shadowed = Some(Refusal::ClientShare)
+                            }
+                            Err(refusal) => {
+                                ctx.outcome = Outcome::Limited;
+                                counters.request(Outcome::Limited);
+                                counters.refusal(Refusal::ClientShare, true);
+                                counters.quota_rejection(QuotaKind::ClientShare);
+                                ctx.tenant = Some(Arc::clone(summary));
+                                return Action::Respond(enforce::client_share_response(
+                                    refusal,
+                                    ClientKind::of(req),
+                                    &rules.templates,
+                                ));
+                            }
+                        }
+                    }
                     rate_check = Some(feature);
                 }
                 ctx.outcome = match (shadowed, governed) {
@@ -237,6 +292,7 @@ impl Gateway {
                 Action::Forward {
                     shadowed,
                     lease,
+                    share_lease,
                     rate_check,
                 }
             }
@@ -344,6 +400,13 @@ impl Gateway {
             upstream_ms,
         );
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `d` in milliseconds with microsecond precision: a whole number of microseconds over
@@ -477,6 +540,8 @@ impl ProxyHttp for Gateway {
             host: None,
             tenant: None,
             _lease: None,
+            _share_lease: None,
+            body_pace: None,
             _active: None,
             rate_limit: None,
             upstream_sent: None,
@@ -495,11 +560,17 @@ impl ProxyHttp for Gateway {
             return Ok(false);
         }
         let peer = client_ip(session);
-        let action = self.decide_action(&rules, session.req_header(), peer, ctx);
+        let client = self
+            .enforcement
+            .shares
+            .as_ref()
+            .and_then(|_| rules.forwarding.original_client(session.req_header(), peer));
+        let action = self.decide_action(&rules, session.req_header(), peer, client, ctx);
         match action {
             Action::Forward {
                 mut shadowed,
                 lease,
+                share_lease,
                 rate_check,
             } => {
                 let tenant = ctx.tenant.as_deref();
@@ -509,6 +580,33 @@ impl ProxyHttp for Gateway {
                 };
                 if let (Some(feature), Some(summary)) = (rate_check, tenant) {
                     let enforcement = &*self.enforcement;
+                    // The client's share first: a client over it is refused alone,
+                    // without spending the tenant's quota.
+                    let mut ticket = None;
+                    if let (Some(shares), Some(client)) = (&enforcement.shares, client) {
+                        match shares.check(summary, feature, client, unix_now()) {
+                            Ok(t) => ticket = Some(t),
+                            Err(_) if rules.mode == Mode::Shadow => {
+                                shadowed = Some(Refusal::ClientShare)
+                            }
+                            Err(refusal) => {
+                                counters.request(Outcome::Limited);
+                                counters.refusal(Refusal::ClientShare, true);
+                                counters.quota_rejection(QuotaKind::ClientShare);
+                                metrics
+                                    .decision_duration
+                                    .observe(ctx.started.elapsed().as_secs_f64());
+                                ctx.outcome = Outcome::Limited;
+                                let response = enforce::client_share_response(
+                                    refusal,
+                                    ClientKind::of(session.req_header()),
+                                    &rules.templates,
+                                );
+                                response.write_to(session).await?;
+                                return Ok(true);
+                            }
+                        }
+                    }
                     let outcome = match &enforcement.redis {
                         Some(redis) => QuotaBackend::check(redis, summary, feature).await,
                         None => QuotaBackend::check(&*enforcement.quotas, summary, feature).await,
@@ -520,6 +618,15 @@ impl ProxyHttp for Gateway {
                     } = outcome
                     {
                         ctx.rate_limit = Some((limit, remaining, reset_secs));
+                    }
+                    let refused = matches!(
+                        outcome,
+                        QuotaOutcome::Limited { .. } | QuotaOutcome::Unavailable
+                    );
+                    if let (Some(ticket), true, Some(shares)) =
+                        (ticket, refused, &enforcement.shares)
+                    {
+                        shares.refund(ticket, summary, feature);
                     }
                     if let Some((outcome, response)) = self.quota_refusal(
                         &rules,
@@ -559,7 +666,18 @@ impl ProxyHttp for Gateway {
                     .decision_duration
                     .observe(ctx.started.elapsed().as_secs_f64());
                 ctx._active = Some(ActiveGuard::new(counters));
+                if lease.is_some() || share_lease.is_some() {
+                    // A slow body must not hold a slot for long: no pause longer than
+                    // the head's deadline, and a minimum average rate after it.
+                    session.set_read_timeout(Some(rules.body_gap));
+                    ctx.body_pace = Some(BodyPace {
+                        started: Instant::now(),
+                        grace: rules.body_gap,
+                        received: 0,
+                    });
+                }
                 ctx._lease = lease;
+                ctx._share_lease = share_lease;
                 ctx.rules = Some(rules);
                 Ok(false)
             }
@@ -588,6 +706,26 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
         }
+    }
+
+    /// Ends a request whose body, while holding a concurrent slot, falls behind
+    /// [`MIN_BODY_BYTES_PER_SEC`] after `server.header_timeout` (408).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(pace) = &mut ctx.body_pace {
+            if !pace.on_time(body.as_ref().map_or(0, |b| b.len())) {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(408),
+                    "the request body arrives too slowly for a request holding a concurrent slot",
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Every request goes to the one configured upstream (of the rules the request

@@ -3,6 +3,7 @@
 //! its first phase to its last.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use pingora::upstreams::peer::HttpPeer;
 
@@ -29,6 +30,9 @@ pub struct Rules {
     pub peer: HttpPeer,
     /// Whether one access-log line is written per request (`log.access`).
     pub access_log: bool,
+    /// The longest pause in a request body while the request holds a concurrent
+    /// slot (`server.header_timeout`).
+    pub body_gap: Duration,
 }
 
 impl Rules {
@@ -53,6 +57,7 @@ impl Rules {
             },
             peer: upstream_peer(&config.upstream, upstream_addr),
             access_log: config.log.access,
+            body_gap: config.server.header_timeout,
         })
     }
 }

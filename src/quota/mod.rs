@@ -12,6 +12,7 @@
 
 pub mod local;
 pub mod redis;
+pub mod share;
 
 use std::collections::HashMap;
 

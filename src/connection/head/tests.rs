@@ -201,3 +201,29 @@ async fn after_101_the_connection_is_a_tunnel() {
     assert_eq!(read_some(&mut guard).await, b"\x81\x85abcdefghi");
     assert!(matches!(guard.phase, Phase::Tunnel));
 }
+
+#[tokio::test]
+async fn first_head_waits_for_a_whole_head_or_reports_the_end() {
+    use tokio::io::AsyncWriteExt as _;
+    let (mut guard, mut client, _) = pair(LIMITS).await;
+    client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(b"Host: x\r\n\r\n").await.unwrap();
+        client
+    });
+    assert!(guard.first_head().await);
+    assert_eq!(
+        read_some(&mut guard).await,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    );
+    drop(writer.await.unwrap());
+
+    let (mut guard, client, seen) = pair(LIMITS).await;
+    drop(client);
+    assert!(!guard.first_head().await, "closed before a head");
+    assert!(seen.lock().unwrap().is_empty());
+    let (mut guard, _client, seen) = pair(LIMITS).await;
+    assert!(!guard.first_head().await, "nothing within the deadline");
+    assert_eq!(*seen.lock().unwrap(), [HeadRefusal::Timeout]);
+}
