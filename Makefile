@@ -6,7 +6,7 @@ CARGO ?= cargo
 RELEASE_BIN := target/release/licgate
 DEMO_ARGS ?=
 
-.PHONY: all deps test-deps build release demo test bench load load-quick slow-headers fmt fmt-check clippy clean
+.PHONY: all deps test-deps build release demo test bench load load-quick slow-headers fuzz fmt fmt-check clippy clean
 
 all: build
 
@@ -52,6 +52,19 @@ load: release
 slow-headers: release
 	@./scripts/install-deps.sh wrk nginx python3 curl
 	./load/slow-headers $(SLOW_ARGS)
+
+## fuzz: each libFuzzer target (fuzz/, licgate::fuzzing) for FUZZ_SECONDS (stable
+## toolchain: cargo-fuzz without a sanitizer; a panic is a finding). New inputs go to
+## fuzz/target/corpus/; make test replays fuzz/corpus/ (the seeds) on every run.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := path host token config activation_form request_head
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/corpus/$$t && \
+	  $(CARGO) fuzz run -O -s none $$t target/corpus/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 || exit 1; \
+	done
 
 ## load-quick: the same in under two minutes
 load-quick: LOAD_ARGS += --quick

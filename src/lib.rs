@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod fuzzing;
 pub mod license;
 pub mod lifecycle;
 pub mod logging;

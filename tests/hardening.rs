@@ -568,3 +568,33 @@ async fn a_stalled_upload_does_not_hold_a_concurrent_slot() {
     assert_eq!(served.status, 200, "{}", served.text());
     drop(upload);
 }
+
+/// Found by the fuzzer: the host pattern sliced a non-ASCII host inside a character
+/// (a panic). pingora 0.9 already refuses a non-ASCII absolute-form authority (and
+/// `Host` values must be ASCII to be read), so over sockets this stays a 400; the
+/// pattern and the normalizer now refuse such hosts themselves too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_ascii_authority_in_host_mode_gets_400() {
+    let upstream = Upstream::start().await;
+    let setup = Setup::new();
+    setup.preinstall(&setup.token("acme", &["reports"], 100), "l.jwt");
+    let config = setup.config(
+        "enforce",
+        "[tenants]\nmode = \"host\"\nhost_pattern = \"{tenant}.shop.test\"\n",
+    );
+    let gw = Gateway::start_with(&config, upstream.addr).await;
+    for target in [
+        &b"http://acm\xc3\xa9.shop.test/x"[..],
+        b"http://x\xc3\xa9hop.test/",
+    ] {
+        let mut request = b"GET ".to_vec();
+        request.extend_from_slice(target);
+        request
+            .extend_from_slice(b" HTTP/1.1\r\nHost: acme.shop.test\r\nConnection: close\r\n\r\n");
+        let resp = raw_request(gw.addr, &request)
+            .await
+            .unwrap_or_else(|e| panic!("no answer ({e}): {}", gw.logs()));
+        assert_eq!(resp.status, 400, "{target:?}");
+    }
+    assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
+}

@@ -127,8 +127,12 @@ pub struct HostPattern {
 }
 
 impl HostPattern {
-    /// The tenant named by `host` (port ignored): one DNS label, lower-cased.
+    /// The tenant named by `host` (port ignored): one DNS label, lower-cased. A host
+    /// with anything but ASCII names no tenant.
     pub fn tenant<'h>(&self, host: &'h str) -> Option<&'h str> {
+        if !host.is_ascii() {
+            return None;
+        }
         let host = match host.rsplit_once(':') {
             Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') => h,
             _ => host,

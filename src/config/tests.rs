@@ -169,6 +169,9 @@ after_activation = "/accounts/login/"
             assert_eq!(pattern.tenant("a.b.shop.example.com"), None);
             assert_eq!(pattern.tenant("shop.example.com"), None);
             assert_eq!(pattern.tenant("acme.shop.example.com.evil.com"), None);
+            // Found by the fuzzer: non-ASCII once split a character in two (a panic).
+            assert_eq!(pattern.tenant("acm\u{e9}.shop.example.com"), None);
+            assert_eq!(pattern.tenant("x\u{e9}hop.example.com"), None);
         }
         other => panic!("{other:?}"),
     }

@@ -105,6 +105,20 @@ impl EndScan {
     }
 }
 
+/// Where the first head in `reads` (consecutive reads of one stream) ends: the offset
+/// just after it in their concatenation.
+pub fn find_head_end(reads: &[&[u8]]) -> Option<usize> {
+    let mut scan = EndScan::default();
+    let mut offset = 0;
+    for read in reads {
+        if let Some(end) = scan.feed(read) {
+            return Some(offset + end);
+        }
+        offset += read.len();
+    }
+    None
+}
+
 #[derive(Debug)]
 enum Phase {
     /// Collecting a head; `started` is `None` until its first byte (later requests).

@@ -156,6 +156,32 @@ impl Names {
 }
 
 impl TenantSummary {
+    /// A `VALID` summary of `tenant` with only `limits` and `feature_limits` (tests).
+    #[cfg(test)]
+    pub fn with_limits(
+        tenant: &str,
+        limits: Limits,
+        feature_limits: std::collections::BTreeMap<String, FeatureLimits>,
+    ) -> TenantSummary {
+        TenantSummary::new(
+            tenant,
+            Combined {
+                status: Status::Valid,
+                tier: None,
+                tier_name: None,
+                features: Default::default(),
+                limits,
+                feature_limits,
+                flags: Default::default(),
+                expires_at: None,
+                grace_until: None,
+                read_only_until: None,
+                license_ids: vec![],
+                next_change: None,
+            },
+        )
+    }
+
     /// Builds the summary of `tenant` from its combined licenses, with fresh counters.
     pub fn new(tenant: &str, combined: Combined) -> TenantSummary {
         TenantSummary::with_counters(tenant, combined, Arc::default())

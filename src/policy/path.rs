@@ -184,6 +184,10 @@ fn split_absolute_form(text: &str) -> Result<(Option<&str>, &str), PathError> {
     if authority.is_empty() {
         return Err(PathError::NotAPath);
     }
+    // The authority names the tenant in host mode: ASCII only, as a `Host` is.
+    if !authority.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(PathError::NonAscii);
+    }
     Ok((Some(authority), rest))
 }
 

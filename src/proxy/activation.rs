@@ -252,37 +252,24 @@ async fn activate(
             );
         }
     };
+    let Some(submission) = parse_submission(&body, is_json) else {
+        count(ActivationResult::BadRequest);
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "Expected a JSON object {\"license_key\": \"...\"}.",
+        );
+    };
     let (key, next) = if is_json {
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        match value.get("license_key").and_then(|k| k.as_str()) {
-            Some(k) => (k.to_string(), None),
-            None => {
-                count(ActivationResult::BadRequest);
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_REQUEST",
-                    "Expected a JSON object {\"license_key\": \"...\"}.",
-                );
-            }
-        }
+        (submission.license_key, None)
     } else {
-        let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-        let field = |name: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let cookie = csrf_cookie(session);
-        let submitted = field("csrf_token").unwrap_or_default();
-        let next = field("next")
-            .filter(|n| is_local_path(n) && !n.starts_with("/_licgate"))
-            .unwrap_or_else(|| "/".to_string());
+        let next = submission.next.unwrap_or_else(|| "/".to_string());
         // The form's token is the HMAC of the cookie's nonce under this installation's
         // secret: a cookie tossed in from a sibling site cannot come with a valid token.
-        let valid = cookie.as_deref().is_some_and(|nonce| {
+        let submitted = submission.csrf_token.unwrap_or_default();
+        let valid = csrf_cookie(session).is_some_and(|nonce| {
             constant_time_eq(
-                csrf_form_token(enforcement, nonce).as_bytes(),
+                csrf_form_token(enforcement, &nonce).as_bytes(),
                 submitted.as_bytes(),
             )
         });
@@ -298,7 +285,7 @@ async fn activate(
                 StatusCode::FORBIDDEN,
             );
         }
-        (field("license_key").unwrap_or_default(), Some(next))
+        (submission.license_key, Some(next))
     };
     let outcome = install(enforcement, tenant, key).await;
     count(match outcome {
@@ -328,6 +315,47 @@ async fn activate(
             StatusCode::BAD_REQUEST,
         ),
     }
+}
+
+/// What an activation request submits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Submission {
+    pub license_key: String,
+    /// The form's CSRF token (forms only).
+    pub csrf_token: Option<String>,
+    /// Where to go afterwards: only a local path outside `/_licgate/` (forms only).
+    pub next: Option<String>,
+}
+
+/// Reads an activation body: JSON `{"license_key": "..."}` (`None` when it is not
+/// such an object) or an urlencoded form (first value of each field; a missing key
+/// is empty). Never fails on a form.
+pub fn parse_submission(body: &[u8], json: bool) -> Option<Submission> {
+    if json {
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let key = value.get("license_key")?.as_str()?;
+        return Some(Submission {
+            license_key: key.to_string(),
+            ..Submission::default()
+        });
+    }
+    let mut submission = Submission::default();
+    let (mut key, mut token, mut next) = (None, None, None);
+    for (name, value) in form_urlencoded::parse(body) {
+        let slot = match &*name {
+            "license_key" => &mut key,
+            "csrf_token" => &mut token,
+            "next" => &mut next,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(value.into_owned());
+        }
+    }
+    submission.license_key = key.unwrap_or_default();
+    submission.csrf_token = token;
+    submission.next = next.filter(|n| is_local_path(n) && !n.starts_with("/_licgate"));
+    Some(submission)
 }
 
 /// Verifies `key` for `tenant` and installs it through the license store.

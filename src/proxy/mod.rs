@@ -241,10 +241,8 @@ impl Gateway {
                             shadowed = Some(Refusal::ConcurrencyLimit)
                         }
                         Err(limit) => {
+                            count_limited(counters, Refusal::ConcurrencyLimit);
                             ctx.outcome = Outcome::Limited;
-                            counters.request(Outcome::Limited);
-                            counters.refusal(Refusal::ConcurrencyLimit, true);
-                            counters.quota_rejection(QuotaKind::Concurrency);
                             ctx.tenant = Some(Arc::clone(summary));
                             return Action::Respond(enforce::concurrency_limited_response(
                                 limit,
@@ -266,10 +264,8 @@ impl Gateway {
                                 shadowed = Some(Refusal::ClientShare)
                             }
                             Err(refusal) => {
+                                count_limited(counters, Refusal::ClientShare);
                                 ctx.outcome = Outcome::Limited;
-                                counters.request(Outcome::Limited);
-                                counters.refusal(Refusal::ClientShare, true);
-                                counters.quota_rejection(QuotaKind::ClientShare);
                                 ctx.tenant = Some(Arc::clone(summary));
                                 return Action::Respond(enforce::client_share_response(
                                     refusal,
@@ -400,6 +396,16 @@ impl Gateway {
             upstream_ms,
         );
     }
+}
+
+/// Counts a request refused with 429 by a concurrency or client-share quota.
+fn count_limited(counters: &TenantCounters, refusal: Refusal) {
+    counters.request(Outcome::Limited);
+    counters.refusal(refusal, true);
+    counters.quota_rejection(match refusal {
+        Refusal::ClientShare => QuotaKind::ClientShare,
+        _ => QuotaKind::Concurrency,
+    });
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -590,9 +596,7 @@ impl ProxyHttp for Gateway {
                                 shadowed = Some(Refusal::ClientShare)
                             }
                             Err(refusal) => {
-                                counters.request(Outcome::Limited);
-                                counters.refusal(Refusal::ClientShare, true);
-                                counters.quota_rejection(QuotaKind::ClientShare);
+                                count_limited(&counters, Refusal::ClientShare);
                                 metrics
                                     .decision_duration
                                     .observe(ctx.started.elapsed().as_secs_f64());

@@ -141,6 +141,7 @@ fn non_ascii_targets_are_refused_without_panicking() {
         b"http:\xc3\xa9",
         b"https:/\xc3\xa9/x",
         b"\xff\xfe",
+        b"http://acm\xc3\xa9.shop.example.com/x",
     ] {
         assert!(normalize(raw, &PathOptions::default()).is_err(), "{raw:?}");
     }

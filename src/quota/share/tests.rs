@@ -2,30 +2,13 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::license::claims::{FeatureLimits, Limits};
-use crate::license::status::{Combined, Status};
 
 fn summary(
     tenant: &str,
     limits: Limits,
     feature_limits: BTreeMap<String, FeatureLimits>,
 ) -> TenantSummary {
-    TenantSummary::new(
-        tenant,
-        Combined {
-            status: Status::Valid,
-            tier: None,
-            tier_name: None,
-            features: Default::default(),
-            limits,
-            feature_limits,
-            flags: Default::default(),
-            expires_at: None,
-            grace_until: None,
-            read_only_until: None,
-            license_ids: vec![],
-            next_change: None,
-        },
-    )
+    TenantSummary::with_limits(tenant, limits, feature_limits)
 }
 
 fn ip(s: &str) -> IpAddr {

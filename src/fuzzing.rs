@@ -1,0 +1,203 @@
+//! Fuzz targets: each takes arbitrary bytes, runs one parser that meets client or
+//! operator input, and checks what must hold of its result. A panic is a finding.
+//!
+//! `fuzz/` runs them under libFuzzer (`make fuzz`); `tests/fuzz_corpus.rs` runs them
+//! over the seed corpus in `fuzz/corpus/<target>/` on every `make test`.
+
+use std::path::Path;
+use std::sync::LazyLock;
+
+use crate::config::{Config, FeatureRule, HostPattern, Mode};
+use crate::connection::head::find_head_end;
+use crate::license::keys::{generate_ed25519, Algorithm, PublicKey};
+use crate::license::verify::unverified_claims;
+use crate::license::{Claims, Verifier};
+use crate::policy::decide::Policy;
+use crate::policy::method::method_override;
+use crate::policy::path::{normalize, PathOptions, PathParams, Target as PathTarget};
+use crate::proxy::activation::parse_submission;
+
+/// A fuzz target: arbitrary bytes in, a panic when something that must hold does not.
+pub type Target = fn(&[u8]);
+
+/// Every target by name (the corpus folder's name).
+pub const TARGETS: &[(&str, Target)] = &[
+    ("path", path),
+    ("host", host),
+    ("token", token),
+    ("config", config),
+    ("activation_form", activation_form),
+    ("request_head", request_head),
+];
+
+static POLICY: LazyLock<Policy> = LazyLock::new(|| {
+    let rule = |prefix: &str, feature: &str, methods: Option<Vec<http::Method>>| FeatureRule {
+        prefix: prefix.into(),
+        feature: feature.into(),
+        methods,
+        shadow: false,
+        format_suffixes: true,
+    };
+    Policy::new(
+        Mode::Enforce,
+        &[
+            rule("/api/manufacturing/", "manufacturing_module", None),
+            rule(
+                "/api/orders",
+                "orders_write",
+                Some(vec![http::Method::POST]),
+            ),
+            rule("/v1.2/x", "versioned", None),
+        ],
+        &["/static/".to_string()],
+        false,
+    )
+});
+
+/// Path normalization (with absolute-form splitting), then the feature map and the
+/// method-override check on what it yields. A normalized path is canonical: it
+/// starts with `/`, has no empty, `.` or `..` segment and no encoded slash, no
+/// segment ending in `.` or `~`, and normalizes to itself.
+pub fn path(data: &[u8]) {
+    for options in [
+        PathOptions::default(),
+        PathOptions {
+            path_params: PathParams::Strip,
+            case_insensitive: true,
+            method_override: None,
+        },
+    ] {
+        let Ok(PathTarget::Path(p)) = normalize(data, &options) else {
+            continue;
+        };
+        let path = &*p.path;
+        assert!(path.starts_with('/'), "{path:?}");
+        assert!(!path.contains("//"), "{path:?}");
+        for segment in path.split('/').skip(1) {
+            assert!(segment != "." && segment != "..", "{path:?}");
+            assert!(!segment.ends_with(['.', '~']), "{path:?}");
+        }
+        let upper = path.to_ascii_uppercase();
+        assert!(!upper.contains("%2F") && !upper.contains("%5C") && !upper.contains("%3B"));
+        match normalize(path.as_bytes(), &options) {
+            Ok(PathTarget::Path(again)) => assert_eq!(again.path, path, "not idempotent"),
+            other => panic!("{path:?} does not normalize again: {other:?}"),
+        }
+        for method in [http::Method::GET, http::Method::POST] {
+            let _ = POLICY.feature_for(&method, path);
+        }
+        let _ = method_override(&http::HeaderMap::new(), p.query);
+    }
+}
+
+/// Host patterns (tenant from `Host`), local redirect targets, and the client behind
+/// a trusted proxy's `X-Forwarded-For`.
+pub fn host(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let pattern = HostPattern {
+        prefix: String::new(),
+        suffix: ".shop.example.com".into(),
+    };
+    if let Some(tenant) = pattern.tenant(text) {
+        assert!(!tenant.is_empty() && tenant.len() <= 63);
+        assert!(tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+    if crate::policy::is_local_path(text) {
+        assert!(text.starts_with('/') && !text.starts_with("//"));
+    }
+    let policy = crate::proxy::ForwardingPolicy {
+        trusted_proxies: vec!["10.0.0.0/8".parse().expect("net")],
+        ..Default::default()
+    };
+    if let Ok(mut req) = pingora::http::RequestHeader::build("GET", b"/", None) {
+        if req.append_header("X-Forwarded-For", text).is_ok() {
+            let peer = Some("10.1.2.3".parse().expect("ip"));
+            let _ = policy.original_client(&req, peer);
+        }
+    }
+}
+
+static KEY: LazyLock<Verifier> = LazyLock::new(|| {
+    let pair = generate_ed25519();
+    let key = PublicKey::from_pem(
+        pair.public_pem.as_bytes(),
+        Algorithm::EdDSA,
+        None,
+        Path::new("fuzz.pem"),
+    )
+    .expect("generated key");
+    Verifier::without_audience_check(vec![key])
+});
+
+/// License tokens: the unverified reading (for `license inspect`), the claims'
+/// validation, and full verification (which must refuse: nothing here is signed).
+pub fn token(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some((_, payload)) = unverified_claims(text) {
+        let _ = Claims::try_from(&payload);
+    }
+    assert!(KEY.verify(text).is_err(), "an unsigned token verified");
+}
+
+/// The configuration loader: never a panic, and every error located `file:line:col`.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // Paths in the file are read: keep the fuzzer away from endless device files.
+    if ["/dev", "/proc", "/sys"].iter().any(|p| text.contains(p)) {
+        return;
+    }
+    if let Err(e) = Config::parse(text, Path::new("/nonexistent-fuzz/licgate.toml")) {
+        for line in e.lines() {
+            let rest = line
+                .strip_prefix("/nonexistent-fuzz/licgate.toml:")
+                .unwrap_or_else(|| panic!("unlocated error: {line}"));
+            let mut parts = rest.splitn(3, ':');
+            let (l, c) = (parts.next(), parts.next());
+            assert!(
+                l.is_some_and(|l| l.parse::<usize>().is_ok_and(|n| n >= 1))
+                    && c.is_some_and(|c| c.parse::<usize>().is_ok_and(|n| n >= 1)),
+                "no line:col: {line}"
+            );
+        }
+    }
+}
+
+/// The activation form and JSON body: `next` is only ever a local path outside
+/// `/_licgate/`.
+pub fn activation_form(data: &[u8]) {
+    for json in [false, true] {
+        if let Some(s) = parse_submission(data, json) {
+            if let Some(next) = &s.next {
+                assert!(crate::policy::is_local_path(next) && !next.starts_with("/_licgate"));
+            }
+        } else {
+            assert!(json, "a form always parses");
+        }
+    }
+}
+
+/// The end of a request head is found at the same place however the bytes are
+/// split into reads.
+pub fn request_head(data: &[u8]) {
+    let Some((&split, bytes)) = data.split_first() else {
+        return;
+    };
+    let whole = find_head_end(&[bytes]);
+    let at = usize::from(split).min(bytes.len());
+    let (a, b) = bytes.split_at(at);
+    assert_eq!(find_head_end(&[a, b]), whole, "split at {at}");
+    let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+    assert_eq!(find_head_end(&bytewise), whole, "byte by byte");
+    if let Some(end) = whole {
+        assert!(end >= 2 && end <= bytes.len());
+        assert_eq!(bytes[end - 1], b'\n');
+    }
+}
