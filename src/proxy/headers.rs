@@ -128,76 +128,133 @@ impl ForwardingPolicy {
     ) -> pingora::Result<()> {
         let trusted = self.trusts(peer);
         let present = strip_untrusted_headers(req, trusted, self.tenant_header.as_ref());
-
-        let existing_for = if trusted && present.forwarded_for {
-            joined_values(req, "x-forwarded-for")
+        if trusted {
+            extend_trusted(req, peer, present, lines)?;
         } else {
-            None
-        };
-        let forwarded_for = match (peer, existing_for) {
-            (Some(ip), Some(chain)) if !chain.is_empty() => {
-                Some(format!("{chain}, {}", ip_text(ip)))
-            }
-            (Some(ip), _) => Some(ip_text(ip)),
-            (None, chain) => chain,
-        };
-        if let (Some(value), Some(_)) = (&forwarded_for, peer) {
-            lines
-                .value_bytes(&X_FORWARDED_FOR, value.as_bytes())
-                .or_err(ErrorType::InvalidHTTPHeader, "X-Forwarded-For")?;
-        }
-        if present.forwarded_for && (peer.is_some() || !trusted) {
-            req.remove_header(X_FORWARDED_FOR.name());
-        }
-
-        let kept_proto = trusted && present.forwarded_proto;
-        let proto: Option<Cow<'static, str>> = if kept_proto {
-            joined_values(req, "x-forwarded-proto").map(Cow::Owned)
-        } else {
-            if present.forwarded_proto {
-                req.remove_header(X_FORWARDED_PROTO.name());
-            }
-            lines.header(&X_FORWARDED_PROTO, &http::HeaderValue::from_static("http"));
-            Some(Cow::Borrowed("http"))
-        };
-        let forwarded_host = if trusted && present.forwarded_host {
-            joined_values(req, "x-forwarded-host")
-        } else {
-            if present.forwarded_host {
-                req.remove_header(X_FORWARDED_HOST.name());
-            }
-            let host = req.headers.get(http::header::HOST);
-            if let Some(host) = host {
-                lines.header(&X_FORWARDED_HOST, host);
-            }
-            host.and_then(|h| h.to_str().ok()).map(str::to_string)
-        };
-
-        let forwarded = match (trusted && present.forwarded, peer) {
-            (true, Some(ip)) => joined_values(req, "forwarded")
-                .map(|chain| format!("{chain}, for={}", forwarded_node(ip))),
-            (true, None) => None,
-            (false, _) => Some(build_forwarded(
-                forwarded_for.as_deref().unwrap_or_default(),
-                proto.as_deref(),
-                forwarded_host.as_deref(),
-            )),
-        };
-        if let Some(value) = forwarded {
-            if present.forwarded {
-                req.remove_header(FORWARDED.name());
-            }
-            if !value.is_empty() {
-                lines
-                    .value_bytes(&FORWARDED, value.as_bytes())
-                    .or_err(ErrorType::InvalidHTTPHeader, "Forwarded")?;
-            }
+            replace_untrusted(req, peer, present, lines)?;
         }
         if let Some(host) = &self.host_header {
             req.insert_header(http::header::HOST, host.as_str())?;
         }
         Ok(())
     }
+}
+
+/// The forwarding headers of a request from a trusted proxy at `peer`: its
+/// `X-Forwarded-For` extended with `peer`, its `-Proto`/`-Host` kept (or set), its
+/// `Forwarded` extended with `for=<peer>` (or built from the `X-Forwarded-*` values).
+fn extend_trusted(
+    req: &mut RequestHeader,
+    peer: Option<IpAddr>,
+    present: ForwardedPresent,
+    lines: &mut AppendedHeadersBuilder,
+) -> pingora::Result<()> {
+    let existing_for = present
+        .forwarded_for
+        .then(|| joined_values(req, "x-forwarded-for"))
+        .flatten();
+    let forwarded_for = match (peer, existing_for) {
+        (Some(ip), Some(chain)) if !chain.is_empty() => Some(format!("{chain}, {}", ip_text(ip))),
+        (Some(ip), _) => Some(ip_text(ip)),
+        (None, chain) => chain,
+    };
+    if let (Some(value), Some(_)) = (&forwarded_for, peer) {
+        lines
+            .value_bytes(&X_FORWARDED_FOR, value.as_bytes())
+            .or_err(ErrorType::InvalidHTTPHeader, "X-Forwarded-For")?;
+        if present.forwarded_for {
+            req.remove_header(X_FORWARDED_FOR.name());
+        }
+    }
+    let proto: Option<Cow<'static, str>> = if present.forwarded_proto {
+        joined_values(req, "x-forwarded-proto").map(Cow::Owned)
+    } else {
+        lines.header(&X_FORWARDED_PROTO, &http::HeaderValue::from_static("http"));
+        Some(Cow::Borrowed("http"))
+    };
+    let forwarded_host = if present.forwarded_host {
+        joined_values(req, "x-forwarded-host")
+    } else {
+        let host = req.headers.get(http::header::HOST);
+        if let Some(host) = host {
+            lines.header(&X_FORWARDED_HOST, host);
+        }
+        host.and_then(|h| h.to_str().ok()).map(str::to_string)
+    };
+    let forwarded = match (present.forwarded, peer) {
+        (true, Some(ip)) => joined_values(req, "forwarded")
+            .map(|chain| format!("{chain}, for={}", forwarded_node(ip))),
+        (true, None) => None,
+        (false, _) => Some(build_forwarded(
+            forwarded_for.as_deref().unwrap_or_default(),
+            proto.as_deref(),
+            forwarded_host.as_deref(),
+        )),
+    };
+    if let Some(value) = forwarded.filter(|v| !v.is_empty()) {
+        if present.forwarded {
+            req.remove_header(FORWARDED.name());
+        }
+        lines
+            .value_bytes(&FORWARDED, value.as_bytes())
+            .or_err(ErrorType::InvalidHTTPHeader, "Forwarded")?;
+    }
+    Ok(())
+}
+
+/// The forwarding headers of a request from an untrusted `peer` (the common case,
+/// kept cheap): `X-Forwarded-For` the peer, `-Proto` `http`, `-Host` the `Host`, and
+/// `Forwarded: for=<peer>;proto=http;host="<Host>"`; the client's own copies (already
+/// stripped of the rest) are removed.
+fn replace_untrusted(
+    req: &mut RequestHeader,
+    peer: Option<IpAddr>,
+    present: ForwardedPresent,
+    lines: &mut AppendedHeadersBuilder,
+) -> pingora::Result<()> {
+    if present.forwarded_for {
+        req.remove_header(X_FORWARDED_FOR.name());
+    }
+    if present.forwarded_proto {
+        req.remove_header(X_FORWARDED_PROTO.name());
+    }
+    if present.forwarded_host {
+        req.remove_header(X_FORWARDED_HOST.name());
+    }
+    let ip = peer.map(ip_text);
+    if let Some(ip) = &ip {
+        lines
+            .value_bytes(&X_FORWARDED_FOR, ip.as_bytes())
+            .or_err(ErrorType::InvalidHTTPHeader, "X-Forwarded-For")?;
+    }
+    lines.header(&X_FORWARDED_PROTO, &http::HeaderValue::from_static("http"));
+    let host = req.headers.get(http::header::HOST);
+    if let Some(host) = host {
+        lines.header(&X_FORWARDED_HOST, host);
+    }
+    let host = host.and_then(|h| h.to_str().ok());
+    let mut forwarded = String::with_capacity(48 + host.map_or(0, str::len));
+    if let (Some(ip), Some(addr)) = (&ip, peer) {
+        forwarded.push_str("for=");
+        match addr {
+            IpAddr::V4(_) => forwarded.push_str(ip),
+            IpAddr::V6(_) => {
+                forwarded.push_str("\"[");
+                forwarded.push_str(ip);
+                forwarded.push_str("]\"");
+            }
+        }
+        forwarded.push(';');
+    }
+    forwarded.push_str("proto=http");
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        forwarded.push_str(";host=");
+        push_quoted(&mut forwarded, host);
+    }
+    lines
+        .value_bytes(&FORWARDED, forwarded.as_bytes())
+        .or_err(ErrorType::InvalidHTTPHeader, "Forwarded")?;
+    Ok(())
 }
 
 /// A `Forwarded` value with one element per hop of `forwarded_for` (an
