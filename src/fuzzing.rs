@@ -14,7 +14,9 @@ use crate::license::verify::unverified_claims;
 use crate::license::{Claims, Verifier};
 use crate::policy::decide::Policy;
 use crate::policy::method::method_override;
-use crate::policy::path::{normalize, PathOptions, PathParams, Target as PathTarget};
+use crate::policy::path::{
+    normalize, MethodOverride, PathOptions, PathParams, Target as PathTarget,
+};
 use crate::proxy::activation::parse_submission;
 
 /// A fuzz target: arbitrary bytes in, a panic when something that must hold does not.
@@ -64,7 +66,7 @@ pub fn path(data: &[u8]) {
         PathOptions {
             path_params: PathParams::Strip,
             case_insensitive: true,
-            method_override: None,
+            method_override: MethodOverride::Reject,
         },
     ] {
         let Ok(PathTarget::Path(p)) = normalize(data, &options) else {

@@ -186,7 +186,7 @@ after_activation = "/accounts/login/"
     assert!(c.features[0].format_suffixes);
     assert_eq!(
         c.paths.method_override,
-        Some(crate::policy::path::MethodOverride::Reject),
+        crate::policy::path::MethodOverride::Reject,
         "methods rules make method overrides refused by default"
     );
     assert_eq!(c.pages.after_activation, "/accounts/login/");
@@ -200,12 +200,12 @@ fn method_override_and_format_suffixes_can_be_set() {
         "{base}[[features]]\nprefix = \"/a\"\nfeature = \"a\"\n"
     ))
     .unwrap();
-    assert_eq!(c.paths.method_override, Some(MethodOverride::Allow));
+    assert_eq!(c.paths.method_override, MethodOverride::Allow);
     let c = parse(&format!(
         "{base}[paths]\nmethod_override = \"allow\"\n[[features]]\nprefix = \"/a\"\nfeature = \"a\"\nmethods = [\"POST\"]\nformat_suffixes = false\n"
     ))
     .unwrap();
-    assert_eq!(c.paths.method_override, Some(MethodOverride::Allow));
+    assert_eq!(c.paths.method_override, MethodOverride::Allow);
     assert!(!c.features[0].format_suffixes);
     let err = parse(&format!("{base}[paths]\nmethod_override = \"maybe\"\n")).unwrap_err();
     assert!(

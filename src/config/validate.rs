@@ -67,16 +67,15 @@ impl TryFrom<RawConfig> for Config {
         let admin = validate_admin(admin.unwrap_or_default(), &base_dir, &mut diags);
         let license = license.map(|l| validate_license(l, &base_dir, &mut diags));
         let tenants = validate_tenants(tenants.unwrap_or_default(), &base_dir, &mut diags);
-        let mut paths = validate_paths(paths.unwrap_or_default(), &mut diags);
+        let (mut paths, method_override) = validate_paths(paths.unwrap_or_default(), &mut diags);
         let public_paths = validate_public(public.unwrap_or_default(), &mut diags);
         let features = validate_features(features.unwrap_or_default(), &mut diags);
-        if paths.method_override.is_none() {
-            paths.method_override = Some(if crate::policy::decide::has_method_rules(&features) {
+        paths.method_override =
+            method_override.unwrap_or(if crate::policy::decide::has_method_rules(&features) {
                 MethodOverride::Reject
             } else {
                 MethodOverride::Allow
             });
-        }
         let pages = validate_pages(pages.unwrap_or_default(), &base_dir, &mut diags);
         let (quota, per_client_share) = validate_quota(quota.unwrap_or_default(), &mut diags);
         let log = validate_log(log.unwrap_or_default(), &mut diags);
@@ -602,9 +601,11 @@ fn validate_tenants(
     }
 }
 
-/// `[paths]`; `method_override` stays `None` when not set (its default depends on
-/// the feature map).
-fn validate_paths(raw: RawPaths, diags: &mut Vec<Diagnostic>) -> PathOptions {
+/// `[paths]`, and `method_override` when set (its default depends on the feature map).
+fn validate_paths(
+    raw: RawPaths,
+    diags: &mut Vec<Diagnostic>,
+) -> (PathOptions, Option<MethodOverride>) {
     let RawPaths {
         case_insensitive,
         path_params,
@@ -639,11 +640,12 @@ fn validate_paths(raw: RawPaths, diags: &mut Vec<Diagnostic>) -> PathOptions {
             }
         }
     };
-    PathOptions {
+    let options = PathOptions {
         path_params,
         case_insensitive: case_insensitive.unwrap_or(false),
-        method_override,
-    }
+        method_override: MethodOverride::default(),
+    };
+    (options, method_override)
 }
 
 /// A configured prefix: an already-normal absolute path outside `/_licgate/`.

@@ -208,7 +208,17 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         // The proxy's per-connection state (a large future) is only made for a
         // connection whose first head has arrived: a client that never completes
         // one costs its head buffer and little more.
-        if !guarded.first_head().await {
+        let mut stopping = shutdown.clone();
+        let arrived = tokio::select! {
+            arrived = guarded.first_head() => arrived,
+            // Shutting down: a connection that has not sent a head yet is let go.
+            _ = async {
+                if stopping.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => false,
+        };
+        if !arrived {
             return None;
         }
         let reused = self.inner.process_new(Box::new(guarded), shutdown).await;

@@ -33,12 +33,13 @@ pub enum PathParams {
 }
 
 /// What to do with method overrides (`X-HTTP-Method-Override`, `?_method=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MethodOverride {
     /// Refuse requests that carry one (400): the app could run another method than
     /// the one the feature map judged.
     Reject,
     /// Forward them.
+    #[default]
     Allow,
 }
 
@@ -48,8 +49,9 @@ pub struct PathOptions {
     pub path_params: PathParams,
     /// Match the feature map case-insensitively (the forwarded path keeps its case).
     pub case_insensitive: bool,
-    /// `None` only while validating; a validated config has `Some` (`None` = allow).
-    pub method_override: Option<MethodOverride>,
+    /// Method overrides; the configuration's default is `Reject` as soon as a feature
+    /// rule lists methods.
+    pub method_override: MethodOverride,
 }
 
 /// Why a request target was rejected.

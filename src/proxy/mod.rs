@@ -184,7 +184,7 @@ impl Gateway {
                 ));
             }
         };
-        if rules.paths.method_override == Some(MethodOverride::Reject) {
+        if rules.paths.method_override == MethodOverride::Reject {
             if let Some(name) = method_override(&req.headers, target.query) {
                 ctx.outcome = Outcome::Rejected;
                 metrics.unknown.request(Outcome::Rejected);
