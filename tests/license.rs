@@ -957,3 +957,29 @@ fn keygen_keys_interoperate_with_openssl_and_pyjwt() {
     );
     assert_eq!(verified, "py-1 default\ntampered refused");
 }
+
+/// One install path for the activation page and the admin API: verified once, and a
+/// license for another tenant is refused with a typed error before anything is written.
+#[test]
+fn install_for_a_tenant_refuses_another_tenants_license_and_writes_nothing() {
+    use licgate::license::manager::InstallError;
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let dir = tempfile::tempdir().unwrap();
+    let manager = manager_for(&vendor, dir.path().to_path_buf(), Arc::new(SystemClock));
+    let c = claims("acme", now(), 30);
+    let token = vendor.sign(&c, None);
+    match manager.install_for(&token, "globex") {
+        Err(InstallError::TenantMismatch { license, expected }) => {
+            assert_eq!((license.as_str(), expected.as_str()), ("acme", "globex"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let files = std::fs::read_dir(manager.store().licenses_dir())
+        .unwrap()
+        .count();
+    assert_eq!(files, 0, "nothing written");
+    assert_eq!(manager.snapshot().status("globex"), Status::Unlicensed);
+    let installed = manager.install_for(&token, "acme").unwrap();
+    assert_eq!(installed.jti, c.jti);
+    assert_eq!(installed.summary.status, Status::Valid);
+}

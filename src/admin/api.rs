@@ -8,6 +8,7 @@ use http::{Method, StatusCode};
 use pingora::protocols::http::ServerSession;
 
 use super::{method_not_allowed, not_found, AdminApp};
+use crate::license::manager::InstallError;
 use crate::license::{time_text, LicenseManager, TenantSummary};
 use crate::metrics::Outcome;
 use crate::policy::tenant::is_tenant_name;
@@ -253,48 +254,32 @@ async fn install(
     };
     let tenant = tenant.to_string();
     let outcome = tokio::task::spawn_blocking(move || {
-        let license = manager.settings().verifier.verify(&token).map_err(|e| {
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "LICENSE_INVALID",
+        manager.install_for(&token, &tenant).map_err(|e| match e {
+            InstallError::Store(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "STORE_ERROR",
                 e.to_string(),
-            )
-        })?;
-        if license.claims.tenant != tenant {
-            return Err((
+            ),
+            mismatch @ InstallError::TenantMismatch { .. } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "TENANT_MISMATCH",
-                format!(
-                    "the license is for tenant \"{}\", not \"{tenant}\"",
-                    license.claims.tenant
-                ),
-            ));
-        }
-        let jti = license.claims.jti.clone();
-        manager
-            .install(&token)
-            .map(|summary| (summary, jti))
-            .map_err(|e| match e {
-                crate::license::manager::InstallError::Store(e) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "STORE_ERROR",
-                    e.to_string(),
-                ),
-                other => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "LICENSE_INVALID",
-                    other.to_string(),
-                ),
-            })
+                mismatch.to_string(),
+            ),
+            other => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "LICENSE_INVALID",
+                other.to_string(),
+            ),
+        })
     })
     .await;
     match outcome {
-        Ok(Ok((summary, jti))) => LocalResponse::json(
+        Ok(Ok(installed)) => LocalResponse::json(
             StatusCode::OK,
             &serde_json::json!({
                 "success": true,
-                "installed": jti,
-                "license": status_json(Some(&summary)),
+                "installed": installed.jti,
+                "license": status_json(Some(&installed.summary)),
             }),
         ),
         Ok(Err((status, code, reason))) => LocalResponse::problem(

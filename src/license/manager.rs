@@ -39,6 +39,16 @@ pub enum InstallError {
     Store(#[from] StoreError),
     #[error("another license file already uses the license id {0}; remove it first")]
     DuplicateId(String),
+    /// The license is for another tenant than the one it is installed for.
+    #[error("the license is for tenant \"{license}\", not \"{expected}\"")]
+    TenantMismatch { license: String, expected: String },
+}
+
+/// A license just installed: its id and its tenant's new summary.
+#[derive(Debug)]
+pub struct Installed {
+    pub jti: String,
+    pub summary: TenantSummary,
 }
 
 /// A verified license as the manager keeps it between snapshot rebuilds: its file,
@@ -243,12 +253,33 @@ impl LicenseManager {
     /// Verifies `token` for installation now, persists it, and publishes a snapshot
     /// that includes it. Returns the tenant's new summary.
     pub fn install(&self, token: &str) -> Result<TenantSummary, InstallError> {
+        self.install_checked(token, None)
+            .map(|installed| installed.summary)
+    }
+
+    /// [`install`](Self::install), for `tenant` only: a license for another tenant is
+    /// refused with [`InstallError::TenantMismatch`] (verified once, nothing written).
+    pub fn install_for(&self, token: &str, tenant: &str) -> Result<Installed, InstallError> {
+        self.install_checked(token, Some(tenant))
+    }
+
+    fn install_checked(
+        &self,
+        token: &str,
+        tenant: Option<&str>,
+    ) -> Result<Installed, InstallError> {
         let now = self.now();
         let settings = self.settings.load();
         let license = settings
             .verifier
             .verify_for_install(token, now, &settings.policy)?;
         let claims = &license.claims;
+        if let Some(expected) = tenant.filter(|t| *t != claims.tenant) {
+            return Err(InstallError::TenantMismatch {
+                license: claims.tenant.clone(),
+                expected: expected.to_string(),
+            });
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.revoked.contains(&claims.jti) {
             return Err(Rejection::Revoked(claims.jti.clone()).into());
@@ -270,10 +301,14 @@ impl LicenseManager {
             tier = claims.tier.as_deref().unwrap_or(""),
             "license installed"
         );
-        snapshot
+        let summary = snapshot
             .tenant(&claims.tenant)
             .cloned()
-            .ok_or_else(|| InstallError::DuplicateId(claims.jti.clone()))
+            .ok_or_else(|| InstallError::DuplicateId(claims.jti.clone()))?;
+        Ok(Installed {
+            jti: claims.jti.clone(),
+            summary,
+        })
     }
 
     /// Revokes license `jti` (persisted) and publishes a snapshot without it.

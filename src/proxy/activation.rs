@@ -371,20 +371,15 @@ async fn install(
         return Err("this site's tenant cannot be determined".into());
     };
     let outcome = tokio::task::spawn_blocking(move || {
-        let license = manager
-            .settings()
-            .verifier
-            .verify(&key)
-            .map_err(|e| e.to_string())?;
-        if license.claims.tenant != tenant {
-            return Err(format!(
-                "it is for tenant \"{}\", this site is tenant \"{tenant}\"",
-                license.claims.tenant
-            ));
-        }
         manager
-            .install(&key)
-            .map_err(|e: InstallError| e.to_string())
+            .install_for(&key, &tenant)
+            .map(|installed| installed.summary)
+            .map_err(|e| match e {
+                InstallError::TenantMismatch { license, expected } => {
+                    format!("it is for tenant \"{license}\", this site is tenant \"{expected}\"")
+                }
+                other => other.to_string(),
+            })
     })
     .await;
     outcome.unwrap_or_else(|_| Err("the installation failed unexpectedly".into()))
