@@ -95,7 +95,7 @@ fn main() {
     );
     let start = live();
     let started = Instant::now();
-    let manager = licgate::license::manager::start(license_config).expect("manager");
+    let manager = license_config.open_manager().expect("manager");
     let load_time = started.elapsed();
     let loaded = live();
     report("manager: licenses + snapshot + counters", start, loaded, n);
@@ -110,7 +110,7 @@ fn main() {
     assert!(manager.refresh(), "the new file is picked up");
     let one_file_time = started.elapsed();
     let settings =
-        licgate::license::manager::settings_for(license_config, manager.store()).expect("settings");
+        license_config.manager_settings(manager.store()).expect("settings");
     let started = Instant::now();
     manager.reconfigure(settings);
     let reverify_time = started.elapsed();

@@ -152,7 +152,7 @@ impl Reloader {
         let licenses = self.enforcement.licenses.as_ref();
         let license_settings = match (licenses, &config.license, &state.current.license) {
             (Some(manager), Some(new), Some(old)) if new != old => {
-                Some(crate::license::manager::settings_for(new, manager.store())?)
+                Some(new.manager_settings(manager.store())?)
             }
             _ => None,
         };

@@ -220,7 +220,8 @@ pub fn run(config: Config) -> Result<(), ServeError> {
 
     let licenses = match &config.license {
         Some(license_config) => {
-            let manager = crate::license::manager::start(license_config)?;
+            let manager = license_config.open_manager()?;
+            manager.spawn_refresher(license_config.scan_interval);
             log_license_summary(&manager);
             Some(manager)
         }

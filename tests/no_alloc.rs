@@ -10,7 +10,7 @@ use std::cell::Cell;
 mod support;
 
 use licgate::license::Limits;
-use licgate::metrics::Outcome;
+use licgate::policy::outcome::Outcome;
 use licgate::policy::decide::{decide, Decision, RequestFacts};
 use licgate::policy::path::{normalize, PathOptions, Target};
 use licgate::quota::local::LocalQuotas;

@@ -10,7 +10,7 @@ use pingora::protocols::http::ServerSession;
 use super::{method_not_allowed, not_found, AdminApp};
 use crate::license::manager::InstallError;
 use crate::license::{time_text, LicenseManager, TenantSummary};
-use crate::metrics::Outcome;
+use crate::policy::outcome::Outcome;
 use crate::policy::tenant::is_tenant_name;
 use crate::proxy::activation::{status_json, MAX_ACTIVATION_BODY};
 use crate::reload::Trigger;

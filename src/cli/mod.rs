@@ -119,7 +119,7 @@ fn instance_id(path: &Path) -> ExitCode {
         return ExitCode::from(1);
     };
     let result = crate::license::store::Store::open(&license.store_dir)
-        .and_then(|store| crate::license::manager::resolve_instance_id(license, &store));
+        .and_then(|store| license.instance_id(&store));
     match result {
         Ok(id) => {
             println!("{id}");

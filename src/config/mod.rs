@@ -11,6 +11,7 @@ mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -21,19 +22,15 @@ use toml::Spanned;
 pub use error::{line_col, ConfigError, Diagnostic, Located};
 pub use raw::RawConfig;
 
+use crate::license::clock::SystemClock;
+use crate::license::manager::LicenseSettings;
+use crate::license::store::{Store, StoreError};
+use crate::license::{LicenseManager, Verifier};
+pub use crate::policy::decide::{FeatureRule, Mode};
+pub use crate::policy::tenant::{HostPattern, TenantsConfig};
+
 /// The default configuration path when neither `--config` nor `$LICGATE_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/licgate.toml";
-
-/// What the gateway does with requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Check every request and act on the decision.
-    Enforce,
-    /// Check every request, log and count would-be denials, but forward everything.
-    Shadow,
-    /// Plain reverse proxy: no checks at all (the baseline for benchmarks).
-    Off,
-}
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,75 +96,6 @@ pub enum OnRedisError {
     Allow,
     /// Refuse quota-governed requests with 503 (never 429).
     Deny,
-}
-
-/// `[tenants]`: how the tenant of a request is resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TenantsConfig {
-    /// One tenant for everything.
-    Single { tenant: String },
-    /// From the Host header by a pattern such as `{tenant}.example.com`.
-    Host { pattern: HostPattern },
-    /// From a request header, trusted only from `server.trusted_proxies`.
-    Header { name: http::HeaderName },
-    /// From a claim of the request's verified bearer token.
-    JwtClaim {
-        claim: String,
-        keys: Vec<crate::license::PublicKey>,
-        issuer: Option<String>,
-        audience: Option<String>,
-    },
-}
-
-/// A host pattern: `prefix{tenant}suffix`, matched case-insensitively.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPattern {
-    pub prefix: String,
-    pub suffix: String,
-}
-
-impl HostPattern {
-    /// The tenant named by `host` (port ignored): one DNS label, lower-cased. A host
-    /// with anything but ASCII names no tenant.
-    pub fn tenant<'h>(&self, host: &'h str) -> Option<&'h str> {
-        if !host.is_ascii() {
-            return None;
-        }
-        let host = match host.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') => h,
-            _ => host,
-        };
-        let host = host.strip_suffix('.').unwrap_or(host);
-        if host.len() < self.prefix.len() + self.suffix.len() {
-            return None;
-        }
-        let (head, rest) = host.split_at(self.prefix.len());
-        if !head.eq_ignore_ascii_case(&self.prefix) {
-            return None;
-        }
-        let (label, tail) = rest.split_at(rest.len() - self.suffix.len());
-        if !tail.eq_ignore_ascii_case(&self.suffix) || label.is_empty() || label.len() > 63 {
-            return None;
-        }
-        label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            .then_some(label)
-    }
-}
-
-/// One `[[features]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeatureRule {
-    pub prefix: String,
-    pub feature: String,
-    /// Only these methods need the feature; `None` = all.
-    pub methods: Option<Vec<http::Method>>,
-    /// Forward even when the feature is missing (the denial is logged and counted).
-    pub shadow: bool,
-    /// Whether `<last segment>.<ext>` (`/api/orders.json`) is covered too, as format
-    /// suffixes of Django REST framework, Rails and Spring route it (default true).
-    pub format_suffixes: bool,
 }
 
 /// `[pages]`.
@@ -499,3 +427,41 @@ pub fn default_threads() -> usize {
 
 #[cfg(test)]
 mod tests;
+
+impl LicenseConfig {
+    /// The instance id: the configured one, or the one persisted in `store`
+    /// (generated on first use).
+    pub fn instance_id(&self, store: &Store) -> Result<String, StoreError> {
+        match &self.instance_id {
+            InstanceIdSetting::Fixed(id) => Ok(id.clone()),
+            InstanceIdSetting::Auto => store.instance_id(),
+        }
+    }
+
+    /// The license manager's settings, with `store`'s instance id when it is `auto`.
+    pub fn manager_settings(&self, store: &Store) -> Result<LicenseSettings, StoreError> {
+        let instance_id = self.instance_id(store)?;
+        Ok(LicenseSettings {
+            verifier: Verifier::new(
+                self.public_keys.clone(),
+                self.issuer.clone(),
+                instance_id,
+                self.clock_leeway.as_secs() as i64,
+            ),
+            policy: self.policy,
+            rollback_tolerance_secs: self.clock_rollback_tolerance.as_secs() as i64,
+        })
+    }
+
+    /// Opens the store and loads it with the system clock (the caller runs the
+    /// manager's refresher).
+    pub fn open_manager(&self) -> Result<Arc<LicenseManager>, StoreError> {
+        let store = Store::open(&self.store_dir)?;
+        let settings = self.manager_settings(&store)?;
+        Ok(Arc::new(LicenseManager::new(
+            settings,
+            store,
+            Arc::new(SystemClock),
+        )))
+    }
+}

@@ -6,11 +6,35 @@ use std::sync::Arc;
 use http::Method;
 
 use super::prefix::PrefixTrie;
-use crate::config::{Config, FeatureRule, Mode};
 use crate::license::{LicenseSnapshot, Status, TenantSummary};
 
 /// The gateway's reserved path prefix.
 pub const RESERVED_PREFIX: &str = "/_licgate";
+
+/// What the gateway does with requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Check every request and act on the decision.
+    Enforce,
+    /// Check every request, log and count would-be denials, but forward everything.
+    Shadow,
+    /// Plain reverse proxy: no checks at all (the baseline for benchmarks).
+    Off,
+}
+
+/// One `[[features]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureRule {
+    pub prefix: String,
+    pub feature: String,
+    /// Only these methods need the feature; `None` = all.
+    pub methods: Option<Vec<http::Method>>,
+    /// Forward even when the feature is missing (the denial is logged and counted).
+    pub shadow: bool,
+    /// Whether `<last segment>.<ext>` (`/api/orders.json`) is covered too, as format
+    /// suffixes of Django REST framework, Rails and Spring route it (default true).
+    pub format_suffixes: bool,
+}
 
 /// The compiled request policy (from configuration; rebuilt on reload).
 #[derive(Debug, Clone)]
@@ -23,16 +47,8 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Compiles the policy of `config`.
-    pub fn from_config(config: &Config) -> Policy {
-        Policy::new(
-            config.mode,
-            &config.features,
-            &config.public_paths,
-            config.paths.case_insensitive,
-        )
-    }
-
+    /// Compiles the feature map and the public prefixes (matched lower-cased when
+    /// `case_insensitive`).
     pub fn new(
         mode: Mode,
         features: &[FeatureRule],

@@ -3,6 +3,7 @@
 
 pub mod decide;
 pub mod method;
+pub mod outcome;
 pub mod path;
 pub mod prefix;
 pub mod tenant;

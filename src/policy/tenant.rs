@@ -13,8 +13,62 @@ use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use serde_json::Value;
 
-use crate::config::{HostPattern, TenantsConfig};
 use crate::license::PublicKey;
+
+/// `[tenants]`: how the tenant of a request is resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TenantsConfig {
+    /// One tenant for everything.
+    Single { tenant: String },
+    /// From the Host header by a pattern such as `{tenant}.example.com`.
+    Host { pattern: HostPattern },
+    /// From a request header, trusted only from `server.trusted_proxies`.
+    Header { name: http::HeaderName },
+    /// From a claim of the request's verified bearer token.
+    JwtClaim {
+        claim: String,
+        keys: Vec<crate::license::PublicKey>,
+        issuer: Option<String>,
+        audience: Option<String>,
+    },
+}
+
+/// A host pattern: `prefix{tenant}suffix`, matched case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    pub prefix: String,
+    pub suffix: String,
+}
+
+impl HostPattern {
+    /// The tenant named by `host` (port ignored): one DNS label, lower-cased. A host
+    /// with anything but ASCII names no tenant.
+    pub fn tenant<'h>(&self, host: &'h str) -> Option<&'h str> {
+        if !host.is_ascii() {
+            return None;
+        }
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') => h,
+            _ => host,
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.len() < self.prefix.len() + self.suffix.len() {
+            return None;
+        }
+        let (head, rest) = host.split_at(self.prefix.len());
+        if !head.eq_ignore_ascii_case(&self.prefix) {
+            return None;
+        }
+        let (label, tail) = rest.split_at(rest.len() - self.suffix.len());
+        if !tail.eq_ignore_ascii_case(&self.suffix) || label.is_empty() || label.len() > 63 {
+            return None;
+        }
+        label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .then_some(label)
+    }
+}
 
 /// Verified bearer tokens kept at most (then expired entries are dropped, or all).
 const JWT_CACHE_CAPACITY: usize = 100_000;

@@ -41,7 +41,12 @@ impl Rules {
     pub fn new(config: &Config, upstream_addr: SocketAddr) -> std::io::Result<Rules> {
         Ok(Rules {
             mode: config.mode,
-            policy: Policy::from_config(config),
+            policy: Policy::new(
+                config.mode,
+                &config.features,
+                &config.public_paths,
+                config.paths.case_insensitive,
+            ),
             paths: config.paths,
             tenants: TenantResolver::new(&config.tenants, &config.server.trusted_proxies),
             templates: Templates::load(config.pages.templates_dir.as_deref())?,
