@@ -8,6 +8,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use licgate::license::Limits;
 use licgate::policy::decide::{decide, RequestFacts};
 use licgate::policy::path::{normalize, PathOptions};
+use licgate::quota::TenantQuota;
 use support::{license, policy, snapshot, snapshot_of};
 
 fn bench(c: &mut Criterion) {
@@ -73,9 +74,9 @@ fn bench(c: &mut Criterion) {
     );
     limited.claims.tenant = "quota-tenant".into();
     let quota_snapshot = snapshot_of(&[limited]);
-    let summary = quota_snapshot.tenant("quota-tenant").unwrap();
+    let quota = TenantQuota::of(quota_snapshot.tenant("quota-tenant").unwrap());
     group.bench_function("quota/local check (1 rule)", |b| {
-        b.iter(|| quotas.check(black_box(summary), None))
+        b.iter(|| quotas.check(black_box(&quota), None))
     });
     group.bench_function("quota/lease acquire+release", |b| {
         let with_cap = license(
@@ -87,7 +88,7 @@ fn bench(c: &mut Criterion) {
             },
         );
         let snap = snapshot_of(&[with_cap]);
-        let t = snap.tenant("tenant-2").unwrap().clone();
+        let t = TenantQuota::of(snap.tenant("tenant-2").unwrap());
         b.iter(|| drop(quotas.acquire(black_box(&t))))
     });
     group.finish();

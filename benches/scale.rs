@@ -9,6 +9,7 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use licgate::license::Limits;
 use licgate::policy::decide::{decide, Decision, RequestFacts};
 use licgate::quota::local::LocalQuotas;
+use licgate::tenants::Tenants;
 use support::{policy, snapshot};
 
 fn bench(c: &mut Criterion) {
@@ -46,7 +47,8 @@ fn bench(c: &mut Criterion) {
         requests_per_hour: Some(1_000_000_000),
         ..Limits::default()
     };
-    let snap = snapshot(10_000, 10, limits);
+    let tenants = Tenants::of(snapshot(10_000, 10, limits));
+    let table = tenants.load_full();
     let policy = policy(100, 10);
     let quotas = LocalQuotas::default();
     c.bench_function(
@@ -58,12 +60,12 @@ fn bench(c: &mut Criterion) {
                     path: black_box("/api/module7/items/3"),
                     tenant: Some(black_box("tenant-4242")),
                 };
-                match decide(&facts, &policy, &snap) {
+                match decide(&facts, &policy, &*table) {
                     Decision::Forward {
-                        tenant: Some(summary),
+                        tenant: Some(entry),
                         feature,
                         ..
-                    } => Some(quotas.check(summary, feature)),
+                    } => Some(quotas.check(&entry.quota, feature)),
                     _ => None,
                 }
             })

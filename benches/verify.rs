@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use licgate::cli::license::sign;
 use licgate::license::keys::{generate_ed25519, Algorithm, PublicKey, SigningKey};
+use licgate::license::sign;
 use licgate::license::{Claims, Limits, Verifier};
 
 fn claims() -> Claims {

@@ -6,8 +6,8 @@
 
 mod support;
 
-use licgate::cli::license::sign;
 use licgate::license::keys::SigningKey;
+use licgate::license::sign;
 use licgate::license::store::Store;
 
 fn main() {

@@ -13,9 +13,9 @@ use std::time::Instant;
 
 mod support;
 
-use licgate::cli::license::sign;
 use licgate::license::claims::Claims;
 use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
+use licgate::license::sign;
 use licgate::quota::local::LocalQuotas;
 
 struct Counting;
@@ -87,8 +87,9 @@ fn main() {
     let license_config = config.license.as_ref().expect("[license]");
 
     println!(
-        "sizes: TenantSummary {} B, Claims {} B, License {} B, TenantCounters {} B",
+        "sizes: TenantSummary {} B, TenantEntry {} B, Claims {} B, License {} B, TenantCounters {} B",
         std::mem::size_of::<licgate::license::snapshot::TenantSummary>(),
+        std::mem::size_of::<licgate::tenants::TenantEntry>(),
         std::mem::size_of::<Claims>(),
         std::mem::size_of::<licgate::license::License>(),
         std::mem::size_of::<licgate::metrics::TenantCounters>(),
@@ -98,8 +99,16 @@ fn main() {
     let manager = license_config.open_manager().expect("manager");
     let load_time = started.elapsed();
     let loaded = live();
-    report("manager: licenses + snapshot + counters", start, loaded, n);
+    report("manager: licenses + snapshot", start, loaded, n);
     assert_eq!(manager.snapshot().tenants.len(), n);
+    let tenants = licgate::tenants::Tenants::follow(Some(&manager));
+    let followed = live();
+    report(
+        "tenant table: header lines, quota views, counters",
+        loaded,
+        followed,
+        n,
+    );
 
     // What a store change costs: one more license file (verified alone), then a
     // configuration reload (every file verified again).
@@ -109,28 +118,29 @@ fn main() {
     let started = Instant::now();
     assert!(manager.refresh(), "the new file is picked up");
     let one_file_time = started.elapsed();
-    let settings =
-        license_config.manager_settings(manager.store()).expect("settings");
+    let settings = license_config
+        .manager_settings(manager.store())
+        .expect("settings");
     let started = Instant::now();
     manager.reconfigure(settings);
     let reverify_time = started.elapsed();
     println!(
         "time: first load {load_time:.2?}, one file added {one_file_time:.2?}, every file verified again {reverify_time:.2?}"
     );
-    let snapshot = manager.snapshot_arc();
+    let table = tenants.load_full();
     let n = n + 1;
-    assert_eq!(snapshot.tenants.len(), n);
+    assert_eq!(table.entries().count(), n);
 
     let quotas = LocalQuotas::default();
     let mut leases = Vec::with_capacity(n);
     let before = live();
-    for summary in snapshot.tenants.values() {
-        let _ = quotas.check(summary, None);
+    for entry in table.entries() {
+        let _ = quotas.check(&entry.quota, None);
     }
     let checked = live();
     report("local quota state (2 rules)", before, checked, n);
-    for summary in snapshot.tenants.values() {
-        leases.push(quotas.acquire(summary).expect("slot"));
+    for entry in table.entries() {
+        leases.push(quotas.acquire(&entry.quota).expect("slot"));
     }
     let leased = live();
     report("concurrency counters", checked, leased, n);

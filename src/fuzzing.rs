@@ -111,7 +111,7 @@ pub fn host(data: &[u8]) {
     if crate::policy::is_local_path(text) {
         assert!(text.starts_with('/') && !text.starts_with("//"));
     }
-    let policy = crate::proxy::ForwardingPolicy {
+    let policy = crate::forwarding::ForwardingPolicy {
         trusted_proxies: vec!["10.0.0.0/8".parse().expect("net")],
         ..Default::default()
     };

@@ -1,4 +1,4 @@
-//! licgate: a license enforcement gateway built on pingora.
+//! licgate: a license app gateway built on pingora.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls [`cli::run`].
 //! Modules, one concern each:
@@ -8,7 +8,7 @@
 //! - [`request_body`]: reading request bodies within a size limit;
 //! - [`response`]: every locally generated response (JSON errors, pages, redirects);
 //! - [`pages`]: the HTML pages shown to browsers;
-//! - [`policy`]: path normalization (and, with enforcement, the decision function);
+//! - [`policy`]: path normalization (and, with app, the decision function);
 //! - [`admin`]: the operators' listener (`/healthz`, `/readyz`, `/metrics`, `/admin/v1/`);
 //! - [`metrics`]: every Prometheus metric;
 //! - [`memory`]: giving freed memory back after large rebuilds;
@@ -21,10 +21,12 @@
 //! - [`cli`]: the subcommands.
 
 pub mod admin;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod forwarding;
 pub mod fuzzing;
 pub mod license;
 pub mod lifecycle;
@@ -39,4 +41,5 @@ pub mod reload;
 pub mod request_body;
 pub mod response;
 pub mod server;
+pub mod tenants;
 pub mod throttle;

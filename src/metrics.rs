@@ -4,8 +4,8 @@
 //! - plain `prometheus` metrics (histograms, counters without a tenant label), whose
 //!   handles are resolved once, at start, so recording never looks a label up;
 //! - per-tenant counters ([`TenantCounters`]: plain atomics, one block per tenant
-//!   with an installed license, reached through the tenant's summary in the license
-//!   snapshot) and snapshot-derived gauges, turned into metric families only when
+//!   with an installed license, held by the request path's per-tenant entry and
+//!   listed by a [`TenantCounterSource`]) and snapshot-derived gauges, turned into metric families only when
 //!   `/metrics` is scraped ([`StateCollector`]). Requests of every other tenant name
 //!   count under `_unknown`, so clients cannot create series.
 //!
@@ -40,13 +40,17 @@ const UPSTREAM_BUCKETS: &[f64] = &[
     30.0, 60.0,
 ];
 
+/// Where `/metrics` finds the counters of the licensed tenants.
+pub trait TenantCounterSource: Send + Sync {
+    /// Every licensed tenant's name and counters, in name order.
+    fn tenant_counters(&self) -> Vec<(Arc<str>, Arc<TenantCounters>)>;
+}
+
 /// One tenant's request counters (plain atomics; read when `/metrics` is scraped).
 #[derive(Debug, Default)]
 pub struct TenantCounters {
     requests: [AtomicU64; Outcome::ALL.len()],
     active: AtomicI64,
-    /// Concurrency slots taken (requests in flight under `max_concurrent_connections`).
-    leases: AtomicU64,
     /// Allocated at the tenant's first refusal: most tenants never have one, and with
     /// 100,000 tenants the 184 bytes per tenant add up.
     refusals: OnceLock<Box<RefusalCounters>>,
@@ -87,27 +91,6 @@ impl TenantCounters {
     #[inline]
     pub fn quota_rejection(&self, kind: QuotaKind) {
         self.refusals().quota_rejections[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Takes a concurrency slot if fewer than `limit` are taken; true when taken.
-    #[inline]
-    pub fn take_lease(&self, limit: u64) -> bool {
-        if self.leases.fetch_add(1, Ordering::AcqRel) >= limit {
-            self.leases.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        true
-    }
-
-    /// Gives back a slot taken by [`TenantCounters::take_lease`].
-    #[inline]
-    pub fn release_lease(&self) {
-        self.leases.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Concurrency slots taken now.
-    pub fn leases(&self) -> u64 {
-        self.leases.load(Ordering::Acquire)
     }
 
     /// Requests counted with `outcome` so far.
@@ -238,8 +221,13 @@ fn name(short: &str) -> String {
 
 impl Metrics {
     /// Creates and registers every metric. `licenses` (when licensing is on) supplies
-    /// per-tenant counters and license gauges; `inflight` the in-flight count.
-    pub fn new(licenses: Option<Arc<LicenseManager>>, inflight: Arc<Inflight>) -> Arc<Metrics> {
+    /// the license gauges, `tenants` the licensed tenants' counters, `inflight` the
+    /// in-flight count.
+    pub fn new(
+        licenses: Option<Arc<LicenseManager>>,
+        tenants: Option<Arc<dyn TenantCounterSource>>,
+        inflight: Arc<Inflight>,
+    ) -> Arc<Metrics> {
         let registry = Registry::new();
         let counter_vec = |short: &str, help: &str, label: &str| {
             register(
@@ -343,6 +331,7 @@ impl Metrics {
             .registry
             .register(Box::new(StateCollector::new(
                 licenses,
+                tenants,
                 inflight,
                 Arc::clone(&metrics.unknown),
             )))
@@ -363,15 +352,6 @@ impl Metrics {
     /// Counts a client connection closed before a request was decided.
     pub fn connection_refused(&self, why: ConnectionRefusal) {
         self.connections_refused[why as usize].inc();
-    }
-
-    /// The counters for `tenant`'s summary, or `_unknown`'s.
-    #[inline]
-    pub fn tenant<'a>(
-        &'a self,
-        summary: Option<&'a crate::license::TenantSummary>,
-    ) -> &'a TenantCounters {
-        summary.map_or(&self.unknown, |s| &s.counters)
     }
 
     /// Counts one failed upstream request.
@@ -436,6 +416,7 @@ fn unix_now() -> f64 {
 struct StateCollector {
     descs: Vec<Desc>,
     licenses: Option<Arc<LicenseManager>>,
+    tenants: Option<Arc<dyn TenantCounterSource>>,
     inflight: Arc<Inflight>,
     unknown: Arc<TenantCounters>,
 }
@@ -507,6 +488,7 @@ const STATE_FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
 impl StateCollector {
     fn new(
         licenses: Option<Arc<LicenseManager>>,
+        tenants: Option<Arc<dyn TenantCounterSource>>,
         inflight: Arc<Inflight>,
         unknown: Arc<TenantCounters>,
     ) -> StateCollector {
@@ -525,6 +507,7 @@ impl StateCollector {
         StateCollector {
             descs,
             licenses,
+            tenants,
             inflight,
             unknown,
         }
@@ -580,12 +563,17 @@ impl Collector for StateCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let mut families: Vec<Family> = (0..STATE_FAMILIES.len()).map(Family::new).collect();
         let snapshot = self.licenses.as_ref().map(|m| m.snapshot_arc());
+        let licensed = self
+            .tenants
+            .as_ref()
+            .map(|t| t.tenant_counters())
+            .unwrap_or_default();
         let mut tenants: Vec<(&str, &TenantCounters)> = vec![(UNKNOWN_TENANT, &self.unknown)];
-        if let Some(snapshot) = &snapshot {
-            let mut licensed: Vec<_> = snapshot.tenants.values().collect();
-            licensed.sort_unstable_by(|a, b| a.tenant.cmp(&b.tenant));
-            tenants.extend(licensed.iter().map(|t| (&*t.tenant, &*t.counters)));
-        }
+        tenants.extend(
+            licensed
+                .iter()
+                .map(|(name, counters)| (&**name, &**counters)),
+        );
         for (tenant, counters) in &tenants {
             for outcome in Outcome::ALL {
                 let n = counters.requests(outcome);
@@ -678,7 +666,7 @@ mod tests {
 
     #[test]
     fn unknown_tenant_counts_appear_and_zero_series_do_not() {
-        let metrics = Metrics::new(None, Arc::new(Inflight::default()));
+        let metrics = Metrics::new(None, None, Arc::new(Inflight::default()));
         metrics.unknown.request(Outcome::Denied);
         metrics.unknown.request(Outcome::Denied);
         metrics

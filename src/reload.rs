@@ -15,8 +15,8 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
+use crate::app::{App, Rules};
 use crate::config::{AdminToken, Config, ConfigError};
-use crate::proxy::{Enforcement, Rules};
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -78,13 +78,13 @@ struct State {
 pub struct Reloader {
     path: PathBuf,
     state: Mutex<State>,
-    enforcement: Arc<Enforcement>,
+    app: Arc<App>,
     admin_token: Arc<ArcSwapOption<AdminToken>>,
 }
 
 impl Reloader {
     /// A reloader for the gateway started with `config` (read from `config.source`).
-    pub fn new(config: Config, enforcement: Arc<Enforcement>) -> Reloader {
+    pub fn new(config: Config, app: Arc<App>) -> Reloader {
         let admin_token = Arc::new(ArcSwapOption::from_pointee(config.admin.token.clone()));
         Reloader {
             path: config.source.clone(),
@@ -92,7 +92,7 @@ impl Reloader {
                 started: config.clone(),
                 current: config,
             }),
-            enforcement,
+            app,
             admin_token,
         }
     }
@@ -112,7 +112,7 @@ impl Reloader {
     pub fn reload(&self, trigger: Trigger) -> Result<ReloadReport, ReloadError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.apply(&mut state);
-        let metrics = &self.enforcement.metrics;
+        let metrics = &self.app.metrics;
         match &result {
             Ok(report) => {
                 metrics.config_reload(true, !report.restart_required.is_empty());
@@ -145,11 +145,14 @@ impl Reloader {
 
     fn apply(&self, state: &mut State) -> Result<ReloadReport, ReloadError> {
         let config = Config::load(&self.path)?;
-        let upstream = crate::server::resolve_upstream(&config.upstream.address)
+        let upstream = config
+            .upstream
+            .address
+            .resolve()
             .map_err(|e| ReloadError::Upstream(e.to_string()))?;
         let rules = Rules::new(&config, upstream).map_err(ReloadError::Templates)?;
         let config_changed = config != state.current;
-        let licenses = self.enforcement.licenses.as_ref();
+        let licenses = self.app.licenses.as_ref();
         let license_settings = match (licenses, &config.license, &state.current.license) {
             (Some(manager), Some(new), Some(old)) if new != old => {
                 Some(new.manager_settings(manager.store())?)
@@ -157,7 +160,7 @@ impl Reloader {
             _ => None,
         };
         // Everything is checked: swap.
-        self.enforcement.rules.store(Arc::new(rules));
+        self.app.rules.store(Arc::new(rules));
         self.admin_token
             .store(config.admin.token.clone().map(Arc::new));
         crate::logging::apply(&config.log);
@@ -264,7 +267,7 @@ pub fn spawn_watcher(reloader: Arc<Reloader>) -> notify::Result<()> {
     };
     watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
     let store_dir = reloader
-        .enforcement
+        .app
         .licenses
         .as_ref()
         .map(|m| m.store().dir().to_path_buf());
@@ -322,7 +325,7 @@ pub fn spawn_watcher(reloader: Arc<Reloader>) -> notify::Result<()> {
                     }
                 }
                 if seen.store {
-                    if let Some(manager) = &reloader.enforcement.licenses {
+                    if let Some(manager) = &reloader.app.licenses {
                         manager.refresh();
                     }
                 }

@@ -1,7 +1,7 @@
 //! Assembles and runs the pingora server for a validated [`Config`]: the proxy
 //! service, the admin service, readiness probing, signals and draining.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,14 +10,16 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::config::{Config, ConfigError, UpstreamAddress};
+use crate::app::{App, Rules};
+use crate::config::{Config, ConfigError, ResolveError};
 use crate::connection::head::{HeadLimits, HeadRefusal};
 use crate::connection::{ConnectionEvents, ConnectionLimits, GuardedApp, Refused};
 use crate::lifecycle::{self, Inflight, Readiness, SignalWatch};
 use crate::metrics::ConnectionRefusal;
-use crate::metrics::Metrics;
-use crate::proxy::{Enforcement, Gateway, Rules};
+use crate::metrics::{Metrics, TenantCounterSource};
+use crate::proxy::Gateway;
 use crate::reload::{self, Reloader};
+use crate::tenants::Tenants;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 
 /// How long listeners get to come up before start-up is declared failed.
@@ -28,8 +30,8 @@ const LISTEN_DEADLINE: Duration = Duration::from_secs(15);
 pub enum ServeError {
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("cannot resolve upstream.address {addr}: {reason}")]
-    Resolve { addr: String, reason: String },
+    #[error("{0}")]
+    Resolve(#[from] ResolveError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -41,22 +43,6 @@ pub enum ServeError {
     Store(#[from] crate::license::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Resolves the upstream's host name once, at start (first address wins).
-pub fn resolve_upstream(address: &UpstreamAddress) -> Result<SocketAddr, ServeError> {
-    let text = address.to_string();
-    (address.host.as_str(), address.port)
-        .to_socket_addrs()
-        .map_err(|e| ServeError::Resolve {
-            addr: text.clone(),
-            reason: e.to_string(),
-        })?
-        .next()
-        .ok_or(ServeError::Resolve {
-            addr: text,
-            reason: "no addresses found".into(),
-        })
 }
 
 /// Fails early, with the address named, when a listen address cannot be bound
@@ -88,16 +74,16 @@ fn server_conf(config: &Config) -> ServerConf {
 
 /// Once a minute: drops quota state of tenants that no longer have a license, and
 /// forgets activation attempts and per-client counts that no longer count.
-fn spawn_cleanup(enforcement: Arc<Enforcement>) {
+fn spawn_cleanup(app: Arc<App>) {
     std::thread::Builder::new()
         .name("licgate-gc".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(60));
-            if let Some(licenses) = &enforcement.licenses {
-                enforcement.quotas.retain_licensed(&licenses.snapshot());
+            if let Some(licenses) = &app.licenses {
+                app.quotas.retain_licensed(&licenses.snapshot());
             }
-            enforcement.activation_limiter.prune();
-            if let Some(shares) = &enforcement.shares {
+            app.activation_limiter.prune();
+            if let Some(shares) = &app.shares {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
@@ -212,7 +198,7 @@ impl ConnectionEvents for ConnectionMetrics {
 /// Runs the gateway until a shutdown signal; returns once in-flight requests have
 /// drained (or the shutdown timeout passed).
 pub fn run(config: Config) -> Result<(), ServeError> {
-    let upstream_addr = resolve_upstream(&config.upstream.address)?;
+    let upstream_addr = config.upstream.address.resolve()?;
     for addr in &config.server.listen {
         check_bindable(*addr, "server.listen")?;
     }
@@ -240,27 +226,34 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
-    let metrics = Metrics::new(licenses.clone(), Arc::clone(&inflight));
+    let tenants = Tenants::follow(licenses.as_deref());
+    let metrics = Metrics::new(
+        licenses.clone(),
+        Some(Arc::clone(&tenants) as Arc<dyn TenantCounterSource>),
+        Arc::clone(&inflight),
+    );
     let rules = Rules::new(&config, upstream_addr)?;
-    let enforcement = Arc::new(Enforcement::new(
+    let app = Arc::new(App::new(
         &config,
         rules,
         licenses.clone(),
+        tenants,
         Arc::clone(&metrics),
+        Arc::clone(&inflight),
     )?);
-    spawn_cleanup(Arc::clone(&enforcement));
-    let reloader = Arc::new(Reloader::new(config.clone(), Arc::clone(&enforcement)));
+    spawn_cleanup(Arc::clone(&app));
+    let reloader = Arc::new(Reloader::new(config.clone(), Arc::clone(&app)));
     reload::spawn_sighup_handler(Arc::clone(&reloader))?;
     if config.reload.watch {
         if let Err(e) = reload::spawn_watcher(Arc::clone(&reloader)) {
             tracing::warn!(error = %e, "cannot watch the configuration file and license store; reload with SIGHUP or the admin API");
         }
     }
-    let gateway = Gateway::new(Arc::clone(&inflight), Arc::clone(&enforcement));
+    let gateway = Gateway::new(Arc::clone(&app));
     let proxies = proxy_services(&server, &config, gateway, metrics);
     let mut admin = Service::new(
         "licgate admin".to_string(),
-        AdminApp::new(Arc::clone(&readiness), enforcement, reloader),
+        AdminApp::new(Arc::clone(&readiness), app, reloader),
     );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
@@ -302,11 +295,20 @@ mod tests {
     fn services_for(toml: &str) -> Vec<Option<usize>> {
         let config = Config::parse(toml, std::path::Path::new("t.toml")).unwrap();
         let server = Server::new_with_opt_and_conf(None, server_conf(&config));
-        let metrics = Metrics::new(None, Arc::new(Inflight::default()));
+        let metrics = Metrics::new(None, None, Arc::new(Inflight::default()));
         let rules = Rules::new(&config, "127.0.0.1:9".parse().unwrap()).unwrap();
-        let enforcement =
-            Arc::new(Enforcement::new(&config, rules, None, Arc::clone(&metrics)).unwrap());
-        let gateway = Gateway::new(Arc::new(Inflight::default()), enforcement);
+        let app = Arc::new(
+            App::new(
+                &config,
+                rules,
+                None,
+                Arc::default(),
+                Arc::clone(&metrics),
+                Arc::default(),
+            )
+            .unwrap(),
+        );
+        let gateway = Gateway::new(app);
         proxy_services(&server, &config, gateway, metrics)
             .iter()
             .map(|s| s.threads)

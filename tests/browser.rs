@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use licgate::cli::license::sign;
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
+use licgate::license::sign;
 use serde_json::{json, Value};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";

@@ -56,8 +56,7 @@ async fn world() -> World {
     let (private, public) = write_key_pair(&dir.path().join("keys"), &generate_ed25519()).unwrap();
     let now = SystemClock.now();
     let token =
-        licgate::cli::license::sign(&claims(now), &SigningKey::load(&private).unwrap(), None)
-            .unwrap();
+        licgate::license::sign(&claims(now), &SigningKey::load(&private).unwrap(), None).unwrap();
     let store = licgate::license::store::Store::open(&dir.path().join("store")).unwrap();
     store.install("default", "L1", &token).unwrap();
     let config = BASE_CONFIG.replace("mode = \"off\"", "mode = \"enforce\"")
@@ -96,7 +95,6 @@ async fn world() -> World {
         &Default::default(),
         &StatusPolicy::default(),
         now,
-        &Default::default(),
     );
     World {
         _upstream: upstream,

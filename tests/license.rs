@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
-use licgate::cli::license::{issue_claims, sign, IssueArgs};
+use licgate::cli::license::{issue_claims, IssueArgs};
 use licgate::license::clock::{Clock, ManualClock, SystemClock};
 use licgate::license::keys::{spki_algorithm, Algorithm, PublicKey, SigningKey};
 use licgate::license::manager::{LicenseManager, LicenseSettings};
+use licgate::license::sign;
 use licgate::license::store::Store;
 use licgate::license::{Claims, Rejection, Status, StatusPolicy, Verifier};
 

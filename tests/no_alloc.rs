@@ -1,6 +1,7 @@
 //! The allowed request path allocates nothing: normalization of an already-normal
-//! path, `decide()` with 10,000 licensed tenants and 100 feature prefixes, the local
-//! quota check, the concurrency lease and the metric counters, counted by a global
+//! path, the tenant table's load, `decide()` with 10,000 licensed tenants and 100
+//! feature prefixes, the local quota check, the concurrency lease and the metric
+//! counters, counted by a global
 //! allocator that records every allocation on this thread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -10,11 +11,12 @@ use std::cell::Cell;
 mod support;
 
 use licgate::license::Limits;
-use licgate::policy::outcome::Outcome;
 use licgate::policy::decide::{decide, Decision, RequestFacts};
+use licgate::policy::outcome::Outcome;
 use licgate::policy::path::{normalize, PathOptions, Target};
 use licgate::quota::local::LocalQuotas;
 use licgate::quota::QuotaOutcome;
+use licgate::tenants::Tenants;
 use support::{policy, snapshot};
 
 struct Counting;
@@ -52,7 +54,8 @@ fn the_allowed_path_does_not_allocate() {
         max_concurrent_connections: Some(1_000_000),
         ..Limits::default()
     };
-    let snapshot = snapshot(10_000, 20, limits);
+    let tenants = Tenants::of(snapshot(10_000, 20, limits));
+    let table = tenants.load_full();
     let policy = policy(100, 20);
     let quotas = LocalQuotas::default();
     let get = http::Method::GET;
@@ -67,22 +70,23 @@ fn the_allowed_path_does_not_allocate() {
             path: &target.path,
             tenant: Some(tenant),
         };
+        let table = tenants.load();
         let Decision::Forward {
-            tenant: Some(summary),
+            tenant: Some(entry),
             governed: true,
             feature,
             shadowed: None,
-        } = decide(&facts, &policy, &snapshot)
+        } = decide(&facts, &policy, &**table)
         else {
             panic!("not allowed");
         };
-        let lease = quotas.acquire(summary).expect("slot free");
-        let outcome = quotas.check(summary, feature);
+        let lease = quotas.acquire(&entry.quota).expect("slot free");
+        let outcome = quotas.check(&entry.quota, feature);
         assert!(
             matches!(outcome, QuotaOutcome::Allowed { .. }),
             "{outcome:?}"
         );
-        summary.counters.request(Outcome::Allowed);
+        entry.counters.request(Outcome::Allowed);
         drop(lease);
     };
     // The first request of a tenant creates its quota state (allocating: this also
@@ -98,8 +102,8 @@ fn the_allowed_path_does_not_allocate() {
         request("tenant-9999");
     }
     assert_eq!(allocations() - before, 0, "allocations on the allowed path");
-    let counted = snapshot
-        .tenant("tenant-17")
+    let counted = table
+        .get("tenant-17")
         .unwrap()
         .counters
         .requests(Outcome::Allowed);

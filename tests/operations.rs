@@ -192,7 +192,7 @@ async fn metrics_count_a_known_sequence_exactly() {
     claims.iss = Some("Vendor".into());
     claims.limits.requests_per_minute = Some(60);
     claims.limits.burst = Some(4);
-    let token = licgate::cli::license::sign(
+    let token = licgate::license::sign(
         &claims,
         &licgate::license::keys::SigningKey::load(&setup.private).unwrap(),
         None,
@@ -993,6 +993,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics() {
     let text = std::fs::read_to_string(repo_root().join("deploy/grafana/licgate.json")).unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
     let metrics = licgate::metrics::Metrics::new(
+        None,
         None,
         std::sync::Arc::new(licgate::lifecycle::Inflight::default()),
     );

@@ -6,10 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use licgate::cli::license::sign;
 use licgate::license::claims::FeatureLimits;
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
+use licgate::license::sign;
 use licgate::license::store::Store;
 use licgate::license::Claims;
 use tokio::io::AsyncWriteExt;
@@ -230,8 +230,9 @@ fn quota_state_is_bounded_by_licensed_tenants() {
         &Default::default(),
         &StatusPolicy::default(),
         now,
-        &Default::default(),
     );
+    let tenants = licgate::tenants::Tenants::of(snapshot);
+    let table = tenants.load_full();
     let policy = Policy::new(Mode::Enforce, &[], &[], false);
     let quotas = LocalQuotas::default();
     let get = http::Method::GET;
@@ -243,13 +244,13 @@ fn quota_state_is_bounded_by_licensed_tenants() {
             tenant: Some(tenant),
         };
         if let Decision::Forward {
-            tenant: Some(summary),
+            tenant: Some(entry),
             governed: true,
             feature,
             ..
-        } = decide(&facts, &policy, &snapshot)
+        } = decide(&facts, &policy, &*table)
         {
-            quotas.check(summary, feature);
+            quotas.check(&entry.quota, feature);
         }
     };
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -276,7 +277,6 @@ fn quota_state_is_bounded_by_licensed_tenants() {
         &Default::default(),
         &StatusPolicy::default(),
         now,
-        &Default::default(),
     );
     quotas.retain_licensed(&empty);
     assert_eq!(quotas.tenants_with_state(), 10);

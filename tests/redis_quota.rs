@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use licgate::cli::license::sign;
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
+use licgate::license::sign;
 use licgate::license::store::Store;
 
 struct RedisServer {

@@ -48,7 +48,6 @@ pub fn snapshot_of(licenses: &[License]) -> LicenseSnapshot {
         &Default::default(),
         &StatusPolicy::default(),
         NOW,
-        &Default::default(),
     )
 }
 

@@ -9,13 +9,14 @@ use pingora::protocols::http::ServerSession;
 
 use super::{method_not_allowed, not_found, AdminApp};
 use crate::license::manager::InstallError;
-use crate::license::{time_text, LicenseManager, TenantSummary};
+use crate::license::{time_text, LicenseManager};
 use crate::policy::outcome::Outcome;
 use crate::policy::tenant::is_tenant_name;
 use crate::proxy::activation::{status_json, MAX_ACTIVATION_BODY};
 use crate::reload::Trigger;
 use crate::request_body::{media_type, read_body, BodyError};
 use crate::response::LocalResponse;
+use crate::tenants::{TenantEntry, Tenants};
 
 /// Largest body of a revocation request.
 const MAX_SMALL_BODY: usize = 4 * 1024;
@@ -73,7 +74,7 @@ pub(super) async fn handle(
         ["admin", "v1", "reload"] => method_not_allowed("POST"),
         _ if !path.starts_with("/admin/v1/") => not_found(),
         _ => {
-            let Some(manager) = app.enforcement.licenses.as_ref().map(Arc::clone) else {
+            let Some(manager) = app.app.licenses.as_ref().map(Arc::clone) else {
                 return problem(
                     StatusCode::CONFLICT,
                     "LICENSING_NOT_CONFIGURED",
@@ -81,11 +82,9 @@ pub(super) async fn handle(
                 );
             };
             match segments.as_slice() {
-                ["admin", "v1", "tenants"] if readable => list_tenants(&manager, session),
+                ["admin", "v1", "tenants"] if readable => list_tenants(&app.app.tenants, session),
                 ["admin", "v1", "tenants"] => method_not_allowed("GET, HEAD"),
-                ["admin", "v1", "tenants", tenant] if readable => {
-                    show_tenant(app, &manager, tenant).await
-                }
+                ["admin", "v1", "tenants", tenant] if readable => show_tenant(app, tenant).await,
                 ["admin", "v1", "tenants", _] => method_not_allowed("GET, HEAD"),
                 ["admin", "v1", "tenants", tenant, "license"] if *method == Method::PUT => {
                     install(session, manager, tenant).await
@@ -116,20 +115,21 @@ fn query_param(session: &ServerSession, name: &str) -> Option<String> {
 }
 
 /// A tenant as listed: identity, status, expiry, and what it is using now.
-fn tenant_entry(summary: &TenantSummary) -> serde_json::Value {
+fn tenant_entry(entry: &TenantEntry) -> serde_json::Value {
+    let summary = &entry.license;
     serde_json::json!({
         "tenant": summary.tenant,
         "status": summary.status,
         "tier": summary.tier,
         "expires_at": summary.expires_at.map(time_text),
         "license_ids": summary.license_ids,
-        "active_connections": summary.counters.active(),
+        "active_connections": entry.counters.active(),
     })
 }
 
 /// `GET /admin/v1/tenants[?status=GRACE][&offset=N][&limit=N]`, sorted by name.
-fn list_tenants(manager: &LicenseManager, session: &ServerSession) -> LocalResponse {
-    let snapshot = manager.snapshot_arc();
+fn list_tenants(tenants: &Tenants, session: &ServerSession) -> LocalResponse {
+    let table = tenants.load_full();
     let number = |name: &str| -> Result<Option<usize>, LocalResponse> {
         match query_param(session, name) {
             None => Ok(None),
@@ -147,13 +147,16 @@ fn list_tenants(manager: &LicenseManager, session: &ServerSession) -> LocalRespo
         (Err(e), _) | (_, Err(e)) => return e,
     };
     let status = query_param(session, "status").map(|s| s.to_ascii_uppercase());
-    let mut tenants: Vec<&TenantSummary> = snapshot
-        .tenants
-        .values()
+    let mut tenants: Vec<&TenantEntry> = table
+        .entries()
         .map(|t| &**t)
-        .filter(|t| status.as_deref().is_none_or(|s| t.status.as_str() == s))
+        .filter(|t| {
+            status
+                .as_deref()
+                .is_none_or(|s| t.license.status.as_str() == s)
+        })
         .collect();
-    tenants.sort_unstable_by(|a, b| a.tenant.cmp(&b.tenant));
+    tenants.sort_unstable_by(|a, b| a.license.tenant.cmp(&b.license.tenant));
     let total = tenants.len();
     let page: Vec<serde_json::Value> = tenants
         .into_iter()
@@ -168,33 +171,34 @@ fn list_tenants(manager: &LicenseManager, session: &ServerSession) -> LocalRespo
 }
 
 /// `GET /admin/v1/tenants/{tenant}`: the license summary and live usage.
-async fn show_tenant(app: &AdminApp, manager: &LicenseManager, tenant: &str) -> LocalResponse {
-    let snapshot = manager.snapshot_arc();
-    let Some(summary) = snapshot.tenant(tenant) else {
+async fn show_tenant(app: &AdminApp, tenant: &str) -> LocalResponse {
+    let table = app.app.tenants.load_full();
+    let Some(entry) = table.get(tenant) else {
         return problem(
             StatusCode::NOT_FOUND,
             "TENANT_NOT_FOUND",
             "No license file names this tenant.",
         );
     };
-    let enforcement = &app.enforcement;
-    let (rate, source, rate_error) = match &enforcement.redis {
-        Some(redis) => match redis.usage(summary).await {
+    let app = &app.app;
+    let summary = &*entry.license;
+    let (rate, source, rate_error) = match &app.redis {
+        Some(redis) => match redis.usage(&entry.quota).await {
             Ok(rules) => (rules, "redis", None),
             Err(e) => (Vec::new(), "redis", Some(e)),
         },
-        None => (enforcement.quotas.usage(summary), "local", None),
+        None => (app.quotas.usage(&entry.quota), "local", None),
     };
     let requests: serde_json::Map<String, serde_json::Value> = Outcome::ALL
         .iter()
-        .map(|o| (o.label().to_string(), summary.counters.requests(*o).into()))
+        .map(|o| (o.label().to_string(), entry.counters.requests(*o).into()))
         .collect();
     let mut body = status_json(Some(summary));
     body["license_ids"] = summary.license_ids.clone().into();
     body["expires_at_unix"] = summary.expires_at.into();
     body["usage"] = serde_json::json!({
-        "active_connections": summary.counters.active(),
-        "concurrent_leases": enforcement.quotas.in_flight(summary),
+        "active_connections": entry.counters.active(),
+        "concurrent_leases": app.quotas.in_flight(&entry.quota),
         "max_concurrent_connections": summary.limits.max_concurrent_connections,
         "rate_source": source,
         "rate": rate,

@@ -13,9 +13,9 @@ use http::{Method, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::app::App;
 use crate::config::AdminToken;
 use crate::lifecycle::Readiness;
-use crate::proxy::Enforcement;
 use crate::reload::Reloader;
 use crate::response::LocalResponse;
 use crate::throttle::LogThrottle;
@@ -26,7 +26,7 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The admin HTTP application.
 pub struct AdminApp {
     readiness: Arc<Readiness>,
-    enforcement: Arc<Enforcement>,
+    app: Arc<App>,
     reloader: Arc<Reloader>,
     token: Arc<ArcSwapOption<AdminToken>>,
     /// Refused credentials are logged at most once every 10 s.
@@ -34,15 +34,11 @@ pub struct AdminApp {
 }
 
 impl AdminApp {
-    pub fn new(
-        readiness: Arc<Readiness>,
-        enforcement: Arc<Enforcement>,
-        reloader: Arc<Reloader>,
-    ) -> AdminApp {
+    pub fn new(readiness: Arc<Readiness>, app: Arc<App>, reloader: Arc<Reloader>) -> AdminApp {
         AdminApp {
             readiness,
             token: reloader.admin_token(),
-            enforcement,
+            app,
             reloader,
             auth_failure_log: LogThrottle::new(Duration::from_secs(10)),
         }
@@ -71,7 +67,7 @@ impl AdminApp {
                 status: StatusCode::OK,
                 content_type: PROMETHEUS_TEXT,
                 headers: Vec::new(),
-                body: self.enforcement.metrics.encode().into(),
+                body: self.app.metrics.encode().into(),
             },
             "/healthz" | "/readyz" | "/metrics" => method_not_allowed("GET, HEAD"),
             _ => return None,

@@ -4,8 +4,8 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::license::sign;
 use clap::{Args, Subcommand};
-use jsonwebtoken::{encode, Header};
 
 use crate::license::claims::{Claims, FeatureLimits, LIMIT_NAMES};
 use crate::license::clock::{Clock, SystemClock};
@@ -231,17 +231,10 @@ pub fn issue_claims(args: &IssueArgs, now: UnixTime) -> Result<Claims, String> {
     })
 }
 
-/// Signs `claims` with `key` (`kid` put in the header when given).
-pub fn sign(claims: &Claims, key: &SigningKey, kid: Option<&str>) -> Result<String, String> {
-    let mut header = Header::new(key.alg.jwt());
-    header.kid = kid.map(str::to_string);
-    encode(&header, &claims.to_json(), &key.key).map_err(|e| format!("cannot sign: {e}"))
-}
-
 fn issue(args: &IssueArgs, now: UnixTime) -> Result<(), String> {
     let key = SigningKey::load(&args.signing_key).map_err(|e| e.to_string())?;
     let claims = issue_claims(args, now)?;
-    let token = sign(&claims, &key, args.kid.as_deref())?;
+    let token = sign(&claims, &key, args.kid.as_deref()).map_err(|e| e.to_string())?;
     if args.audiences.is_empty() {
         eprintln!(
             "note: not bound to an instance (aud = \"*\"); bind it with --audience <instance id>"

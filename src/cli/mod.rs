@@ -30,7 +30,7 @@ Examples:
 Signals (serve, demo): SIGTERM/SIGINT stop accepting connections, let in-flight
 requests finish (at most server.shutdown_timeout), then exit 0.";
 
-/// licgate: license enforcement gateway for self-hosted web applications.
+/// licgate: license app gateway for self-hosted web applications.
 #[derive(Debug, Parser)]
 #[command(name = "licgate", version, about, after_help = EXAMPLES)]
 pub struct Cli {

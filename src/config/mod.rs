@@ -9,7 +9,7 @@ mod error;
 mod raw;
 mod validate;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,6 +193,29 @@ pub struct UpstreamConfig {
 pub struct UpstreamAddress {
     pub host: String,
     pub port: u16,
+}
+
+/// An upstream address that does not resolve.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve upstream.address {addr}: {reason}")]
+pub struct ResolveError {
+    pub addr: String,
+    pub reason: String,
+}
+
+impl UpstreamAddress {
+    /// Resolves the host name (first address wins).
+    pub fn resolve(&self) -> Result<SocketAddr, ResolveError> {
+        let failed = |reason: String| ResolveError {
+            addr: self.to_string(),
+            reason,
+        };
+        (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| failed(e.to_string()))?
+            .next()
+            .ok_or_else(|| failed("no addresses found".into()))
+    }
 }
 
 impl std::fmt::Display for UpstreamAddress {

@@ -104,7 +104,7 @@ pub fn prepare_demo_license(dir: &Path, now: UnixTime) -> Result<String, ServeEr
         grace_days: None,
         read_only_days: None,
     };
-    let token = crate::cli::license::sign(&claims, &signing, None).map_err(other)?;
+    let token = crate::license::sign(&claims, &signing, None).map_err(|e| other(e.to_string()))?;
     Store::open(&dir.join("store"))?.install(&claims.tenant, &claims.jti, &token)?;
     let enterprise = Claims {
         jti: "demo-license-2".into(),
@@ -118,7 +118,8 @@ pub fn prepare_demo_license(dir: &Path, now: UnixTime) -> Result<String, ServeEr
         flags: vec![],
         ..claims
     };
-    let second = crate::cli::license::sign(&enterprise, &signing, None).map_err(other)?;
+    let second =
+        crate::license::sign(&enterprise, &signing, None).map_err(|e| other(e.to_string()))?;
     crate::license::store::write_atomically(
         &dir.join("enterprise-license.jwt"),
         format!("{second}\n").as_bytes(),

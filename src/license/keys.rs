@@ -312,6 +312,22 @@ pub fn write_key_pair(dir: &Path, pair: &GeneratedKeyPair) -> Result<(PathBuf, P
     Ok((private, public))
 }
 
+/// A token that could not be signed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot sign: {0}")]
+pub struct SignError(#[from] jsonwebtoken::errors::Error);
+
+/// Signs `claims` with `key` (`kid` put in the header when given).
+pub fn sign(
+    claims: &super::Claims,
+    key: &SigningKey,
+    kid: Option<&str>,
+) -> Result<String, SignError> {
+    let mut header = jsonwebtoken::Header::new(key.alg.jwt());
+    header.kid = kid.map(str::to_string);
+    Ok(jsonwebtoken::encode(&header, &claims.to_json(), &key.key)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,7 +150,12 @@ pub struct LicenseManager {
     snapshot: ArcSwap<LicenseSnapshot>,
     state: Mutex<State>,
     rollback_log: LogThrottle,
+    /// Called with every snapshot published (see [`LicenseManager::subscribe`]).
+    subscribers: Mutex<Vec<Subscriber>>,
 }
+
+/// A function told about every snapshot the manager publishes.
+pub type Subscriber = Box<dyn Fn(&Arc<LicenseSnapshot>) + Send + Sync>;
 
 impl LicenseManager {
     /// Loads `store` and builds the first snapshot.
@@ -167,6 +172,7 @@ impl LicenseManager {
                 ..State::default()
             }),
             rollback_log: LogThrottle::new(Duration::from_secs(60)),
+            subscribers: Mutex::new(Vec::new()),
         };
         manager.refresh();
         manager
@@ -185,6 +191,18 @@ impl LicenseManager {
             }
         }
         judged.now
+    }
+
+    /// Calls `subscriber` with the current snapshot now and with every snapshot
+    /// published from now on, in order, before the publishing call returns (so what
+    /// it builds from a snapshot is in place when an install or a refresh returns).
+    pub fn subscribe(&self, subscriber: Subscriber) {
+        let _state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        subscriber(&self.snapshot.load_full());
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(subscriber);
     }
 
     /// The current snapshot (lock-free).
@@ -451,9 +469,16 @@ impl LicenseManager {
             &state.revoked,
             &settings.policy,
             now,
-            &self.snapshot.load(),
         ));
         self.snapshot.store(Arc::clone(&snapshot));
+        for subscriber in self
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            subscriber(&snapshot);
+        }
         crate::memory::release_unused();
         snapshot
     }
@@ -497,7 +522,6 @@ pub fn build_snapshot(
     revoked: &HashSet<String>,
     policy: &StatusPolicy,
     now: UnixTime,
-    previous: &LicenseSnapshot,
 ) -> LicenseSnapshot {
     let mut by_tenant: BTreeMap<&str, Vec<&Claims>> = BTreeMap::new();
     for license in licenses {
@@ -514,7 +538,6 @@ pub fn build_snapshot(
         revoked,
         policy,
         now,
-        previous,
     )
 }
 
@@ -527,7 +550,6 @@ fn assemble_snapshot<'a, C: AsRef<Claims>>(
     revoked: &HashSet<String>,
     policy: &StatusPolicy,
     now: UnixTime,
-    previous: &LicenseSnapshot,
 ) -> LicenseSnapshot {
     let mut invalid: HashMap<&str, usize> = HashMap::new();
     for p in problems {
@@ -550,13 +572,6 @@ fn assemble_snapshot<'a, C: AsRef<Claims>>(
         let summary = Arc::new(TenantSummary::build(
             Arc::clone(&name),
             combined,
-            // Counters live as long as the tenant has a license: carried over from
-            // the previous snapshot, new for a new tenant.
-            previous
-                .tenants
-                .get(&name)
-                .map(|t| Arc::clone(&t.counters))
-                .unwrap_or_default(),
             &mut names,
         ));
         tenants.insert(name, summary);

@@ -20,7 +20,7 @@ pub mod store;
 pub mod verify;
 
 pub use claims::{Claims, Limits, UnixTime};
-pub use keys::{Algorithm, PublicKey, SigningKey};
+pub use keys::{sign, Algorithm, PublicKey, SigningKey};
 pub use manager::LicenseManager;
 pub use snapshot::{LicenseSnapshot, TenantSummary};
 pub use status::{Status, StatusPolicy};

@@ -166,14 +166,37 @@ impl DenyReason {
     }
 }
 
+/// Where [`decide`] finds a tenant's license facts: the license snapshot itself, or
+/// a table of richer per-tenant entries built from it.
+pub trait Licenses {
+    /// What a lookup finds (handed back in the [`Decision`]).
+    type Tenant;
+    /// The entry of `tenant`, if it has a license (allocation-free).
+    fn find(&self, tenant: &str) -> Option<&Self::Tenant>;
+    /// The license facts of an entry.
+    fn license(tenant: &Self::Tenant) -> &TenantSummary;
+}
+
+impl Licenses for LicenseSnapshot {
+    type Tenant = Arc<TenantSummary>;
+
+    fn find(&self, tenant: &str) -> Option<&Arc<TenantSummary>> {
+        self.tenants.get(tenant)
+    }
+
+    fn license(tenant: &Arc<TenantSummary>) -> &TenantSummary {
+        tenant
+    }
+}
+
 /// What to do with a request.
-#[derive(Debug, Clone, Copy)]
-pub enum Decision<'p, 's> {
+#[derive(Debug)]
+pub enum Decision<'p, 's, T = Arc<TenantSummary>> {
     /// A gateway page under `/_licgate/`.
     Reserved,
     /// Send it to the upstream.
     Forward {
-        tenant: Option<&'s Arc<TenantSummary>>,
+        tenant: Option<&'s T>,
         /// Whether quotas apply (not for public paths).
         governed: bool,
         /// The feature the path needs, when the feature map names one.
@@ -184,7 +207,7 @@ pub enum Decision<'p, 's> {
     /// Answer locally.
     Deny {
         reason: DenyReason,
-        tenant: Option<&'s Arc<TenantSummary>>,
+        tenant: Option<&'s T>,
         feature: Option<&'p str>,
     },
 }
@@ -197,11 +220,11 @@ fn is_read_method(method: &Method) -> bool {
 /// Decides about one request: reserved prefix, public paths, the license status gate,
 /// then the feature map. `Mode::Shadow` (global) and shadow feature entries forward
 /// what they would deny. Never allocates.
-pub fn decide<'p, 's>(
+pub fn decide<'p, 's, L: Licenses>(
     facts: &RequestFacts<'_>,
     policy: &'p Policy,
-    licenses: &'s LicenseSnapshot,
-) -> Decision<'p, 's> {
+    licenses: &'s L,
+) -> Decision<'p, 's, L::Tenant> {
     let path = facts.path;
     if path == RESERVED_PREFIX
         || (path.starts_with(RESERVED_PREFIX)
@@ -209,7 +232,7 @@ pub fn decide<'p, 's>(
     {
         return Decision::Reserved;
     }
-    let tenant = facts.tenant.and_then(|t| licenses.tenants.get(t));
+    let tenant = facts.tenant.and_then(|t| licenses.find(t));
     if policy.is_public(path) {
         return Decision::Forward {
             tenant,
@@ -220,7 +243,8 @@ pub fn decide<'p, 's>(
     }
     let rule = policy.feature_for(facts.method, path);
     let feature = rule.map(|r| r.feature.as_str());
-    let status = tenant.map_or(Status::Unlicensed, |t| t.status);
+    let license = tenant.map(L::license);
+    let status = license.map_or(Status::Unlicensed, |t| t.status);
     let denial = match status {
         Status::Unlicensed => Some(DenyReason::LicenseMissing),
         Status::Expired => Some(DenyReason::LicenseExpired),
@@ -232,7 +256,7 @@ pub fn decide<'p, 's>(
     };
     let (denial, rule_shadow) = match denial {
         Some(reason) => (Some(reason), false),
-        None => match (rule, tenant) {
+        None => match (rule, license) {
             (Some(rule), Some(t)) if !t.has_feature(&rule.feature) => {
                 (Some(DenyReason::FeatureNotLicensed), rule.shadow)
             }

@@ -1,4 +1,4 @@
-//! Request policy: path normalization (and, with enforcement, the feature map,
+//! Request policy: path normalization (and, with app, the feature map,
 //! tenant resolution and the decision function).
 
 pub mod decide;

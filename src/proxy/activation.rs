@@ -9,8 +9,9 @@ use http::{Method, StatusCode};
 use pingora::proxy::Session;
 use ring::rand::SecureRandom as _;
 
-use super::enforce::{next_query, Enforcement};
-use super::rules::Rules;
+use super::refusal::next_query;
+use crate::app::App;
+use crate::app::Rules;
 use crate::license::manager::InstallError;
 use crate::license::{time_text, TenantSummary};
 use crate::metrics::ActivationResult;
@@ -26,7 +27,7 @@ const CSRF_COOKIE: &str = "licgate_csrf";
 /// Answers a request for a reserved path. `tenant` is the request's resolved tenant.
 pub async fn handle(
     session: &mut Session,
-    enforcement: &Enforcement,
+    app: &App,
     rules: &Rules,
     path: &str,
     tenant: Option<&str>,
@@ -34,7 +35,7 @@ pub async fn handle(
 ) -> LocalResponse {
     let method = session.req_header().method.clone();
     let readable = method == Method::GET || method == Method::HEAD;
-    let licenses = enforcement.licenses.as_ref().map(|m| m.snapshot_arc());
+    let licenses = app.licenses.as_ref().map(|m| m.snapshot_arc());
     let summary = licenses
         .as_ref()
         .zip(tenant)
@@ -45,18 +46,10 @@ pub async fn handle(
     match path.trim_end_matches('/') {
         "/_licgate/activate" if readable => {
             let token = csrf_cookie(session).unwrap_or_else(new_csrf_nonce);
-            activation_page(
-                enforcement,
-                rules,
-                summary,
-                &next,
-                &token,
-                None,
-                StatusCode::OK,
-            )
+            activation_page(app, rules, summary, &next, &token, None, StatusCode::OK)
         }
         "/_licgate/activate" if method == Method::POST => {
-            activate(session, enforcement, rules, tenant, summary, peer).await
+            activate(session, app, rules, tenant, summary, peer).await
         }
         "/_licgate/activation-required" if readable => {
             let reason = summary.map_or(
@@ -82,7 +75,7 @@ pub async fn handle(
                     &[
                         ("reason", &reason),
                         ("activate_url", &activate_url),
-                        ("instance_id", &enforcement.instance_id()),
+                        ("instance_id", &app.instance_id()),
                         (
                             "status",
                             summary.map_or("UNLICENSED", |s| s.status.as_str()),
@@ -160,7 +153,7 @@ pub fn status_json(summary: Option<&TenantSummary>) -> serde_json::Value {
 }
 
 fn activation_page(
-    enforcement: &Enforcement,
+    app: &App,
     rules: &Rules,
     summary: Option<&TenantSummary>,
     next: &str,
@@ -183,9 +176,9 @@ fn activation_page(
             &[
                 ("message", &message),
                 ("error", &error_html),
-                ("csrf_token", &csrf_form_token(enforcement, csrf_nonce)),
+                ("csrf_token", &csrf_form_token(app, csrf_nonce)),
                 ("next", next),
-                ("instance_id", &enforcement.instance_id()),
+                ("instance_id", &app.instance_id()),
                 (
                     "status",
                     summary.map_or("UNLICENSED", |s| s.status.as_str()),
@@ -203,7 +196,7 @@ fn activation_page(
 /// `POST /_licgate/activate`: a form (with CSRF token) or JSON `{"license_key": ...}`.
 async fn activate(
     session: &mut Session,
-    enforcement: &Enforcement,
+    app: &App,
     rules: &Rules,
     tenant: Option<&str>,
     summary: Option<&TenantSummary>,
@@ -213,9 +206,9 @@ async fn activate(
     let is_json = json.as_deref() == Some("application/json");
     let is_form = json.as_deref() == Some("application/x-www-form-urlencoded");
     let problem = LocalResponse::error;
-    let count = |result| enforcement.metrics.activation(result);
+    let count = |result| app.metrics.activation(result);
     if let Some(ip) = peer {
-        if !enforcement.activation_limiter.permit(ip) {
+        if !app.activation_limiter.permit(ip) {
             count(ActivationResult::Throttled);
             return problem(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -269,14 +262,14 @@ async fn activate(
         let submitted = submission.csrf_token.unwrap_or_default();
         let valid = csrf_cookie(session).is_some_and(|nonce| {
             constant_time_eq(
-                csrf_form_token(enforcement, &nonce).as_bytes(),
+                csrf_form_token(app, &nonce).as_bytes(),
                 submitted.as_bytes(),
             )
         });
         if !valid {
             count(ActivationResult::BadRequest);
             return activation_page(
-                enforcement,
+                app,
                 rules,
                 summary,
                 &next,
@@ -287,7 +280,7 @@ async fn activate(
         }
         (submission.license_key, Some(next))
     };
-    let outcome = install(enforcement, tenant, key).await;
+    let outcome = install(app, tenant, key).await;
     count(match outcome {
         Ok(_) => ActivationResult::Installed,
         Err(_) => ActivationResult::Rejected,
@@ -306,7 +299,7 @@ async fn activate(
             serde_json::json!({"reason": reason}),
         ),
         (Err(reason), false) => activation_page(
-            enforcement,
+            app,
             rules,
             summary,
             next.as_deref().unwrap_or("/"),
@@ -359,12 +352,8 @@ pub fn parse_submission(body: &[u8], json: bool) -> Option<Submission> {
 }
 
 /// Verifies `key` for `tenant` and installs it through the license store.
-async fn install(
-    enforcement: &Enforcement,
-    tenant: Option<&str>,
-    key: String,
-) -> Result<TenantSummary, String> {
-    let Some(manager) = enforcement.licenses.as_ref().map(Arc::clone) else {
+async fn install(app: &App, tenant: Option<&str>, key: String) -> Result<TenantSummary, String> {
+    let Some(manager) = app.licenses.as_ref().map(Arc::clone) else {
         return Err("licensing is not configured on this gateway".into());
     };
     let Some(tenant) = tenant.map(str::to_string) else {
@@ -409,8 +398,8 @@ fn csrf_cookie(session: &Session) -> Option<String> {
 
 /// The form token that goes with the cookie's `nonce`: hex HMAC-SHA256 of it under
 /// the installation's CSRF secret.
-fn csrf_form_token(enforcement: &Enforcement, nonce: &str) -> String {
-    let tag = ring::hmac::sign(&enforcement.csrf_key, nonce.as_bytes());
+fn csrf_form_token(app: &App, nonce: &str) -> String {
+    let tag = ring::hmac::sign(&app.csrf_key, nonce.as_bytes());
     tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 

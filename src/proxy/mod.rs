@@ -1,15 +1,14 @@
-//! The pingora glue: one [`Gateway`] implements `ProxyHttp`. For each request it
-//! normalizes the target, resolves the tenant, calls the pure [`decide`], and carries
-//! out the decision: forward (normalized path, clean and injected headers), answer
-//! locally (denials, the gateway's pages), or report an upstream failure clearly.
+//! The pingora glue: one [`Gateway`] implements `ProxyHttp`. For each request it asks
+//! [`verdict::judge`] for the verdict, records it in one place ([`Gateway::finish`]),
+//! and carries it out: forward (normalized path, clean and injected headers), answer
+//! locally (refusals, the gateway's pages), or report an upstream failure clearly.
 
 pub mod activation;
-pub mod enforce;
-mod headers;
-pub mod rules;
+pub mod refusal;
+pub mod verdict;
 
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -19,27 +18,20 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
-pub use enforce::Enforcement;
-
-use enforce::RateLimitHeaders;
-use headers::{remove_present, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, WARNING};
-pub use headers::{strip_gateway_headers, ForwardingPolicy};
-pub use rules::Rules;
-
-use crate::config::Mode;
-use crate::license::{LicenseSnapshot, TenantSummary};
-use crate::lifecycle::{Inflight, InflightGuard};
-use crate::metrics::{ActiveGuard, TenantCounters, UpstreamErrorKind};
-use crate::policy::outcome::{Outcome, QuotaKind, Refusal};
+use crate::app::{App, Rules};
+use crate::forwarding::{
+    remove_present, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, WARNING,
+};
+use crate::lifecycle::InflightGuard;
+use crate::metrics::{ActiveGuard, UpstreamErrorKind, UNKNOWN_TENANT};
 use crate::pages;
-use crate::policy::decide::{decide, Decision, RequestFacts};
-use crate::policy::method::method_override;
-use crate::policy::path::{normalize, MethodOverride, Target};
+use crate::policy::outcome::Outcome;
 use crate::quota::local::Lease;
 use crate::quota::share::ShareLease;
-use crate::quota::{QuotaBackend, QuotaOutcome};
 use crate::response::{ClientKind, LocalResponse};
+use crate::tenants::TenantEntry;
 use crate::throttle::LogThrottle;
+use verdict::{Action, RateLimit, Verdict};
 
 /// State of one request, carried across pingora's phases.
 pub struct RequestCtx {
@@ -49,15 +41,15 @@ pub struct RequestCtx {
     started: Instant,
     /// The rules in force when the request arrived (a reload does not change them
     /// for requests already under way).
-    rules: Option<Arc<Rules>>,
+    rules: Arc<Rules>,
     /// What the gateway did (the `decision` of metrics and the access log).
     outcome: Outcome,
     /// The normalized request target to forward, when it differs from the received one.
     rewrite: Option<String>,
     /// The `Host` to forward for an absolute-form target (its authority).
     host: Option<String>,
-    /// The tenant's license summary, when the tenant has a license.
-    tenant: Option<Arc<TenantSummary>>,
+    /// The tenant's entry, when the tenant has a license.
+    tenant: Option<Arc<TenantEntry>>,
     /// One of the tenant's concurrent slots, held until the request ends (however).
     _lease: Option<Lease>,
     /// The client's share of those slots (`quota.per_client_share`).
@@ -65,7 +57,7 @@ pub struct RequestCtx {
     /// Counts the request in `active_connections` while it is forwarded.
     _active: Option<ActiveGuard>,
     /// `RateLimit-*` for a quota-governed response.
-    rate_limit: Option<RateLimitHeaders>,
+    rate_limit: Option<RateLimit>,
     /// How fast the request body arrives, watched while the request holds a
     /// concurrent slot.
     body_pace: Option<BodyPace>,
@@ -97,10 +89,9 @@ impl BodyPace {
 /// The licgate reverse proxy. Clones share everything (one per proxy service).
 #[derive(Clone)]
 pub struct Gateway {
-    inflight: Arc<Inflight>,
+    app: Arc<App>,
     /// Upstream failures are logged at most once a second (with a count of the rest).
     upstream_failure_log: Arc<LogThrottle>,
-    enforcement: Arc<Enforcement>,
 }
 
 /// Room for the lines added to a request (`X-Forwarded-*`, `X-Licgate-*`) and to a
@@ -108,265 +99,101 @@ pub struct Gateway {
 const APPENDED_REQUEST_LINES_CAPACITY: usize = 320;
 const APPENDED_RESPONSE_LINES_CAPACITY: usize = 128;
 
-/// The snapshot used when licensing is not configured: every tenant unlicensed.
-static NO_LICENSES: LazyLock<LicenseSnapshot> = LazyLock::new(LicenseSnapshot::default);
-
-/// What to do with a request once decided (owns what it needs; may borrow the rules).
-enum Action<'p> {
-    Forward {
-        shadowed: Option<Refusal>,
-        lease: Option<Lease>,
-        share_lease: Option<ShareLease>,
-        /// Rate quotas to count (the feature the path needs, if any).
-        rate_check: Option<Option<&'p str>>,
-    },
-    Respond(LocalResponse),
-    Reserved {
-        path: String,
-        tenant: Option<String>,
-    },
-}
-
 impl Gateway {
-    /// A gateway that counts requests in `inflight` and enforces with `enforcement`
-    /// (whose rules say where the upstream is).
-    pub fn new(inflight: Arc<Inflight>, enforcement: Arc<Enforcement>) -> Gateway {
+    /// A gateway serving with `app`'s state and rules.
+    pub fn new(app: Arc<App>) -> Gateway {
         Gateway {
-            inflight,
+            app,
             upstream_failure_log: Arc::new(LogThrottle::new(Duration::from_secs(1))),
-            enforcement,
         }
     }
 
-    /// Normalizes, resolves and decides; records the tenant and the outcome in `ctx`
-    /// and counts the decision. Borrows the request only while deciding.
-    /// `client` is the request's client when per-client shares are on.
-    fn decide_action<'r>(
+    /// Records `verdict`, once: counts the request (and its refusal, enforced or
+    /// shadowed), observes the decision's duration, logs a shadowed refusal, and keeps
+    /// in `ctx` what the later phases need. `page` is the answer of a gateway page.
+    /// Returns the response to write when the request is not forwarded.
+    fn finish(
         &self,
-        rules: &'r Rules,
-        req: &RequestHeader,
-        peer: Option<IpAddr>,
-        client: Option<IpAddr>,
+        verdict: Verdict<'_>,
+        page: Option<LocalResponse>,
+        session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> Action<'r> {
-        let enforcement = &*self.enforcement;
-        let metrics = &*enforcement.metrics;
-        let target = match normalize(req.raw_path(), &rules.paths) {
-            Ok(Target::Path(p)) => p,
-            Ok(Target::Asterisk) if req.method == http::Method::OPTIONS => {
-                ctx.outcome = Outcome::Gateway;
-                metrics.unknown.request(Outcome::Gateway);
-                return Action::Respond(
-                    LocalResponse {
-                        status: StatusCode::NO_CONTENT,
-                        content_type: "text/plain; charset=utf-8",
-                        headers: Vec::new(),
-                        body: bytes::Bytes::new(),
-                    }
-                    .with_header("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    ) -> Option<LocalResponse> {
+        let metrics = &*self.app.metrics;
+        let Verdict {
+            outcome,
+            tenant,
+            refused,
+            action,
+        } = verdict;
+        let counters = tenant.as_ref().map_or(&metrics.unknown, |t| &t.counters);
+        counters.request(outcome);
+        if let Some(refusal) = refused.as_ref().and_then(|r| r.refusal()) {
+            let enforced = outcome != Outcome::Shadowed;
+            counters.refusal(refusal, enforced);
+            if enforced {
+                if let Some(kind) = refused.as_ref().and_then(|r| r.quota_kind()) {
+                    counters.quota_rejection(kind);
+                }
+            } else if let Some(left_out) = self.app.shadow_log.permit() {
+                tracing::info!(
+                    tenant = tenant.as_ref().map_or("", |t| &*t.license.tenant),
+                    path = %String::from_utf8_lossy(session.req_header().raw_path()),
+                    would_deny = refusal.error_code(),
+                    similar_not_logged = left_out,
+                    "shadow mode: request forwarded"
                 );
             }
-            Ok(Target::Asterisk) => {
-                ctx.outcome = Outcome::Rejected;
-                metrics.unknown.request(Outcome::Rejected);
-                return Action::Respond(enforce::bad_path_response(
-                    "the request target * is only valid with OPTIONS",
-                    ClientKind::of(req),
-                    &rules.templates,
-                ));
-            }
-            Err(e) => {
-                ctx.outcome = Outcome::Rejected;
-                metrics.unknown.request(Outcome::Rejected);
-                return Action::Respond(enforce::bad_path_response(
-                    &e.to_string(),
-                    ClientKind::of(req),
-                    &rules.templates,
-                ));
-            }
-        };
-        if rules.paths.method_override == MethodOverride::Reject {
-            if let Some(name) = method_override(&req.headers, target.query) {
-                ctx.outcome = Outcome::Rejected;
-                metrics.unknown.request(Outcome::Rejected);
-                return Action::Respond(enforce::bad_request_response(
-                    "BAD_REQUEST",
-                    &format!(
-                        "Method overrides ({name}) are refused here: send the request with the method it means."
-                    ),
-                    ClientKind::of(req),
-                    &rules.templates,
-                ));
-            }
         }
-        let tenant = rules.tenants.resolve(req, target.authority, peer);
-        let lowered;
-        let match_path: &str = if rules.paths.case_insensitive {
-            lowered = target.path.to_ascii_lowercase();
-            &lowered
-        } else {
-            &target.path
-        };
-        let guard = enforcement.licenses.as_ref().map(|m| m.snapshot());
-        let snapshot: &LicenseSnapshot = guard.as_deref().map_or(&NO_LICENSES, |s| s);
-        let facts = RequestFacts {
-            method: &req.method,
-            path: match_path,
-            tenant: tenant.as_deref(),
-        };
-        match decide(&facts, &rules.policy, snapshot) {
-            Decision::Reserved => {
-                ctx.outcome = Outcome::Gateway;
-                ctx.tenant = tenant.as_deref().and_then(|t| snapshot.tenant_arc(t));
-                metrics
-                    .tenant(ctx.tenant.as_deref())
-                    .request(Outcome::Gateway);
-                Action::Reserved {
-                    path: target.path.to_string(),
-                    tenant: tenant.map(|t| t.into_owned()),
-                }
-            }
-            Decision::Forward {
-                shadowed,
-                governed,
-                feature,
-                tenant: summary,
-            } => {
-                let counters = metrics.tenant(summary.map(|s| &**s));
-                let mut shadowed = shadowed.map(Refusal::License);
-                let (mut lease, mut share_lease, mut rate_check) = (None, None, None);
-                if let (Some(summary), true) = (summary, governed && shadowed.is_none()) {
-                    match enforcement.quotas.acquire(summary) {
-                        Ok(l) => lease = l,
-                        Err(_) if rules.mode == Mode::Shadow => {
-                            shadowed = Some(Refusal::ConcurrencyLimit)
-                        }
-                        Err(limit) => {
-                            count_limited(counters, Refusal::ConcurrencyLimit);
-                            ctx.outcome = Outcome::Limited;
-                            ctx.tenant = Some(Arc::clone(summary));
-                            return Action::Respond(enforce::concurrency_limited_response(
-                                limit,
-                                ClientKind::of(req),
-                                &rules.templates,
-                            ));
-                        }
-                    }
-                    let share = enforcement.shares.as_ref().zip(client).zip(
-                        summary
-                            .limits
-                            .max_concurrent_connections
-                            .filter(|_| shadowed.is_none()),
-                    );
-                    if let Some(((shares, client), limit)) = share {
-                        match shares.acquire(summary, client, limit) {
-                            Ok(l) => share_lease = l,
-                            Err(_) if rules.mode == Mode::Shadow => {
-                                shadowed = Some(Refusal::ClientShare)
-                            }
-                            Err(refusal) => {
-                                count_limited(counters, Refusal::ClientShare);
-                                ctx.outcome = Outcome::Limited;
-                                ctx.tenant = Some(Arc::clone(summary));
-                                return Action::Respond(enforce::client_share_response(
-                                    refusal,
-                                    ClientKind::of(req),
-                                    &rules.templates,
-                                ));
-                            }
-                        }
-                    }
-                    rate_check = Some(feature);
-                }
-                ctx.outcome = match (shadowed, governed) {
-                    (Some(_), _) => Outcome::Shadowed,
-                    (None, true) => Outcome::Allowed,
-                    (None, false) => Outcome::Public,
-                };
-                ctx.rewrite = target.changed().then(|| target.target());
-                ctx.host = target.authority.map(str::to_string);
-                ctx.tenant = summary.cloned();
-                Action::Forward {
-                    shadowed,
-                    lease,
-                    share_lease,
-                    rate_check,
-                }
-            }
-            Decision::Deny {
-                reason,
-                tenant: summary,
-                feature,
-            } => {
-                let counters = metrics.tenant(summary.map(|s| &**s));
-                ctx.outcome = Outcome::Denied;
-                counters.request(Outcome::Denied);
-                counters.refusal(Refusal::License(reason), true);
-                ctx.tenant = summary.cloned();
-                Action::Respond(enforce::deny_response(
-                    reason,
-                    summary.map(|s| &**s),
-                    feature,
-                    ClientKind::of(req),
-                    &target.target(),
-                    &rules.templates,
-                ))
-            }
+        if !matches!(action, Action::Reserved { .. }) && outcome != Outcome::Unchecked {
+            metrics
+                .decision_duration
+                .observe(ctx.started.elapsed().as_secs_f64());
         }
-    }
-
-    /// Counts a quota check's refusal (or, in shadow mode, records it as shadowed)
-    /// and returns the response to send, if any.
-    fn quota_refusal(
-        &self,
-        rules: &Rules,
-        outcome: QuotaOutcome,
-        feature: Option<&str>,
-        req: &RequestHeader,
-        counters: &TenantCounters,
-        shadowed: &mut Option<Refusal>,
-    ) -> Option<(Outcome, LocalResponse)> {
-        let (refusal, kind, response) = match outcome {
-            QuotaOutcome::Unlimited | QuotaOutcome::Allowed { .. } => return None,
-            QuotaOutcome::Limited {
-                rule,
-                retry_after_secs,
-                feature: by_feature,
-            } => (
-                Refusal::UsageLimit,
-                Some(if by_feature {
-                    QuotaKind::Feature
-                } else {
-                    QuotaKind::Rate
-                }),
-                enforce::usage_limited_response(
-                    rule,
-                    retry_after_secs,
-                    feature.filter(|_| by_feature),
-                    ClientKind::of(req),
-                    &rules.templates,
-                ),
+        let response = match action {
+            Action::Forward(forward) => {
+                if outcome != Outcome::Unchecked {
+                    ctx._active = Some(ActiveGuard::new(Arc::clone(counters)));
+                }
+                if forward.lease.is_some() || forward.share_lease.is_some() {
+                    // A slow body must not hold a slot for long: no pause longer than
+                    // the head's deadline, and a minimum average rate after it.
+                    let gap = ctx.rules.body_gap;
+                    session.set_read_timeout(Some(gap));
+                    ctx.body_pace = Some(BodyPace {
+                        started: Instant::now(),
+                        grace: gap,
+                        received: 0,
+                    });
+                }
+                ctx.rewrite = forward.rewrite;
+                ctx.host = forward.host;
+                ctx._lease = forward.lease;
+                ctx._share_lease = forward.share_lease;
+                ctx.rate_limit = forward.rate_limit;
+                None
+            }
+            Action::Refuse => refused.map(|r| {
+                r.respond(
+                    ClientKind::of(session.req_header()),
+                    tenant.as_ref().map(|t| &*t.license),
+                    &ctx.rules.templates,
+                )
+            }),
+            Action::Options => Some(
+                LocalResponse {
+                    status: StatusCode::NO_CONTENT,
+                    content_type: "text/plain; charset=utf-8",
+                    headers: Vec::new(),
+                    body: bytes::Bytes::new(),
+                }
+                .with_header("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
             ),
-            QuotaOutcome::Unavailable => (
-                Refusal::QuotaUnavailable,
-                None,
-                enforce::quota_unavailable_response(ClientKind::of(req), &rules.templates),
-            ),
+            Action::Reserved { .. } => page,
         };
-        if rules.mode == Mode::Shadow {
-            *shadowed = Some(refusal);
-            return None;
-        }
-        let outcome = match refusal {
-            Refusal::QuotaUnavailable => Outcome::Unavailable,
-            _ => Outcome::Limited,
-        };
-        counters.request(outcome);
-        counters.refusal(refusal, true);
-        if let Some(kind) = kind {
-            counters.quota_rejection(kind);
-        }
-        Some((outcome, response))
+        ctx.outcome = outcome;
+        ctx.tenant = tenant;
+        response
     }
 
     /// Writes the access-log line of a finished request.
@@ -380,11 +207,10 @@ impl Gateway {
         let path = String::from_utf8_lossy(&target[..path_end]);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let upstream_ms = ctx.upstream_elapsed.map(millis);
-        let peer = client_ip(session);
-        let client = match &ctx.rules {
-            Some(rules) => rules.forwarding.original_client(req, peer),
-            None => peer,
-        };
+        let client = ctx
+            .rules
+            .forwarding
+            .original_client(req, client_ip(session));
         tracing::info!(
             target: "licgate::access",
             client = %ClientAddr(client),
@@ -392,28 +218,11 @@ impl Gateway {
             path = %path,
             status,
             decision = ctx.outcome.label(),
-            tenant = ctx.tenant.as_ref().map_or(crate::metrics::UNKNOWN_TENANT, |t| &*t.tenant),
+            tenant = ctx.tenant.as_ref().map_or(UNKNOWN_TENANT, |t| &*t.license.tenant),
             duration_ms = millis(ctx.started.elapsed()),
             upstream_ms,
         );
     }
-}
-
-/// Counts a request refused with 429 by a concurrency or client-share quota.
-fn count_limited(counters: &TenantCounters, refusal: Refusal) {
-    counters.request(Outcome::Limited);
-    counters.refusal(refusal, true);
-    counters.quota_rejection(match refusal {
-        Refusal::ClientShare => QuotaKind::ClientShare,
-        _ => QuotaKind::Concurrency,
-    });
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `d` in milliseconds with microsecond precision: a whole number of microseconds over
@@ -536,12 +345,12 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     /// Called once the request head is read: the request counts as in flight from here
-    /// until its context is dropped.
+    /// until its context is dropped, under the rules in force now.
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
-            _inflight: self.inflight.enter(),
+            _inflight: self.app.inflight.enter(),
             started: Instant::now(),
-            rules: None,
+            rules: self.app.rules.load_full(),
             outcome: Outcome::Unchecked,
             rewrite: None,
             host: None,
@@ -556,157 +365,25 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Enforcement (skipped when `mode = "off"`): decide, then answer locally or let
-    /// the request through with what the upstream phase needs recorded in `ctx`.
+    /// The verdict, recorded and carried out: forward (`Ok(false)`) or answer here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let rules = self.enforcement.rules.load_full();
-        let metrics = &*self.enforcement.metrics;
-        if rules.mode == Mode::Off {
-            metrics.unknown.request(Outcome::Unchecked);
-            ctx.rules = Some(rules);
-            return Ok(false);
-        }
+        let rules = Arc::clone(&ctx.rules);
         let peer = client_ip(session);
-        let client = self
-            .enforcement
-            .shares
-            .as_ref()
-            .and_then(|_| rules.forwarding.original_client(session.req_header(), peer));
-        let action = self.decide_action(&rules, session.req_header(), peer, client, ctx);
-        match action {
-            Action::Forward {
-                mut shadowed,
-                lease,
-                share_lease,
-                rate_check,
-            } => {
-                let tenant = ctx.tenant.as_deref();
-                let counters = match &tenant {
-                    Some(t) => Arc::clone(&t.counters),
-                    None => Arc::clone(&metrics.unknown),
-                };
-                if let (Some(feature), Some(summary)) = (rate_check, tenant) {
-                    let enforcement = &*self.enforcement;
-                    // The client's share first: a client over it is refused alone,
-                    // without spending the tenant's quota.
-                    let mut ticket = None;
-                    if let (Some(shares), Some(client)) = (&enforcement.shares, client) {
-                        match shares.check(summary, feature, client, unix_now()) {
-                            Ok(t) => ticket = Some(t),
-                            Err(_) if rules.mode == Mode::Shadow => {
-                                shadowed = Some(Refusal::ClientShare)
-                            }
-                            Err(refusal) => {
-                                count_limited(&counters, Refusal::ClientShare);
-                                metrics
-                                    .decision_duration
-                                    .observe(ctx.started.elapsed().as_secs_f64());
-                                ctx.outcome = Outcome::Limited;
-                                let response = enforce::client_share_response(
-                                    refusal,
-                                    ClientKind::of(session.req_header()),
-                                    &rules.templates,
-                                );
-                                response.write_to(session).await?;
-                                return Ok(true);
-                            }
-                        }
-                    }
-                    let outcome = match &enforcement.redis {
-                        Some(redis) => QuotaBackend::check(redis, summary, feature).await,
-                        None => QuotaBackend::check(&*enforcement.quotas, summary, feature).await,
-                    };
-                    if let QuotaOutcome::Allowed {
-                        limit,
-                        remaining,
-                        reset_secs,
-                    } = outcome
-                    {
-                        ctx.rate_limit = Some((limit, remaining, reset_secs));
-                    }
-                    let refused = matches!(
-                        outcome,
-                        QuotaOutcome::Limited { .. } | QuotaOutcome::Unavailable
-                    );
-                    if let (Some(ticket), true, Some(shares)) =
-                        (ticket, refused, &enforcement.shares)
-                    {
-                        shares.refund(ticket, summary, feature);
-                    }
-                    if let Some((outcome, response)) = self.quota_refusal(
-                        &rules,
-                        outcome,
-                        feature,
-                        session.req_header(),
-                        &counters,
-                        &mut shadowed,
-                    ) {
-                        metrics
-                            .decision_duration
-                            .observe(ctx.started.elapsed().as_secs_f64());
-                        ctx.outcome = outcome;
-                        ctx.rate_limit = None;
-                        response.write_to(session).await?;
-                        return Ok(true);
-                    }
-                }
-                match shadowed {
-                    Some(refusal) => {
-                        ctx.outcome = Outcome::Shadowed;
-                        counters.request(Outcome::Shadowed);
-                        counters.refusal(refusal, false);
-                        if let Some(left_out) = self.enforcement.shadow_log.permit() {
-                            tracing::info!(
-                                tenant = tenant.map_or("", |t| &*t.tenant),
-                                path = %String::from_utf8_lossy(session.req_header().raw_path()),
-                                would_deny = refusal.error_code(),
-                                similar_not_logged = left_out,
-                                "shadow mode: request forwarded"
-                            );
-                        }
-                    }
-                    None => counters.request(ctx.outcome),
-                }
-                metrics
-                    .decision_duration
-                    .observe(ctx.started.elapsed().as_secs_f64());
-                ctx._active = Some(ActiveGuard::new(counters));
-                if lease.is_some() || share_lease.is_some() {
-                    // A slow body must not hold a slot for long: no pause longer than
-                    // the head's deadline, and a minimum average rate after it.
-                    session.set_read_timeout(Some(rules.body_gap));
-                    ctx.body_pace = Some(BodyPace {
-                        started: Instant::now(),
-                        grace: rules.body_gap,
-                        received: 0,
-                    });
-                }
-                ctx._lease = lease;
-                ctx._share_lease = share_lease;
-                ctx.rules = Some(rules);
-                Ok(false)
-            }
-            Action::Respond(response) => {
-                metrics
-                    .decision_duration
-                    .observe(ctx.started.elapsed().as_secs_f64());
-                ctx.rules = Some(rules);
-                response.write_to(session).await?;
-                Ok(true)
-            }
+        let verdict = verdict::judge(&self.app, &rules, session.req_header(), peer).await;
+        let page = match &verdict.action {
             Action::Reserved { path, tenant } => {
                 // Attempts are counted per real client, also behind a TLS terminator.
                 let client = rules.forwarding.original_client(session.req_header(), peer);
-                let response = activation::handle(
-                    session,
-                    &self.enforcement,
-                    &rules,
-                    &path,
-                    tenant.as_deref(),
-                    client,
+                Some(
+                    activation::handle(session, &self.app, &rules, path, tenant.as_deref(), client)
+                        .await,
                 )
-                .await;
-                ctx.rules = Some(rules);
+            }
+            _ => None,
+        };
+        match self.finish(verdict, page, session, ctx) {
+            None => Ok(false),
+            Some(response) => {
                 response.write_to(session).await?;
                 Ok(true)
             }
@@ -741,11 +418,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let peer = match &ctx.rules {
-            Some(rules) => rules.peer.clone(),
-            None => self.enforcement.rules.load().peer.clone(),
-        };
-        Ok(Box::new(peer))
+        Ok(Box::new(ctx.rules.peer.clone()))
     }
 
     /// Removes client copies of `X-Licgate-*` (also from `Connection`), maintains
@@ -763,18 +436,9 @@ impl ProxyHttp for Gateway {
         if let Some(host) = ctx.host.take() {
             upstream_request.insert_header(http::header::HOST, host)?;
         }
-        match &ctx.rules {
-            Some(rules) => {
-                rules
-                    .forwarding
-                    .apply(upstream_request, client_ip(session), &mut lines)?
-            }
-            None => self.enforcement.rules.load().forwarding.apply(
-                upstream_request,
-                client_ip(session),
-                &mut lines,
-            )?,
-        }
+        ctx.rules
+            .forwarding
+            .apply(upstream_request, client_ip(session), &mut lines)?;
         if let Some(target) = &ctx.rewrite {
             upstream_request.set_raw_path(target.as_bytes())?;
         }
@@ -795,7 +459,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if let Some(sent) = ctx.upstream_sent {
             let elapsed = sent.elapsed();
-            self.enforcement
+            self.app
                 .metrics
                 .upstream_duration
                 .observe(elapsed.as_secs_f64());
@@ -826,7 +490,12 @@ impl ProxyHttp for Gateway {
             remove_present(upstream_response, &[&WARNING]);
             lines.header(&WARNING, warning);
         }
-        if let Some((limit, remaining, reset)) = ctx.rate_limit {
+        if let Some(RateLimit {
+            limit,
+            remaining,
+            reset_secs,
+        }) = ctx.rate_limit
+        {
             remove_present(
                 upstream_response,
                 &[&RATELIMIT_LIMIT, &RATELIMIT_REMAINING, &RATELIMIT_RESET],
@@ -834,7 +503,7 @@ impl ProxyHttp for Gateway {
             lines
                 .number(&RATELIMIT_LIMIT, limit)
                 .number(&RATELIMIT_REMAINING, remaining.into())
-                .number(&RATELIMIT_RESET, reset);
+                .number(&RATELIMIT_RESET, reset_secs);
         }
         upstream_response.set_appended_headers(lines.build());
         Ok(())
@@ -868,13 +537,13 @@ impl ProxyHttp for Gateway {
         };
         let code = failure.status.as_u16();
         if e.esource() == &ErrorSource::Upstream {
-            self.enforcement.metrics.upstream_error(
-                if failure.status == StatusCode::GATEWAY_TIMEOUT {
+            self.app
+                .metrics
+                .upstream_error(if failure.status == StatusCode::GATEWAY_TIMEOUT {
                     UpstreamErrorKind::Timeout
                 } else {
                     UpstreamErrorKind::Unavailable
-                },
-            );
+                });
             if let Some(left_out) = self.upstream_failure_log.permit() {
                 tracing::warn!(
                     error = %e,
@@ -905,11 +574,7 @@ impl ProxyHttp for Gateway {
         _e: Option<&pingora::Error>,
         ctx: &mut RequestCtx,
     ) {
-        let on = match &ctx.rules {
-            Some(rules) => rules.access_log,
-            None => self.enforcement.rules.load().access_log,
-        };
-        if on {
+        if ctx.rules.access_log {
             self.access_log(session, ctx);
         }
     }

@@ -17,9 +17,8 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-use super::{QuotaOutcome, RateRule, RuleUsage};
-use crate::license::{LicenseSnapshot, TenantSummary};
-use crate::metrics::TenantCounters;
+use super::{QuotaOutcome, RateRule, RuleUsage, Slots, TenantQuota};
+use crate::license::LicenseSnapshot;
 
 /// The limiters' clock: `std::time::Instant`, a zero-sized type. governor's default
 /// (quanta) clock is faster to read but stored in every limiter: 40 bytes each, which
@@ -200,35 +199,35 @@ impl LocalQuotas {
     }
 }
 
-/// Holds one of a tenant's concurrent-connection slots until dropped. The slot count
-/// lives in the tenant's counters, which are carried from snapshot to snapshot.
+/// Holds one of a tenant's concurrent-connection slots until dropped. The slots are
+/// carried from snapshot to snapshot while the tenant stays licensed.
 #[derive(Debug)]
 pub struct Lease {
-    counters: Arc<TenantCounters>,
+    slots: Arc<Slots>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.counters.release_lease();
+        self.slots.release();
     }
 }
 
 impl LocalQuotas {
     /// Counts one request of `tenant` (needing `feature`, if any) against its rate
     /// rules and the feature's quota.
-    pub fn check(&self, tenant: &TenantSummary, feature: Option<&str>) -> QuotaOutcome {
+    pub fn check(&self, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome {
         let feature_rules = feature.and_then(|f| tenant.feature_rules.get(f).map(|r| (f, r)));
         if tenant.rate_rules.is_empty() && feature_rules.is_none() {
             return QuotaOutcome::Unlimited;
         }
         let found;
-        let state = match tenant.quota_state.0.get() {
+        let state = match tenant.state.0.get() {
             Some((id, state)) if *id == self.id => state,
             _ => {
                 found = self.tenant_state(tenant);
                 // A summary's rules never change, so the state found now stays its own;
                 // only the first instance to set the slot uses it.
-                let _ = tenant.quota_state.0.set((self.id, Arc::clone(&found)));
+                let _ = tenant.state.0.set((self.id, Arc::clone(&found)));
                 &found
             }
         };
@@ -270,7 +269,7 @@ impl LocalQuotas {
     }
 
     /// The tenant's state, created or replaced when its rules changed.
-    fn tenant_state(&self, tenant: &TenantSummary) -> Arc<TenantState> {
+    fn tenant_state(&self, tenant: &TenantQuota) -> Arc<TenantState> {
         if let Some(state) = self.tenants.get(&*tenant.tenant) {
             if state.rates.rules[..] == tenant.rate_rules[..] {
                 return Arc::clone(&state);
@@ -287,20 +286,20 @@ impl LocalQuotas {
 
     /// Takes one of `tenant`'s concurrent slots; `Err(limit)` when all are taken.
     /// `Ok(None)` when the license sets no concurrency limit.
-    pub fn acquire(&self, tenant: &TenantSummary) -> Result<Option<Lease>, u64> {
-        let Some(limit) = tenant.limits.max_concurrent_connections else {
+    pub fn acquire(&self, tenant: &TenantQuota) -> Result<Option<Lease>, u64> {
+        let Some(limit) = tenant.max_concurrent else {
             return Ok(None);
         };
-        if !tenant.counters.take_lease(limit) {
+        if !tenant.slots.take(limit) {
             return Err(limit);
         }
         Ok(Some(Lease {
-            counters: Arc::clone(&tenant.counters),
+            slots: Arc::clone(&tenant.slots),
         }))
     }
 
     /// The live figures of each of `tenant`'s rate rules (and its features' rules).
-    pub fn usage(&self, tenant: &TenantSummary) -> Vec<RuleUsage> {
+    pub fn usage(&self, tenant: &TenantQuota) -> Vec<RuleUsage> {
         let state = self.tenants.get(&*tenant.tenant).map(|s| Arc::clone(&s));
         let mut out = Vec::new();
         let describe = |rule: &RateRule, remaining: u32, feature: Option<&str>| RuleUsage {
@@ -355,8 +354,8 @@ impl LocalQuotas {
     }
 
     /// Requests of `tenant` in flight under a concurrency limit.
-    pub fn in_flight(&self, tenant: &TenantSummary) -> u64 {
-        tenant.counters.leases()
+    pub fn in_flight(&self, tenant: &TenantQuota) -> u64 {
+        tenant.slots.taken()
     }
 
     /// Drops state of tenants that no longer have a license, and frees the memory.

@@ -15,10 +15,84 @@ pub mod redis;
 pub mod share;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::license::claims::{FeatureLimits, Limits};
+use crate::license::TenantSummary;
+
+/// What the quotas need of one licensed tenant, built from its license facts when a
+/// snapshot is published: its rules, its link to its rate state, and its concurrency
+/// slots (carried from snapshot to snapshot while the tenant stays licensed).
+#[derive(Debug)]
+pub struct TenantQuota {
+    /// The tenant's name (shared with the license snapshot).
+    pub tenant: Arc<str>,
+    /// Rate rules from `limits`, shortest window first (empty: no rate limit).
+    pub rate_rules: Arc<[RateRule]>,
+    /// Rate rules per feature from `feature_limits`.
+    pub feature_rules: FeatureRules,
+    /// `limits.max_concurrent_connections`.
+    pub max_concurrent: Option<u64>,
+    /// The tenant's local rate state, remembered at its first quota check.
+    pub state: local::StateSlot,
+    /// Concurrency slots taken.
+    pub slots: Arc<Slots>,
+}
+
+impl TenantQuota {
+    /// The quota view of `license`, counting concurrency in `slots`.
+    pub fn new(license: &TenantSummary, slots: Arc<Slots>) -> TenantQuota {
+        TenantQuota {
+            tenant: Arc::clone(&license.tenant),
+            rate_rules: tenant_rules(&license.limits).into(),
+            feature_rules: license
+                .feature_limits
+                .iter()
+                .map(|(f, l)| (f.as_str().into(), feature_rules(l)))
+                .filter(|(_, rules): &(Box<str>, Vec<_>)| !rules.is_empty())
+                .collect(),
+            max_concurrent: license.limits.max_concurrent_connections,
+            state: local::StateSlot::default(),
+            slots,
+        }
+    }
+
+    /// The quota view of `license` alone (fresh slots; tests and tools).
+    pub fn of(license: &TenantSummary) -> TenantQuota {
+        TenantQuota::new(license, Arc::default())
+    }
+}
+
+/// A tenant's taken concurrency slots (requests in flight under
+/// `max_concurrent_connections`).
+#[derive(Debug, Default)]
+pub struct Slots(AtomicU64);
+
+impl Slots {
+    /// Takes a slot if fewer than `limit` are taken; true when taken.
+    #[inline]
+    pub fn take(&self, limit: u64) -> bool {
+        if self.0.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a slot taken by [`Slots::take`].
+    #[inline]
+    pub fn release(&self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Slots taken now.
+    pub fn taken(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 /// A tenant's rate rules per feature. Boxed, and absent when there are none (most
 /// tenants): an empty `HashMap` alone is 48 bytes, times 100,000 tenants.
@@ -162,29 +236,17 @@ pub struct RuleUsage {
 #[allow(async_fn_in_trait)]
 pub trait QuotaBackend {
     /// Counts one request of `tenant` (needing `feature`, if any).
-    async fn check(
-        &self,
-        tenant: &crate::license::TenantSummary,
-        feature: Option<&str>,
-    ) -> QuotaOutcome;
+    async fn check(&self, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome;
 }
 
 impl QuotaBackend for local::LocalQuotas {
-    async fn check(
-        &self,
-        tenant: &crate::license::TenantSummary,
-        feature: Option<&str>,
-    ) -> QuotaOutcome {
+    async fn check(&self, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome {
         local::LocalQuotas::check(self, tenant, feature)
     }
 }
 
 impl QuotaBackend for redis::RedisQuotas {
-    async fn check(
-        &self,
-        tenant: &crate::license::TenantSummary,
-        feature: Option<&str>,
-    ) -> QuotaOutcome {
+    async fn check(&self, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome {
         redis::RedisQuotas::check(self, tenant, feature).await
     }
 }

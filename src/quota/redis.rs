@@ -19,9 +19,9 @@ use arc_swap::ArcSwapOption;
 use redis::aio::ConnectionManager;
 
 use super::local::LocalQuotas;
+use super::TenantQuota;
 use super::{QuotaOutcome, RateRule, RuleUsage};
 use crate::config::{OnRedisError, RedisConfig};
-use crate::license::TenantSummary;
 use crate::throttle::LogThrottle;
 
 /// GCRA over N rules: KEYS[i] holds rule i's TAT (ms); ARGV = now_ms, then
@@ -159,7 +159,7 @@ impl RedisQuotas {
     }
 
     /// Counts one request against the fleet-wide quota in Redis.
-    pub async fn check(&self, tenant: &TenantSummary, feature: Option<&str>) -> QuotaOutcome {
+    pub async fn check(&self, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome {
         let feature_rules = feature.and_then(|f| tenant.feature_rules.get(f).map(|r| (f, r)));
         if tenant.rate_rules.is_empty() && feature_rules.is_none() {
             return QuotaOutcome::Unlimited;
@@ -226,7 +226,7 @@ impl RedisQuotas {
 
     /// The live figures of each of `tenant`'s rate rules, read from Redis without
     /// counting anything; `Err` when Redis cannot be asked.
-    pub async fn usage(&self, tenant: &TenantSummary) -> Result<Vec<RuleUsage>, String> {
+    pub async fn usage(&self, tenant: &TenantQuota) -> Result<Vec<RuleUsage>, String> {
         let prefix = &self.config.key_prefix;
         let mut rules: Vec<(RateRule, Option<&str>, String)> = tenant
             .rate_rules
@@ -304,7 +304,7 @@ impl RedisQuotas {
         Ok(manager)
     }
 
-    fn failed(&self, reason: &str, tenant: &TenantSummary, feature: Option<&str>) -> QuotaOutcome {
+    fn failed(&self, reason: &str, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome {
         self.errors.inc();
         // Start afresh on the next probe rather than waiting on a broken connection.
         self.connection.store(None);
@@ -321,7 +321,7 @@ impl RedisQuotas {
         self.fallback(tenant, feature)
     }
 
-    fn fallback(&self, tenant: &TenantSummary, feature: Option<&str>) -> QuotaOutcome {
+    fn fallback(&self, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome {
         match self.config.on_error {
             OnRedisError::Local => self.fallback.check(tenant, feature),
             OnRedisError::Allow => QuotaOutcome::Unlimited,

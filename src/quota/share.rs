@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use super::TenantQuota;
 use super::{RateRule, Window};
-use crate::license::TenantSummary;
 use crate::throttle::client_network;
 
 /// `(tenant, feature)` digest and client network.
@@ -119,7 +119,7 @@ impl ClientShares {
     /// `feature`'s), at `now` (Unix seconds). Refused: nothing is counted.
     pub fn check(
         &self,
-        tenant: &TenantSummary,
+        tenant: &TenantQuota,
         feature: Option<&str>,
         client: IpAddr,
         now: u64,
@@ -176,7 +176,7 @@ impl ClientShares {
     }
 
     /// Gives back what `ticket` counted (the tenant's quota refused the request).
-    pub fn refund(&self, ticket: ShareTicket, tenant: &TenantSummary, feature: Option<&str>) {
+    pub fn refund(&self, ticket: ShareTicket, tenant: &TenantQuota, feature: Option<&str>) {
         let feature_rules = feature.and_then(|f| tenant.feature_rules.get(f));
         for (slot, entry) in ticket.keys.into_iter().enumerate() {
             let Some((key, now)) = entry else { continue };
@@ -198,7 +198,7 @@ impl ClientShares {
     /// Takes one of `client`'s share of `tenant`'s `limit` concurrent slots.
     pub fn acquire(
         &self,
-        tenant: &TenantSummary,
+        tenant: &TenantQuota,
         client: IpAddr,
         limit: u64,
     ) -> Result<Option<ShareLease>, ShareRefusal> {

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use licgate::cli::license::sign;
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
+use licgate::license::sign;
 use licgate::license::store::Store;
 
 use super::{test_claims, BASE_CONFIG};

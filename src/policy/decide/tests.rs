@@ -21,12 +21,6 @@ fn summary(tenant: &str, status: Status, features: &[&str]) -> TenantSummary {
         expires_at: Some(2_000_000_000),
         license_ids: vec!["L1".into()],
         warnings: vec![],
-        upstream_headers: Default::default(),
-        warning_header: None,
-        rate_rules: Default::default(),
-        feature_rules: Default::default(),
-        counters: Default::default(),
-        quota_state: Default::default(),
     }
 }
 

@@ -2,13 +2,15 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::license::claims::{FeatureLimits, Limits};
+use crate::license::TenantSummary;
+use crate::quota::TenantQuota;
 
 fn summary(
     tenant: &str,
     limits: Limits,
     feature_limits: BTreeMap<String, FeatureLimits>,
-) -> TenantSummary {
-    TenantSummary::with_limits(tenant, limits, feature_limits)
+) -> TenantQuota {
+    TenantQuota::of(&TenantSummary::with_limits(tenant, limits, feature_limits))
 }
 
 fn per_minute(n: u64, burst: Option<u64>) -> Limits {
@@ -85,9 +87,8 @@ fn feature_quotas_apply_to_their_feature_only() {
 
 #[test]
 fn a_summary_remembers_its_state_per_backend_and_new_snapshots_share_it() {
-    let allowed = |q: &LocalQuotas, t: &TenantSummary| {
-        matches!(q.check(t, None), QuotaOutcome::Allowed { .. })
-    };
+    let allowed =
+        |q: &LocalQuotas, t: &TenantQuota| matches!(q.check(t, None), QuotaOutcome::Allowed { .. });
     let (a, b) = (LocalQuotas::default(), LocalQuotas::default());
     let t = summary("acme", per_minute(60, Some(2)), BTreeMap::new());
     assert!(allowed(&a, &t) && allowed(&a, &t));
@@ -162,7 +163,11 @@ fn state_of_tenants_without_a_license_is_dropped() {
     let snapshot = LicenseSnapshot {
         tenants: [(
             Arc::from("t7"),
-            Arc::new(summary("t7", per_minute(60, None), BTreeMap::new())),
+            Arc::new(TenantSummary::with_limits(
+                "t7",
+                per_minute(60, None),
+                BTreeMap::new(),
+            )),
         )]
         .into_iter()
         .collect(),

@@ -2,13 +2,15 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::license::claims::{FeatureLimits, Limits};
+use crate::license::TenantSummary;
+use crate::quota::TenantQuota;
 
 fn summary(
     tenant: &str,
     limits: Limits,
     feature_limits: BTreeMap<String, FeatureLimits>,
-) -> TenantSummary {
-    TenantSummary::with_limits(tenant, limits, feature_limits)
+) -> TenantQuota {
+    TenantQuota::of(&TenantSummary::with_limits(tenant, limits, feature_limits))
 }
 
 fn ip(s: &str) -> IpAddr {

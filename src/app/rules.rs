@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use pingora::upstreams::peer::HttpPeer;
 
-use super::headers::ForwardingPolicy;
 use crate::config::{Config, Mode, TenantsConfig, UpstreamConfig};
+use crate::forwarding::ForwardingPolicy;
 use crate::pages::Templates;
 use crate::policy::decide::Policy;
 use crate::policy::path::PathOptions;

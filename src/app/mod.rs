@@ -1,0 +1,110 @@
+//! The gateway's shared state: the configuration-derived [`Rules`] (swapped on
+//! reload) and what outlives reloads (licenses and the tenant table, quotas,
+//! limiters, metrics, the in-flight count). The proxy, the admin API, the reloader
+//! and the server all take one [`App`].
+
+pub mod rules;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+pub use rules::Rules;
+
+use crate::config::{Config, QuotaConfig};
+use crate::license::LicenseManager;
+use crate::lifecycle::Inflight;
+use crate::metrics::Metrics;
+use crate::quota::local::LocalQuotas;
+use crate::quota::redis::RedisQuotas;
+use crate::quota::share::ClientShares;
+use crate::tenants::Tenants;
+use crate::throttle::{AttemptThrottle, LogThrottle};
+
+/// Activation attempts allowed per client (IPv4 address or IPv6 /64) per minute.
+pub const ACTIVATIONS_PER_MINUTE: u32 = 10;
+/// Clients whose activation attempts are remembered at once (about 100 B each).
+pub const ACTIVATION_CLIENTS: usize = 50_000;
+
+/// The gateway's shared state.
+pub struct App {
+    pub rules: ArcSwap<Rules>,
+    pub licenses: Option<Arc<LicenseManager>>,
+    /// The per-tenant entries of the request path, following `licenses`.
+    pub tenants: Arc<Tenants>,
+    /// Requests in flight (the drain waits for them).
+    pub inflight: Arc<Inflight>,
+    pub metrics: Arc<Metrics>,
+    pub activation_limiter: AttemptThrottle,
+    /// Shadow-mode denials are logged at most once a second (with a count).
+    pub shadow_log: LogThrottle,
+    /// Concurrency leases, and rate quotas unless Redis counts them.
+    pub quotas: Arc<LocalQuotas>,
+    /// The fleet-wide rate quota backend, when `quota.backend = "redis"`.
+    pub redis: Option<RedisQuotas>,
+    /// Per-client shares of tenant quotas (`quota.per_client_share`), when set.
+    pub shares: Option<ClientShares>,
+    /// Signs the activation form's CSRF tokens (the store's secret; without a store, one
+    /// made at start).
+    pub csrf_key: ring::hmac::Key,
+}
+
+impl App {
+    /// The state for `config` with its first `rules`, following `licenses` in
+    /// `tenants`, counting in `metrics` and `inflight`.
+    pub fn new(
+        config: &Config,
+        rules: Rules,
+        licenses: Option<Arc<LicenseManager>>,
+        tenants: Arc<Tenants>,
+        metrics: Arc<Metrics>,
+        inflight: Arc<Inflight>,
+    ) -> std::io::Result<App> {
+        let csrf_secret = match &licenses {
+            Some(manager) => manager
+                .store()
+                .csrf_secret()
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            None => {
+                let mut secret = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+                    .map_err(|_| std::io::Error::other("no system randomness"))?;
+                secret
+            }
+        };
+        Ok(App {
+            tenants,
+            inflight,
+            shares: config
+                .per_client_share
+                .map(|share| ClientShares::new(share, crate::quota::share::MAX_CLIENTS)),
+            csrf_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &csrf_secret),
+            rules: ArcSwap::from_pointee(rules),
+            licenses,
+            activation_limiter: AttemptThrottle::new(
+                NonZeroU32::new(ACTIVATIONS_PER_MINUTE).expect("non-zero"),
+                ACTIVATION_CLIENTS,
+            ),
+            shadow_log: LogThrottle::new(Duration::from_secs(1)),
+            quotas: Arc::new(LocalQuotas::default()),
+            redis: match &config.quota {
+                QuotaConfig::Local => None,
+                QuotaConfig::Redis(redis) => Some(
+                    RedisQuotas::new(redis.clone(), metrics.quota_backend_errors.clone())
+                        .map_err(|e| std::io::Error::other(format!("quota.redis.url: {e}")))?,
+                ),
+            },
+            metrics,
+        })
+    }
+
+    /// This installation's instance id ("" without licensing).
+    pub fn instance_id(&self) -> String {
+        self.licenses
+            .as_ref()
+            .map(|m| m.settings().verifier.instance_id().to_string())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,356 @@
+//! Refusals and their answers: every reason the gateway answers a request itself
+//! instead of forwarding it, with the facts its answer needs, mapped to a response
+//! in one place ([`Refused::respond`]): a page for browsers, problem+json for API
+//! clients, each with the refusal's own error code.
+
+use http::StatusCode;
+
+use crate::license::TenantSummary;
+use crate::pages::{render, Templates};
+use crate::policy::decide::DenyReason;
+use crate::policy::outcome::{Outcome, QuotaKind, Refusal};
+use crate::quota::share::ShareRefusal;
+use crate::quota::RateRule;
+use crate::response::{ClientKind, LocalResponse};
+
+/// Why the gateway answers a request itself, with what the answer says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refused<'r> {
+    /// The request target cannot be normalized safely (400 `BAD_REQUEST_PATH`).
+    BadPath(String),
+    /// The request asks for a method override (400 `BAD_REQUEST`).
+    MethodOverride(String),
+    /// The license or the feature map refuses it (403, or a redirect for browsers).
+    License {
+        reason: DenyReason,
+        /// The feature the path needs, when the feature map names one.
+        feature: Option<&'r str>,
+        /// The normalized target, for the way back after an activation.
+        target: String,
+    },
+    /// Every concurrent slot of the tenant is taken (429).
+    Concurrency { limit: u64 },
+    /// The client is over its share of the tenant's quota (429).
+    ClientShare(ShareRefusal),
+    /// A rate quota refuses it (429); `feature` when it is a feature's quota.
+    Usage {
+        rule: RateRule,
+        retry_after_secs: u64,
+        feature: Option<&'r str>,
+    },
+    /// The quota backend cannot count and `on_error = "deny"` (503).
+    QuotaUnavailable,
+}
+
+impl Refused<'_> {
+    /// The refusal as `denials_total` counts it (`None`: a malformed request).
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Refused::BadPath(_) | Refused::MethodOverride(_) => None,
+            Refused::License { reason, .. } => Some(Refusal::License(*reason)),
+            Refused::Concurrency { .. } => Some(Refusal::ConcurrencyLimit),
+            Refused::ClientShare(_) => Some(Refusal::ClientShare),
+            Refused::Usage { .. } => Some(Refusal::UsageLimit),
+            Refused::QuotaUnavailable => Some(Refusal::QuotaUnavailable),
+        }
+    }
+
+    /// The quota that refused, as `quota_rejections_total` counts it.
+    pub fn quota_kind(&self) -> Option<QuotaKind> {
+        match self {
+            Refused::Concurrency { .. } => Some(QuotaKind::Concurrency),
+            Refused::ClientShare(_) => Some(QuotaKind::ClientShare),
+            Refused::Usage {
+                feature: Some(_), ..
+            } => Some(QuotaKind::Feature),
+            Refused::Usage { feature: None, .. } => Some(QuotaKind::Rate),
+            _ => None,
+        }
+    }
+
+    /// What the gateway did when it enforced this refusal.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Refused::BadPath(_) | Refused::MethodOverride(_) => Outcome::Rejected,
+            Refused::License { .. } => Outcome::Denied,
+            Refused::Concurrency { .. } | Refused::ClientShare(_) | Refused::Usage { .. } => {
+                Outcome::Limited
+            }
+            Refused::QuotaUnavailable => Outcome::Unavailable,
+        }
+    }
+
+    /// The contract's `error_code` of the answer.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            Refused::BadPath(_) => "BAD_REQUEST_PATH",
+            Refused::MethodOverride(_) => "BAD_REQUEST",
+            _ => self.refusal().map_or("BAD_REQUEST", Refusal::error_code),
+        }
+    }
+
+    /// The answer for `client`; `tenant` is the refused request's license, if any.
+    pub fn respond(
+        &self,
+        client: ClientKind,
+        tenant: Option<&TenantSummary>,
+        templates: &Templates,
+    ) -> LocalResponse {
+        let answer = |status, title: &str, message: &str, details| {
+            answer(
+                status,
+                self.error_code(),
+                title,
+                message,
+                details,
+                client,
+                templates,
+            )
+        };
+        match self {
+            Refused::BadPath(reason) => answer(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                reason,
+                serde_json::json!({}),
+            ),
+            Refused::MethodOverride(name) => answer(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                &format!(
+                    "Method overrides ({name}) are refused here: send the request with the method it means."
+                ),
+                serde_json::json!({}),
+            ),
+            Refused::License {
+                reason,
+                feature,
+                target,
+            } => license_answer(*reason, tenant, *feature, client, target, templates),
+            Refused::Concurrency { limit } => answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many connections",
+                &format!(
+                    "This site already has {limit} requests or connections open, the most its license allows. Try again shortly."
+                ),
+                serde_json::json!({"limit": limit, "retry_after": 1}),
+            )
+            .with_header("Retry-After", "1"),
+            Refused::ClientShare(refusal) => {
+                let (message, retry_after, details) = share_text(*refusal);
+                answer(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many requests from this client",
+                    &message,
+                    details,
+                )
+                .with_header("Retry-After", retry_after.to_string())
+            }
+            Refused::Usage {
+                rule,
+                retry_after_secs,
+                feature,
+            } => {
+                let what = match feature {
+                    Some(f) => format!("the quota of the feature \"{f}\""),
+                    None => "the request quota".to_string(),
+                };
+                let message = format!(
+                    "This site has used {what} of its license ({} requests per {}). Try again in {retry_after_secs} s.",
+                    rule.limit,
+                    rule.window.name()
+                );
+                let mut details = serde_json::json!({
+                    "limit": rule.limit,
+                    "window": rule.window.name(),
+                    "retry_after": retry_after_secs,
+                });
+                if let Some(f) = feature {
+                    details["feature"] = (*f).into();
+                }
+                answer(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Usage limit reached",
+                    &message,
+                    details,
+                )
+                .with_header("Retry-After", retry_after_secs.to_string())
+                .with_header("RateLimit-Limit", rule.limit.to_string())
+                .with_header("RateLimit-Remaining", "0")
+                .with_header("RateLimit-Reset", retry_after_secs.to_string())
+            }
+            Refused::QuotaUnavailable => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "Usage cannot be counted right now. Try again shortly.",
+                serde_json::json!({}),
+            )
+            .with_header("Retry-After", "1"),
+        }
+    }
+}
+
+/// The one browser-or-API switch: the `denied` page for browsers, problem+json with
+/// `details` for API clients.
+fn answer(
+    status: StatusCode,
+    error_code: &str,
+    title: &str,
+    message: &str,
+    details: serde_json::Value,
+    client: ClientKind,
+    templates: &Templates,
+) -> LocalResponse {
+    match client {
+        ClientKind::Browser => LocalResponse::html(
+            status,
+            render(
+                &templates.denied,
+                &[
+                    ("title", title),
+                    ("message", message),
+                    ("error_code", error_code),
+                ],
+                &[],
+            ),
+        ),
+        ClientKind::Api => LocalResponse::problem(status, error_code, title, message, details),
+    }
+}
+
+/// The answer to a license or feature denial: browsers without a usable license go
+/// to the activation pages (and back to `target` afterwards).
+fn license_answer(
+    reason: DenyReason,
+    tenant: Option<&TenantSummary>,
+    feature: Option<&str>,
+    client: ClientKind,
+    target: &str,
+    templates: &Templates,
+) -> LocalResponse {
+    if client == ClientKind::Browser {
+        match reason {
+            DenyReason::LicenseMissing => {
+                return LocalResponse::redirect(&format!(
+                    "/_licgate/activate?{}",
+                    next_query(target)
+                ))
+            }
+            DenyReason::LicenseExpired
+            | DenyReason::LicenseRevoked
+            | DenyReason::LicenseInvalid
+            | DenyReason::LicenseNotYetValid => {
+                return LocalResponse::redirect(&format!(
+                    "/_licgate/activation-required?{}",
+                    next_query(target)
+                ))
+            }
+            DenyReason::LicenseReadOnly | DenyReason::FeatureNotLicensed => {}
+        }
+    }
+    let tier = tenant.and_then(|t| t.tier_name.as_deref().or(t.tier.as_deref()));
+    let (title, message) = human(reason, feature, tier);
+    let mut details = serde_json::json!({
+        "status": tenant.map_or("UNLICENSED", |t| t.status.as_str())
+    });
+    if let Some(tier) = tenant.and_then(|t| t.tier.as_deref()) {
+        details["current_tier"] = tier.into();
+    }
+    if let Some(feature) = feature.filter(|_| reason == DenyReason::FeatureNotLicensed) {
+        details["required_feature"] = feature.into();
+        details["upgrade_hint"] =
+            format!("Ask your vendor for a license that includes the feature \"{feature}\".")
+                .into();
+    }
+    if reason == DenyReason::LicenseMissing {
+        details["activate_url"] = "/_licgate/activate".into();
+    }
+    answer(
+        StatusCode::FORBIDDEN,
+        reason.error_code(),
+        title,
+        &message,
+        details,
+        client,
+        templates,
+    )
+}
+
+/// Message, `Retry-After` and details of a client-share refusal.
+fn share_text(refusal: ShareRefusal) -> (String, u64, serde_json::Value) {
+    match refusal {
+        ShareRefusal::Rate {
+            rule,
+            share_limit,
+            retry_after_secs,
+        } => (
+            format!(
+                "This client has used its share of this site's request quota ({share_limit} of {} requests per {}). Try again in {retry_after_secs} s.",
+                rule.limit,
+                rule.window.name()
+            ),
+            retry_after_secs,
+            serde_json::json!({
+                "share_limit": share_limit,
+                "limit": rule.limit,
+                "window": rule.window.name(),
+                "retry_after": retry_after_secs,
+            }),
+        ),
+        ShareRefusal::Concurrency { share_limit } => (
+            format!(
+                "This client already has {share_limit} requests open, its share of this site's concurrent connections. Try again shortly."
+            ),
+            1,
+            serde_json::json!({"share_limit": share_limit, "retry_after": 1}),
+        ),
+    }
+}
+
+/// `?next=<target>` for a redirect back to `target` (a normalized local path).
+pub fn next_query(target: &str) -> String {
+    let encoded: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+    format!("next={encoded}")
+}
+
+/// Title and explanation of a denial, for people.
+pub fn human(
+    reason: DenyReason,
+    feature: Option<&str>,
+    tier: Option<&str>,
+) -> (&'static str, String) {
+    match reason {
+        DenyReason::LicenseMissing => (
+            "License required",
+            "No license is installed for this site. Activate a license to continue.".into(),
+        ),
+        DenyReason::LicenseExpired => (
+            "License expired",
+            "The license for this site has expired. Activate a renewed license to continue.".into(),
+        ),
+        DenyReason::LicenseRevoked => (
+            "License revoked",
+            "The license for this site was revoked. Activate a new license to continue.".into(),
+        ),
+        DenyReason::LicenseInvalid => (
+            "License invalid",
+            "The installed license could not be verified. Activate a valid license to continue.".into(),
+        ),
+        DenyReason::LicenseNotYetValid => (
+            "License not yet valid",
+            "The installed license only starts later. Activate a license that is valid now.".into(),
+        ),
+        DenyReason::LicenseReadOnly => (
+            "Read-only access",
+            "The license has expired: only viewing is allowed until it is renewed.".into(),
+        ),
+        DenyReason::FeatureNotLicensed => (
+            "Feature not licensed",
+            format!(
+                "This part of the application needs the feature \"{}\", which the current plan{} does not include.",
+                feature.unwrap_or("?"),
+                tier.map(|t| format!(" ({t})")).unwrap_or_default()
+            ),
+        ),
+    }
+}

@@ -1,0 +1,277 @@
+//! The verdict on one request, reached in one call: the target normalized, the
+//! tenant resolved, the license gate and the feature map applied (`decide`), the
+//! quotas asked (concurrency, the client's share, the rate rules), and shadow mode
+//! applied to whatever refused. The glue records the verdict once
+//! (`Gateway::finish`); nothing here writes to the client or counts anything.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use pingora::http::RequestHeader;
+
+use super::refusal::Refused;
+use crate::app::{App, Rules};
+use crate::policy::decide::{decide, Decision, Mode, RequestFacts};
+use crate::policy::method::method_override;
+use crate::policy::outcome::Outcome;
+use crate::policy::path::{normalize, MethodOverride, Target};
+use crate::quota::local::Lease;
+use crate::quota::share::ShareLease;
+use crate::quota::{QuotaBackend, QuotaOutcome};
+use crate::tenants::TenantEntry;
+
+/// What the gateway decided about one request.
+#[derive(Debug)]
+pub struct Verdict<'r> {
+    /// What the gateway does (the `decision` of metrics and the access log).
+    pub outcome: Outcome,
+    /// The tenant's entry, when the tenant has a license.
+    pub tenant: Option<Arc<TenantEntry>>,
+    /// Why the request is refused, or, when `outcome` is `Shadowed`, would have been.
+    pub refused: Option<Refused<'r>>,
+    pub action: Action,
+}
+
+/// What carrying out a verdict takes.
+#[derive(Debug)]
+pub enum Action {
+    /// Send the request upstream.
+    Forward(Forward),
+    /// Answer with the refusal's response.
+    Refuse,
+    /// `OPTIONS *`: answered by the gateway (204).
+    Options,
+    /// A gateway page under `/_licgate/` for `path`, for the resolved tenant name.
+    Reserved {
+        path: String,
+        tenant: Option<String>,
+    },
+}
+
+/// What a forwarded request carries to the later phases.
+#[derive(Debug, Default)]
+pub struct Forward {
+    /// The normalized request target to forward, when it differs from the received one.
+    pub rewrite: Option<String>,
+    /// The `Host` to forward for an absolute-form target (its authority).
+    pub host: Option<String>,
+    /// One of the tenant's concurrent slots, held until the request ends.
+    pub lease: Option<Lease>,
+    /// The client's share of those slots (`quota.per_client_share`).
+    pub share_lease: Option<ShareLease>,
+    /// `RateLimit-*` for a quota-governed response.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// The `RateLimit-Limit`, `-Remaining` and `-Reset` values of an allowed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: u64,
+    pub remaining: u32,
+    pub reset_secs: u64,
+}
+
+impl<'r> Verdict<'r> {
+    /// An enforced refusal.
+    fn refuse(refused: Refused<'r>, tenant: Option<Arc<TenantEntry>>) -> Verdict<'r> {
+        Verdict {
+            outcome: refused.outcome(),
+            tenant,
+            refused: Some(refused),
+            action: Action::Refuse,
+        }
+    }
+}
+
+/// Judges `req` (from `peer`) under `rules`. Allocation-free for an allowed request
+/// whose target is already normal.
+pub async fn judge<'r>(
+    app: &App,
+    rules: &'r Rules,
+    req: &RequestHeader,
+    peer: Option<IpAddr>,
+) -> Verdict<'r> {
+    if rules.mode == Mode::Off {
+        return Verdict {
+            outcome: Outcome::Unchecked,
+            tenant: None,
+            refused: None,
+            action: Action::Forward(Forward::default()),
+        };
+    }
+    let target = match normalize(req.raw_path(), &rules.paths) {
+        Ok(Target::Path(p)) => p,
+        Ok(Target::Asterisk) if req.method == http::Method::OPTIONS => {
+            return Verdict {
+                outcome: Outcome::Gateway,
+                tenant: None,
+                refused: None,
+                action: Action::Options,
+            }
+        }
+        Ok(Target::Asterisk) => {
+            return Verdict::refuse(
+                Refused::BadPath("the request target * is only valid with OPTIONS".into()),
+                None,
+            )
+        }
+        Err(e) => return Verdict::refuse(Refused::BadPath(e.to_string()), None),
+    };
+    if rules.paths.method_override == MethodOverride::Reject {
+        if let Some(name) = method_override(&req.headers, target.query) {
+            return Verdict::refuse(Refused::MethodOverride(name.to_string()), None);
+        }
+    }
+    let tenant_name = rules.tenants.resolve(req, target.authority, peer);
+    let lowered;
+    let match_path: &str = if rules.paths.case_insensitive {
+        lowered = target.path.to_ascii_lowercase();
+        &lowered
+    } else {
+        &target.path
+    };
+    let facts = RequestFacts {
+        method: &req.method,
+        path: match_path,
+        tenant: tenant_name.as_deref(),
+    };
+    let (tenant, governed, feature, shadowed) = {
+        let table = app.tenants.load();
+        match decide(&facts, &rules.policy, &**table) {
+            Decision::Reserved => {
+                return Verdict {
+                    outcome: Outcome::Gateway,
+                    tenant: tenant_name.as_deref().and_then(|t| table.get(t)).cloned(),
+                    refused: None,
+                    action: Action::Reserved {
+                        path: target.path.to_string(),
+                        tenant: tenant_name.map(Cow::into_owned),
+                    },
+                };
+            }
+            Decision::Deny {
+                reason,
+                tenant,
+                feature,
+            } => {
+                let refused = Refused::License {
+                    reason,
+                    feature,
+                    target: target.target(),
+                };
+                return Verdict::refuse(refused, tenant.cloned());
+            }
+            Decision::Forward {
+                tenant,
+                governed,
+                feature,
+                shadowed,
+            } => (tenant.cloned(), governed, feature, shadowed),
+        }
+    };
+    let mut shadowed = shadowed.map(|reason| Refused::License {
+        reason,
+        feature,
+        target: target.target(),
+    });
+    let mut forward = Forward {
+        rewrite: target.changed().then(|| target.target()),
+        host: target.authority.map(str::to_string),
+        ..Forward::default()
+    };
+    let shadow_mode = rules.mode == Mode::Shadow;
+    // In shadow mode a quota's refusal is remembered and the request goes on.
+    macro_rules! refuse_or_shadow {
+        ($refused:expr) => {{
+            let refused = $refused;
+            if shadow_mode {
+                shadowed = Some(refused);
+            } else {
+                return Verdict::refuse(refused, tenant);
+            }
+        }};
+    }
+    if let (Some(entry), true) = (&tenant, governed && shadowed.is_none()) {
+        let quota = &entry.quota;
+        match app.quotas.acquire(quota) {
+            Ok(lease) => forward.lease = lease,
+            Err(limit) => refuse_or_shadow!(Refused::Concurrency { limit }),
+        }
+        let client = app
+            .shares
+            .as_ref()
+            .and_then(|_| rules.forwarding.original_client(req, peer));
+        let shares = app.shares.as_ref().zip(client);
+        if let Some(((shares, client), limit)) =
+            shares.zip(quota.max_concurrent.filter(|_| shadowed.is_none()))
+        {
+            match shares.acquire(quota, client, limit) {
+                Ok(lease) => forward.share_lease = lease,
+                Err(refusal) => refuse_or_shadow!(Refused::ClientShare(refusal)),
+            }
+        }
+        // The client's share first: a client over it is refused alone, without
+        // spending the tenant's quota.
+        let mut ticket = None;
+        if let Some((shares, client)) = shares {
+            match shares.check(quota, feature, client, unix_now()) {
+                Ok(t) => ticket = Some(t),
+                Err(refusal) => refuse_or_shadow!(Refused::ClientShare(refusal)),
+            }
+        }
+        let counted = match &app.redis {
+            Some(redis) => QuotaBackend::check(redis, quota, feature).await,
+            None => app.quotas.check(quota, feature),
+        };
+        let refused = match counted {
+            QuotaOutcome::Unlimited => None,
+            QuotaOutcome::Allowed {
+                limit,
+                remaining,
+                reset_secs,
+            } => {
+                forward.rate_limit = Some(RateLimit {
+                    limit,
+                    remaining,
+                    reset_secs,
+                });
+                None
+            }
+            QuotaOutcome::Limited {
+                rule,
+                retry_after_secs,
+                feature: by_feature,
+            } => Some(Refused::Usage {
+                rule,
+                retry_after_secs,
+                feature: feature.filter(|_| by_feature),
+            }),
+            QuotaOutcome::Unavailable => Some(Refused::QuotaUnavailable),
+        };
+        if let Some(refused) = refused {
+            if let (Some(ticket), Some((shares, _))) = (ticket, shares) {
+                shares.refund(ticket, quota, feature);
+            }
+            refuse_or_shadow!(refused);
+        }
+    }
+    let outcome = match (&shadowed, governed) {
+        (Some(_), _) => Outcome::Shadowed,
+        (None, true) => Outcome::Allowed,
+        (None, false) => Outcome::Public,
+    };
+    Verdict {
+        outcome,
+        tenant,
+        refused: shadowed,
+        action: Action::Forward(forward),
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
