@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod connection;

@@ -1,6 +1,6 @@
 //! Process lifecycle: readiness, in-flight request accounting, signals and draining.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +70,9 @@ impl Readiness {
 #[derive(Debug, Default)]
 pub struct Inflight {
     count: AtomicUsize,
+    /// Set once a drain waits: from then on the last request out says so.
+    draining: AtomicBool,
+    drained: tokio::sync::Notify,
 }
 
 impl Inflight {
@@ -85,6 +88,22 @@ impl Inflight {
     pub fn current(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
+
+    /// Returns once no request is in flight (woken by the last request to end, not
+    /// polled).
+    pub async fn drained(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read: a request ending in between wakes it.
+            notified.as_mut().enable();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Keeps one request counted in [`Inflight`] while alive.
@@ -95,7 +114,12 @@ pub struct InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.inflight.count.fetch_sub(1, Ordering::AcqRel);
+        let inflight = &*self.inflight;
+        if inflight.count.fetch_sub(1, Ordering::SeqCst) == 1
+            && inflight.draining.load(Ordering::SeqCst)
+        {
+            inflight.drained.notify_waiters();
+        }
     }
 }
 
@@ -126,58 +150,87 @@ impl ShutdownSignalWatch for SignalWatch {
     }
 }
 
-/// Watches the server's phases: marks the gateway not ready as soon as shutdown
-/// starts, and ends the process as soon as no request is in flight during the
-/// grace period (pingora would otherwise sleep the whole grace period).
-pub fn spawn_drain_watcher(
+/// Why the server stopped being supervised.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Supervised {
+    /// Shutdown began and every in-flight request finished (or the server stopped).
+    Stopped,
+    /// A listener did not accept connections within the start-up deadline.
+    ListenerDown(SocketAddr),
+}
+
+/// Supervises a running server from the thread that started it: marks the gateway
+/// listening once every listener in `addrs` accepts connections (within
+/// `deadline`), not ready as soon as shutdown starts, and returns as soon as no
+/// request is in flight during the grace period (pingora would otherwise sleep the
+/// whole grace period), or when the server ends (`ended`).
+pub async fn supervise(
     mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
     readiness: Arc<Readiness>,
     inflight: Arc<Inflight>,
-) {
-    std::thread::Builder::new()
-        .name("licgate-drain".into())
-        .spawn(move || loop {
-            match phases.blocking_recv() {
+    addrs: Vec<SocketAddr>,
+    deadline: Duration,
+    mut ended: tokio::sync::oneshot::Receiver<()>,
+) -> Supervised {
+    use tokio::sync::broadcast::error::RecvError;
+    let probe = probe_listeners(addrs, deadline);
+    tokio::pin!(probe);
+    let mut probing = true;
+    loop {
+        tokio::select! {
+            probed = &mut probe, if probing => {
+                probing = false;
+                match probed {
+                    Ok(()) => {
+                        readiness.set_listening();
+                        tracing::info!("ready");
+                    }
+                    Err(addr) => {
+                        tracing::error!(%addr, "listener did not come up; exiting");
+                        return Supervised::ListenerDown(addr);
+                    }
+                }
+            }
+            phase = phases.recv() => match phase {
                 Ok(ExecutionPhase::GracefulTerminate)
                 | Ok(ExecutionPhase::GracefulUpgradeTransferringFds)
                 | Ok(ExecutionPhase::ShutdownStarted) => readiness.set_shutting_down(),
                 Ok(ExecutionPhase::ShutdownGracePeriod) => {
                     readiness.set_shutting_down();
-                    while inflight.current() > 0 {
-                        std::thread::sleep(Duration::from_millis(10));
+                    tokio::select! {
+                        _ = inflight.drained() => {
+                            tracing::info!("all in-flight requests finished; exiting");
+                        }
+                        _ = &mut ended => {}
                     }
-                    tracing::info!("all in-flight requests finished; exiting");
-                    std::process::exit(0);
+                    return Supervised::Stopped;
                 }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        })
-        .expect("spawn drain watcher thread");
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return Supervised::Stopped,
+            },
+            _ = &mut ended => return Supervised::Stopped,
+        }
+    }
 }
 
-/// Probes each listener with a TCP connect until all accept, then marks the gateway
-/// listening. A listener that is not up within `deadline` is fatal: the process
-/// exits with status 1 rather than running without it.
-pub fn spawn_listener_probe(addrs: Vec<SocketAddr>, readiness: Arc<Readiness>, deadline: Duration) {
-    std::thread::Builder::new()
-        .name("licgate-probe".into())
-        .spawn(move || {
-            let start = Instant::now();
-            for addr in addrs {
-                let target = connectable(addr);
-                while TcpStream::connect_timeout(&target, Duration::from_millis(250)).is_err() {
-                    if start.elapsed() > deadline {
-                        tracing::error!(%addr, "listener did not come up; exiting");
-                        std::process::exit(1);
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+/// Connects to each of `addrs` until it accepts; `Err` with the first that does not
+/// within `deadline`.
+async fn probe_listeners(addrs: Vec<SocketAddr>, deadline: Duration) -> Result<(), SocketAddr> {
+    let start = Instant::now();
+    for addr in addrs {
+        let target = connectable(addr);
+        loop {
+            let attempt = tokio::net::TcpStream::connect(target);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(250), attempt).await {
+                break;
             }
-            readiness.set_listening();
-            tracing::info!("ready");
-        })
-        .expect("spawn listener probe thread");
+            if start.elapsed() > deadline {
+                return Err(addr);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(())
 }
 
 /// The address to connect to for a listen address (wildcards map to loopback).
@@ -207,6 +260,28 @@ mod tests {
         assert_eq!(inflight.current(), 1);
         drop(b);
         assert_eq!(inflight.current(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_drain_is_woken_by_the_last_request_to_end() {
+        let inflight = Arc::new(Inflight::default());
+        let a = inflight.enter();
+        let b = inflight.enter();
+        let waiting = tokio::spawn({
+            let inflight = Arc::clone(&inflight);
+            async move { inflight.drained().await }
+        });
+        tokio::task::yield_now().await;
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one request is still in flight");
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken when the last request ended")
+            .unwrap();
+        // Nothing in flight: returns at once.
+        inflight.drained().await;
     }
 
     #[test]

@@ -15,8 +15,16 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::SignalKind;
+
 use crate::app::{App, Rules};
-use crate::config::{AdminToken, Config, ConfigError};
+use crate::background::run_blocking;
+use crate::config::{
+    AdminConfig, AdminToken, Config, ConfigError, LicenseConfig, LogConfig, ReloadConfig,
+    ServerConfig, UpstreamConfig,
+};
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +34,7 @@ pub enum ReloadError {
     #[error("{0}")]
     Upstream(String),
     #[error("pages.templates_dir: {0}")]
-    Templates(std::io::Error),
+    Templates(#[from] crate::pages::TemplateError),
     #[error("license store: {0}")]
     Store(#[from] crate::license::store::StoreError),
 }
@@ -183,70 +191,132 @@ impl Reloader {
 }
 
 /// Settings that differ between `running` and `new` and only apply after a restart.
+///
+/// Every field of the configuration is named here: a new setting does not compile
+/// until it is classed as live (`_`: the reload applies it) or restart-only.
 pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    let mut check = |name: &'static str, differs: bool| {
+    let mut restart = |name: &'static str, differs: bool| {
         if differs {
             changed.push(name);
         }
     };
-    check("server.listen", running.server.listen != new.server.listen);
-    check(
-        "server.threads",
-        running.server.threads != new.server.threads,
-    );
-    check(
+    let Config {
+        source: _,
+        mode: _,
+        server,
+        upstream,
+        admin,
+        license,
+        tenants: _,
+        paths: _,
+        public_paths: _,
+        features: _,
+        pages: _,
+        quota,
+        per_client_share,
+        log,
+        reload,
+    } = running;
+    let ServerConfig {
+        listen,
+        threads,
+        // Forwarding takes the new list at once; the per-client connection limit
+        // keeps exempting the proxies it started with.
+        trusted_proxies: _,
+        shutdown_timeout,
+        work_stealing,
+        header_timeout,
+        max_header_bytes,
+        max_connections,
+        max_connections_per_ip,
+    } = server;
+    restart("server.listen", *listen != new.server.listen);
+    restart("server.threads", *threads != new.server.threads);
+    restart(
         "server.work_stealing",
-        running.server.work_stealing != new.server.work_stealing,
+        *work_stealing != new.server.work_stealing,
     );
-    check(
+    restart(
         "server.shutdown_timeout",
-        running.server.shutdown_timeout != new.server.shutdown_timeout,
+        *shutdown_timeout != new.server.shutdown_timeout,
     );
-    check(
+    restart(
         "server.header_timeout",
-        running.server.header_timeout != new.server.header_timeout,
+        *header_timeout != new.server.header_timeout,
     );
-    check(
+    restart(
         "server.max_header_bytes",
-        running.server.max_header_bytes != new.server.max_header_bytes,
+        *max_header_bytes != new.server.max_header_bytes,
     );
-    check(
+    restart(
         "server.max_connections",
-        running.server.max_connections != new.server.max_connections,
+        *max_connections != new.server.max_connections,
     );
-    check(
+    restart(
         "server.max_connections_per_ip",
-        running.server.max_connections_per_ip != new.server.max_connections_per_ip,
+        *max_connections_per_ip != new.server.max_connections_per_ip,
     );
-    check(
+    restart(
         "quota.per_client_share",
-        running.per_client_share != new.per_client_share,
+        *per_client_share != new.per_client_share,
     );
-    check("admin.listen", running.admin.listen != new.admin.listen);
-    check(
-        "upstream.ca_file",
-        running.upstream.ca_file != new.upstream.ca_file,
-    );
-    check(
+    let AdminConfig {
+        listen: admin_listen,
+        token: _,
+    } = admin;
+    restart("admin.listen", *admin_listen != new.admin.listen);
+    let UpstreamConfig {
+        address: _,
+        tls: _,
+        sni: _,
+        verify_cert: _,
+        ca_file,
+        host_header: _,
+        connect_timeout: _,
+        read_timeout: _,
+        write_timeout: _,
+        idle_timeout: _,
+        keepalive_pool_size,
+    } = upstream;
+    restart("upstream.ca_file", *ca_file != new.upstream.ca_file);
+    restart(
         "upstream.keepalive_pool_size",
-        running.upstream.keepalive_pool_size != new.upstream.keepalive_pool_size,
+        *keepalive_pool_size != new.upstream.keepalive_pool_size,
     );
-    match (&running.license, &new.license) {
-        (Some(a), Some(b)) => {
-            check("license.store_dir", a.store_dir != b.store_dir);
-            check("license.scan_interval", a.scan_interval != b.scan_interval);
-            check(
+    match (license, &new.license) {
+        (
+            Some(LicenseConfig {
+                public_keys: _,
+                issuer: _,
+                store_dir,
+                instance_id: _,
+                policy: _,
+                clock_leeway: _,
+                scan_interval,
+                clock_rollback_tolerance,
+            }),
+            Some(b),
+        ) => {
+            restart("license.store_dir", *store_dir != b.store_dir);
+            restart("license.scan_interval", *scan_interval != b.scan_interval);
+            restart(
                 "license.clock_rollback_tolerance",
-                a.clock_rollback_tolerance != b.clock_rollback_tolerance,
+                *clock_rollback_tolerance != b.clock_rollback_tolerance,
             );
         }
         (None, None) => {}
-        _ => check("[license]", true),
+        _ => restart("[license]", true),
     }
-    check("quota", running.quota != new.quota);
-    check("log.format", running.log.format != new.log.format);
-    check("reload.watch", running.reload != new.reload);
+    restart("quota", *quota != new.quota);
+    let LogConfig {
+        format,
+        level: _,
+        access: _,
+    } = log;
+    restart("log.format", *format != new.log.format);
+    let ReloadConfig { watch } = reload;
+    restart("reload.watch", *watch != new.reload.watch);
     changed
 }
 
@@ -255,84 +325,133 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
 /// debounced; the file's content is compared, so touching it does nothing.
 ///
 /// The configuration file's directory is watched (editors and Kubernetes ConfigMaps
-/// replace files rather than write them in place).
-pub fn spawn_watcher(reloader: Arc<Reloader>) -> notify::Result<()> {
-    use notify::{RecursiveMode, Watcher};
-    let (events, received) = std::sync::mpsc::channel();
-    let mut watcher = notify::recommended_watcher(events)?;
-    let config_path = reloader.path.clone();
-    let config_dir = match config_path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
-    let store_dir = reloader
-        .app
-        .licenses
-        .as_ref()
-        .map(|m| m.store().dir().to_path_buf());
-    if let Some(dir) = &store_dir {
-        watcher.watch(dir, RecursiveMode::Recursive)?;
+/// replace files rather than write them in place). Runs as a background service
+/// until shutdown.
+pub struct FileWatch {
+    reloader: Arc<Reloader>,
+    /// Keeps the OS watches alive as long as the job.
+    _watcher: notify::RecommendedWatcher,
+    events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<notify::Result<notify::Event>>>>,
+    config_path: PathBuf,
+    config_dir: PathBuf,
+    store_dir: Option<PathBuf>,
+}
+
+impl FileWatch {
+    /// Watches what `reloader` reloads (fails when the directories cannot be watched).
+    pub fn new(reloader: Arc<Reloader>) -> notify::Result<FileWatch> {
+        use notify::{RecursiveMode, Watcher};
+        let (sender, events) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = sender.send(event);
+        })?;
+        let config_path = reloader.path.clone();
+        let config_dir = match config_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
+        let store_dir = reloader
+            .app
+            .licenses
+            .as_ref()
+            .map(|m| m.store().dir().to_path_buf());
+        if let Some(dir) = &store_dir {
+            watcher.watch(dir, RecursiveMode::Recursive)?;
+        }
+        Ok(FileWatch {
+            reloader,
+            _watcher: watcher,
+            events: Mutex::new(Some(events)),
+            config_path,
+            config_dir,
+            store_dir,
+        })
     }
-    let config_name = config_path.file_name().map(|n| n.to_os_string());
-    std::thread::Builder::new()
-        .name("licgate-watch".into())
-        .spawn(move || {
-            let _watcher = watcher;
-            let mut last_text = std::fs::read(&config_path).ok();
-            let classify = |event: notify::Result<notify::Event>, seen: &mut Touched| {
-                let Ok(event) = event else { return };
-                if matches!(event.kind, notify::EventKind::Access(_)) {
-                    return;
-                }
-                for path in &event.paths {
-                    if store_dir.as_ref().is_some_and(|d| path.starts_with(d)) {
-                        seen.store |= !is_store_bookkeeping(path);
-                    } else if path.parent() == Some(config_dir.as_path())
-                        && (path.file_name() == config_name.as_deref()
-                            || path
-                                .file_name()
-                                .is_some_and(|n| n.to_string_lossy().starts_with("..")))
-                    {
-                        seen.config = true;
-                    }
-                }
-            };
-            loop {
-                let mut seen = Touched::default();
-                // Wait for a relevant event (other files in the directories, such as
-                // logs, are ignored), then let a burst of writes settle.
-                while !seen.config && !seen.store {
-                    let Ok(event) = received.recv() else { return };
-                    classify(event, &mut seen);
-                }
-                let settling = std::time::Instant::now();
-                while settling.elapsed() < Duration::from_secs(1) {
-                    match received.recv_timeout(Duration::from_millis(150)) {
-                        Ok(event) => classify(event, &mut seen),
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-                if seen.config {
-                    let text = std::fs::read(&config_path).ok();
-                    if text.is_some() && text != last_text {
-                        last_text = text;
-                        // Errors are logged and counted by `reload`, which also
-                        // rescans the store.
-                        let _ = reloader.reload(Trigger::FileChange);
-                        continue;
-                    }
-                }
-                if seen.store {
-                    if let Some(manager) = &reloader.app.licenses {
-                        manager.refresh();
-                    }
+
+    /// Adds what `event` touched to `seen` (other files in the directories, such as
+    /// logs, are ignored).
+    fn classify(&self, event: notify::Result<notify::Event>, seen: &mut Touched) {
+        let Ok(event) = event else { return };
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let config_name = self.config_path.file_name();
+        for path in &event.paths {
+            if self.store_dir.as_ref().is_some_and(|d| path.starts_with(d)) {
+                seen.store |= !is_store_bookkeeping(path);
+            } else if path.parent() == Some(self.config_dir.as_path())
+                && (path.file_name() == config_name
+                    || path
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("..")))
+            {
+                seen.config = true;
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for FileWatch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(mut events) = self.events.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let mut last_text = std::fs::read(&self.config_path).ok();
+        loop {
+            let mut seen = Touched::default();
+            // Wait for a relevant event, then let a burst of writes settle.
+            while !seen.config && !seen.store {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(event) => self.classify(event, &mut seen),
+                        None => return,
+                    },
+                    _ = shutdown.changed() => return,
                 }
             }
-        })
-        .map(drop)
-        .map_err(notify::Error::io)
+            let settling = std::time::Instant::now();
+            while settling.elapsed() < Duration::from_secs(1) {
+                match tokio::time::timeout(Duration::from_millis(150), events.recv()).await {
+                    Ok(Some(event)) => self.classify(event, &mut seen),
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let (reloader, path) = (Arc::clone(&self.reloader), self.config_path.clone());
+            let last = last_text.clone();
+            last_text =
+                tokio::task::spawn_blocking(move || apply_changes(&reloader, &path, &seen, last))
+                    .await
+                    .unwrap_or(None);
+        }
+    }
+}
+
+/// Carries out what a batch of file events touched: a configuration file whose
+/// content differs from `last` is reloaded (which also rescans the store), else a
+/// touched store is rescanned. Returns the configuration text now in force.
+fn apply_changes(
+    reloader: &Reloader,
+    config_path: &Path,
+    seen: &Touched,
+    last: Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    if seen.config {
+        let text = std::fs::read(config_path).ok();
+        if text.is_some() && text != last {
+            // Errors are logged and counted by `reload`.
+            let _ = reloader.reload(Trigger::FileChange);
+            return text;
+        }
+    }
+    if seen.store {
+        if let Some(manager) = &reloader.app.licenses {
+            manager.refresh();
+        }
+    }
+    last
 }
 
 /// What a batch of file events touched.
@@ -352,28 +471,45 @@ fn is_store_bookkeeping(path: &Path) -> bool {
     name == "clock.json" || name.starts_with('.') || name.ends_with(".tmp")
 }
 
-/// Reloads on SIGHUP, on a thread of its own. Must run before the first SIGHUP can
-/// arrive (the default action of SIGHUP ends the process).
-pub fn spawn_sighup_handler(reloader: Arc<Reloader>) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Takes SIGHUP over now, before the server starts (its default action ends the
+/// process). Hang-ups before [`SighupReloads`] runs change nothing.
+pub fn take_over_sighup() -> std::io::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_io()
-        .build()?;
-    let mut hangups = runtime.block_on(async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    })?;
-    std::thread::Builder::new()
-        .name("licgate-sighup".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                while hangups.recv().await.is_some() {
-                    let reloader = Arc::clone(&reloader);
+        .build()?
+        .block_on(async { tokio::signal::unix::signal(SignalKind::hangup()).map(drop) })
+}
+
+/// Reloads on every SIGHUP until shutdown (a background service).
+pub struct SighupReloads(pub Arc<Reloader>);
+
+#[async_trait::async_trait]
+impl BackgroundService for SighupReloads {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups = match tokio::signal::unix::signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch SIGHUP; reload with the admin API");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                hangup = hangups.recv() => {
+                    if hangup.is_none() {
+                        return;
+                    }
+                    let reloader = Arc::clone(&self.0);
                     // Errors are logged and counted by `reload`.
-                    let _ =
-                        tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await;
+                    run_blocking("SIGHUP reload", move || {
+                        let _ = reloader.reload(Trigger::Signal);
+                    })
+                    .await;
                 }
-            })
-        })?;
-    Ok(())
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

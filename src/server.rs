@@ -11,16 +11,18 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::app::{App, Rules};
+use crate::background::Periodic;
 use crate::config::{Config, ConfigError, ResolveError};
 use crate::connection::head::{HeadLimits, HeadRefusal};
 use crate::connection::{ConnectionEvents, ConnectionLimits, GuardedApp, Refused};
-use crate::lifecycle::{self, Inflight, Readiness, SignalWatch};
+use crate::lifecycle::{self, Inflight, Readiness, SignalWatch, Supervised};
 use crate::metrics::ConnectionRefusal;
 use crate::metrics::{Metrics, TenantCounterSource};
 use crate::proxy::Gateway;
-use crate::reload::{self, Reloader};
+use crate::reload::{self, FileWatch, Reloader, SighupReloads};
 use crate::tenants::Tenants;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::services::background::{background_service, GenBackgroundService};
 
 /// How long listeners get to come up before start-up is declared failed.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(15);
@@ -43,6 +45,10 @@ pub enum ServeError {
     Store(#[from] crate::license::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("pages.templates_dir: {0}")]
+    Templates(#[from] crate::pages::TemplateError),
+    #[error("the listener on {0} did not come up")]
+    ListenerDown(SocketAddr),
 }
 
 /// Fails early, with the address named, when a listen address cannot be bound
@@ -74,11 +80,11 @@ fn server_conf(config: &Config) -> ServerConf {
 
 /// Once a minute: drops quota state of tenants that no longer have a license, and
 /// forgets activation attempts and per-client counts that no longer count.
-fn spawn_cleanup(app: Arc<App>) {
-    std::thread::Builder::new()
-        .name("licgate-gc".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(60));
+fn cleanup(app: Arc<App>) -> GenBackgroundService<Periodic> {
+    Periodic::service(
+        "cleanup",
+        || Duration::from_secs(60),
+        move || {
             if let Some(licenses) = &app.licenses {
                 app.quotas.retain_licensed(&licenses.snapshot());
             }
@@ -89,8 +95,8 @@ fn spawn_cleanup(app: Arc<App>) {
                     .map_or(0, |d| d.as_secs());
                 shares.prune(now);
             }
-        })
-        .expect("spawn cleanup thread");
+        },
+    )
 }
 
 /// Logs the instance id and each tenant's status once at start.
@@ -198,6 +204,11 @@ impl ConnectionEvents for ConnectionMetrics {
 /// Runs the gateway until a shutdown signal; returns once in-flight requests have
 /// drained (or the shutdown timeout passed).
 pub fn run(config: Config) -> Result<(), ServeError> {
+    run_with(config, |_| {})
+}
+
+/// [`run`], with more services added by `extra` (the demo app).
+pub fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Result<(), ServeError> {
     let upstream_addr = config.upstream.address.resolve()?;
     for addr in &config.server.listen {
         check_bindable(*addr, "server.listen")?;
@@ -207,7 +218,6 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let licenses = match &config.license {
         Some(license_config) => {
             let manager = license_config.open_manager()?;
-            manager.spawn_refresher(license_config.scan_interval);
             log_license_summary(&manager);
             Some(manager)
         }
@@ -241,12 +251,24 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         Arc::clone(&metrics),
         Arc::clone(&inflight),
     )?);
-    spawn_cleanup(Arc::clone(&app));
+    server.add_service(cleanup(Arc::clone(&app)));
+    if let (Some(manager), Some(license_config)) = (&licenses, &config.license) {
+        server.add_service(manager.refresher(license_config.scan_interval));
+    }
     let reloader = Arc::new(Reloader::new(config.clone(), Arc::clone(&app)));
-    reload::spawn_sighup_handler(Arc::clone(&reloader))?;
+    reload::take_over_sighup()?;
+    server.add_service(background_service(
+        "SIGHUP reloads",
+        SighupReloads(Arc::clone(&reloader)),
+    ));
     if config.reload.watch {
-        if let Err(e) = reload::spawn_watcher(Arc::clone(&reloader)) {
-            tracing::warn!(error = %e, "cannot watch the configuration file and license store; reload with SIGHUP or the admin API");
+        match FileWatch::new(Arc::clone(&reloader)) {
+            Ok(watch) => {
+                server.add_service(background_service("file watch", watch));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the configuration file and license store; reload with SIGHUP or the admin API")
+            }
         }
     }
     let gateway = Gateway::new(Arc::clone(&app));
@@ -263,15 +285,12 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     }
     server.add_service(admin);
 
+    extra(&mut server);
+
     readiness.set_config_loaded();
-    lifecycle::spawn_drain_watcher(
-        server.watch_execution_phase(),
-        Arc::clone(&readiness),
-        Arc::clone(&inflight),
-    );
+    let phases = server.watch_execution_phase();
     let mut probe_addrs = config.server.listen.clone();
     probe_addrs.push(config.admin.listen);
-    lifecycle::spawn_listener_probe(probe_addrs, Arc::clone(&readiness), LISTEN_DEADLINE);
 
     tracing::info!(
         listen = ?config.server.listen,
@@ -282,10 +301,33 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         admin_api = config.admin.token.is_some(),
         "licgate starting"
     );
-    server.run(RunArgs {
-        shutdown_signal: Box::new(SignalWatch),
-    });
-    Ok(())
+    // pingora runs on a thread of its own; this one supervises it and returns as soon
+    // as the drain is done (the caller then ends the process, whatever is left of
+    // pingora's grace period).
+    let (ended, server_ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("licgate-server".into())
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(SignalWatch),
+            });
+            let _ = ended.send(());
+        })?;
+    let supervised = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(lifecycle::supervise(
+            phases,
+            readiness,
+            inflight,
+            probe_addrs,
+            LISTEN_DEADLINE,
+            server_ended,
+        ));
+    match supervised {
+        Supervised::Stopped => Ok(()),
+        Supervised::ListenerDown(addr) => Err(ServeError::ListenerDown(addr)),
+    }
 }
 
 #[cfg(test)]

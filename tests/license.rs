@@ -660,7 +660,9 @@ fn dropped_files_are_picked_up_and_status_changes_on_time() {
         Arc::new(SystemClock),
         policy,
     ));
-    manager.spawn_refresher(Duration::from_millis(100));
+    let _refresher =
+        licgate::background::Detached::start(&manager.refresher(Duration::from_millis(100)))
+            .unwrap();
 
     // An operator drops a license file in.
     let dropped = claims("dropped", now(), 30);

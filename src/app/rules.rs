@@ -9,7 +9,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{Config, Mode, TenantsConfig, UpstreamConfig};
 use crate::forwarding::ForwardingPolicy;
-use crate::pages::Templates;
+use crate::pages::{TemplateError, Templates};
 use crate::policy::decide::Policy;
 use crate::policy::path::PathOptions;
 use crate::policy::tenant::TenantResolver;
@@ -37,8 +37,9 @@ pub struct Rules {
 
 impl Rules {
     /// The rules of `config`, sending requests to `upstream_addr` (the resolved
-    /// `upstream.address`). Fails when `pages.templates_dir` cannot be read.
-    pub fn new(config: &Config, upstream_addr: SocketAddr) -> std::io::Result<Rules> {
+    /// `upstream.address`). Fails when a page in `pages.templates_dir` cannot be read
+    /// or does not compile.
+    pub fn new(config: &Config, upstream_addr: SocketAddr) -> Result<Rules, TemplateError> {
         Ok(Rules {
             mode: config.mode,
             policy: Policy::new(

@@ -12,6 +12,8 @@ use crate::license::keys::{self, SigningKey};
 use crate::license::store::Store;
 use crate::license::{Claims, Limits, UnixTime};
 use crate::server::{self, ServeError};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{background_service, BackgroundService};
 
 /// The demo configuration template (`@LISTEN@`, `@ADMIN@`, `@APP@`, `@KEY@`,
 /// `@STORE@` are filled in).
@@ -127,8 +129,32 @@ pub fn prepare_demo_license(dir: &Path, now: UnixTime) -> Result<String, ServeEr
     Ok(token)
 }
 
-/// Starts the demo app on a thread of its own, then runs the gateway in front of it
-/// until SIGTERM/SIGINT.
+/// The demo app as a background service of the gateway's server (it stops when the
+/// server's shutdown begins).
+struct DemoApp(std::sync::Mutex<Option<std::net::TcpListener>>);
+
+#[async_trait::async_trait]
+impl BackgroundService for DemoApp {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(listener) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve the demo app");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = app::serve(listener) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Runs the gateway in front of the demo app (a service of the same server) until
+/// SIGTERM/SIGINT.
 pub fn run(options: DemoOptions) -> Result<(), ServeError> {
     let listener = std::net::TcpListener::bind(options.app).map_err(|source| ServeError::Bind {
         addr: options.app,
@@ -137,20 +163,6 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
     })?;
     listener.set_nonblocking(true).map_err(ServeError::Io)?;
     let app_addr = listener.local_addr().map_err(ServeError::Io)?;
-    std::thread::Builder::new()
-        .name("licgate-demo-app".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("build demo app runtime");
-            runtime.block_on(async move {
-                let listener =
-                    tokio::net::TcpListener::from_std(listener).expect("register demo listener");
-                app::serve(listener).await;
-            });
-        })
-        .map_err(ServeError::Io)?;
 
     let dir = std::env::temp_dir().join(format!("licgate-demo-{}", std::process::id()));
     prepare_demo_license(&dir, SystemClock.now())?;
@@ -207,5 +219,8 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
     );
     println!("  (or paste the file's content into the activation page)");
     println!("Press Ctrl+C to stop (in-flight requests are drained).");
-    server::run(config)
+    let demo_app = DemoApp(std::sync::Mutex::new(Some(listener)));
+    server::run_with(config, move |server| {
+        server.add_service(background_service("demo app", demo_app));
+    })
 }

@@ -16,7 +16,9 @@ use super::snapshot::{LicenseSnapshot, TenantSummary};
 use super::status::{combine, StatusPolicy};
 use super::store::{FileStamp, Fingerprint, ScannedFile, Store, StoreError, StoreProblem};
 use super::verify::{unverified_claims, Rejection, Verifier};
+use crate::background::Periodic;
 use crate::throttle::LogThrottle;
+use pingora::services::background::GenBackgroundService;
 
 /// The high-water mark is persisted when it has moved this far.
 const PERSIST_HIGH_WATER_EVERY: i64 = 60;
@@ -483,23 +485,24 @@ impl LicenseManager {
         snapshot
     }
 
-    /// Runs [`LicenseManager::refresh`] on a thread of its own: every `scan_interval`,
-    /// and exactly when the next status threshold passes.
-    pub fn spawn_refresher(self: &Arc<Self>, scan_interval: Duration) {
-        let manager = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("licgate-licenses".into())
-            .spawn(move || loop {
-                let wait = manager
+    /// The background job that runs [`LicenseManager::refresh`] every
+    /// `scan_interval`, and exactly when the next status threshold passes.
+    pub fn refresher(self: &Arc<Self>, scan_interval: Duration) -> GenBackgroundService<Periodic> {
+        let (waits, works) = (Arc::clone(self), Arc::clone(self));
+        Periodic::service(
+            "license refresher",
+            move || {
+                waits
                     .snapshot
                     .load()
                     .next_change
                     .map(until)
-                    .map_or(scan_interval, |d| d.min(scan_interval));
-                std::thread::sleep(wait);
-                manager.refresh();
-            })
-            .expect("spawn license refresher thread");
+                    .map_or(scan_interval, |d| d.min(scan_interval))
+            },
+            move || {
+                works.refresh();
+            },
+        )
     }
 }
 

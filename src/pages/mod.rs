@@ -1,4 +1,11 @@
-//! Small HTML pages the gateway shows to browsers. Every dynamic value is escaped.
+//! The HTML pages the gateway shows to browsers. The activation, activation-required
+//! and denial pages are templates ([`templates`]: minijinja, every value escaped
+//! unless marked safe); the error pages of upstream failures and redirects are built
+//! here. Every dynamic value is escaped.
+
+pub mod templates;
+
+pub use templates::{Page, TemplateError, Templates};
 
 use std::fmt::Write as _;
 
@@ -68,113 +75,5 @@ mod tests {
         let p = page("<t>", &["<script>"], Some("X"));
         assert!(!p.contains("<script>"));
         assert!(p.contains("&lt;t&gt;"));
-    }
-}
-
-/// The gateway's pages: embedded in the binary, each replaceable by a file of the same
-/// name in `pages.templates_dir`. `{{name}}` placeholders are filled with escaped text.
-#[derive(Debug, Clone)]
-pub struct Templates {
-    pub activate: String,
-    pub activation_required: String,
-    pub denied: String,
-    pub stylesheet: String,
-}
-
-/// Embedded defaults.
-const ACTIVATE: &str = include_str!("../../pages/activate.html");
-const ACTIVATION_REQUIRED: &str = include_str!("../../pages/activation-required.html");
-const DENIED: &str = include_str!("../../pages/denied.html");
-const STYLESHEET: &str = include_str!("../../pages/licgate.css");
-
-impl Default for Templates {
-    fn default() -> Self {
-        Templates {
-            activate: ACTIVATE.into(),
-            activation_required: ACTIVATION_REQUIRED.into(),
-            denied: DENIED.into(),
-            stylesheet: STYLESHEET.into(),
-        }
-    }
-}
-
-impl Templates {
-    /// The embedded pages, with those present in `dir` (`activate.html`,
-    /// `activation-required.html`, `denied.html`, `licgate.css`) taking their place.
-    pub fn load(dir: Option<&std::path::Path>) -> std::io::Result<Templates> {
-        let mut templates = Templates::default();
-        let Some(dir) = dir else {
-            return Ok(templates);
-        };
-        for (name, slot) in [
-            ("activate.html", &mut templates.activate),
-            (
-                "activation-required.html",
-                &mut templates.activation_required,
-            ),
-            ("denied.html", &mut templates.denied),
-            ("licgate.css", &mut templates.stylesheet),
-        ] {
-            match std::fs::read_to_string(dir.join(name)) {
-                Ok(text) => *slot = text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(templates)
-    }
-}
-
-/// Fills `{{key}}` placeholders of `template`: values are escaped, except keys listed
-/// in `raw_html` (which callers build from escaped parts).
-pub fn render(template: &str, values: &[(&str, &str)], raw_html: &[&str]) -> String {
-    let mut out = String::with_capacity(template.len() + 256);
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find("}}") {
-            Some(end) => {
-                let key = after[..end].trim();
-                if let Some((_, value)) = values.iter().find(|(k, _)| *k == key) {
-                    if raw_html.contains(&key) {
-                        out.push_str(value);
-                    } else {
-                        out.push_str(&escape(value));
-                    }
-                }
-                rest = &after[end + 2..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod template_tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_are_filled_and_escaped() {
-        let html = render(
-            "<p>{{a}}</p>{{b}}{{missing}}<i>{{ c }}</i>{{",
-            &[("a", "<x>"), ("b", "<b>ok</b>"), ("c", "&")],
-            &["b"],
-        );
-        assert_eq!(html, "<p>&lt;x&gt;</p><b>ok</b><i>&amp;</i>{{");
-    }
-
-    #[test]
-    fn files_in_the_templates_dir_replace_embedded_pages() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("denied.html"), "custom {{title}}").unwrap();
-        let t = Templates::load(Some(dir.path())).unwrap();
-        assert_eq!(t.denied, "custom {{title}}");
-        assert_eq!(t.activate, ACTIVATE);
     }
 }

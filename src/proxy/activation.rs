@@ -15,7 +15,7 @@ use crate::app::Rules;
 use crate::license::manager::InstallError;
 use crate::license::{time_text, TenantSummary};
 use crate::metrics::ActivationResult;
-use crate::pages::{escape, render};
+use crate::pages::{escape, Page};
 use crate::policy::is_local_path;
 use crate::request_body::{media_type, read_body, BodyError};
 use crate::response::LocalResponse;
@@ -70,18 +70,14 @@ pub async fn handle(
             let activate_url = format!("/_licgate/activate?{}", next_query(&next));
             LocalResponse::html(
                 StatusCode::OK,
-                render(
-                    &rules.templates.activation_required,
-                    &[
-                        ("reason", &reason),
-                        ("activate_url", &activate_url),
-                        ("instance_id", &app.instance_id()),
-                        (
-                            "status",
-                            summary.map_or("UNLICENSED", |s| s.status.as_str()),
-                        ),
-                    ],
-                    &[],
+                rules.templates.render(
+                    Page::ActivationRequired,
+                    minijinja::context! {
+                        reason,
+                        activate_url,
+                        instance_id => app.instance_id(),
+                        status => summary.map_or("UNLICENSED", |s| s.status.as_str()),
+                    },
                 ),
             )
         }
@@ -97,7 +93,7 @@ pub async fn handle(
             status: StatusCode::OK,
             content_type: "text/css; charset=utf-8",
             headers: Vec::new(),
-            body: Bytes::from(rules.templates.stylesheet.clone()),
+            body: Bytes::copy_from_slice(rules.templates.stylesheet().as_bytes()),
         },
         "/_licgate/activate"
         | "/_licgate/activation-required"
@@ -171,20 +167,17 @@ fn activation_page(
     };
     LocalResponse::html(
         status,
-        render(
-            &rules.templates.activate,
-            &[
-                ("message", &message),
-                ("error", &error_html),
-                ("csrf_token", &csrf_form_token(app, csrf_nonce)),
-                ("next", next),
-                ("instance_id", &app.instance_id()),
-                (
-                    "status",
-                    summary.map_or("UNLICENSED", |s| s.status.as_str()),
-                ),
-            ],
-            &["error"],
+        rules.templates.render(
+            Page::Activate,
+            minijinja::context! {
+                message,
+                // Built from escaped parts (operators' templates place it as is).
+                error => minijinja::Value::from_safe_string(error_html),
+                csrf_token => csrf_form_token(app, csrf_nonce),
+                next,
+                instance_id => app.instance_id(),
+                status => summary.map_or("UNLICENSED", |s| s.status.as_str()),
+            },
         ),
     )
     .with_header(

@@ -6,7 +6,7 @@
 use http::StatusCode;
 
 use crate::license::TenantSummary;
-use crate::pages::{render, Templates};
+use crate::pages::{Page, Templates};
 use crate::policy::decide::DenyReason;
 use crate::policy::outcome::{Outcome, QuotaKind, Refusal};
 use crate::quota::share::ShareRefusal;
@@ -204,14 +204,9 @@ fn answer(
     match client {
         ClientKind::Browser => LocalResponse::html(
             status,
-            render(
-                &templates.denied,
-                &[
-                    ("title", title),
-                    ("message", message),
-                    ("error_code", error_code),
-                ],
-                &[],
+            templates.render(
+                Page::Denied,
+                minijinja::context! { title, message, error_code },
             ),
         ),
         ClientKind::Api => LocalResponse::problem(status, error_code, title, message, details),
