@@ -6,6 +6,11 @@
 //!
 //! Usage: cargo run --release --example heap_per_tenant -- [N]   (default 20000)
 
+#![allow(
+    unsafe_code,
+    reason = "a counting global allocator over the system one"
+)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;

@@ -24,14 +24,14 @@ static X_FORWARDED_HOST: PreparsedHeaderName =
     PreparsedHeaderName::from_static("x-forwarded-host", "X-Forwarded-Host");
 
 /// `X-Licgate-Warning`: added to responses while a license needs attention.
-pub static WARNING: PreparsedHeaderName =
+pub(crate) static WARNING: PreparsedHeaderName =
     PreparsedHeaderName::from_static("x-licgate-warning", "X-Licgate-Warning");
 /// `RateLimit-Limit`, `-Remaining`, `-Reset`: added to quota-governed responses.
-pub static RATELIMIT_LIMIT: PreparsedHeaderName =
+pub(crate) static RATELIMIT_LIMIT: PreparsedHeaderName =
     PreparsedHeaderName::from_static("ratelimit-limit", "RateLimit-Limit");
-pub static RATELIMIT_REMAINING: PreparsedHeaderName =
+pub(crate) static RATELIMIT_REMAINING: PreparsedHeaderName =
     PreparsedHeaderName::from_static("ratelimit-remaining", "RateLimit-Remaining");
-pub static RATELIMIT_RESET: PreparsedHeaderName =
+pub(crate) static RATELIMIT_RESET: PreparsedHeaderName =
     PreparsedHeaderName::from_static("ratelimit-reset", "RateLimit-Reset");
 
 /// `Forwarded` (RFC 7239): rebuilt on every request sent upstream.
@@ -61,7 +61,7 @@ const NEVER: &[&[u8]] = &[b"x-original-url", b"x-rewrite-url"];
 
 /// How `X-Forwarded-*` and `Forwarded` headers are produced.
 #[derive(Debug, Clone, Default)]
-pub struct ForwardingPolicy {
+pub(crate) struct ForwardingPolicy {
     /// Peers allowed to supply forwarding headers (their values are kept and extended).
     pub trusted_proxies: Vec<IpNet>,
     /// Replacement `Host` header, if configured.
@@ -73,7 +73,7 @@ pub struct ForwardingPolicy {
 
 impl ForwardingPolicy {
     /// Whether `peer` is a trusted front proxy.
-    pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
+    pub(crate) fn trusts(&self, peer: Option<IpAddr>) -> bool {
         peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip)))
     }
 
@@ -81,7 +81,11 @@ impl ForwardingPolicy {
     /// the right-most `X-Forwarded-For` address that is not itself a trusted proxy
     /// (addresses left of it could be forged by that client). Falls back to `peer`
     /// when the header is absent or unreadable.
-    pub fn original_client(&self, req: &RequestHeader, peer: Option<IpAddr>) -> Option<IpAddr> {
+    pub(crate) fn original_client(
+        &self,
+        req: &RequestHeader,
+        peer: Option<IpAddr>,
+    ) -> Option<IpAddr> {
         if !self.trusts(peer) {
             return peer;
         }
@@ -120,7 +124,7 @@ impl ForwardingPolicy {
     ///   their `proto` and `host`, so an app that prefers `Forwarded` (Rack ≥ 3) reads
     ///   what an app reading `X-Forwarded-*` reads;
     /// - `Host` is replaced when `host_header` is configured.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         req: &mut RequestHeader,
         peer: Option<IpAddr>,
@@ -321,7 +325,7 @@ fn push_quoted(out: &mut String, value: &str) {
 
 /// Which forwarding headers a request carries (dash spellings only).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ForwardedPresent {
+pub(crate) struct ForwardedPresent {
     pub forwarded_for: bool,
     pub forwarded_proto: bool,
     pub forwarded_host: bool,
@@ -329,9 +333,10 @@ pub struct ForwardedPresent {
     pub forwarded: bool,
 }
 
+#[cfg(test)]
 /// Removes every client-sent header whose name starts with `x-licgate-` or `x_licgate_`
 /// (any case). Allocates only when such a header is present.
-pub fn strip_gateway_headers(req: &mut RequestHeader) -> ForwardedPresent {
+pub(crate) fn strip_gateway_headers(req: &mut RequestHeader) -> ForwardedPresent {
     strip_untrusted_headers(req, true, None)
 }
 
@@ -432,7 +437,7 @@ fn strip_untrusted_headers(
 /// Removes from `resp` every header named in `names` that it has. One pass over the
 /// response's names finds them, so that a response without any (the usual case) costs
 /// no hashing of the `names`.
-pub fn remove_present(resp: &mut ResponseHeader, names: &[&PreparsedHeaderName]) {
+pub(crate) fn remove_present(resp: &mut ResponseHeader, names: &[&PreparsedHeaderName]) {
     debug_assert!(names.len() <= 32, "at most 32 names");
     let mut present = 0u32;
     for name in resp.headers.keys() {

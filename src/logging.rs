@@ -13,7 +13,7 @@ use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 use crate::config::{LogConfig, LogFormat};
 
 /// The target of access-log lines.
-pub const ACCESS_TARGET: &str = "licgate::access";
+pub(crate) const ACCESS_TARGET: &str = "licgate::access";
 
 type FilterLayer = reload::Layer<EnvFilter, Registry>;
 
@@ -38,7 +38,7 @@ fn filter_for(log: &LogConfig) -> EnvFilter {
 /// Installs the global subscriber for `log` (text or JSON lines on stderr, filtered by
 /// `log.level`; `RUST_LOG` overrides the level when set). Safe to call more than once:
 /// later calls are ignored.
-pub fn init(log: &LogConfig) {
+pub(crate) fn init(log: &LogConfig) {
     let (filter, handle) = reload::Layer::new(filter_for(log));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -60,7 +60,7 @@ pub fn init(log: &LogConfig) {
 
 /// Applies `log.level` and `log.access` of a reloaded configuration (the format
 /// needs a restart). Does nothing when logging was not initialised here.
-pub fn apply(log: &LogConfig) {
+pub(crate) fn apply(log: &LogConfig) {
     if let Some(handle) = FILTER.get() {
         if let Err(e) = handle.reload(filter_for(log)) {
             tracing::warn!(error = %e, "cannot change the log level");

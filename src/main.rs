@@ -8,6 +8,10 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Frees mimalloc's unused pages now (after a license store reload).
+#[allow(
+    unsafe_code,
+    reason = "the crate's one foreign call: mimalloc's collect"
+)]
 fn release_unused_memory() {
     // SAFETY: mi_collect only walks mimalloc's own heaps; any thread may call it.
     unsafe { libmimalloc_sys::mi_collect(true) }

@@ -28,7 +28,7 @@ use crate::config::{
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("{0}")]
@@ -41,14 +41,14 @@ pub enum ReloadError {
 
 impl ReloadError {
     /// One message per problem (each configuration error as `file:line:col: message`).
-    pub fn messages(&self) -> Vec<String> {
+    pub(crate) fn messages(&self) -> Vec<String> {
         self.to_string().lines().map(str::to_string).collect()
     }
 }
 
 /// What a successful reload did.
 #[derive(Debug, Clone, Serialize)]
-pub struct ReloadReport {
+pub(crate) struct ReloadReport {
     /// Whether the configuration file differed from the one in force.
     pub config_changed: bool,
     /// Whether the license snapshot was rebuilt (store or license settings changed).
@@ -59,7 +59,7 @@ pub struct ReloadReport {
 
 /// What set a reload off (for logs).
 #[derive(Debug, Clone, Copy)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     Signal,
     AdminApi,
     FileChange,
@@ -83,7 +83,7 @@ struct State {
 }
 
 /// Reloads the configuration and licenses of a running gateway.
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     state: Mutex<State>,
     app: Arc<App>,
@@ -92,7 +92,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// A reloader for the gateway started with `config` (read from `config.source`).
-    pub fn new(config: Config, app: Arc<App>) -> Reloader {
+    pub(crate) fn new(config: Config, app: Arc<App>) -> Reloader {
         let admin_token = Arc::new(ArcSwapOption::from_pointee(config.admin.token.clone()));
         Reloader {
             path: config.source.clone(),
@@ -106,18 +106,13 @@ impl Reloader {
     }
 
     /// The admin API's token in force (`None`: the API is off).
-    pub fn admin_token(&self) -> Arc<ArcSwapOption<AdminToken>> {
+    pub(crate) fn admin_token(&self) -> Arc<ArcSwapOption<AdminToken>> {
         Arc::clone(&self.admin_token)
-    }
-
-    /// The configuration file being watched.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Reloads the configuration file and rescans the license store. On error
     /// nothing changes. Logs and counts the result either way.
-    pub fn reload(&self, trigger: Trigger) -> Result<ReloadReport, ReloadError> {
+    pub(crate) fn reload(&self, trigger: Trigger) -> Result<ReloadReport, ReloadError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.apply(&mut state);
         let metrics = &self.app.metrics;
@@ -194,7 +189,7 @@ impl Reloader {
 ///
 /// Every field of the configuration is named here: a new setting does not compile
 /// until it is classed as live (`_`: the reload applies it) or restart-only.
-pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
+pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     let mut restart = |name: &'static str, differs: bool| {
         if differs {
@@ -327,7 +322,7 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
 /// The configuration file's directory is watched (editors and Kubernetes ConfigMaps
 /// replace files rather than write them in place). Runs as a background service
 /// until shutdown.
-pub struct FileWatch {
+pub(crate) struct FileWatch {
     reloader: Arc<Reloader>,
     /// Keeps the OS watches alive as long as the job.
     _watcher: notify::RecommendedWatcher,
@@ -339,7 +334,7 @@ pub struct FileWatch {
 
 impl FileWatch {
     /// Watches what `reloader` reloads (fails when the directories cannot be watched).
-    pub fn new(reloader: Arc<Reloader>) -> notify::Result<FileWatch> {
+    pub(crate) fn new(reloader: Arc<Reloader>) -> notify::Result<FileWatch> {
         use notify::{RecursiveMode, Watcher};
         let (sender, events) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |event| {
@@ -473,7 +468,7 @@ fn is_store_bookkeeping(path: &Path) -> bool {
 
 /// Takes SIGHUP over now, before the server starts (its default action ends the
 /// process). Hang-ups before [`SighupReloads`] runs change nothing.
-pub fn take_over_sighup() -> std::io::Result<()> {
+pub(crate) fn take_over_sighup() -> std::io::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?
@@ -481,7 +476,7 @@ pub fn take_over_sighup() -> std::io::Result<()> {
 }
 
 /// Reloads on every SIGHUP until shutdown (a background service).
-pub struct SighupReloads(pub Arc<Reloader>);
+pub(crate) struct SighupReloads(pub Arc<Reloader>);
 
 #[async_trait::async_trait]
 impl BackgroundService for SighupReloads {

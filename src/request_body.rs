@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use pingora::protocols::http::ServerSession;
 
 /// The request's media type (`Content-Type` without parameters, lowercased).
-pub fn media_type(req: &pingora::http::RequestHeader) -> Option<String> {
+pub(crate) fn media_type(req: &pingora::http::RequestHeader) -> Option<String> {
     let value = req.headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
     Some(
         value
@@ -19,7 +19,7 @@ pub fn media_type(req: &pingora::http::RequestHeader) -> Option<String> {
 
 /// Why a body could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// Longer than the limit (declared or sent).
     TooLarge,
     /// The client sent a malformed body or went away.
@@ -28,7 +28,10 @@ pub enum BodyError {
 
 /// Reads the whole request body, refusing more than `limit` bytes (a larger
 /// `Content-Length` is refused before anything is read).
-pub async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_body(
+    session: &mut ServerSession,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
     let declared = session
         .req_header()
         .headers

@@ -13,15 +13,15 @@ use serde::Serialize;
 use crate::pages;
 
 /// Media type of API error bodies (RFC 9457 problem details).
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 /// Media type of HTML pages.
-pub const HTML: &str = "text/html; charset=utf-8";
+pub(crate) const HTML: &str = "text/html; charset=utf-8";
 /// Media type of plain JSON bodies.
-pub const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 
 /// A complete response made by the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalResponse {
+pub(crate) struct LocalResponse {
     pub status: StatusCode,
     pub content_type: &'static str,
     /// Extra headers (name, value); `Content-Type`/`Content-Length` are always set from the fields.
@@ -31,7 +31,7 @@ pub struct LocalResponse {
 
 /// Who made a request: decides between a page/redirect and a JSON error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientKind {
+pub(crate) enum ClientKind {
     Browser,
     Api,
 }
@@ -39,7 +39,7 @@ pub enum ClientKind {
 impl ClientKind {
     /// Browsers are GET/HEAD requests whose `Accept` contains `text/html`
     /// and that are not `X-Requested-With: XMLHttpRequest`; everything else is an API client.
-    pub fn of(req: &pingora::http::RequestHeader) -> ClientKind {
+    pub(crate) fn of(req: &pingora::http::RequestHeader) -> ClientKind {
         let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
         let accepts_html = req
             .headers
@@ -66,7 +66,7 @@ fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// An API error in problem+json form, with licgate's stable fields.
 #[derive(Debug, Serialize)]
-pub struct Problem<'a> {
+pub(crate) struct Problem<'a> {
     #[serde(rename = "type")]
     pub kind: String,
     pub title: &'a str,
@@ -79,12 +79,12 @@ pub struct Problem<'a> {
 }
 
 /// The `Content-Security-Policy` of the gateway's pages.
-pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub(crate) const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 impl LocalResponse {
     /// A JSON error: `error_code` is the stable machine code, `title` a short summary,
     /// `detail` the human explanation; `details` carries structured extras.
-    pub fn problem(
+    pub(crate) fn problem(
         status: StatusCode,
         error_code: &str,
         title: &str,
@@ -111,7 +111,7 @@ impl LocalResponse {
     }
 
     /// A JSON error titled with the status's reason phrase, without extras.
-    pub fn error(status: StatusCode, error_code: &str, detail: &str) -> LocalResponse {
+    pub(crate) fn error(status: StatusCode, error_code: &str, detail: &str) -> LocalResponse {
         LocalResponse::problem(
             status,
             error_code,
@@ -122,7 +122,7 @@ impl LocalResponse {
     }
 
     /// An HTML page with `status`.
-    pub fn html(status: StatusCode, body: String) -> LocalResponse {
+    pub(crate) fn html(status: StatusCode, body: String) -> LocalResponse {
         LocalResponse {
             status,
             content_type: HTML,
@@ -132,7 +132,7 @@ impl LocalResponse {
     }
 
     /// A JSON body with `status`.
-    pub fn json(status: StatusCode, value: &impl Serialize) -> LocalResponse {
+    pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> LocalResponse {
         LocalResponse {
             status,
             content_type: JSON,
@@ -143,7 +143,7 @@ impl LocalResponse {
 
     /// A `303 See Other` to `location`, which must be a same-origin relative path
     /// (callers guarantee it; this is never given client-controlled absolute URLs).
-    pub fn redirect(location: &str) -> LocalResponse {
+    pub(crate) fn redirect(location: &str) -> LocalResponse {
         debug_assert!(location.starts_with('/') && !location.starts_with("//"));
         let body = pages::redirect(location);
         LocalResponse {
@@ -155,7 +155,11 @@ impl LocalResponse {
     }
 
     /// Adds a header.
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> LocalResponse {
+    pub(crate) fn with_header(
+        mut self,
+        name: &'static str,
+        value: impl Into<String>,
+    ) -> LocalResponse {
         self.headers.push((name, value.into()));
         self
     }
@@ -163,7 +167,7 @@ impl LocalResponse {
     /// The response head with `Content-Type`, `Content-Length`, `Cache-Control` and
     /// `X-Content-Type-Options` set; pages also get a strict `Content-Security-Policy`,
     /// `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`.
-    pub fn header(&self) -> pingora::Result<ResponseHeader> {
+    pub(crate) fn header(&self) -> pingora::Result<ResponseHeader> {
         let mut header = ResponseHeader::build(self.status, Some(8 + self.headers.len()))?;
         header.insert_header(http::header::CONTENT_TYPE, self.content_type)?;
         header.insert_header(http::header::CONTENT_LENGTH, self.body.len())?;
@@ -184,7 +188,7 @@ impl LocalResponse {
 
     /// The whole response as HTTP/1.1 bytes with `Connection: close`, for answers
     /// written to a connection before (or instead of) HTTP parsing.
-    pub fn to_http1_closing(&self) -> Vec<u8> {
+    pub(crate) fn to_http1_closing(&self) -> Vec<u8> {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
             self.status.as_str(),
@@ -203,7 +207,7 @@ impl LocalResponse {
 
     /// The same response as an `http::Response` (for pingora `ServeHttp` apps).
     /// With `head_only` the body is dropped but `Content-Length` keeps its size.
-    pub fn into_http(self, head_only: bool) -> http::Response<Vec<u8>> {
+    pub(crate) fn into_http(self, head_only: bool) -> http::Response<Vec<u8>> {
         let mut builder = http::Response::builder()
             .status(self.status)
             .header(http::header::CONTENT_TYPE, self.content_type)
@@ -230,7 +234,7 @@ impl LocalResponse {
 
     /// Writes the whole response to the client. The body is omitted for `HEAD`
     /// requests (the `Content-Length` still states its size).
-    pub async fn write_to(self, session: &mut Session) -> pingora::Result<()> {
+    pub(crate) async fn write_to(self, session: &mut Session) -> pingora::Result<()> {
         let header = self.header()?;
         let head_only = session.req_header().method == http::Method::HEAD;
         session

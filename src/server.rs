@@ -203,12 +203,12 @@ impl ConnectionEvents for ConnectionMetrics {
 
 /// Runs the gateway until a shutdown signal; returns once in-flight requests have
 /// drained (or the shutdown timeout passed).
-pub fn run(config: Config) -> Result<(), ServeError> {
+pub(crate) fn run(config: Config) -> Result<(), ServeError> {
     run_with(config, |_| {})
 }
 
 /// [`run`], with more services added by `extra` (the demo app).
-pub fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Result<(), ServeError> {
+pub(crate) fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Result<(), ServeError> {
     let upstream_addr = config.upstream.address.resolve()?;
     for addr in &config.server.listen {
         check_bindable(*addr, "server.listen")?;

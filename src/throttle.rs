@@ -12,7 +12,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// The network that stands for one client: the address for IPv4 (and IPv4-mapped
 /// IPv6), its /64 for IPv6 (one host's allocation: a client with a /64 could
 /// otherwise use 2^64 addresses).
-pub fn client_network(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -28,7 +28,7 @@ pub fn client_network(ip: IpAddr) -> IpAddr {
 /// every client shares one overflow key, so memory stays bounded under a spray of
 /// addresses (attempts are then limited for all together until entries age out).
 #[derive(Debug)]
-pub struct AttemptThrottle {
+pub(crate) struct AttemptThrottle {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     max_clients: usize,
     /// A full map is pruned at most once a second (a prune walks every entry).
@@ -40,7 +40,7 @@ const OVERFLOW_KEY: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 
 impl AttemptThrottle {
     /// `per_minute` attempts per client network, for at most `max_clients` networks.
-    pub fn new(per_minute: NonZeroU32, max_clients: usize) -> AttemptThrottle {
+    pub(crate) fn new(per_minute: NonZeroU32, max_clients: usize) -> AttemptThrottle {
         AttemptThrottle {
             limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
             max_clients,
@@ -49,7 +49,7 @@ impl AttemptThrottle {
     }
 
     /// Whether `ip` may make an attempt now (the attempt is counted).
-    pub fn permit(&self, ip: IpAddr) -> bool {
+    pub(crate) fn permit(&self, ip: IpAddr) -> bool {
         let mut key = client_network(ip);
         if self.limiter.len() >= self.max_clients {
             if self.prune_gate.permit().is_some() {
@@ -63,24 +63,21 @@ impl AttemptThrottle {
     }
 
     /// Forgets clients whose attempts no longer count against them.
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
 
+    #[cfg(test)]
     /// Number of client networks remembered.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.limiter.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 /// Lets one event through per `interval`, counting the others.
 #[derive(Debug)]
-pub struct LogThrottle {
+pub(crate) struct LogThrottle {
     start: Instant,
     interval_ms: u64,
     /// Milliseconds since `start` before which no line may be written.
@@ -89,7 +86,7 @@ pub struct LogThrottle {
 }
 
 impl LogThrottle {
-    pub fn new(interval: Duration) -> LogThrottle {
+    pub(crate) fn new(interval: Duration) -> LogThrottle {
         LogThrottle {
             start: Instant::now(),
             interval_ms: interval.as_millis().max(1) as u64,
@@ -100,7 +97,7 @@ impl LogThrottle {
 
     /// `Some(n)` when a line may be written now (`n` = events left out since the last
     /// line); `None` when this event is to be left out (it is counted).
-    pub fn permit(&self) -> Option<u64> {
+    pub(crate) fn permit(&self) -> Option<u64> {
         let now = self.start.elapsed().as_millis() as u64;
         let next = self.next_allowed_ms.load(Ordering::Relaxed);
         if now >= next

@@ -4,6 +4,11 @@
 //! counters, counted by a global
 //! allocator that records every allocation on this thread.
 
+#![allow(
+    unsafe_code,
+    reason = "a counting global allocator over the system one"
+)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 

@@ -10,11 +10,11 @@ use licgate::license::{Claims, License, LicenseSnapshot, Limits, StatusPolicy};
 use licgate::policy::decide::Policy;
 
 /// The instant licenses are judged at.
-pub const NOW: i64 = 1_900_000_000;
+pub(crate) const NOW: i64 = 1_900_000_000;
 
 /// A license for tenant `tenant-{i}` valid for a year, granting `feature_0` …
 /// `feature_{features-1}` with `limits`.
-pub fn license(i: usize, features: usize, limits: Limits) -> License {
+pub(crate) fn license(i: usize, features: usize, limits: Limits) -> License {
     License {
         claims: Claims {
             iss: None,
@@ -40,7 +40,7 @@ pub fn license(i: usize, features: usize, limits: Limits) -> License {
 }
 
 /// The snapshot of `licenses` at [`NOW`].
-pub fn snapshot_of(licenses: &[License]) -> LicenseSnapshot {
+pub(crate) fn snapshot_of(licenses: &[License]) -> LicenseSnapshot {
     build_snapshot(
         "x",
         licenses,
@@ -52,7 +52,7 @@ pub fn snapshot_of(licenses: &[License]) -> LicenseSnapshot {
 }
 
 /// A snapshot of `tenants` tenants made by [`license`].
-pub fn snapshot(tenants: usize, features: usize, limits: Limits) -> LicenseSnapshot {
+pub(crate) fn snapshot(tenants: usize, features: usize, limits: Limits) -> LicenseSnapshot {
     let licenses: Vec<License> = (0..tenants)
         .map(|i| license(i, features, limits.clone()))
         .collect();
@@ -61,7 +61,7 @@ pub fn snapshot(tenants: usize, features: usize, limits: Limits) -> LicenseSnaps
 
 /// A policy whose feature map has `prefixes` entries `/api/module{i}/` →
 /// `feature_{i % modulo}`, and `/static/` public.
-pub fn policy(prefixes: usize, modulo: usize) -> Policy {
+pub(crate) fn policy(prefixes: usize, modulo: usize) -> Policy {
     let rules: Vec<FeatureRule> = (0..prefixes)
         .map(|i| FeatureRule {
             prefix: format!("/api/module{i}/"),

@@ -4,7 +4,7 @@ use licgate::license::claims::{Claims, Limits};
 
 /// The claims of memory-test tenant `i` (`t{i}`, license `lic-{i}`): three features,
 /// per-minute and per-hour limits and a concurrency limit, valid for a year from `now`.
-pub fn tenant_claims(i: usize, now: i64) -> Claims {
+pub(crate) fn tenant_claims(i: usize, now: i64) -> Claims {
     Claims {
         iss: None,
         sub: Some(format!("customer-{i}")),

@@ -21,10 +21,10 @@ use crate::response::LocalResponse;
 use crate::throttle::LogThrottle;
 
 /// Media type of the Prometheus text exposition format.
-pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The admin HTTP application.
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     readiness: Arc<Readiness>,
     app: Arc<App>,
     reloader: Arc<Reloader>,
@@ -34,7 +34,11 @@ pub struct AdminApp {
 }
 
 impl AdminApp {
-    pub fn new(readiness: Arc<Readiness>, app: Arc<App>, reloader: Arc<Reloader>) -> AdminApp {
+    pub(crate) fn new(
+        readiness: Arc<Readiness>,
+        app: Arc<App>,
+        reloader: Arc<Reloader>,
+    ) -> AdminApp {
         AdminApp {
             readiness,
             token: reloader.admin_token(),

@@ -3,7 +3,7 @@
 //! limiters, metrics, the in-flight count). The proxy, the admin API, the reloader
 //! and the server all take one [`App`].
 
-pub mod rules;
+pub(crate) mod rules;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-pub use rules::Rules;
+pub(crate) use rules::Rules;
 
 use crate::config::{Config, QuotaConfig};
 use crate::license::LicenseManager;
@@ -24,12 +24,12 @@ use crate::tenants::Tenants;
 use crate::throttle::{AttemptThrottle, LogThrottle};
 
 /// Activation attempts allowed per client (IPv4 address or IPv6 /64) per minute.
-pub const ACTIVATIONS_PER_MINUTE: u32 = 10;
+pub(crate) const ACTIVATIONS_PER_MINUTE: u32 = 10;
 /// Clients whose activation attempts are remembered at once (about 100 B each).
-pub const ACTIVATION_CLIENTS: usize = 50_000;
+pub(crate) const ACTIVATION_CLIENTS: usize = 50_000;
 
 /// The gateway's shared state.
-pub struct App {
+pub(crate) struct App {
     pub rules: ArcSwap<Rules>,
     pub licenses: Option<Arc<LicenseManager>>,
     /// The per-tenant entries of the request path, following `licenses`.
@@ -54,7 +54,7 @@ pub struct App {
 impl App {
     /// The state for `config` with its first `rules`, following `licenses` in
     /// `tenants`, counting in `metrics` and `inflight`.
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         rules: Rules,
         licenses: Option<Arc<LicenseManager>>,
@@ -101,7 +101,7 @@ impl App {
     }
 
     /// This installation's instance id ("" without licensing).
-    pub fn instance_id(&self) -> String {
+    pub(crate) fn instance_id(&self) -> String {
         self.licenses
             .as_ref()
             .map(|m| m.settings().verifier.instance_id().to_string())

@@ -15,7 +15,7 @@ use crate::policy::path::PathOptions;
 use crate::policy::tenant::TenantResolver;
 
 /// The configuration-derived rules of the request path.
-pub struct Rules {
+pub(crate) struct Rules {
     pub mode: Mode,
     pub policy: Policy,
     pub paths: PathOptions,
@@ -39,7 +39,7 @@ impl Rules {
     /// The rules of `config`, sending requests to `upstream_addr` (the resolved
     /// `upstream.address`). Fails when a page in `pages.templates_dir` cannot be read
     /// or does not compile.
-    pub fn new(config: &Config, upstream_addr: SocketAddr) -> Result<Rules, TemplateError> {
+    pub(crate) fn new(config: &Config, upstream_addr: SocketAddr) -> Result<Rules, TemplateError> {
         Ok(Rules {
             mode: config.mode,
             policy: Policy::new(

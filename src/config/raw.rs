@@ -35,7 +35,7 @@ pub struct RawConfig {
 }
 
 /// Top-level keys accepted in the file, in documentation order.
-pub const TOP_LEVEL_KEYS: &[&str] = &[
+pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "mode", "server", "upstream", "admin", "license", "tenants", "paths", "public", "features",
     "pages", "quota", "log", "reload",
 ];

@@ -1123,15 +1123,15 @@ fn ip_net(raw: &Spanned<String>, diags: &mut Vec<Diagnostic>) -> Option<IpNet> {
 
 /// A positive duration such as "250ms" or "5s".
 /// Default `server.header_timeout`.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default `server.max_header_bytes` (64 KiB).
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub(super) const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// The largest `server.max_header_bytes` (pingora's own limit).
-pub const MAX_HEADER_BYTES: usize = 1_048_575;
+pub(super) const MAX_HEADER_BYTES: usize = 1_048_575;
 /// Default `server.max_connections`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// Default `server.max_connections_per_ip`.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+pub(super) const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 
 /// An integer in `range`, or `default` when absent.
 fn bounded_int(

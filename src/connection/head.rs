@@ -35,14 +35,14 @@ use crate::response::LocalResponse;
 
 /// How head collection is limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadLimits {
+pub(crate) struct HeadLimits {
     pub timeout: Duration,
     pub max_bytes: usize,
 }
 
 /// Why a connection was closed before its head was handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadRefusal {
+pub(crate) enum HeadRefusal {
     /// The head did not arrive within the deadline.
     Timeout,
     /// The head grew past the limit (answered with 431).
@@ -50,7 +50,7 @@ pub enum HeadRefusal {
 }
 
 /// Told when a head is refused (for metrics). Called at most once per connection.
-pub type OnRefusal = Arc<dyn Fn(HeadRefusal) + Send + Sync>;
+pub(crate) type OnRefusal = Arc<dyn Fn(HeadRefusal) + Send + Sync>;
 
 /// The 431 answer (problem+json: the head could not be read, so no page).
 static TOO_LARGE: LazyLock<Vec<u8>> = LazyLock::new(|| {
@@ -107,7 +107,7 @@ impl EndScan {
 
 /// Where the first head in `reads` (consecutive reads of one stream) ends: the offset
 /// just after it in their concatenation.
-pub fn find_head_end(reads: &[&[u8]]) -> Option<usize> {
+pub(crate) fn find_head_end(reads: &[&[u8]]) -> Option<usize> {
     let mut scan = EndScan::default();
     let mut offset = 0;
     for read in reads {
@@ -140,7 +140,7 @@ enum Phase {
 }
 
 /// A client stream whose request heads arrive whole, in time and within the limit.
-pub struct HeadGuard {
+pub(crate) struct HeadGuard {
     inner: Stream,
     limits: HeadLimits,
     phase: Phase,
@@ -156,7 +156,11 @@ const KEEP_CAPACITY: usize = 8192;
 
 impl HeadGuard {
     /// Guards `inner`, a connection accepted just now.
-    pub fn new(inner: Stream, limits: HeadLimits, on_refusal: Option<OnRefusal>) -> HeadGuard {
+    pub(crate) fn new(
+        inner: Stream,
+        limits: HeadLimits,
+        on_refusal: Option<OnRefusal>,
+    ) -> HeadGuard {
         HeadGuard {
             inner,
             limits,
@@ -202,14 +206,15 @@ impl HeadGuard {
                     .max(old_len + READ_CHUNK / 2);
                 self.buf.reserve_exact(target - old_len);
             }
-            let spare = self.buf.spare_capacity_mut();
-            let room = spare.len();
-            let mut read = ReadBuf::uninit(&mut spare[..room]);
+            // Read into a chunk on the stack and append what came (a copy of a few
+            // bytes, no uninitialized memory in the buffer).
+            let mut chunk = [0u8; READ_CHUNK];
+            let room = (self.buf.capacity() - old_len).clamp(1, READ_CHUNK);
+            let mut read = ReadBuf::new(&mut chunk[..room]);
             match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) => {
                     let n = read.filled().len();
-                    // SAFETY: `n` bytes of the spare capacity were initialized by the read.
-                    unsafe { self.buf.set_len(old_len + n) };
+                    self.buf.extend_from_slice(read.filled());
                     if n == 0 {
                         // The client closed mid-head (or between requests): pingora
                         // sees the end of the stream with nothing read.
@@ -264,7 +269,7 @@ impl HeadGuard {
     /// Waits until the first request head is complete: `true`, and it will be read
     /// whole; `false` when the connection ended first (closed, too slow, or too
     /// large, in which case the 431 has been written).
-    pub async fn first_head(&mut self) -> bool {
+    pub(crate) async fn first_head(&mut self) -> bool {
         std::future::poll_fn(|cx| loop {
             match self.phase {
                 Phase::Head { .. } => {
@@ -476,7 +481,7 @@ impl Peek for HeadGuard {
 }
 
 /// The client address of a stream, if it is an IP connection.
-pub fn peer_ip(stream: &Stream) -> Option<std::net::IpAddr> {
+pub(crate) fn peer_ip(stream: &Stream) -> Option<std::net::IpAddr> {
     let digest = stream.get_socket_digest()?;
     match digest.peer_addr()? {
         SocketAddr::Inet(addr) => Some(addr.ip()),

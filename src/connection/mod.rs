@@ -3,7 +3,7 @@
 //! ([`head`]). [`GuardedApp`] wraps the proxy's pingora app and applies both to every
 //! accepted connection.
 
-pub mod head;
+pub(crate) mod head;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +25,7 @@ use http::StatusCode;
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// `server.max_connections` are open.
     Total,
     /// `server.max_connections_per_ip` are open from this client.
@@ -36,7 +36,7 @@ pub enum Refused {
 /// `server.max_connections_per_ip` (per IPv4 address or IPv6 /64; trusted proxies
 /// count only towards the total).
 #[derive(Debug)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     max_total: usize,
     max_per_client: Option<usize>,
     trusted: Vec<IpNet>,
@@ -46,13 +46,17 @@ pub struct ConnectionLimits {
 
 /// One admitted connection: counted until dropped.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     limits: Arc<ConnectionLimits>,
     client: Option<IpAddr>,
 }
 
 impl ConnectionLimits {
-    pub fn new(max_total: usize, max_per_client: Option<usize>, trusted: Vec<IpNet>) -> Arc<Self> {
+    pub(crate) fn new(
+        max_total: usize,
+        max_per_client: Option<usize>,
+        trusted: Vec<IpNet>,
+    ) -> Arc<Self> {
         Arc::new(ConnectionLimits {
             max_total,
             max_per_client,
@@ -64,7 +68,7 @@ impl ConnectionLimits {
 
     /// Admits a connection from `peer` if the limits allow; the connection counts
     /// until the returned [`Admission`] is dropped.
-    pub fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Admission, Refused> {
+    pub(crate) fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Admission, Refused> {
         let previous = self.open.fetch_add(1, Ordering::AcqRel);
         if previous >= self.max_total {
             self.open.fetch_sub(1, Ordering::AcqRel);
@@ -90,13 +94,15 @@ impl ConnectionLimits {
         })
     }
 
+    #[cfg(test)]
     /// Open connections now.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
+    #[cfg(test)]
     /// Clients with open connections counted per client.
-    pub fn clients(&self) -> usize {
+    pub(crate) fn clients(&self) -> usize {
         self.per_client.len()
     }
 }
@@ -146,13 +152,13 @@ fn refusal_response(refused: Refused) -> &'static [u8] {
 }
 
 /// What the guard reports (metrics).
-pub trait ConnectionEvents: Send + Sync {
+pub(crate) trait ConnectionEvents: Send + Sync {
     fn refused(&self, refused: Refused);
     fn head_refused(&self, refusal: HeadRefusal);
 }
 
 /// A pingora app (the proxy) behind connection limits and head limits.
-pub struct GuardedApp<A> {
+pub(crate) struct GuardedApp<A> {
     inner: Arc<A>,
     limits: Arc<ConnectionLimits>,
     head: HeadLimits,
@@ -161,7 +167,7 @@ pub struct GuardedApp<A> {
 }
 
 impl<A> GuardedApp<A> {
-    pub fn new(
+    pub(crate) fn new(
         inner: A,
         limits: Arc<ConnectionLimits>,
         head: HeadLimits,

@@ -3,14 +3,14 @@
 //! unless marked safe); the error pages of upstream failures and redirects are built
 //! here. Every dynamic value is escaped.
 
-pub mod templates;
+pub(crate) mod templates;
 
-pub use templates::{Page, TemplateError, Templates};
+pub(crate) use templates::{Page, TemplateError, Templates};
 
 use std::fmt::Write as _;
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -34,7 +34,7 @@ border-radius:6px;text-decoration:none}";
 
 /// A complete page: `title` and `paragraphs` are plain text (escaped here);
 /// `error_code` is shown small under the text when given.
-pub fn page(title: &str, paragraphs: &[&str], error_code: Option<&str>) -> String {
+pub(crate) fn page(title: &str, paragraphs: &[&str], error_code: Option<&str>) -> String {
     let mut html = String::with_capacity(1024);
     let _ = write!(
         html,
@@ -54,7 +54,7 @@ pub fn page(title: &str, paragraphs: &[&str], error_code: Option<&str>) -> Strin
 }
 
 /// The body of a redirect response (for clients that do not follow `Location`).
-pub fn redirect(location: &str) -> String {
+pub(crate) fn redirect(location: &str) -> String {
     let location = escape(location);
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Redirecting</title></head>\

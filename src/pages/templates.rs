@@ -11,7 +11,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
 /// One page of the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Page {
+pub(crate) enum Page {
     /// `/_licgate/activate`: the license key form.
     Activate,
     /// `/_licgate/activation-required`: the license no longer allows access.
@@ -24,7 +24,7 @@ impl Page {
     const ALL: [Page; 3] = [Page::Activate, Page::ActivationRequired, Page::Denied];
 
     /// The template's file name (also its name in `pages.templates_dir`).
-    pub fn file_name(self) -> &'static str {
+    pub(crate) fn file_name(self) -> &'static str {
         match self {
             Page::Activate => "activate.html",
             Page::ActivationRequired => "activation-required.html",
@@ -63,7 +63,7 @@ pub enum TemplateError {
 
 /// The compiled pages and the stylesheet.
 #[derive(Debug)]
-pub struct Templates {
+pub(crate) struct Templates {
     env: Environment<'static>,
     /// The embedded pages, the fallback when an operator's page fails to render.
     embedded: Option<Box<Templates>>,
@@ -81,7 +81,7 @@ impl Default for Templates {
 impl Templates {
     /// The embedded pages, with those present in `dir` (`activate.html`,
     /// `activation-required.html`, `denied.html`, `licgate.css`) taking their place.
-    pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
+    pub(crate) fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
         let Some(dir) = dir else {
             return Ok(Templates::default());
         };
@@ -138,7 +138,7 @@ impl Templates {
 
     /// `page` filled with `context` (a map of values; plain strings are escaped). An
     /// operator's page that fails to render falls back to the embedded one.
-    pub fn render(&self, page: Page, context: Value) -> String {
+    pub(crate) fn render(&self, page: Page, context: Value) -> String {
         let rendered = self
             .env
             .get_template(page.file_name())
@@ -156,7 +156,7 @@ impl Templates {
     }
 
     /// The stylesheet the pages load.
-    pub fn stylesheet(&self) -> &str {
+    pub(crate) fn stylesheet(&self) -> &str {
         &self.stylesheet
     }
 }

@@ -21,11 +21,11 @@ use crate::request_body::{media_type, read_body, BodyError};
 use crate::response::LocalResponse;
 
 /// Largest activation request body read (a license is at most 64 KiB).
-pub const MAX_ACTIVATION_BODY: usize = 80 * 1024;
+pub(crate) const MAX_ACTIVATION_BODY: usize = 80 * 1024;
 const CSRF_COOKIE: &str = "licgate_csrf";
 
 /// Answers a request for a reserved path. `tenant` is the request's resolved tenant.
-pub async fn handle(
+pub(crate) async fn handle(
     session: &mut Session,
     app: &App,
     rules: &Rules,
@@ -117,7 +117,7 @@ pub async fn handle(
 
 /// What `/_licgate/status` tells anyone by default: the status and the tier, nothing
 /// that helps map tenants, plans, limits or expiry dates.
-pub fn public_status_json(summary: Option<&TenantSummary>) -> serde_json::Value {
+pub(crate) fn public_status_json(summary: Option<&TenantSummary>) -> serde_json::Value {
     match summary {
         None => serde_json::json!({"status": "UNLICENSED"}),
         Some(s) => serde_json::json!({"status": s.status, "tier": s.tier}),
@@ -126,7 +126,7 @@ pub fn public_status_json(summary: Option<&TenantSummary>) -> serde_json::Value 
 
 /// The tenant's full license summary (`pages.public_status`, the admin API; never key
 /// material).
-pub fn status_json(summary: Option<&TenantSummary>) -> serde_json::Value {
+pub(crate) fn status_json(summary: Option<&TenantSummary>) -> serde_json::Value {
     match summary {
         None => serde_json::json!({"status": "UNLICENSED", "tenant": null}),
         Some(s) => {
@@ -305,7 +305,7 @@ async fn activate(
 
 /// What an activation request submits.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Submission {
+pub(crate) struct Submission {
     pub license_key: String,
     /// The form's CSRF token (forms only).
     pub csrf_token: Option<String>,
@@ -316,7 +316,7 @@ pub struct Submission {
 /// Reads an activation body: JSON `{"license_key": "..."}` (`None` when it is not
 /// such an object) or an urlencoded form (first value of each field; a missing key
 /// is empty). Never fails on a form.
-pub fn parse_submission(body: &[u8], json: bool) -> Option<Submission> {
+pub(crate) fn parse_submission(body: &[u8], json: bool) -> Option<Submission> {
     if json {
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
         let key = value.get("license_key")?.as_str()?;

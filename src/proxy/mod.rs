@@ -3,9 +3,9 @@
 //! and carries it out: forward (normalized path, clean and injected headers), answer
 //! locally (refusals, the gateway's pages), or report an upstream failure clearly.
 
-pub mod activation;
-pub mod refusal;
-pub mod verdict;
+pub(crate) mod activation;
+pub(crate) mod refusal;
+pub(crate) mod verdict;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use crate::throttle::LogThrottle;
 use verdict::{Action, RateLimit, Verdict};
 
 /// State of one request, carried across pingora's phases.
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     /// Keeps the request counted as in flight until the context is dropped.
     _inflight: InflightGuard,
     /// When the request head had been read.
@@ -75,7 +75,7 @@ struct BodyPace {
 }
 
 /// The least average rate of a request body holding a concurrent slot, after its grace.
-pub const MIN_BODY_BYTES_PER_SEC: u64 = 4096;
+pub(crate) const MIN_BODY_BYTES_PER_SEC: u64 = 4096;
 
 impl BodyPace {
     /// Counts `bytes` more; false when the body is behind its minimum pace.
@@ -88,7 +88,7 @@ impl BodyPace {
 
 /// The licgate reverse proxy. Clones share everything (one per proxy service).
 #[derive(Clone)]
-pub struct Gateway {
+pub(crate) struct Gateway {
     app: Arc<App>,
     /// Upstream failures are logged at most once a second (with a count of the rest).
     upstream_failure_log: Arc<LogThrottle>,
@@ -101,7 +101,7 @@ const APPENDED_RESPONSE_LINES_CAPACITY: usize = 128;
 
 impl Gateway {
     /// A gateway serving with `app`'s state and rules.
-    pub fn new(app: Arc<App>) -> Gateway {
+    pub(crate) fn new(app: Arc<App>) -> Gateway {
         Gateway {
             app,
             upstream_failure_log: Arc::new(LogThrottle::new(Duration::from_secs(1))),
@@ -253,7 +253,7 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 
 /// How an upstream failure is reported to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamFailure {
+pub(crate) struct UpstreamFailure {
     pub status: StatusCode,
     pub error_code: &'static str,
     pub title: &'static str,
@@ -262,7 +262,7 @@ pub struct UpstreamFailure {
 
 /// Classifies a proxy error: `None` when the client connection is already gone and
 /// nothing can be written.
-pub fn classify_failure(e: &pingora::Error) -> Option<UpstreamFailure> {
+pub(crate) fn classify_failure(e: &pingora::Error) -> Option<UpstreamFailure> {
     use ErrorType::*;
     let failure = |status, error_code, title, detail| {
         Some(UpstreamFailure {
@@ -324,7 +324,7 @@ pub fn classify_failure(e: &pingora::Error) -> Option<UpstreamFailure> {
 }
 
 /// The local response for `failure`: an HTML page for browsers, problem+json otherwise.
-pub fn failure_response(failure: UpstreamFailure, client: ClientKind) -> LocalResponse {
+pub(crate) fn failure_response(failure: UpstreamFailure, client: ClientKind) -> LocalResponse {
     match client {
         ClientKind::Browser => LocalResponse::html(
             failure.status,

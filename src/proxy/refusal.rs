@@ -15,7 +15,7 @@ use crate::response::{ClientKind, LocalResponse};
 
 /// Why the gateway answers a request itself, with what the answer says.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Refused<'r> {
+pub(crate) enum Refused<'r> {
     /// The request target cannot be normalized safely (400 `BAD_REQUEST_PATH`).
     BadPath(String),
     /// The request asks for a method override (400 `BAD_REQUEST`).
@@ -44,7 +44,7 @@ pub enum Refused<'r> {
 
 impl Refused<'_> {
     /// The refusal as `denials_total` counts it (`None`: a malformed request).
-    pub fn refusal(&self) -> Option<Refusal> {
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
         match self {
             Refused::BadPath(_) | Refused::MethodOverride(_) => None,
             Refused::License { reason, .. } => Some(Refusal::License(*reason)),
@@ -56,7 +56,7 @@ impl Refused<'_> {
     }
 
     /// The quota that refused, as `quota_rejections_total` counts it.
-    pub fn quota_kind(&self) -> Option<QuotaKind> {
+    pub(crate) fn quota_kind(&self) -> Option<QuotaKind> {
         match self {
             Refused::Concurrency { .. } => Some(QuotaKind::Concurrency),
             Refused::ClientShare(_) => Some(QuotaKind::ClientShare),
@@ -69,7 +69,7 @@ impl Refused<'_> {
     }
 
     /// What the gateway did when it enforced this refusal.
-    pub fn outcome(&self) -> Outcome {
+    pub(crate) fn outcome(&self) -> Outcome {
         match self {
             Refused::BadPath(_) | Refused::MethodOverride(_) => Outcome::Rejected,
             Refused::License { .. } => Outcome::Denied,
@@ -81,7 +81,7 @@ impl Refused<'_> {
     }
 
     /// The contract's `error_code` of the answer.
-    pub fn error_code(&self) -> &'static str {
+    pub(crate) fn error_code(&self) -> &'static str {
         match self {
             Refused::BadPath(_) => "BAD_REQUEST_PATH",
             Refused::MethodOverride(_) => "BAD_REQUEST",
@@ -90,7 +90,7 @@ impl Refused<'_> {
     }
 
     /// The answer for `client`; `tenant` is the refused request's license, if any.
-    pub fn respond(
+    pub(crate) fn respond(
         &self,
         client: ClientKind,
         tenant: Option<&TenantSummary>,
@@ -303,13 +303,13 @@ fn share_text(refusal: ShareRefusal) -> (String, u64, serde_json::Value) {
 }
 
 /// `?next=<target>` for a redirect back to `target` (a normalized local path).
-pub fn next_query(target: &str) -> String {
+pub(crate) fn next_query(target: &str) -> String {
     let encoded: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
     format!("next={encoded}")
 }
 
 /// Title and explanation of a denial, for people.
-pub fn human(
+pub(crate) fn human(
     reason: DenyReason,
     feature: Option<&str>,
     tier: Option<&str>,

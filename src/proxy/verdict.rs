@@ -23,7 +23,7 @@ use crate::tenants::TenantEntry;
 
 /// What the gateway decided about one request.
 #[derive(Debug)]
-pub struct Verdict<'r> {
+pub(crate) struct Verdict<'r> {
     /// What the gateway does (the `decision` of metrics and the access log).
     pub outcome: Outcome,
     /// The tenant's entry, when the tenant has a license.
@@ -35,7 +35,7 @@ pub struct Verdict<'r> {
 
 /// What carrying out a verdict takes.
 #[derive(Debug)]
-pub enum Action {
+pub(crate) enum Action {
     /// Send the request upstream.
     Forward(Forward),
     /// Answer with the refusal's response.
@@ -51,7 +51,7 @@ pub enum Action {
 
 /// What a forwarded request carries to the later phases.
 #[derive(Debug, Default)]
-pub struct Forward {
+pub(crate) struct Forward {
     /// The normalized request target to forward, when it differs from the received one.
     pub rewrite: Option<String>,
     /// The `Host` to forward for an absolute-form target (its authority).
@@ -66,7 +66,7 @@ pub struct Forward {
 
 /// The `RateLimit-Limit`, `-Remaining` and `-Reset` values of an allowed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     pub limit: u64,
     pub remaining: u32,
     pub reset_secs: u64,
@@ -86,7 +86,7 @@ impl<'r> Verdict<'r> {
 
 /// Judges `req` (from `peer`) under `rules`. Allocation-free for an allowed request
 /// whose target is already normal.
-pub async fn judge<'r>(
+pub(crate) async fn judge<'r>(
     app: &App,
     rules: &'r Rules,
     req: &RequestHeader,

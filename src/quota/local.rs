@@ -42,7 +42,7 @@ struct Limiter {
 fn since_start_ms() -> u32 {
     static START: std::sync::LazyLock<std::time::Instant> =
         std::sync::LazyLock::new(std::time::Instant::now);
-    START.elapsed().as_millis() as u32
+    super::saturating_u32(START.elapsed().as_millis())
 }
 
 impl Limiter {
@@ -53,18 +53,25 @@ impl Limiter {
         if last == 0 {
             return self.rule.burst;
         }
-        let (remaining, at) = ((last >> 32) as u32, last as u32);
+        let (remaining, at) = (
+            super::saturating_u32(last >> 32),
+            super::saturating_u32(last & u64::from(u32::MAX)),
+        );
         let elapsed = Duration::from_millis(u64::from(since_start_ms().wrapping_sub(at)));
-        let earned = (elapsed.as_nanos() / self.period.as_nanos().max(1)) as u64;
-        (u64::from(remaining) + earned).min(u64::from(self.rule.burst)) as u32
+        let earned = super::saturating_u64(elapsed.as_nanos() / self.period.as_nanos().max(1));
+        super::saturating_u32(
+            u64::from(remaining)
+                .saturating_add(earned)
+                .min(u64::from(self.rule.burst)),
+        )
     }
 }
 
 impl Limiter {
     fn new(rule: RateRule, clock: &QuotaClock) -> Limiter {
-        let period = Duration::from_nanos(
-            (rule.window.seconds() as u128 * 1_000_000_000 / u128::from(rule.limit)).max(1) as u64,
-        );
+        let period = Duration::from_nanos(super::saturating_u64(
+            (u128::from(rule.window.seconds()) * 1_000_000_000 / u128::from(rule.limit)).max(1),
+        ));
         let quota = Quota::with_period(period)
             .expect("non-zero period")
             .allow_burst(NonZeroU32::new(rule.burst).unwrap_or(NonZeroU32::MIN));
@@ -94,7 +101,7 @@ impl RuleSet {
                 .map(|r| {
                     let scaled = RateRule {
                         limit: (r.limit / share).max(1),
-                        burst: (r.burst / share as u32).max(1),
+                        burst: (r.burst / super::saturating_u32(share)).max(1),
                         ..*r
                     };
                     Limiter::new(scaled, clock)
@@ -121,7 +128,7 @@ impl RuleSet {
                         Ordering::Relaxed,
                     );
                     let used = limiter.rule.burst.saturating_sub(remaining);
-                    let reset = (limiter.period * used).as_secs_f64().ceil() as u64;
+                    let reset = super::ceil_secs(limiter.period * used);
                     if best.is_none_or(|(_, r, _)| remaining < r) {
                         *best = Some((limiter.rule.limit, remaining, reset));
                     }
@@ -130,7 +137,7 @@ impl RuleSet {
                     let wait = not_until.wait_time_from(clock.now());
                     return Some(QuotaOutcome::Limited {
                         rule: limiter.rule,
-                        retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                        retry_after_secs: super::ceil_secs(wait).max(1),
                         feature,
                     });
                 }

@@ -10,6 +10,13 @@
 //! apply; all must hold. They are checked from the shortest to the longest window, so
 //! a request refused by a short window consumes nothing.
 
+// Counts, limits and windows: a cast that truncates or flips a sign is a quota bug.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 pub mod local;
 pub mod redis;
 pub mod share;
@@ -22,6 +29,27 @@ use serde::Serialize;
 
 use crate::license::claims::{FeatureLimits, Limits};
 use crate::license::TenantSummary;
+
+/// `n` as a `u32`, saturating (negative values are 0).
+pub(crate) fn saturating_u32<N: TryInto<u32> + PartialOrd + Default>(n: N) -> u32 {
+    if n < N::default() {
+        return 0;
+    }
+    n.try_into().unwrap_or(u32::MAX)
+}
+
+/// `n` as a `u64`, saturating (negative values are 0).
+pub(crate) fn saturating_u64<N: TryInto<u64> + PartialOrd + Default>(n: N) -> u64 {
+    if n < N::default() {
+        return 0;
+    }
+    n.try_into().unwrap_or(u64::MAX)
+}
+
+/// Whole seconds of `d`, rounded up.
+pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
 
 /// What the quotas need of one licensed tenant, built from its license facts when a
 /// snapshot is published: its rules, its link to its rate state, and its concurrency
@@ -164,7 +192,7 @@ impl RateRule {
             return None;
         }
         let per_minute = limit.saturating_mul(60).div_ceil(window.seconds());
-        let burst = burst.unwrap_or(per_minute).clamp(1, u64::from(u32::MAX)) as u32;
+        let burst = saturating_u32(burst.unwrap_or(per_minute).max(1));
         Some(RateRule {
             window,
             limit,

@@ -69,7 +69,7 @@ impl Breaker {
     pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
         Breaker {
             threshold: threshold.max(1),
-            cooldown_ms: cooldown.as_millis() as u64,
+            cooldown_ms: super::saturating_u64(cooldown.as_millis()),
             start: Instant::now(),
             failures: AtomicU32::new(0),
             open_until_ms: AtomicU64::new(0),
@@ -78,7 +78,7 @@ impl Breaker {
     }
 
     fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        super::saturating_u64(self.start.elapsed().as_millis())
     }
 
     /// Whether a call may go to Redis now (closed, or the one probe of a cooled-down
@@ -186,7 +186,7 @@ impl RedisQuotas {
         }
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
+            .map(|d| super::saturating_u64(d.as_millis()))
             .unwrap_or(0);
         invocation.arg(now_ms);
         for (rule, _) in &rules {
@@ -202,19 +202,21 @@ impl RedisQuotas {
         match tokio::time::timeout(self.config.timeout, call).await {
             Ok(Ok((allowed, index, value, reset_ms))) => {
                 self.breaker.success();
-                let Some(&(rule, by_feature)) = rules.get((index.max(1) - 1) as usize) else {
+                let Some(&(rule, by_feature)) =
+                    rules.get(usize::try_from(index.max(1) - 1).unwrap_or(usize::MAX))
+                else {
                     return QuotaOutcome::Unlimited;
                 };
                 if allowed == 1 {
                     QuotaOutcome::Allowed {
                         limit: rule.limit,
-                        remaining: value.max(0) as u32,
-                        reset_secs: (reset_ms.max(0) as u64).div_ceil(1000),
+                        remaining: super::saturating_u32(value),
+                        reset_secs: super::saturating_u64(reset_ms).div_ceil(1000),
                     }
                 } else {
                     QuotaOutcome::Limited {
                         rule,
-                        retry_after_secs: (value.max(1) as u64).div_ceil(1000),
+                        retry_after_secs: super::saturating_u64(value.max(1)).div_ceil(1000),
                         feature: by_feature,
                     }
                 }
@@ -266,7 +268,7 @@ impl RedisQuotas {
         };
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
+            .map(|d| super::saturating_u64(d.as_millis()))
             .unwrap_or(0);
         Ok(rules
             .iter()
@@ -278,7 +280,9 @@ impl RedisQuotas {
                 let remaining = if ahead > tolerance + period {
                     0
                 } else {
-                    ((tolerance + period - ahead) / period).min(u64::from(rule.burst)) as u32
+                    super::saturating_u32(
+                        ((tolerance + period - ahead) / period).min(u64::from(rule.burst)),
+                    )
                 };
                 RuleUsage {
                     window: rule.window.name(),

@@ -92,8 +92,15 @@ fn window_index(window: Window) -> usize {
 impl ClientShares {
     /// Shares of `share` (0 < share ≤ 1).
     pub fn new(share: f64, max_clients: usize) -> ClientShares {
+        let ppm = (share.clamp(0.0, 1.0) * 1e6).round();
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "clamped to 0..=1e6 first"
+        )]
+        let ppm = ppm as u64;
         ClientShares {
-            share_ppm: ((share * 1e6).round() as u64).clamp(1, 1_000_000),
+            share_ppm: ppm.clamp(1, 1_000_000),
             max_clients,
             uses: DashMap::default(),
             hasher: foldhash::fast::FixedState::with_seed(0x6c69_6367_6174_6531),
@@ -102,7 +109,7 @@ impl ClientShares {
 
     /// A client's share of `limit`: at least 1.
     pub fn share_of(&self, limit: u64) -> u64 {
-        (u128::from(limit) * u128::from(self.share_ppm) / 1_000_000).max(1) as u64
+        super::saturating_u64((u128::from(limit) * u128::from(self.share_ppm) / 1_000_000).max(1))
     }
 
     fn key(&self, tenant: &str, feature: Option<&str>, client: IpAddr) -> Key {

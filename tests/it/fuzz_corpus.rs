@@ -2,8 +2,6 @@
 //! over a few thousand deterministic mutations of it: what `make fuzz` explores with
 //! libFuzzer, replayed on every `make test` without it.
 
-mod common;
-
 use licgate::fuzzing::TARGETS;
 
 /// A small deterministic generator (xorshift), so a failure can be replayed.
@@ -82,7 +80,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 
 #[test]
 fn every_target_holds_on_its_corpus_and_mutations_of_it() {
-    let root = common::repo_root().join("fuzz/corpus");
+    let root = crate::common::repo_root().join("fuzz/corpus");
     for (name, target) in TARGETS {
         let dir = root.join(name);
         let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)

@@ -1,10 +1,8 @@
 //! Admin listener, readiness, and graceful shutdown of the real process.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_health_and_readiness() {
@@ -60,7 +58,7 @@ async fn drains_on(signal: &str) {
     let mut gw = Gateway::start(upstream.addr).await;
     let addr = gw.addr;
     let slow = tokio::spawn(async move { http_get(addr, "/slow?delay_ms=1500").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.until_in_flight(1).await;
     let signalled = Instant::now();
     gw.signal(signal);
 
@@ -106,12 +104,17 @@ async fn new_connections_are_refused_while_draining() {
     let mut gw = Gateway::start(upstream.addr).await;
     let addr = gw.addr;
     let slow = tokio::spawn(async move { http_get(addr, "/slow?delay_ms=2000").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.until_in_flight(1).await;
     gw.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.until_logged("draining in-flight requests").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(addr, "/late").await.is_ok() {
+        assert!(Instant::now() < deadline, "listeners still open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
-        http_get(addr, "/late").await.is_err(),
-        "no new request is accepted once shutdown started"
+        !slow.is_finished(),
+        "no new request is accepted once shutdown started, while the slow one runs"
     );
     assert_eq!(slow.await.unwrap().unwrap().status, 200);
     assert!(gw.wait_exit(Duration::from_secs(8)).await.is_some());

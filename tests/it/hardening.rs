@@ -3,12 +3,10 @@
 //! non-ASCII target that panicked, forwarding headers from untrusted and trusted
 //! peers, the tenant header on public routes, and the access log's numbers.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::setup::{self, Setup};
-use common::*;
+use crate::common::setup::{self, Setup};
+use crate::common::*;
 
 fn get(addr: SocketAddr, target: &str, headers: &str) -> Vec<u8> {
     format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n{headers}Connection: close\r\n\r\n")
@@ -207,7 +205,13 @@ async fn access_log_durations_have_microsecond_precision() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The access line of a request is written after its response.
+    eventually(
+        std::time::Duration::from_secs(10),
+        "20 access lines",
+        || gw.logs().matches("duration_ms=").count() >= 20,
+    )
+    .await;
     let logs = gw.logs();
     let mut seen = 0;
     for field in logs.split_whitespace() {
@@ -323,6 +327,29 @@ async fn activation_pages_refuse_framing_and_csrf_tokens_are_bound_to_the_instal
 }
 
 /// The value of `licgate_connections_refused_total{reason}` on the admin listener.
+/// Sends `request()` until the answer has `status` (10 s at most); returns that answer.
+async fn until_status<F, Fut, E>(status: u16, mut request: F) -> RawResponse
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<RawResponse, E>>,
+    E: std::fmt::Debug,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let resp = request().await.unwrap();
+        if resp.status == status {
+            return resp;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {status}: {} {}",
+            resp.status,
+            resp.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 async fn refused(gw: &Gateway, reason: &str) -> u64 {
     let text = http_get(gw.admin, "/metrics").await.unwrap().text();
     let wanted = format!("licgate_connections_refused_total{{reason=\"{reason}\"}} ");
@@ -426,15 +453,14 @@ async fn connections_are_capped_per_client_and_overall() {
             .into_iter()
             .map(Result::unwrap)
             .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let resp = http_get(gw.addr, "/third").await.unwrap();
-    assert_eq!(resp.status, 429, "{}", resp.text());
+    // Once the gateway has taken both idle connections in, the third is refused.
+    let resp = until_status(429, || http_get(gw.addr, "/third")).await;
     assert_eq!(resp.json()["error_code"], "CONNECTION_LIMIT_EXCEEDED");
     assert_eq!(resp.header("retry-after"), Some("1"));
     assert_eq!(refused(&gw, "max_connections_per_ip").await, 1);
     drop(_idle);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(http_get(gw.addr, "/again").await.unwrap().status, 200);
+    // Once the gateway has seen them close, the client is served again.
+    until_status(200, || http_get(gw.addr, "/again")).await;
 
     // The total: other loopback addresses are other clients.
     let mut open = Vec::new();
@@ -445,19 +471,12 @@ async fn connections_are_capped_per_client_and_overall() {
             .unwrap();
         open.push(socket.connect(gw.addr).await.unwrap());
     }
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(std::net::SocketAddr::from(([127, 0, 0, 9], 0)))
-        .unwrap();
-    let mut fifth = socket.connect(gw.addr).await.unwrap();
-    use tokio::io::AsyncWriteExt as _;
-    fifth
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let resp = read_response(&mut fifth, false).await.unwrap();
-    assert_eq!(resp.status, 503, "{}", resp.text());
+    // Once the gateway has taken the four in, a fifth client is refused.
+    until_status(503, || async {
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        Ok::<_, std::io::Error>(from(9, &gw, request).await)
+    })
+    .await;
     assert_eq!(refused(&gw, "max_connections").await, 1);
 }
 
@@ -515,11 +534,11 @@ async fn one_client_cannot_spend_more_than_its_share_of_a_tenants_quota() {
     let (held, second, third) = tokio::join!(
         from(4, gw_ref, &slow),
         async {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            gw_ref.until_in_flight(1).await;
             from(4, gw_ref, &get_x("/api/reports/again")).await
         },
         async {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            gw_ref.until_in_flight(1).await;
             from(5, gw_ref, &get_x("/api/reports/meanwhile")).await
         },
     );
@@ -554,18 +573,20 @@ async fn a_stalled_upload_does_not_hold_a_concurrent_slot() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    gw.until_in_flight(1).await;
     let blocked = raw_request(gw.addr, &get(gw.addr, "/api/reports/1", ""))
         .await
         .unwrap();
     assert_eq!(blocked.status, 429, "the upload holds the only slot");
     assert_eq!(blocked.json()["error_code"], "CONCURRENCY_LIMIT_EXCEEDED");
-    // The stalled body gives the slot up after server.header_timeout.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let served = raw_request(gw.addr, &get(gw.addr, "/api/reports/2", ""))
-        .await
-        .unwrap();
+    // The stalled body gives the slot up after server.header_timeout (1 s).
+    let stalled = std::time::Instant::now();
+    let served = until_status(200, || async {
+        raw_request(gw.addr, &get(gw.addr, "/api/reports/2", "")).await
+    })
+    .await;
     assert_eq!(served.status, 200, "{}", served.text());
+    assert!(stalled.elapsed() < std::time::Duration::from_secs(5));
     drop(upload);
 }
 

@@ -5,14 +5,12 @@
 //! What no tool here checks (a Docker build, a cluster, the ServiceMonitor CRD) is
 //! cross-checked by reading the files: names, ports, paths and mounts agree.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::apps::venv_bin;
-use common::*;
+use crate::common::apps::venv_bin;
+use crate::common::*;
 use serde_json::Value;
 
 fn deploy(path: &str) -> PathBuf {

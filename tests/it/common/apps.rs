@@ -16,11 +16,11 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, LOCATION, OR
 use super::{free_addr, repo_root};
 
 /// The Django superuser the shop is created with.
-pub const DJANGO_USER: &str = "alice";
-pub const DJANGO_PASSWORD: &str = "correct-horse-battery";
+pub(crate) const DJANGO_USER: &str = "alice";
+pub(crate) const DJANGO_PASSWORD: &str = "correct-horse-battery";
 
 /// The end-to-end virtualenv (created or updated once per test process).
-pub fn venv() -> &'static Path {
+pub(crate) fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
         let out = Command::new(repo_root().join("scripts/e2e-venv.sh"))
@@ -39,12 +39,12 @@ pub fn venv() -> &'static Path {
 }
 
 /// A program installed in the virtualenv (`python`, `gunicorn`, `hadolint`, ...).
-pub fn venv_bin(name: &str) -> PathBuf {
+pub(crate) fn venv_bin(name: &str) -> PathBuf {
     venv().join("bin").join(name)
 }
 
 /// An application server process (its own process group, killed on drop).
-pub struct AppProcess {
+pub(crate) struct AppProcess {
     pub addr: SocketAddr,
     child: Child,
     log: PathBuf,
@@ -87,7 +87,7 @@ impl AppProcess {
     }
 
     /// What the application printed so far.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -106,7 +106,7 @@ impl Drop for AppProcess {
 /// The Django shop (`tests/e2e/django_shop`): a fresh SQLite database with the
 /// superuser [`DJANGO_USER`], served by gunicorn (one worker, four threads; methods
 /// case-folded).
-pub fn start_django() -> AppProcess {
+pub(crate) fn start_django() -> AppProcess {
     let project = repo_root().join("tests/e2e/django_shop");
     let dir = tempfile::tempdir().unwrap();
     let manage = |args: &[&str]| {
@@ -151,7 +151,7 @@ pub fn start_django() -> AppProcess {
 }
 
 /// The Odoo-like app (`tests/e2e/odoo_like/app.py`) serving `databases`.
-pub fn start_odoo_like(databases: &[&str]) -> AppProcess {
+pub(crate) fn start_odoo_like(databases: &[&str]) -> AppProcess {
     let addr = free_addr();
     let mut command = Command::new(venv_bin("python"));
     command
@@ -163,30 +163,30 @@ pub fn start_odoo_like(databases: &[&str]) -> AppProcess {
 
 /// A response as a client sees it (redirects are not followed).
 #[derive(Debug)]
-pub struct Page {
+pub(crate) struct Page {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: String,
 }
 
 impl Page {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The `Location` of a redirect.
-    pub fn location(&self) -> &str {
+    pub(crate) fn location(&self) -> &str {
         self.header(LOCATION.as_str())
             .unwrap_or_else(|| panic!("no Location in {} {}", self.status, self.body))
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
     }
 
     /// The `value` of the form input named `name`.
-    pub fn input_value(&self, name: &str) -> String {
+    pub(crate) fn input_value(&self, name: &str) -> String {
         let marker = format!("name=\"{name}\"");
         let at = self
             .body
@@ -201,7 +201,7 @@ impl Page {
 }
 
 /// A client with a cookie jar that never follows redirects, so each hop is seen.
-pub struct WebClient {
+pub(crate) struct WebClient {
     client: reqwest::Client,
     /// `http://host:port` the client addresses (resolved to the gateway).
     pub origin: String,
@@ -209,12 +209,12 @@ pub struct WebClient {
 
 impl WebClient {
     /// A browser (`Accept: text/html`) talking to the gateway at `gateway` as `host`.
-    pub fn browser(host: &str, gateway: SocketAddr) -> WebClient {
+    pub(crate) fn browser(host: &str, gateway: SocketAddr) -> WebClient {
         WebClient::new(host, gateway, "text/html,application/xhtml+xml,*/*;q=0.8")
     }
 
     /// An API client (`Accept: application/json`).
-    pub fn api(host: &str, gateway: SocketAddr) -> WebClient {
+    pub(crate) fn api(host: &str, gateway: SocketAddr) -> WebClient {
         WebClient::new(host, gateway, "application/json")
     }
 
@@ -253,12 +253,12 @@ impl WebClient {
         }
     }
 
-    pub async fn get(&self, target: &str) -> Page {
+    pub(crate) async fn get(&self, target: &str) -> Page {
         self.send(self.client.get(self.url(target))).await
     }
 
     /// A form POST as a browser sends it (with `Origin`, as Django's CSRF check wants).
-    pub async fn post_form(&self, target: &str, fields: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post_form(&self, target: &str, fields: &[(&str, &str)]) -> Page {
         let request = self
             .client
             .post(self.url(target))
@@ -268,7 +268,7 @@ impl WebClient {
     }
 
     /// A JSON POST with extra headers.
-    pub async fn post_json(
+    pub(crate) async fn post_json(
         &self,
         target: &str,
         body: &serde_json::Value,
@@ -287,7 +287,7 @@ impl WebClient {
     }
 
     /// GETs `target` and follows redirects (at most 10), returning every hop.
-    pub async fn follow(&self, target: &str) -> Vec<Page> {
+    pub(crate) async fn follow(&self, target: &str) -> Vec<Page> {
         let mut pages = vec![self.get(target).await];
         while (300..400).contains(&pages.last().unwrap().status) {
             assert!(pages.len() < 10, "redirect loop: {pages:?}");

@@ -1,11 +1,9 @@
 //! Quotas through the real gateway: rate limits from the license, feature quotas,
 //! concurrency leases, 429 responses and `RateLimit-*` headers.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use licgate::license::claims::FeatureLimits;
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
@@ -128,7 +126,7 @@ async fn concurrency_leases_are_released_however_requests_end() {
 
     // One slow request holds the only slot.
     let slow = tokio::spawn(async move { http_get(addr, "/slow?delay_ms=800").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.until_in_flight(1).await;
     let refused = http_get(addr, "/x").await.unwrap();
     assert_eq!(refused.status, 429);
     assert_eq!(refused.json()["error_code"], "CONCURRENCY_LIMIT_EXCEEDED");
@@ -145,7 +143,7 @@ async fn concurrency_leases_are_released_however_requests_end() {
         .write_all(b"GET /slow?delay_ms=400 HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.until_in_flight(1).await;
     drop(stream);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -4,12 +4,10 @@
 //! would have seen as licensed, or a forward of a path under an unlicensed feature,
 //! is a failure). A property test mutates targets and checks the same invariant.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use licgate::config::{FeatureRule, Mode};
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::{generate_ed25519, write_key_pair, Algorithm, SigningKey};

@@ -3,13 +3,11 @@
 //! `/api/sales/`, `/api/manufacturing/`, `/api/hr/`) served by gunicorn on loopback.
 //! The clients keep cookies and see every redirect, as a browser or a script would.
 
-mod common;
-
 use std::time::Duration;
 
-use common::apps::{start_django, WebClient, DJANGO_PASSWORD, DJANGO_USER};
-use common::setup::Setup;
-use common::*;
+use crate::common::apps::{start_django, WebClient, DJANGO_PASSWORD, DJANGO_USER};
+use crate::common::setup::Setup;
+use crate::common::*;
 use licgate::license::clock::{Clock, SystemClock};
 
 /// The gateway's config for the shop: one tenant, the three API areas mapped to
@@ -31,7 +29,7 @@ async fn gateway(setup: &Setup, upstream: std::net::SocketAddr) -> Gateway {
 }
 
 /// Signs in through Django's login form; returns the page the login redirects to.
-async fn sign_in(browser: &WebClient) -> common::apps::Page {
+async fn sign_in(browser: &WebClient) -> crate::common::apps::Page {
     let login = browser.get("/accounts/login/").await;
     assert_eq!(login.status, 200, "{}", login.body);
     assert!(login.body.contains("Shop sign-in"));
@@ -56,7 +54,7 @@ async fn sign_in(browser: &WebClient) -> common::apps::Page {
 }
 
 /// Activates `key` through the gateway's form, as a browser does; returns the answer.
-async fn activate(browser: &WebClient, key: &str) -> common::apps::Page {
+async fn activate(browser: &WebClient, key: &str) -> crate::common::apps::Page {
     let form = browser.get("/_licgate/activate?next=%2F").await;
     assert_eq!(form.status, 200, "{}", form.body);
     let csrf = form.input_value("csrf_token");
@@ -374,8 +372,14 @@ async fn format_suffixes_method_case_head_and_overrides_do_not_reach_gated_views
     // Django upper-cases the method: `post` runs as POST.
     let direct = raw(django.addr, "post", "/api/whoami/", "").await;
     assert_eq!(direct.json()["method"], "POST", "{}", direct.text());
-    // gunicorn writes its access log after answering.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // gunicorn writes its access log after answering: wait for that line, and for
+    // a marker request's, sent last.
+    raw(django.addr, "GET", "/marker-direct/", "").await;
+    eventually(Duration::from_secs(10), "gunicorn's access lines", || {
+        let log = django.logs();
+        log.contains("/api/whoami/") && log.contains("/marker-direct/")
+    })
+    .await;
     let before = django.logs().len();
 
     for target in suffixed {
@@ -421,12 +425,19 @@ async fn format_suffixes_method_case_head_and_overrides_do_not_reach_gated_views
         200
     );
 
-    // What Django saw through the gateway: the two licensed requests, nothing else.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // What Django saw through the gateway: the two licensed requests, nothing else
+    // (up to a marker request sent to Django directly, last).
+    raw(django.addr, "GET", "/marker-after/", "").await;
+    eventually(Duration::from_secs(10), "gunicorn's access lines", || {
+        let log = django.logs();
+        log[before..].contains("/marker-after/")
+            && log[before..].matches("/api/hr/employees/ HTTP").count() >= 2
+    })
+    .await;
     let log = django.logs();
     let seen: Vec<&str> = log[before..]
         .lines()
-        .filter(|l| l.contains(" HTTP/1.1\""))
+        .filter(|l| l.contains(" HTTP/1.1\"") && !l.contains("/marker-after/"))
         .collect();
     assert_eq!(seen.len(), 2, "Django served:\n{}", seen.join("\n"));
     assert!(

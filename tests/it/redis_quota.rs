@@ -3,13 +3,11 @@
 //! intact, no 429 from the error), Redis restarted (back to Redis), Redis paused
 //! (latency bounded by the timeout). `make test` installs redis-server.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
 use licgate::license::sign;

@@ -4,8 +4,8 @@
 
 #![allow(dead_code)]
 
-pub mod apps;
-pub mod setup;
+pub(crate) mod apps;
+pub(crate) mod setup;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,12 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The licgate binary under test.
-pub fn licgate_bin() -> &'static str {
+pub(crate) fn licgate_bin() -> &'static str {
     env!("CARGO_BIN_EXE_licgate")
 }
 
 /// The repository root (for `config/licgate.toml`).
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -30,7 +30,7 @@ pub fn repo_root() -> PathBuf {
 /// Within one test process a port is handed out at most once: parallel tests would
 /// otherwise be given the same just-released port and one would talk to the other's
 /// gateway.
-pub fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
@@ -46,7 +46,7 @@ pub fn free_addr() -> SocketAddr {
 /// True when `admin` answers `/readyz` as a ready licgate: a 200 with the readiness
 /// report. Status alone is not enough: another test's server (the JSON echo answers
 /// 200 to any path) may hold that port if the gateway could not bind it.
-pub async fn licgate_ready(admin: SocketAddr) -> bool {
+pub(crate) async fn licgate_ready(admin: SocketAddr) -> bool {
     let Ok(resp) = http_get(admin, "/readyz").await else {
         return false;
     };
@@ -55,18 +55,18 @@ pub async fn licgate_ready(admin: SocketAddr) -> bool {
 }
 
 /// A loopback address where nothing listens.
-pub fn dead_addr() -> SocketAddr {
+pub(crate) fn dead_addr() -> SocketAddr {
     free_addr()
 }
 
 /// The demo app running in this test's runtime.
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Upstream {
-    pub async fn start() -> Upstream {
+    pub(crate) async fn start() -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
@@ -84,7 +84,7 @@ impl Drop for Upstream {
 
 /// The default test configuration (a plain proxy, `mode = "off"`); `{listen}`,
 /// `{admin}`, `{upstream}` are filled in.
-pub const BASE_CONFIG: &str = r#"
+pub(crate) const BASE_CONFIG: &str = r#"
 mode = "off"
 [server]
 listen = "{listen}"
@@ -99,7 +99,7 @@ level = "info,pingora=warn"
 "#;
 
 /// A running `licgate serve` process.
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     child: Child,
@@ -108,13 +108,13 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts the gateway with [`BASE_CONFIG`] in front of `upstream`.
-    pub async fn start(upstream: SocketAddr) -> Gateway {
+    pub(crate) async fn start(upstream: SocketAddr) -> Gateway {
         Gateway::start_with(BASE_CONFIG, upstream).await
     }
 
     /// Starts the gateway with `template` (placeholders as in [`BASE_CONFIG`]) and waits
     /// until `/readyz` answers 200. Retries with new ports if a port was taken meanwhile.
-    pub async fn start_with(template: &str, upstream: SocketAddr) -> Gateway {
+    pub(crate) async fn start_with(template: &str, upstream: SocketAddr) -> Gateway {
         let mut last_error = String::new();
         for _ in 0..5 {
             let listen = free_addr();
@@ -166,21 +166,50 @@ impl Gateway {
     }
 
     /// `http://addr` of the client listener.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
     /// Everything the process wrote to stderr so far.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
-    pub fn pid(&self) -> u32 {
+    /// The sum of every sample of metric `name` (all label sets) on `/metrics`.
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
+        let text = http_get(self.admin, "/metrics").await.unwrap().text();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Waits until at least `n` proxied requests are in flight (10 s at most).
+    pub(crate) async fn until_in_flight(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metric("licgate_in_flight_requests").await < n as f64 {
+            assert!(Instant::now() < deadline, "{n} requests never in flight");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the logs contain `needle` (10 s at most).
+    pub(crate) async fn until_logged(&self, needle: &str) {
+        eventually(Duration::from_secs(10), needle, || {
+            self.logs().contains(needle)
+        })
+        .await;
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends a signal by name (`TERM`, `INT`, ...).
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.pid().to_string())
@@ -190,7 +219,7 @@ impl Gateway {
     }
 
     /// Waits for the process to exit, up to `limit`.
-    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+    pub(crate) async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -201,7 +230,7 @@ impl Gateway {
         None
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 }
@@ -215,7 +244,7 @@ impl Drop for Gateway {
 
 /// A parsed HTTP/1.1 response read off a raw socket.
 #[derive(Debug, Clone)]
-pub struct RawResponse {
+pub(crate) struct RawResponse {
     pub status: u16,
     /// Header names lowercased, in order.
     pub headers: Vec<(String, String)>,
@@ -225,14 +254,14 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == &name.to_ascii_lowercase())
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "body is not JSON ({e}): {}",
@@ -241,14 +270,14 @@ impl RawResponse {
         })
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// Reads one response from `stream`. The body is framed by `Content-Length` or chunked
 /// encoding; for `HEAD` (`head_only`) and 1xx/204/304 there is no body.
-pub async fn read_response(
+pub(crate) async fn read_response(
     stream: &mut TcpStream,
     head_only: bool,
 ) -> std::io::Result<RawResponse> {
@@ -363,7 +392,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Sends `request` bytes as-is on a new connection and reads one response.
-pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse> {
+pub(crate) async fn raw_request(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.write_all(request).await?;
     let head_only = request.starts_with(b"HEAD ");
@@ -371,13 +400,13 @@ pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> std::io::Result<Ra
 }
 
 /// A minimal `GET path` with `Connection: close`.
-pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<RawResponse> {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<RawResponse> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     raw_request(addr, request.as_bytes()).await
 }
 
 /// The echoed request headers as (name, value) pairs.
-pub fn echoed_headers(echo: &serde_json::Value) -> Vec<(String, String)> {
+pub(crate) fn echoed_headers(echo: &serde_json::Value) -> Vec<(String, String)> {
     echo["headers"]
         .as_array()
         .expect("headers array")
@@ -392,7 +421,7 @@ pub fn echoed_headers(echo: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 /// The first echoed value of header `name` (lowercase).
-pub fn echoed_header(echo: &serde_json::Value, name: &str) -> Option<String> {
+pub(crate) fn echoed_header(echo: &serde_json::Value, name: &str) -> Option<String> {
     echoed_headers(echo)
         .into_iter()
         .find(|(n, _)| n == name)
@@ -400,7 +429,7 @@ pub fn echoed_header(echo: &serde_json::Value, name: &str) -> Option<String> {
 }
 
 /// Runs `licgate` with `args`, returning (exit code, stdout, stderr).
-pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn run_cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(licgate_bin())
         .args(args)
         .env_remove("LICGATE_CONFIG")
@@ -415,7 +444,7 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
 
 /// License claims for `tenant` granting `features`, valid from `now` until `exp`,
 /// bound to any instance.
-pub fn test_claims(
+pub(crate) fn test_claims(
     tenant: &str,
     features: &[&str],
     now: i64,
@@ -438,5 +467,14 @@ pub fn test_claims(
         flags: vec![],
         grace_days: None,
         read_only_days: None,
+    }
+}
+
+/// Polls `check` every 10 ms until it holds; panics naming `what` after `within`.
+pub(crate) async fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -5,11 +5,9 @@
 //! tenant from the Host (`tenants.mode = "host"`), so each database has its license.
 //! Odoo itself (PostgreSQL, hundreds of modules) is too heavy to install for a test.
 
-mod common;
-
-use common::apps::{start_odoo_like, Page, WebClient};
-use common::setup::Setup;
-use common::*;
+use crate::common::apps::{start_odoo_like, Page, WebClient};
+use crate::common::setup::Setup;
+use crate::common::*;
 use serde_json::json;
 
 /// Host-based tenants, Odoo's model URLs mapped to features, its assets public.

@@ -2,14 +2,12 @@
 //! sequences, the admin API (auth, tenants, install, remove, revoke, reload), live
 //! reload (SIGHUP, API, file watch; broken files; under load) and the access log.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::setup::{Setup, DAY};
-use common::*;
+use crate::common::setup::{Setup, DAY};
+use crate::common::*;
 
 const TOKEN: &str = "0123456789abcdef-admin-token";
 
@@ -888,7 +886,7 @@ async fn reload_under_load_loses_no_request() {
         })
         .collect();
     // Reload repeatedly while the requests are in flight, alternating two files.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.until_in_flight(100).await;
     for round in 0..6 {
         rewrite_config(&gw, if round % 2 == 0 { &variant } else { &original });
         if round % 2 == 0 {

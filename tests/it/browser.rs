@@ -4,12 +4,10 @@
 //!
 //! Needs `chromium` and `chromium-driver` (Debian packages); `make test` installs them.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::{generate_ed25519, write_key_pair, SigningKey};
 use licgate::license::sign;

@@ -1,10 +1,8 @@
 //! The gateway as a reverse proxy: real upstream, real gateway process, real HTTP.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

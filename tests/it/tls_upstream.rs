@@ -1,12 +1,10 @@
 //! TLS to the upstream: a real TLS server (rustls) with a certificate from a test CA,
 //! the demo app behind it, and the gateway connecting with SNI and verification.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;

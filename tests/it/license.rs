@@ -1,15 +1,13 @@
 //! Licenses end to end with real keys generated here: the vendor CLI, every
 //! algorithm, every rejection path, the store, the manager, and the clock.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use licgate::cli::license::{issue_claims, IssueArgs};
 use licgate::license::clock::{Clock, ManualClock, SystemClock};
 use licgate::license::keys::{spki_algorithm, Algorithm, PublicKey, SigningKey};
@@ -886,7 +884,7 @@ fn a_store_change_verifies_only_the_files_that_changed() {
 
 /// Runs `script` with the end-to-end virtualenv's Python (PyJWT, cryptography).
 fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new(common::apps::venv_bin("python"))
+    let out = Command::new(crate::common::apps::venv_bin("python"))
         .arg("-c")
         .arg(script)
         .args(args)

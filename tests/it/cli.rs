@@ -1,8 +1,6 @@
 //! `licgate check`, `serve` start-up failures, `--help` and `--version`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Writes `text` to a temp file and runs `licgate check` on it.
 fn check(text: &str) -> (i32, String, String, String) {

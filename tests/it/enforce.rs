@@ -1,12 +1,8 @@
 //! Enforcement end to end: the real gateway with licenses, in front of the real
 //! upstream (which reports the exact path it received).
 
-mod common;
-
-use std::time::Duration;
-
-use common::setup::Setup;
-use common::*;
+use crate::common::setup::Setup;
+use crate::common::*;
 use licgate::license::clock::{Clock, SystemClock};
 use licgate::license::keys::SigningKey;
 
@@ -518,7 +514,7 @@ async fn read_only_grace_warnings_and_shadow() {
         .await
         .unwrap();
     assert_eq!(resp.status, 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.until_logged("shadow mode: request forwarded").await;
     let logs = gw.logs();
     assert!(
         logs.contains("shadow mode: request forwarded")

@@ -9,17 +9,17 @@ use licgate::license::store::Store;
 
 use super::{test_claims, BASE_CONFIG};
 
-pub const DAY: i64 = 86_400;
+pub(crate) const DAY: i64 = 86_400;
 
 /// A vendor key pair and a license store, and the config that uses them.
-pub struct Setup {
+pub(crate) struct Setup {
     pub dir: tempfile::TempDir,
     pub private: PathBuf,
     pub public: PathBuf,
 }
 
 impl Setup {
-    pub fn new() -> Setup {
+    pub(crate) fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let (private, public) =
             write_key_pair(&dir.path().join("keys"), &generate_ed25519()).unwrap();
@@ -30,12 +30,12 @@ impl Setup {
         }
     }
 
-    pub fn store_dir(&self) -> PathBuf {
+    pub(crate) fn store_dir(&self) -> PathBuf {
         self.dir.path().join("store")
     }
 
     /// A license for `tenant` with `features`, expiring `days` from now (negative: past).
-    pub fn token(&self, tenant: &str, features: &[&str], days: i64) -> String {
+    pub(crate) fn token(&self, tenant: &str, features: &[&str], days: i64) -> String {
         let now = SystemClock.now();
         let mut claims = test_claims(tenant, features, now, now + days * DAY);
         claims.iss = Some("Vendor".into());
@@ -45,18 +45,18 @@ impl Setup {
     }
 
     /// `claims` signed with the vendor key.
-    pub fn sign(&self, claims: &licgate::license::Claims) -> String {
+    pub(crate) fn sign(&self, claims: &licgate::license::Claims) -> String {
         sign(claims, &SigningKey::load(&self.private).unwrap(), None).unwrap()
     }
 
     /// Puts a license file in the store before the gateway starts.
-    pub fn preinstall(&self, token: &str, name: &str) {
+    pub(crate) fn preinstall(&self, token: &str, name: &str) {
         let store = Store::open(&self.store_dir()).unwrap();
         std::fs::write(store.licenses_dir().join(name), token).unwrap();
     }
 
     /// The `[license]` section that uses this key pair and store.
-    pub fn license_section(&self) -> String {
+    pub(crate) fn license_section(&self) -> String {
         format!(
             r#"
 [license]
@@ -72,7 +72,7 @@ scan_interval = "100ms"
     }
 
     /// The gateway configuration (`extra` is appended: more sections).
-    pub fn config(&self, mode: &str, extra: &str) -> String {
+    pub(crate) fn config(&self, mode: &str, extra: &str) -> String {
         BASE_CONFIG.replace("mode = \"off\"", &format!("mode = \"{mode}\""))
             + &self.license_section()
             + &format!(
