@@ -206,11 +206,12 @@ impl HeadGuard {
                     .max(old_len + READ_CHUNK / 2);
                 self.buf.reserve_exact(target - old_len);
             }
-            // Read into a chunk on the stack and append what came (a copy of a few
-            // bytes, no uninitialized memory in the buffer).
-            let mut chunk = [0u8; READ_CHUNK];
+            // Read into an uninitialized chunk on the stack (`ReadBuf` tracks what the
+            // read filled) and append what came: a copy of the head's few hundred
+            // bytes, no zeroing, no unsafe code.
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let room = (self.buf.capacity() - old_len).clamp(1, READ_CHUNK);
-            let mut read = ReadBuf::new(&mut chunk[..room]);
+            let mut read = ReadBuf::uninit(&mut chunk[..room]);
             match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) => {
                     let n = read.filled().len();
