@@ -28,7 +28,7 @@ pub struct HealthcheckArgs {
 }
 
 /// Exits 0 when the probed endpoint answers 200, 1 otherwise (the reason on stderr).
-pub fn run(args: &HealthcheckArgs) -> ExitCode {
+pub(crate) fn run(args: &HealthcheckArgs) -> ExitCode {
     let address = match args.address {
         Some(address) => address,
         None => match Config::load(&args.config) {

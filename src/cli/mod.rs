@@ -1,7 +1,7 @@
 //! The `licgate` command line: `serve`, `check`, `demo`, `license`, `instance-id`,
 //! `healthcheck`.
 
-pub mod healthcheck;
+pub(crate) mod healthcheck;
 pub mod license;
 
 use std::net::SocketAddr;

@@ -15,9 +15,9 @@ pub mod clock;
 pub mod keys;
 pub mod manager;
 pub mod snapshot;
-pub mod status;
+pub(crate) mod status;
 pub mod store;
-pub mod verify;
+pub(crate) mod verify;
 
 pub use claims::{Claims, Limits, UnixTime};
 pub use keys::{sign, Algorithm, PublicKey, SigningKey};

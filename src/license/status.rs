@@ -166,7 +166,7 @@ pub struct Combined {
 /// latest expiry, and the tenant's status follows that latest expiry. When none is in
 /// force the status says why: `NOT_YET_VALID`, else `REVOKED`, else `EXPIRED`, else
 /// `INVALID` (only unverifiable licenses), else `UNLICENSED`.
-pub fn combine<C: AsRef<Claims>>(
+pub(crate) fn combine<C: AsRef<Claims>>(
     licenses: &[C],
     invalid_count: usize,
     revoked: &HashSet<String>,

@@ -10,7 +10,7 @@ use super::keys::{Algorithm, PublicKey};
 use super::time_text;
 
 /// Tokens larger than this are rejected before any parsing.
-pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 64 * 1024;
 
 /// Why a license token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -245,7 +245,7 @@ fn decode_header(token: &str) -> Result<serde_json::Map<String, Value>, Rejectio
 
 /// Reads the claims of `token` without verifying anything (for display by
 /// `license inspect`, and to attribute an unverifiable file to a tenant).
-pub fn unverified_claims(token: &str) -> Option<(serde_json::Map<String, Value>, Value)> {
+pub(crate) fn unverified_claims(token: &str) -> Option<(serde_json::Map<String, Value>, Value)> {
     let token = token.trim();
     if token.len() > MAX_TOKEN_BYTES {
         return None;

@@ -16,7 +16,7 @@ const OVERRIDE_HEADERS: [&[u8]; 3] = [
 
 /// The override a request carries, if any: the header name or `_method` (query).
 /// Does not allocate unless the query mentions `method`.
-pub fn method_override<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Option<&'a str> {
+pub(crate) fn method_override<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Option<&'a str> {
     for name in headers.keys() {
         let bytes = name.as_str().as_bytes();
         let is_override = OVERRIDE_HEADERS.iter().any(|wanted| {

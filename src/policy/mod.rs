@@ -2,11 +2,11 @@
 //! tenant resolution and the decision function).
 
 pub mod decide;
-pub mod method;
+pub(crate) mod method;
 pub mod outcome;
 pub mod path;
-pub mod prefix;
-pub mod tenant;
+pub(crate) mod prefix;
+pub(crate) mod tenant;
 
 /// Whether `target` is safe as a redirect target: a path on this origin (`/x`), never
 /// a scheme-relative (`//evil`), backslash (`/\evil`) or absolute URL, and free of

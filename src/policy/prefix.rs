@@ -10,7 +10,7 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 
 /// Prefixes mapped to values; several values may share a prefix.
 #[derive(Debug, Clone)]
-pub struct PrefixTrie<T> {
+pub(crate) struct PrefixTrie<T> {
     nodes: Vec<Node<T>>,
 }
 
@@ -38,7 +38,7 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 
 impl<T> PrefixTrie<T> {
     /// Adds `value` under `prefix` (a path; trailing slash irrelevant: `/a/` = `/a`).
-    pub fn insert(&mut self, prefix: &str, value: T) {
+    pub(crate) fn insert(&mut self, prefix: &str, value: T) {
         let mut node = 0;
         for segment in segments(prefix) {
             node = match self.nodes[node].children.get(segment) {
@@ -59,7 +59,7 @@ impl<T> PrefixTrie<T> {
 
     /// The value under the longest prefix of `path` for which `accept` holds (values
     /// under one prefix are tried in insertion order).
-    pub fn longest_match(&self, path: &str, accept: impl Fn(&T) -> bool) -> Option<&T> {
+    pub(crate) fn longest_match(&self, path: &str, accept: impl Fn(&T) -> bool) -> Option<&T> {
         let mut best = self.nodes[0].values.iter().find(|v| accept(v));
         let mut node = 0;
         for segment in segments(path) {
@@ -79,7 +79,7 @@ impl<T> PrefixTrie<T> {
     /// `manufacturing.csv` for `manufacturing`) also matches that prefix, for the values
     /// `accept_suffixed` accepts; the walk ends at such a segment (an exact name always
     /// wins over a stem).
-    pub fn longest_match_suffixed(
+    pub(crate) fn longest_match_suffixed(
         &self,
         path: &str,
         accept: impl Fn(&T) -> bool,
@@ -114,17 +114,14 @@ impl<T> PrefixTrie<T> {
     }
 
     /// Whether some prefix of `path` holds a value.
-    pub fn matches(&self, path: &str) -> bool {
+    pub(crate) fn matches(&self, path: &str) -> bool {
         self.longest_match(path, |_| true).is_some()
     }
 
     /// Number of distinct prefixes with values.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.nodes.iter().filter(|n| !n.values.is_empty()).count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

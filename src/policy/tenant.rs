@@ -74,7 +74,7 @@ impl HostPattern {
 const JWT_CACHE_CAPACITY: usize = 100_000;
 
 /// Resolves the tenant of a request per `[tenants]`.
-pub enum TenantResolver {
+pub(crate) enum TenantResolver {
     Single(String),
     Host(HostPattern),
     Header {
@@ -86,7 +86,7 @@ pub enum TenantResolver {
 
 impl TenantResolver {
     /// The resolver for `config`; `trusted_proxies` gate the `header` mode.
-    pub fn new(config: &TenantsConfig, trusted_proxies: &[IpNet]) -> TenantResolver {
+    pub(crate) fn new(config: &TenantsConfig, trusted_proxies: &[IpNet]) -> TenantResolver {
         match config {
             TenantsConfig::Single { tenant } => TenantResolver::Single(tenant.clone()),
             TenantsConfig::Host { pattern } => TenantResolver::Host(pattern.clone()),
@@ -111,7 +111,7 @@ impl TenantResolver {
 
     /// The tenant of `req` (sent by `peer`; `authority` of an absolute-form target
     /// takes the place of `Host`), or `None` when it cannot be told.
-    pub fn resolve<'r>(
+    pub(crate) fn resolve<'r>(
         &'r self,
         req: &'r RequestHeader,
         authority: Option<&'r str>,
@@ -163,7 +163,7 @@ impl TenantResolver {
 }
 
 /// A tenant name as accepted from a request: 1-63 letters, digits, `-`, `_`, `.`.
-pub fn is_tenant_name(name: &str) -> bool {
+pub(crate) fn is_tenant_name(name: &str) -> bool {
     (1..=63).contains(&name.len())
         && name
             .bytes()
@@ -171,7 +171,7 @@ pub fn is_tenant_name(name: &str) -> bool {
 }
 
 /// Tenants taken from a claim of a verified bearer token.
-pub struct JwtTenants {
+pub(crate) struct JwtTenants {
     claim: String,
     keys: Vec<PublicKey>,
     issuer: Option<String>,
@@ -184,7 +184,7 @@ impl JwtTenants {
     /// The tenant named by `token`'s claim, only if the token verifies with a
     /// configured key (pinned algorithm), has not expired, and passes the issuer and
     /// audience checks. Verified tokens are cached by hash until their `exp`.
-    pub fn tenant_of(&self, token: &str) -> Option<String> {
+    pub(crate) fn tenant_of(&self, token: &str) -> Option<String> {
         if token.len() > crate::license::verify::MAX_TOKEN_BYTES {
             return None;
         }

@@ -18,8 +18,8 @@
 )]
 
 pub mod local;
-pub mod redis;
-pub mod share;
+pub(crate) mod redis;
+pub(crate) mod share;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

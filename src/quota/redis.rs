@@ -56,7 +56,7 @@ return {1, best_i, best_remaining, best_reset}
 
 /// Stops calling a failing Redis for a while, then probes it.
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     threshold: u32,
     cooldown_ms: u64,
     start: Instant,
@@ -66,7 +66,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Breaker {
         Breaker {
             threshold: threshold.max(1),
             cooldown_ms: super::saturating_u64(cooldown.as_millis()),
@@ -83,7 +83,7 @@ impl Breaker {
 
     /// Whether a call may go to Redis now (closed, or the one probe of a cooled-down
     /// open breaker).
-    pub fn allow(&self) -> bool {
+    pub(crate) fn allow(&self) -> bool {
         let open_until = self.open_until_ms.load(Ordering::Acquire);
         if open_until == 0 {
             return true;
@@ -95,14 +95,14 @@ impl Breaker {
                 .is_ok()
     }
 
-    pub fn success(&self) {
+    pub(crate) fn success(&self) {
         self.failures.store(0, Ordering::Release);
         self.open_until_ms.store(0, Ordering::Release);
         self.probing.store(false, Ordering::Release);
     }
 
     /// Records a failure; returns true when it opened (or re-opened) the breaker.
-    pub fn failure(&self) -> bool {
+    pub(crate) fn failure(&self) -> bool {
         let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         let was_probe = self.probing.swap(false, Ordering::AcqRel);
         if failures >= self.threshold || was_probe {
@@ -113,13 +113,13 @@ impl Breaker {
         false
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.open_until_ms.load(Ordering::Acquire) != 0
     }
 }
 
 /// The Redis backend.
-pub struct RedisQuotas {
+pub(crate) struct RedisQuotas {
     config: RedisConfig,
     client: redis::Client,
     connection: ArcSwapOption<ConnectionManager>,
@@ -136,7 +136,7 @@ pub struct RedisQuotas {
 impl RedisQuotas {
     /// A backend for `config` (connects lazily, on the first check) that counts its
     /// failures in `errors`.
-    pub fn new(
+    pub(crate) fn new(
         config: RedisConfig,
         errors: prometheus::IntCounter,
     ) -> Result<RedisQuotas, redis::RedisError> {
@@ -154,12 +154,12 @@ impl RedisQuotas {
     }
 
     /// Redis calls that failed or timed out so far.
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.errors.get()
     }
 
     /// Counts one request against the fleet-wide quota in Redis.
-    pub async fn check(&self, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome {
+    pub(crate) async fn check(&self, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome {
         let feature_rules = feature.and_then(|f| tenant.feature_rules.get(f).map(|r| (f, r)));
         if tenant.rate_rules.is_empty() && feature_rules.is_none() {
             return QuotaOutcome::Unlimited;
@@ -228,7 +228,7 @@ impl RedisQuotas {
 
     /// The live figures of each of `tenant`'s rate rules, read from Redis without
     /// counting anything; `Err` when Redis cannot be asked.
-    pub async fn usage(&self, tenant: &TenantQuota) -> Result<Vec<RuleUsage>, String> {
+    pub(crate) async fn usage(&self, tenant: &TenantQuota) -> Result<Vec<RuleUsage>, String> {
         let prefix = &self.config.key_prefix;
         let mut rules: Vec<(RateRule, Option<&str>, String)> = tenant
             .rate_rules

@@ -40,7 +40,7 @@ struct ClientUse {
 
 /// Why a client is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShareRefusal {
+pub(crate) enum ShareRefusal {
     /// The client used its share of `rule` in the current window.
     Rate {
         rule: RateRule,
@@ -54,13 +54,13 @@ pub enum ShareRefusal {
 /// Counts of one allowed request, to give back if the tenant's quota refuses it.
 #[derive(Debug)]
 #[must_use = "refund the ticket if the request is refused after all"]
-pub struct ShareTicket {
+pub(crate) struct ShareTicket {
     keys: [Option<(Key, u64)>; 2],
 }
 
 /// A concurrent slot held by a client, given back on drop.
 #[derive(Debug)]
-pub struct ShareLease(Arc<AtomicU32>);
+pub(crate) struct ShareLease(Arc<AtomicU32>);
 
 impl Drop for ShareLease {
     fn drop(&mut self) {
@@ -70,7 +70,7 @@ impl Drop for ShareLease {
 
 /// Per-client shares of every tenant's quotas.
 #[derive(Debug)]
-pub struct ClientShares {
+pub(crate) struct ClientShares {
     /// The share, in millionths (1..=1_000_000).
     share_ppm: u64,
     max_clients: usize,
@@ -79,7 +79,7 @@ pub struct ClientShares {
 }
 
 /// Most (tenant, feature, client) entries kept at once (about 100 B each).
-pub const MAX_CLIENTS: usize = 200_000;
+pub(crate) const MAX_CLIENTS: usize = 200_000;
 
 fn window_index(window: Window) -> usize {
     match window {
@@ -91,7 +91,7 @@ fn window_index(window: Window) -> usize {
 
 impl ClientShares {
     /// Shares of `share` (0 < share ≤ 1).
-    pub fn new(share: f64, max_clients: usize) -> ClientShares {
+    pub(crate) fn new(share: f64, max_clients: usize) -> ClientShares {
         let ppm = (share.clamp(0.0, 1.0) * 1e6).round();
         #[allow(
             clippy::cast_possible_truncation,
@@ -108,7 +108,7 @@ impl ClientShares {
     }
 
     /// A client's share of `limit`: at least 1.
-    pub fn share_of(&self, limit: u64) -> u64 {
+    pub(crate) fn share_of(&self, limit: u64) -> u64 {
         super::saturating_u64((u128::from(limit) * u128::from(self.share_ppm) / 1_000_000).max(1))
     }
 
@@ -124,7 +124,7 @@ impl ClientShares {
 
     /// Counts one request of `client` against its share of `tenant`'s rate rules (and
     /// `feature`'s), at `now` (Unix seconds). Refused: nothing is counted.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         tenant: &TenantQuota,
         feature: Option<&str>,
@@ -183,7 +183,7 @@ impl ClientShares {
     }
 
     /// Gives back what `ticket` counted (the tenant's quota refused the request).
-    pub fn refund(&self, ticket: ShareTicket, tenant: &TenantQuota, feature: Option<&str>) {
+    pub(crate) fn refund(&self, ticket: ShareTicket, tenant: &TenantQuota, feature: Option<&str>) {
         let feature_rules = feature.and_then(|f| tenant.feature_rules.get(f));
         for (slot, entry) in ticket.keys.into_iter().enumerate() {
             let Some((key, now)) = entry else { continue };
@@ -203,7 +203,7 @@ impl ClientShares {
     }
 
     /// Takes one of `client`'s share of `tenant`'s `limit` concurrent slots.
-    pub fn acquire(
+    pub(crate) fn acquire(
         &self,
         tenant: &TenantQuota,
         client: IpAddr,
@@ -237,7 +237,7 @@ impl ClientShares {
     }
 
     /// Forgets entries with no count in a current window and no slot held.
-    pub fn prune(&self, now: u64) {
+    pub(crate) fn prune(&self, now: u64) {
         self.uses.retain(|_, use_| {
             use_.leases.load(Ordering::Acquire) > 0
                 || [Window::Minute, Window::Hour, Window::Day].iter().any(|w| {
@@ -249,12 +249,9 @@ impl ClientShares {
     }
 
     /// Entries kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.uses.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.uses.is_empty()
     }
 }
 
