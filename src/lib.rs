@@ -20,6 +20,7 @@
 //! - [`throttle`]: rate limiting of repetitive log lines;
 //! - [`cli`]: the subcommands.
 
+mod access_log;
 mod admin;
 mod app;
 pub mod background;

@@ -19,8 +19,8 @@ type FilterLayer = reload::Layer<EnvFilter, Registry>;
 
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
-/// The filter for `log`: `RUST_LOG` when set, else `log.level`, plus the access log
-/// at `info` when it is on and the level does not mention it.
+/// The filter for `log`: `RUST_LOG` when set, else `log.level`. (Access lines do
+/// not go through `tracing`: see `access_log`.)
 fn filter_for(log: &LogConfig) -> EnvFilter {
     if let Some(filter) = std::env::var("RUST_LOG")
         .ok()
@@ -28,11 +28,15 @@ fn filter_for(log: &LogConfig) -> EnvFilter {
     {
         return filter;
     }
-    let mut directives = log.level.clone();
-    if log.access && !directives.contains(ACCESS_TARGET) {
-        directives.push_str(",licgate::access=info");
-    }
-    EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))
+    EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// Whether access lines are written: `log.access`, unless `log.level` (or
+/// `RUST_LOG`) switches the access target off (`licgate::access=off`).
+pub(crate) fn access_enabled(log: &LogConfig) -> bool {
+    let off = format!("{ACCESS_TARGET}=off");
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| log.level.clone());
+    log.access && !level.split(',').any(|d| d.trim() == off)
 }
 
 /// Installs the global subscriber for `log` (text or JSON lines on stderr, filtered by

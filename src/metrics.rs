@@ -171,6 +171,8 @@ pub struct Metrics {
     upstream_errors: [IntCounter; 2],
     activations: [IntCounter; ActivationResult::ALL.len()],
     pub quota_backend_errors: IntCounter,
+    /// Access-log lines dropped because the writer's queue was full.
+    pub access_log_dropped: IntCounter,
     config_reloads_success: IntCounter,
     config_reloads_error: IntCounter,
     config_last_reload_success: prometheus::IntGauge,
@@ -269,6 +271,12 @@ impl Metrics {
                 .expect("valid histogram"),
             )
         };
+        let counter = |short: &str, help: &str| {
+            register(
+                &registry,
+                IntCounter::new(name(short), help).expect("valid counter"),
+            )
+        };
         let gauge_int = |short: &str, help: &str| {
             register(
                 &registry,
@@ -293,6 +301,10 @@ impl Metrics {
             ],
             activations: ActivationResult::ALL.map(|r| activations.with_label_values(&[r.label()])),
             quota_backend_errors: backend_errors.with_label_values(&["redis"]),
+            access_log_dropped: counter(
+                "access_log_dropped_total",
+                "Access-log lines dropped because the writer fell behind (log.access_overflow = \"drop\").",
+            ),
             connections_refused: ConnectionRefusal::ALL
                 .map(|r| refused.with_label_values(&[r.label()])),
             config_reloads_success: reloads.with_label_values(&["success"]),

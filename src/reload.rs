@@ -308,8 +308,15 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
         format,
         level: _,
         access: _,
+        access_file,
+        access_overflow,
     } = log;
     restart("log.format", *format != new.log.format);
+    restart("log.access_file", *access_file != new.log.access_file);
+    restart(
+        "log.access_overflow",
+        *access_overflow != new.log.access_overflow,
+    );
     let ReloadConfig { watch } = reload;
     restart("reload.watch", *watch != new.reload.watch);
     changed
@@ -466,25 +473,35 @@ fn is_store_bookkeeping(path: &Path) -> bool {
     name == "clock.json" || name.starts_with('.') || name.ends_with(".tmp")
 }
 
-/// Takes SIGHUP over now, before the server starts (its default action ends the
-/// process). Hang-ups before [`SighupReloads`] runs change nothing.
+/// Takes SIGHUP and SIGUSR1 over now, before the server starts (their default
+/// action ends the process). Signals before [`SighupReloads`] runs change nothing.
 pub(crate) fn take_over_sighup() -> std::io::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?
-        .block_on(async { tokio::signal::unix::signal(SignalKind::hangup()).map(drop) })
+        .block_on(async {
+            drop(tokio::signal::unix::signal(SignalKind::hangup())?);
+            tokio::signal::unix::signal(SignalKind::user_defined1()).map(drop)
+        })
 }
 
-/// Reloads on every SIGHUP until shutdown (a background service).
-pub(crate) struct SighupReloads(pub Arc<Reloader>);
+/// Until shutdown: every SIGHUP reloads the configuration and reopens the access-log
+/// file, every SIGUSR1 only reopens it (for logrotate). A background service.
+pub(crate) struct SighupReloads(pub(crate) Arc<Reloader>);
 
 #[async_trait::async_trait]
 impl BackgroundService for SighupReloads {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut hangups = match tokio::signal::unix::signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
+        let signals = tokio::signal::unix::signal(SignalKind::hangup()).and_then(|hangups| {
+            Ok((
+                hangups,
+                tokio::signal::unix::signal(SignalKind::user_defined1())?,
+            ))
+        });
+        let (mut hangups, mut usr1) = match signals {
+            Ok(signals) => signals,
             Err(e) => {
-                tracing::error!(error = %e, "cannot watch SIGHUP; reload with the admin API");
+                tracing::error!(error = %e, "cannot watch SIGHUP/SIGUSR1; reload with the admin API");
                 return;
             }
         };
@@ -494,12 +511,19 @@ impl BackgroundService for SighupReloads {
                     if hangup.is_none() {
                         return;
                     }
+                    self.0.app.access_log.reopen();
                     let reloader = Arc::clone(&self.0);
                     // Errors are logged and counted by `reload`.
                     run_blocking("SIGHUP reload", move || {
                         let _ = reloader.reload(Trigger::Signal);
                     })
                     .await;
+                }
+                reopen = usr1.recv() => {
+                    if reopen.is_none() {
+                        return;
+                    }
+                    self.0.app.access_log.reopen();
                 }
                 _ = shutdown.changed() => return,
             }

@@ -275,7 +275,7 @@ pub(crate) fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Resul
     let proxies = proxy_services(&server, &config, gateway, metrics);
     let mut admin = Service::new(
         "licgate admin".to_string(),
-        AdminApp::new(Arc::clone(&readiness), app, reloader),
+        AdminApp::new(Arc::clone(&readiness), Arc::clone(&app), reloader),
     );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
@@ -324,6 +324,8 @@ pub(crate) fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Resul
             LISTEN_DEADLINE,
             server_ended,
         ));
+    // Every line of the requests served is written before the process ends.
+    app.access_log.finish();
     match supervised {
         Supervised::Stopped => Ok(()),
         Supervised::ListenerDown(addr) => Err(ServeError::ListenerDown(addr)),

@@ -13,10 +13,11 @@ use arc_swap::ArcSwap;
 
 pub(crate) use rules::Rules;
 
-use crate::config::{Config, QuotaConfig};
+use crate::access_log::{AccessLog, LineFormat, Sink};
+use crate::config::{Config, LogFormat, QuotaConfig};
 use crate::license::LicenseManager;
 use crate::lifecycle::Inflight;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UNKNOWN_TENANT};
 use crate::quota::local::LocalQuotas;
 use crate::quota::redis::RedisQuotas;
 use crate::quota::share::ClientShares;
@@ -36,6 +37,8 @@ pub(crate) struct App {
     pub tenants: Arc<Tenants>,
     /// Requests in flight (the drain waits for them).
     pub inflight: Arc<Inflight>,
+    /// The access log's queue and writer (lines are written off the request path).
+    pub access_log: AccessLog,
     pub metrics: Arc<Metrics>,
     pub activation_limiter: AttemptThrottle,
     /// Shadow-mode denials are logged at most once a second (with a count).
@@ -74,9 +77,24 @@ impl App {
                 secret
             }
         };
+        let access_log = AccessLog::start(
+            match &config.log.access_file {
+                Some(path) => Sink::File(path.clone()),
+                None => Sink::Stderr,
+            },
+            match config.log.format {
+                LogFormat::Text => LineFormat::Text,
+                LogFormat::Json => LineFormat::Json,
+            },
+            config.log.access_overflow,
+            metrics.access_log_dropped.clone(),
+            UNKNOWN_TENANT,
+        )
+        .map_err(|e| std::io::Error::other(format!("log.access_file: {e}")))?;
         Ok(App {
             tenants,
             inflight,
+            access_log,
             shares: config
                 .per_client_share
                 .map(|share| ClientShares::new(share, crate::quota::share::MAX_CLIENTS)),

@@ -62,7 +62,7 @@ impl Rules {
                 },
             },
             peer: upstream_peer(&config.upstream, upstream_addr),
-            access_log: config.log.access,
+            access_log: crate::logging::access_enabled(&config.log),
             body_gap: config.server.header_timeout,
         })
     }

@@ -22,6 +22,8 @@ use toml::Spanned;
 pub use error::{line_col, ConfigError, Diagnostic, Located};
 pub use raw::RawConfig;
 
+pub use crate::access_log::Overflow as AccessOverflow;
+
 use crate::license::clock::SystemClock;
 use crate::license::manager::LicenseSettings;
 use crate::license::store::{Store, StoreError};
@@ -283,6 +285,10 @@ pub struct LogConfig {
     pub level: String,
     /// One line per request under the target `licgate::access` (`log.access`).
     pub access: bool,
+    /// Where access lines go (`log.access_file`); `None` = stderr.
+    pub access_file: Option<PathBuf>,
+    /// What a full access-log queue does (`log.access_overflow`).
+    pub access_overflow: AccessOverflow,
 }
 
 /// Live reload (`[reload]`).

@@ -188,6 +188,15 @@ pub struct RawLog {
     pub format: Option<RawLogFormat>,
     pub level: Option<Spanned<String>>,
     pub access: Option<bool>,
+    pub access_file: Option<Spanned<String>>,
+    pub access_overflow: Option<RawAccessOverflow>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawAccessOverflow {
+    Drop,
+    Block,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,16 +9,16 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::raw::{
-    OneOrMany, RawAdmin, RawConfig, RawFeature, RawLicense, RawLog, RawLogFormat, RawMode,
-    RawPages, RawPaths, RawPublic, RawPublicKey, RawQuota, RawRedis, RawServer, RawTenants,
-    RawUpstream,
+    OneOrMany, RawAccessOverflow, RawAdmin, RawConfig, RawFeature, RawLicense, RawLog,
+    RawLogFormat, RawMode, RawPages, RawPaths, RawPublic, RawPublicKey, RawQuota, RawRedis,
+    RawServer, RawTenants, RawUpstream,
 };
 use super::{
     default_threads, AdminConfig, Config, Diagnostic, FeatureRule, HostPattern, InstanceIdSetting,
     LicenseConfig, LogConfig, LogFormat, Mode, PagesConfig, ServerConfig, TenantsConfig,
     UpstreamAddress, UpstreamConfig,
 };
-use super::{AdminToken, OnRedisError, QuotaConfig, RedisConfig, ReloadConfig};
+use super::{AccessOverflow, AdminToken, OnRedisError, QuotaConfig, RedisConfig, ReloadConfig};
 use crate::license::{Algorithm, PublicKey, StatusPolicy};
 use crate::policy::path::{MethodOverride, PathOptions, PathParams};
 
@@ -78,7 +78,7 @@ impl TryFrom<RawConfig> for Config {
             });
         let pages = validate_pages(pages.unwrap_or_default(), &base_dir, &mut diags);
         let (quota, per_client_share) = validate_quota(quota.unwrap_or_default(), &mut diags);
-        let log = validate_log(log.unwrap_or_default(), &mut diags);
+        let log = validate_log(log.unwrap_or_default(), &base_dir, &mut diags);
         match (server, upstream, admin, tenants, log) {
             (Some(server), Some(upstream), Some(admin), Some(tenants), Some(log))
                 if diags.is_empty() =>
@@ -969,12 +969,45 @@ fn admin_token(
     Some(AdminToken::new(token))
 }
 
-fn validate_log(raw: RawLog, diags: &mut Vec<Diagnostic>) -> Option<LogConfig> {
+fn validate_log(raw: RawLog, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> Option<LogConfig> {
     let RawLog {
         format,
         level,
         access,
+        access_file,
+        access_overflow,
     } = raw;
+    let access_file = match access_file {
+        None => None,
+        Some(f) => {
+            let path = base_dir.join(f.get_ref());
+            let parent_ok = path
+                .parent()
+                .is_none_or(|p| p.as_os_str().is_empty() || p.is_dir());
+            if path.is_dir() {
+                diags.push(Diagnostic::at(
+                    f.span(),
+                    format!("log.access_file: {} is a directory", path.display()),
+                ));
+                return None;
+            }
+            if !parent_ok {
+                diags.push(Diagnostic::at(
+                    f.span(),
+                    format!(
+                        "log.access_file: the directory of {} does not exist",
+                        path.display()
+                    ),
+                ));
+                return None;
+            }
+            Some(path)
+        }
+    };
+    let access_overflow = match access_overflow.unwrap_or(RawAccessOverflow::Drop) {
+        RawAccessOverflow::Drop => AccessOverflow::Drop,
+        RawAccessOverflow::Block => AccessOverflow::Block,
+    };
     let format = match format.unwrap_or(RawLogFormat::Text) {
         RawLogFormat::Text => LogFormat::Text,
         RawLogFormat::Json => LogFormat::Json,
@@ -998,6 +1031,8 @@ fn validate_log(raw: RawLog, diags: &mut Vec<Diagnostic>) -> Option<LogConfig> {
         format,
         level,
         access: access.unwrap_or(true),
+        access_file,
+        access_overflow,
     })
 }
 

@@ -1083,3 +1083,55 @@ async fn behind_a_trusted_proxy_the_real_client_is_throttled_and_logged() {
     assert_eq!(lines[0]["client"], "203.0.113.1");
     assert_eq!(lines[11]["client"], "203.0.113.2");
 }
+
+/// Lines go to `log.access_file`; SIGUSR1 reopens it after a rotation; and an
+/// orderly shutdown writes the line of every request served (none lost in the queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_file_is_reopened_on_sigusr1_and_no_line_is_lost_on_sigterm() {
+    const REQUESTS: usize = 400;
+    let upstream = Upstream::start().await;
+    let setup = Setup::new();
+    let config = setup
+        .config("enforce", "")
+        .replace("[log]\n", "[log]\naccess_file = \"access.log\"\n");
+    let mut gw = Gateway::start_with(&config, upstream.addr).await;
+    let file = gw.dir().join("access.log");
+    assert_eq!(http_get(gw.addr, "/first").await.unwrap().status, 403);
+    crate::common::eventually(
+        Duration::from_secs(10),
+        "the first line in access.log",
+        || std::fs::read_to_string(&file).is_ok_and(|t| t.contains("path=/first")),
+    )
+    .await;
+    assert!(
+        !gw.logs().contains("path=/first"),
+        "access lines leave stderr alone"
+    );
+
+    // logrotate moves the file away and sends SIGUSR1: the next lines start a new file.
+    let rotated = gw.dir().join("access.log.1");
+    std::fs::rename(&file, &rotated).unwrap();
+    gw.signal("USR1");
+    // The writer opens the new file as soon as it sees the request.
+    crate::common::eventually(Duration::from_secs(10), "a new access.log", || {
+        file.exists()
+    })
+    .await;
+    for i in 0..REQUESTS {
+        let status = http_get(gw.addr, &format!("/n/{i}")).await.unwrap().status;
+        assert_eq!(status, 403);
+    }
+    gw.signal("TERM");
+    let exit = gw.wait_exit(Duration::from_secs(20)).await.expect("exits");
+    assert!(exit.success(), "{exit:?}: {}", gw.logs());
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&file).unwrap_or_default();
+    let served = |text: &str| text.lines().filter(|l| l.contains("path=/n/")).count();
+    assert_eq!(
+        served(&new),
+        REQUESTS,
+        "every request's line, in the new file"
+    );
+    assert_eq!(served(&old), 0);
+    assert_eq!(old.lines().count(), 1, "{old}");
+}
