@@ -312,7 +312,9 @@ fn format_line(record: &Record, format: LineFormat, unknown_tenant: &str, out: &
             out.extend_from_slice(record.method.as_str().as_bytes());
             out.extend_from_slice(b" path=");
             out.extend_from_slice(path.as_bytes());
-            let _ = write!(out, " status={} decision=", record.status);
+            out.extend_from_slice(b" status=");
+            digits(u64::from(record.status), 1, out);
+            out.extend_from_slice(b" decision=");
             debug_str(record.decision, out);
             out.extend_from_slice(b" tenant=");
             debug_str(tenant, out);
@@ -334,7 +336,9 @@ fn format_line(record: &Record, format: LineFormat, unknown_tenant: &str, out: &
             json_str(record.method.as_str(), out);
             out.extend_from_slice(b",\"path\":");
             json_str(&path, out);
-            let _ = write!(out, ",\"status\":{},\"decision\":", record.status);
+            out.extend_from_slice(b",\"status\":");
+            digits(u64::from(record.status), 1, out);
+            out.extend_from_slice(b",\"decision\":");
             json_str(record.decision, out);
             out.extend_from_slice(b",\"tenant\":");
             json_str(tenant, out);
@@ -354,7 +358,7 @@ fn format_line(record: &Record, format: LineFormat, unknown_tenant: &str, out: &
 /// (`1840` → `1.84`, `2000` → `2`), as `f64`'s display prints `micros / 1000`.
 fn millis(micros: u64, out: &mut Vec<u8>) {
     let (whole, frac) = (micros / 1000, micros % 1000);
-    let _ = write!(out, "{whole}");
+    digits(whole, 1, out);
     if frac > 0 {
         let digits = [frac / 100, frac / 10 % 10, frac % 10];
         let keep = if digits[2] > 0 {
@@ -405,14 +409,37 @@ fn timestamp(micros: u64, out: &mut Vec<u8>) {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     let (year, month, day) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        micros % 1_000_000
-    );
+    digits(u64::try_from(year).unwrap_or(0), 4, out);
+    out.push(b'-');
+    digits(u64::from(month), 2, out);
+    out.push(b'-');
+    digits(u64::from(day), 2, out);
+    out.push(b'T');
+    digits(rem / 3600, 2, out);
+    out.push(b':');
+    digits(rem / 60 % 60, 2, out);
+    out.push(b':');
+    digits(rem % 60, 2, out);
+    out.push(b'.');
+    digits(micros % 1_000_000, 6, out);
+    out.push(b'Z');
+}
+
+/// `n` in decimal, zero-padded to `width` digits (more when it needs more).
+fn digits(n: u64, width: usize, out: &mut Vec<u8>) {
+    let mut buf = [b'0'; 20];
+    let mut at = buf.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let start = at.min(buf.len() - width.min(buf.len()));
+    out.extend_from_slice(&buf[start..]);
 }
 
 /// The proleptic Gregorian date of `days` since 1970-01-01 (Howard Hinnant's
