@@ -382,34 +382,27 @@ impl LicenseManager {
         let (files, mut problems) = self.store.scan_changed(|name, stamp| {
             verify == Verify::Changed && known_at(name).is_some_and(|i| previous[i].stamp == stamp)
         });
-        let verifier = &self.settings.load().verifier;
+        let settings = self.settings.load();
+        let verified = verify_all(&settings.verifier, files);
         let mut counts = ReloadCounts::default();
         // Both lists are in file-name order: known files are moved over in one pass.
         let mut previous = previous.into_iter().peekable();
         // Exact capacity: with 100k licenses, doubling growth would leave ~30% unused.
-        let mut licenses: Vec<Kept> = Vec::with_capacity(files.len());
-        for file in files {
+        let mut licenses: Vec<Kept> = Vec::with_capacity(verified.len());
+        for file in verified {
             match file {
-                ScannedFile::Known(name) => {
+                Checked::Known(name) => {
                     while previous.next_if(|k| *k.file < *name).is_some() {}
                     if let Some(kept) = previous.next_if(|k| *k.file == *name) {
                         counts.unchanged += 1;
                         licenses.push(kept);
                     }
                 }
-                ScannedFile::Read(stored) => match verifier.verify(&stored.token) {
-                    Ok(license) => {
-                        counts.verified += 1;
-                        let name = stored.path.file_name().unwrap_or_default();
-                        licenses.push(Kept::new(name.into(), stored.stamp, &license.claims));
-                    }
-                    Err(rejection) => problems.push(StoreProblem {
-                        claimed_tenant: unverified_claims(&stored.token)
-                            .and_then(|(_, c)| c.get("tenant")?.as_str().map(str::to_string)),
-                        path: stored.path,
-                        reason: rejection.to_string(),
-                    }),
-                },
+                Checked::Verified(kept) => {
+                    counts.verified += 1;
+                    licenses.push(kept);
+                }
+                Checked::Rejected(problem) => problems.push(problem),
             }
         }
         drop(previous);
@@ -504,6 +497,66 @@ impl LicenseManager {
             },
         )
     }
+}
+
+/// A scanned file after verification.
+enum Checked {
+    /// Unchanged since it was verified: kept as it was.
+    Known(std::ffi::OsString),
+    Verified(Kept),
+    Rejected(StoreProblem),
+}
+
+/// Verifies the files that were read, on every core (in chunks of consecutive files,
+/// so the result keeps the files' order).
+fn verify_all(verifier: &Verifier, files: Vec<ScannedFile>) -> Vec<Checked> {
+    let check = |file: ScannedFile| match file {
+        ScannedFile::Known(name) => Checked::Known(name),
+        ScannedFile::Read(stored) => match verifier.verify(&stored.token) {
+            Ok(license) => {
+                let name = stored.path.file_name().unwrap_or_default();
+                Checked::Verified(Kept::new(name.into(), stored.stamp, &license.claims))
+            }
+            Err(rejection) => Checked::Rejected(StoreProblem {
+                claimed_tenant: unverified_claims(&stored.token)
+                    .and_then(|(_, c)| c.get("tenant")?.as_str().map(str::to_string)),
+                path: stored.path,
+                reason: rejection.to_string(),
+            }),
+        },
+    };
+    let to_verify = files
+        .iter()
+        .filter(|f| matches!(f, ScannedFile::Read(_)))
+        .count();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Below a few hundred signatures, threads cost more than they save.
+    if threads < 2 || to_verify < 256 {
+        return files.into_iter().map(check).collect();
+    }
+    let chunk = files.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<ScannedFile>> = Vec::with_capacity(threads);
+    let mut files = files.into_iter();
+    loop {
+        let part: Vec<ScannedFile> = files.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        chunks.push(part);
+    }
+    std::thread::scope(|scope| {
+        let running: Vec<_> = chunks
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(check).collect::<Vec<_>>()))
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|t| {
+                t.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// Wall-clock time from now until the start of second `t` (plus a millisecond so the
