@@ -18,13 +18,12 @@ use crate::quota::{Slots, TenantQuota};
 /// One licensed tenant as the request path sees it.
 #[derive(Debug)]
 pub struct TenantEntry {
-    /// The tenant's license facts (shared with the license snapshot).
-    pub license: Arc<TenantSummary>,
     /// `X-Licgate-Tenant/-Status/-Tier/-Features/-License-Id` for the upstream.
     pub upstream_headers: UpstreamHeaders,
     /// `X-Licgate-Warning` for the client while `EXPIRING_SOON`, `GRACE`, `READ_ONLY`.
     pub warning_header: Option<Box<http::HeaderValue>>,
-    /// The tenant's rate rules, rate state and concurrency slots.
+    /// The tenant's license facts (shared with the license snapshot), rate rules, rate
+    /// state and concurrency slots.
     pub quota: TenantQuota,
     /// This tenant's request counters.
     pub counters: Arc<TenantCounters>,
@@ -46,10 +45,15 @@ impl TenantEntry {
                 &license.license_ids.join(","),
             ),
             warning_header: license.warnings.first().map(|w| Box::new(header_value(w))),
-            quota: TenantQuota::new(&license, slots),
+            quota: TenantQuota::new(license, slots),
             counters,
-            license,
         }
+    }
+
+    /// The tenant's license facts.
+    #[inline]
+    pub fn license(&self) -> &Arc<TenantSummary> {
+        &self.quota.license
     }
 
     /// The entry of `license` with fresh counters (tests and tools).
@@ -79,7 +83,7 @@ impl TenantTable {
             EntryMap::with_capacity_and_hasher(licenses.tenants.len(), Default::default());
         for (name, license) in &licenses.tenants {
             let entry = match previous.entries.get(name) {
-                Some(old) if Arc::ptr_eq(&old.license, license) => Arc::clone(old),
+                Some(old) if Arc::ptr_eq(old.license(), license) => Arc::clone(old),
                 Some(old) => Arc::new(TenantEntry::new(
                     Arc::clone(license),
                     Arc::clone(&old.counters),
@@ -115,7 +119,7 @@ impl Licenses for TenantTable {
     }
 
     fn license(tenant: &Arc<TenantEntry>) -> &TenantSummary {
-        &tenant.license
+        tenant.license()
     }
 }
 

@@ -116,7 +116,7 @@ fn query_param(session: &ServerSession, name: &str) -> Option<String> {
 
 /// A tenant as listed: identity, status, expiry, and what it is using now.
 fn tenant_entry(entry: &TenantEntry) -> serde_json::Value {
-    let summary = &entry.license;
+    let summary = &entry.license();
     serde_json::json!({
         "tenant": summary.tenant,
         "status": summary.status,
@@ -153,10 +153,10 @@ fn list_tenants(tenants: &Tenants, session: &ServerSession) -> LocalResponse {
         .filter(|t| {
             status
                 .as_deref()
-                .is_none_or(|s| t.license.status.as_str() == s)
+                .is_none_or(|s| t.license().status.as_str() == s)
         })
         .collect();
-    tenants.sort_unstable_by(|a, b| a.license.tenant.cmp(&b.license.tenant));
+    tenants.sort_unstable_by(|a, b| a.license().tenant.cmp(&b.license().tenant));
     let total = tenants.len();
     let page: Vec<serde_json::Value> = tenants
         .into_iter()
@@ -181,7 +181,7 @@ async fn show_tenant(app: &AdminApp, tenant: &str) -> LocalResponse {
         );
     };
     let app = &app.app;
-    let summary = &*entry.license;
+    let summary = &**entry.license();
     let (rate, source, rate_error) = match &app.redis {
         Some(redis) => match redis.usage(&entry.quota).await {
             Ok(rules) => (rules, "redis", None),

@@ -137,7 +137,7 @@ impl Gateway {
                 }
             } else if let Some(left_out) = self.app.shadow_log.permit() {
                 tracing::info!(
-                    tenant = tenant.as_ref().map_or("", |t| &*t.license.tenant),
+                    tenant = tenant.as_ref().map_or("", |t| &*t.license().tenant),
                     path = %String::from_utf8_lossy(session.req_header().raw_path()),
                     would_deny = refusal.error_code(),
                     similar_not_logged = left_out,
@@ -176,7 +176,7 @@ impl Gateway {
             Action::Refuse => refused.map(|r| {
                 r.respond(
                     ClientKind::of(session.req_header()),
-                    tenant.as_ref().map(|t| &*t.license),
+                    tenant.as_ref().map(|t| &**t.license()),
                     &ctx.rules.templates,
                 )
             }),
@@ -216,7 +216,7 @@ impl Gateway {
         line.path.extend_from_slice(&target[..path_end]);
         line.status = session.response_written().map_or(0, |r| r.status.as_u16());
         line.decision = ctx.outcome.label();
-        line.tenant = ctx.tenant.as_ref().map(|t| Arc::clone(&t.license.tenant));
+        line.tenant = ctx.tenant.as_ref().map(|t| Arc::clone(&t.license().tenant));
         line.duration_micros = micros(ctx.started.elapsed());
         line.upstream_micros = ctx.upstream_elapsed.map(micros);
         log.push(line);

@@ -204,7 +204,7 @@ pub(crate) async fn judge<'r>(
             .and_then(|_| rules.forwarding.original_client(req, peer));
         let shares = app.shares.as_ref().zip(client);
         if let Some(((shares, client), limit)) =
-            shares.zip(quota.max_concurrent.filter(|_| shadowed.is_none()))
+            shares.zip(quota.max_concurrent().filter(|_| shadowed.is_none()))
         {
             match shares.acquire(quota, client, limit) {
                 Ok(lease) => forward.share_lease = lease,

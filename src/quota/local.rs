@@ -277,7 +277,7 @@ impl LocalQuotas {
 
     /// The tenant's state, created or replaced when its rules changed.
     fn tenant_state(&self, tenant: &TenantQuota) -> Arc<TenantState> {
-        if let Some(state) = self.tenants.get(&*tenant.tenant) {
+        if let Some(state) = self.tenants.get(&**tenant.tenant()) {
             if state.rates.rules[..] == tenant.rate_rules[..] {
                 return Arc::clone(&state);
             }
@@ -287,14 +287,14 @@ impl LocalQuotas {
             features: Default::default(),
         });
         self.tenants
-            .insert(Arc::clone(&tenant.tenant), Arc::clone(&state));
+            .insert(Arc::clone(tenant.tenant()), Arc::clone(&state));
         state
     }
 
     /// Takes one of `tenant`'s concurrent slots; `Err(limit)` when all are taken.
     /// `Ok(None)` when the license sets no concurrency limit.
     pub fn acquire(&self, tenant: &TenantQuota) -> Result<Option<Lease>, u64> {
-        let Some(limit) = tenant.max_concurrent else {
+        let Some(limit) = tenant.max_concurrent() else {
             return Ok(None);
         };
         if !tenant.slots.take(limit) {
@@ -307,7 +307,7 @@ impl LocalQuotas {
 
     /// The live figures of each of `tenant`'s rate rules (and its features' rules).
     pub fn usage(&self, tenant: &TenantQuota) -> Vec<RuleUsage> {
-        let state = self.tenants.get(&*tenant.tenant).map(|s| Arc::clone(&s));
+        let state = self.tenants.get(&**tenant.tenant()).map(|s| Arc::clone(&s));
         let mut out = Vec::new();
         let describe = |rule: &RateRule, remaining: u32, feature: Option<&str>| RuleUsage {
             window: rule.window.name(),

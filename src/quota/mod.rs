@@ -56,14 +56,12 @@ pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
 /// slots (carried from snapshot to snapshot while the tenant stays licensed).
 #[derive(Debug)]
 pub struct TenantQuota {
-    /// The tenant's name (shared with the license snapshot).
-    pub tenant: Arc<str>,
+    /// The tenant's license facts (its name and limits).
+    pub license: Arc<TenantSummary>,
     /// Rate rules from `limits`, shortest window first (empty: no rate limit).
     pub rate_rules: Arc<[RateRule]>,
     /// Rate rules per feature from `feature_limits`.
     pub feature_rules: FeatureRules,
-    /// `limits.max_concurrent_connections`.
-    pub max_concurrent: Option<u64>,
     /// The tenant's local rate state, remembered at its first quota check.
     pub state: local::StateSlot,
     /// Concurrency slots taken.
@@ -72,9 +70,8 @@ pub struct TenantQuota {
 
 impl TenantQuota {
     /// The quota view of `license`, counting concurrency in `slots`.
-    pub fn new(license: &TenantSummary, slots: Arc<Slots>) -> TenantQuota {
+    pub fn new(license: Arc<TenantSummary>, slots: Arc<Slots>) -> TenantQuota {
         TenantQuota {
-            tenant: Arc::clone(&license.tenant),
             rate_rules: tenant_rules(&license.limits).into(),
             feature_rules: license
                 .feature_limits
@@ -82,15 +79,25 @@ impl TenantQuota {
                 .map(|(f, l)| (f.as_str().into(), feature_rules(l)))
                 .filter(|(_, rules): &(Box<str>, Vec<_>)| !rules.is_empty())
                 .collect(),
-            max_concurrent: license.limits.max_concurrent_connections,
             state: local::StateSlot::default(),
             slots,
+            license,
         }
+    }
+
+    /// The tenant's name.
+    pub fn tenant(&self) -> &Arc<str> {
+        &self.license.tenant
+    }
+
+    /// `limits.max_concurrent_connections`.
+    pub fn max_concurrent(&self) -> Option<u64> {
+        self.license.limits.max_concurrent_connections
     }
 
     /// The quota view of `license` alone (fresh slots; tests and tools).
     pub fn of(license: &TenantSummary) -> TenantQuota {
-        TenantQuota::new(license, Arc::default())
+        TenantQuota::new(Arc::new(license.clone()), Arc::default())
     }
 }
 

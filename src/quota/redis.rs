@@ -172,13 +172,17 @@ impl RedisQuotas {
         let prefix = &self.config.key_prefix;
         let mut invocation = self.script.prepare_invoke();
         for rule in tenant.rate_rules.iter() {
-            invocation.key(format!("{prefix}{}:{}", tenant.tenant, rule.window.name()));
+            invocation.key(format!(
+                "{prefix}{}:{}",
+                tenant.tenant(),
+                rule.window.name()
+            ));
         }
         if let Some((name, feature_rules)) = feature_rules {
             for rule in feature_rules {
                 invocation.key(format!(
                     "{prefix}{}:feature:{name}:{}",
-                    tenant.tenant,
+                    tenant.tenant(),
                     rule.window.name()
                 ));
                 rules.push((*rule, true));
@@ -234,7 +238,7 @@ impl RedisQuotas {
             .rate_rules
             .iter()
             .map(|r| {
-                let key = format!("{prefix}{}:{}", tenant.tenant, r.window.name());
+                let key = format!("{prefix}{}:{}", tenant.tenant(), r.window.name());
                 (*r, None, key)
             })
             .collect();
@@ -244,7 +248,7 @@ impl RedisQuotas {
             for r in feature_rules {
                 let key = format!(
                     "{prefix}{}:feature:{name}:{}",
-                    tenant.tenant,
+                    tenant.tenant(),
                     r.window.name()
                 );
                 rules.push((*r, Some(&**name), key));

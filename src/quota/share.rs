@@ -145,7 +145,7 @@ impl ClientShares {
             if rules.is_empty() {
                 continue;
             }
-            let key = self.key(&tenant.tenant, feature, client);
+            let key = self.key(tenant.tenant(), feature, client);
             if let Some(entry) = self.uses.get(&key) {
                 for rule in rules {
                     let seconds = rule.window.seconds();
@@ -165,7 +165,7 @@ impl ClientShares {
             if rules.is_empty() {
                 continue;
             }
-            let key = self.key(&tenant.tenant, feature, client);
+            let key = self.key(tenant.tenant(), feature, client);
             let Some(mut entry) = self.entry(key) else {
                 continue;
             };
@@ -209,7 +209,7 @@ impl ClientShares {
         client: IpAddr,
         limit: u64,
     ) -> Result<Option<ShareLease>, ShareRefusal> {
-        let key = self.key(&tenant.tenant, None, client);
+        let key = self.key(tenant.tenant(), None, client);
         let Some(entry) = self.entry(key) else {
             return Ok(None);
         };
