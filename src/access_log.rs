@@ -552,18 +552,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn every_line_is_written_by_finish_and_a_full_queue_drops() {
+    /// A log writing `format` to `access.log` in a new directory.
+    fn file_log(format: LineFormat, overflow: Overflow) -> (tempfile::TempDir, PathBuf, AccessLog) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
+        let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
         let log = AccessLog::start(
             Sink::File(path.clone()),
-            LineFormat::Text,
-            Overflow::Drop,
-            prometheus::IntCounter::new("d", "d").unwrap(),
+            format,
+            overflow,
+            dropped,
             "_unknown",
         )
         .unwrap();
+        (dir, path, log)
+    }
+
+    #[test]
+    fn every_line_is_written_by_finish_and_a_full_queue_drops() {
+        let (_dir, path, log) = file_log(LineFormat::Text, Overflow::Drop);
         for i in 0..1000 {
             let mut r = log.record();
             r.path.extend_from_slice(format!("/n/{i}").as_bytes());
@@ -579,16 +586,7 @@ mod tests {
 
     #[test]
     fn a_reopened_file_takes_the_next_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
-        let log = AccessLog::start(
-            Sink::File(path.clone()),
-            LineFormat::Json,
-            Overflow::Block,
-            prometheus::IntCounter::new("d", "d").unwrap(),
-            "_unknown",
-        )
-        .unwrap();
+        let (dir, path, log) = file_log(LineFormat::Json, Overflow::Block);
         let line = |log: &AccessLog| {
             let mut r = log.record();
             r.decision = "public";

@@ -101,6 +101,16 @@ impl TenantQuota {
     }
 }
 
+/// The quota view of a `VALID` tenant with only these limits (unit tests).
+#[cfg(test)]
+pub(crate) fn test_quota(
+    tenant: &str,
+    limits: Limits,
+    feature_limits: std::collections::BTreeMap<String, FeatureLimits>,
+) -> TenantQuota {
+    TenantQuota::of(&TenantSummary::with_limits(tenant, limits, feature_limits))
+}
+
 /// A tenant's taken concurrency slots (requests in flight under
 /// `max_concurrent_connections`).
 #[derive(Debug, Default)]

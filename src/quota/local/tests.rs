@@ -3,15 +3,8 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::license::claims::{FeatureLimits, Limits};
 use crate::license::TenantSummary;
+use crate::quota::test_quota as summary;
 use crate::quota::TenantQuota;
-
-fn summary(
-    tenant: &str,
-    limits: Limits,
-    feature_limits: BTreeMap<String, FeatureLimits>,
-) -> TenantQuota {
-    TenantQuota::of(&TenantSummary::with_limits(tenant, limits, feature_limits))
-}
 
 fn per_minute(n: u64, burst: Option<u64>) -> Limits {
     Limits {

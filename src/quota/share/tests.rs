@@ -2,16 +2,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::license::claims::{FeatureLimits, Limits};
-use crate::license::TenantSummary;
-use crate::quota::TenantQuota;
-
-fn summary(
-    tenant: &str,
-    limits: Limits,
-    feature_limits: BTreeMap<String, FeatureLimits>,
-) -> TenantQuota {
-    TenantQuota::of(&TenantSummary::with_limits(tenant, limits, feature_limits))
-}
+use crate::quota::test_quota as summary;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
