@@ -55,11 +55,6 @@ impl TenantEntry {
     pub fn license(&self) -> &Arc<TenantSummary> {
         &self.quota.license
     }
-
-    /// The entry of `license` with fresh counters (tests and tools).
-    pub fn of(license: TenantSummary) -> TenantEntry {
-        TenantEntry::new(Arc::new(license), Arc::default(), Arc::default())
-    }
 }
 
 /// Tenant name → entry, hashed with foldhash (seeded per process; the keys come from
@@ -201,13 +196,9 @@ pub struct UpstreamHeaders {
     status: Status,
 }
 
-impl Default for UpstreamHeaders {
-    fn default() -> UpstreamHeaders {
-        UpstreamHeaders::new("", Status::Unlicensed, "", "", "")
-    }
-}
-
 impl UpstreamHeaders {
+    /// The headers of one tenant (each value percent-encoded unless it is visible
+    /// ASCII).
     pub fn new(
         tenant: &str,
         status: Status,
