@@ -17,6 +17,7 @@
 //! - [`lifecycle`]: readiness, in-flight accounting, signals and draining;
 //! - [`server`]: assembling and running the pingora server;
 //! - [`demo`]: the demo upstream app and `licgate demo`;
+//! - [`sharded`]: the sharded name → value map behind license snapshots and tenant tables;
 //! - [`throttle`]: rate limiting of repetitive log lines;
 //! - [`cli`]: the subcommands.
 
@@ -43,5 +44,6 @@ mod reload;
 mod request_body;
 mod response;
 mod server;
+pub mod sharded;
 pub mod tenants;
 mod throttle;

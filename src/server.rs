@@ -99,7 +99,11 @@ fn cleanup(app: Arc<App>) -> GenBackgroundService<Periodic> {
     )
 }
 
-/// Logs the instance id and each tenant's status once at start.
+/// Tenants logged one by one at start; beyond, only the count of each status.
+const TENANTS_LOGGED_AT_START: usize = 50;
+
+/// Logs the instance id and the tenants' statuses once at start: each tenant's when
+/// there are few, how many have each status when there are many.
 fn log_license_summary(manager: &crate::license::LicenseManager) {
     let snapshot = manager.snapshot();
     tracing::info!(
@@ -108,6 +112,21 @@ fn log_license_summary(manager: &crate::license::LicenseManager) {
         tenants = snapshot.tenants.len(),
         "licensing ready"
     );
+    if snapshot.tenants.len() > TENANTS_LOGGED_AT_START {
+        let mut by_status: std::collections::BTreeMap<&str, usize> = Default::default();
+        for t in snapshot.tenants.values() {
+            *by_status.entry(t.status.as_str()).or_default() += 1;
+        }
+        let counts: Vec<String> = by_status
+            .iter()
+            .map(|(status, n)| format!("{status}={n}"))
+            .collect();
+        tracing::info!(
+            statuses = %counts.join(" "),
+            "licenses (GET /admin/v1/tenants lists each tenant)"
+        );
+        return;
+    }
     let mut tenants: Vec<_> = snapshot.tenants.values().collect();
     tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     for t in tenants {

@@ -4,7 +4,6 @@
 //! concurrency slots are carried from one table to the next while the tenant stays
 //! licensed. Requests read the table with one lock-free load and allocate nothing.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -14,6 +13,7 @@ use crate::license::{LicenseManager, LicenseSnapshot, Status, TenantSummary};
 use crate::metrics::{TenantCounterSource, TenantCounters};
 use crate::policy::decide::Licenses;
 use crate::quota::{Slots, TenantQuota};
+use crate::sharded::ShardedMap;
 
 /// One licensed tenant as the request path sees it.
 #[derive(Debug)]
@@ -57,9 +57,9 @@ impl TenantEntry {
     }
 }
 
-/// Tenant name → entry, hashed with foldhash (seeded per process; the keys come from
-/// signed licenses).
-type EntryMap = HashMap<Arc<str>, Arc<TenantEntry>, foldhash::fast::RandomState>;
+/// Tenant name → entry, sharded like the snapshot's tenants (shard by shard, a table
+/// is derived from the snapshot it follows).
+type EntryMap = ShardedMap<Arc<TenantEntry>>;
 
 /// Every licensed tenant's entry at one instant, with the snapshot it was built from.
 #[derive(Debug, Default)]
@@ -71,13 +71,16 @@ pub struct TenantTable {
 
 impl TenantTable {
     /// The table of `licenses`. Entries whose license facts are the very ones of
-    /// `previous` are kept as they are; the others get new header lines and quota
-    /// views, keeping their counters and slots when the tenant was licensed before.
+    /// `previous` are kept as they are (whole shards when the snapshot shares them
+    /// with the one `previous` was built from); the others get new header lines and
+    /// quota views, keeping their counters and slots when the tenant was licensed
+    /// before.
     pub fn build(licenses: Arc<LicenseSnapshot>, previous: &TenantTable) -> TenantTable {
-        let mut entries =
-            EntryMap::with_capacity_and_hasher(licenses.tenants.len(), Default::default());
-        for (name, license) in &licenses.tenants {
-            let entry = match previous.entries.get(name) {
+        let entries = EntryMap::derive(
+            &licenses.tenants,
+            &previous.licenses.tenants,
+            &previous.entries,
+            |_, license, old| match old {
                 Some(old) if Arc::ptr_eq(old.license(), license) => Arc::clone(old),
                 Some(old) => Arc::new(TenantEntry::new(
                     Arc::clone(license),
@@ -89,9 +92,8 @@ impl TenantTable {
                     Arc::default(),
                     Arc::default(),
                 )),
-            };
-            entries.insert(Arc::clone(name), entry);
-        }
+            },
+        );
         TenantTable { licenses, entries }
     }
 

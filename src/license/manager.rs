@@ -1,10 +1,14 @@
 //! Keeps the license snapshot current: loads the store, verifies every token,
-//! combines licenses per tenant, and rebuilds the snapshot when files change, when
+//! combines licenses per tenant, and publishes a new snapshot when files change, when
 //! something is installed or revoked, and exactly when some status threshold passes.
+//!
+//! A change costs what changed: a rescan verifies only new or changed files, an
+//! install or a revocation touches only its license (no rescan), and a new snapshot
+//! rebuilds only the tenants whose licenses, problems or status changed, sharing the
+//! rest with the snapshot before.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,9 +16,10 @@ use arc_swap::ArcSwap;
 
 use super::claims::{Claims, UnixTime};
 use super::clock::{Clock, RollbackGuard};
-use super::snapshot::{LicenseSnapshot, TenantSummary};
+use super::kept::{Kept, LicenseSet};
+use super::snapshot::{LicenseSnapshot, Names, TenantMap, TenantSummary};
 use super::status::{combine, StatusPolicy};
-use super::store::{FileStamp, Fingerprint, ScannedFile, Store, StoreError, StoreProblem};
+use super::store::{Fingerprint, ScannedFile, Store, StoreError, StoreProblem};
 use super::verify::{unverified_claims, Rejection, Verifier};
 use crate::background::Periodic;
 use crate::throttle::LogThrottle;
@@ -53,68 +58,16 @@ pub struct Installed {
     pub summary: TenantSummary,
 }
 
-/// A verified license as the manager keeps it between snapshot rebuilds: its file,
-/// and the claims that decide status and grants as compact JSON, parsed again one
-/// tenant at a time when a snapshot is built. About half the memory of parsed claims
-/// (with 100,000 tenants that is some 35 MB).
-#[derive(Debug)]
-struct Kept {
-    /// The file's name in `licenses/`.
-    file: Box<OsStr>,
-    /// The file version that was verified.
-    stamp: FileStamp,
-    /// The tenant, the license id, then the claims JSON.
-    text: Box<str>,
-    /// Where the tenant and the license id end in `text`.
-    tenant_end: u32,
-    jti_end: u32,
-}
-
-impl Kept {
-    /// Keeps `claims`, verified from version `stamp` of file `file`. The claims that
-    /// only verification reads (`iss`, `sub`, `aud`) are left out.
-    fn new(file: Box<OsStr>, stamp: FileStamp, claims: &Claims) -> Kept {
-        let json = serde_json::to_string(&Claims {
-            iss: None,
-            sub: None,
-            aud: Vec::new(),
-            ..claims.clone()
-        })
-        .expect("claims serialize");
-        let text = [claims.tenant.as_str(), &claims.jti, &json].concat();
-        let tenant_end = claims.tenant.len();
-        let jti_end = tenant_end + claims.jti.len();
-        Kept {
-            file,
-            stamp,
-            text: text.into_boxed_str(),
-            tenant_end: u32::try_from(tenant_end).unwrap_or(u32::MAX),
-            jti_end: u32::try_from(jti_end).unwrap_or(u32::MAX),
-        }
-    }
-
-    fn tenant(&self) -> &str {
-        &self.text[..self.tenant_end as usize]
-    }
-
-    fn jti(&self) -> &str {
-        &self.text[self.tenant_end as usize..self.jti_end as usize]
-    }
-
-    /// The kept claims, parsed.
-    fn claims(&self) -> Result<Claims, serde_json::Error> {
-        serde_json::from_str(&self.text[self.jti_end as usize..])
-    }
-}
-
 #[derive(Debug, Default)]
 struct State {
+    /// The store as last read; `None` after an install, revocation or removal, so
+    /// the next refresh reads it again (and finds that nothing else changed).
     fingerprint: Option<Fingerprint>,
-    /// Verified licenses in file-name order, one per license id.
-    licenses: Vec<Kept>,
-    /// Indexes into `licenses` in tenant order.
-    by_tenant: Vec<u32>,
+    /// Verified licenses, one per license id.
+    licenses: LicenseSet,
     problems: Vec<StoreProblem>,
+    /// Feature and tier names shared by the summaries of every snapshot.
+    names: Names,
     revoked: HashSet<String>,
     persisted_high_water: UnixTime,
     last_reload: ReloadCounts,
@@ -131,6 +84,39 @@ pub struct ReloadCounts {
     pub duplicates: usize,
     /// Files that could not be read or verified.
     pub skipped: usize,
+}
+
+/// What a reading of the store changed.
+#[derive(Debug)]
+enum Changes {
+    /// Every tenant may have changed (the verification settings changed).
+    All,
+    /// These tenants' licenses or problems changed; `problems` says whether the list
+    /// of problems did.
+    Tenants {
+        tenants: BTreeSet<Box<str>>,
+        problems: bool,
+    },
+}
+
+impl Changes {
+    fn none() -> Changes {
+        Changes::Tenants {
+            tenants: BTreeSet::new(),
+            problems: false,
+        }
+    }
+
+    fn of<'a>(tenants: impl IntoIterator<Item = &'a str>) -> Changes {
+        Changes::Tenants {
+            tenants: tenants.into_iter().map(Box::from).collect(),
+            problems: false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Changes::Tenants { tenants, problems: false } if tenants.is_empty())
+    }
 }
 
 /// Which stored files a reload verifies.
@@ -240,26 +226,31 @@ impl LicenseManager {
         let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.settings.store(Arc::new(settings));
-        self.reload(&mut state, Verify::All);
-        state.fingerprint = Some(self.store.fingerprint());
-        self.publish(&state, now);
+        let fingerprint = self.store.fingerprint();
+        let changes = self.reload(&mut state, Verify::All);
+        state.fingerprint = Some(fingerprint);
+        self.publish(&mut state, changes, now);
     }
 
-    /// Re-reads the store if it changed, and rebuilds the snapshot if anything changed
-    /// or a status threshold has passed. Returns whether a new snapshot was published.
+    /// Re-reads the store if it changed, and publishes a snapshot if a tenant's
+    /// licenses changed or a status threshold has passed. Returns whether one was.
     pub fn refresh(&self) -> bool {
         let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Taken before reading, so a change made while reading is seen next time.
         let fingerprint = self.store.fingerprint();
-        let changed = state.fingerprint.as_ref() != Some(&fingerprint);
-        if changed {
-            self.reload(&mut state, Verify::Changed);
+        let mut changes = Changes::none();
+        if state.fingerprint.as_ref() != Some(&fingerprint) {
+            changes = self.reload(&mut state, Verify::Changed);
             state.fingerprint = Some(fingerprint);
         }
-        let due = self.snapshot.load().next_change.is_some_and(|t| now >= t);
-        if changed || due {
-            self.publish(&state, now);
+        if let Changes::Tenants { tenants, .. } = &mut changes {
+            let snapshot = self.snapshot.load();
+            if snapshot.next_change.is_some_and(|t| now >= t) {
+                tenants.extend(snapshot.due(now).iter().map(|t| Box::from(&**t)));
+            }
         }
+        let published = self.publish(&mut state, changes, now).is_some();
         let high_water = self.guard.high_water();
         if high_water - state.persisted_high_water >= PERSIST_HIGH_WATER_EVERY {
             match self.store.save_clock_high_water(high_water) {
@@ -267,7 +258,7 @@ impl LicenseManager {
                 Err(e) => tracing::warn!(error = %e, "cannot persist the clock high-water mark"),
             }
         }
-        changed || due
+        published
     }
 
     /// Verifies `token` for installation now, persists it, and publishes a snapshot
@@ -283,6 +274,8 @@ impl LicenseManager {
         self.install_checked(token, Some(tenant))
     }
 
+    /// Verifies and writes the license, then changes the kept licenses and the
+    /// snapshot for its tenant only (the store is not read again).
     fn install_checked(
         &self,
         token: &str,
@@ -304,17 +297,41 @@ impl LicenseManager {
         if state.revoked.contains(&claims.jti) {
             return Err(Rejection::Revoked(claims.jti.clone()).into());
         }
-        if state
+        let same_id = state
             .licenses
-            .iter()
-            .any(|l| l.jti() == claims.jti && l.tenant() != claims.tenant)
-        {
+            .with_jti(&claims.jti)
+            .map(|k| (k.tenant() == claims.tenant, k.file.clone()));
+        if let Some((false, _)) = same_id {
             return Err(InstallError::DuplicateId(claims.jti.clone()));
         }
-        self.store.install(&claims.tenant, &claims.jti, token)?;
-        self.reload(&mut state, Verify::Changed);
-        state.fingerprint = Some(self.store.fingerprint());
-        let snapshot = self.publish(&state, now);
+        let path = self.store.install(&claims.tenant, &claims.jti, token)?;
+        state.fingerprint = None;
+        let file: Box<OsStr> = path.file_name().unwrap_or_default().into();
+        // As a rescan would: of two files with one license id, the first by name counts.
+        let counts = match same_id {
+            Some((_, ref other)) if *other != file => *file < **other,
+            _ => true,
+        };
+        let mut touched = vec![claims.tenant.clone()];
+        if counts {
+            if let Some((_, other)) = same_id.filter(|(_, other)| *other != file) {
+                state.licenses.remove(&other);
+            }
+            let stamp = self.store.stamp(&path)?;
+            if let Some(old) = state
+                .licenses
+                .insert(Kept::new(file, stamp, &license.claims))
+            {
+                touched.push(old.tenant().to_string());
+            }
+        }
+        let snapshot = self
+            .publish(
+                &mut state,
+                Changes::of(touched.iter().map(String::as_str)),
+                now,
+            )
+            .unwrap_or_else(|| self.snapshot.load_full());
         tracing::info!(
             tenant = %claims.tenant,
             jti = %claims.jti,
@@ -336,9 +353,10 @@ impl LicenseManager {
         let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.store.revoke(jti, now)?;
-        self.reload(&mut state, Verify::Changed);
-        state.fingerprint = Some(self.store.fingerprint());
-        self.publish(&state, now);
+        state.fingerprint = None;
+        state.revoked.insert(jti.to_string());
+        let tenant = state.licenses.with_jti(jti).map(|k| k.tenant().to_string());
+        self.publish(&mut state, Changes::of(tenant.as_deref()), now);
         tracing::info!(jti, "license revoked");
         Ok(())
     }
@@ -347,33 +365,36 @@ impl LicenseManager {
     pub fn remove(&self, tenant: &str, jti: &str) -> Result<bool, StoreError> {
         let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let doomed: Vec<PathBuf> = state
+        let doomed: Vec<Box<OsStr>> = state
             .licenses
-            .iter()
-            .filter(|l| l.tenant() == tenant && l.jti() == jti)
-            .map(|l| self.store.licenses_dir().join(&*l.file))
+            .of_tenant(tenant)
+            .filter(|l| l.jti() == jti)
+            .map(|l| l.file.clone())
             .collect();
-        for path in &doomed {
-            self.store.remove(path)?;
+        for file in &doomed {
+            self.store
+                .remove(&self.store.licenses_dir().join(&**file))?;
+            state.fingerprint = None;
+            state.licenses.remove(file);
         }
-        self.reload(&mut state, Verify::Changed);
-        state.fingerprint = Some(self.store.fingerprint());
-        self.publish(&state, now);
+        self.publish(&mut state, Changes::of([tenant]), now);
         Ok(!doomed.is_empty())
     }
 
     /// Reads revocations and the license files, verifying each token that is new or
-    /// changed (every token with [`Verify::All`]). Problems are logged once per reload
-    /// and kept for the snapshot; none is fatal.
-    fn reload(&self, state: &mut State, verify: Verify) {
-        match self.store.revocations() {
-            Ok(list) => state.revoked = list.into_iter().map(|r| r.jti).collect(),
+    /// changed (every token with [`Verify::All`]), and tells which tenants changed.
+    /// Problems are logged once per reload and kept for the snapshot; none is fatal.
+    fn reload(&self, state: &mut State, verify: Verify) -> Changes {
+        let revoked_before = std::mem::take(&mut state.revoked);
+        state.revoked = match self.store.revocations() {
+            Ok(list) => list.into_iter().map(|r| r.jti).collect(),
             // Keep the revocations known so far: a damaged list must not un-revoke.
             Err(e) => {
-                tracing::error!(error = %e, "cannot read revocations; keeping the previous list")
+                tracing::error!(error = %e, "cannot read revocations; keeping the previous list");
+                revoked_before.clone()
             }
-        }
-        let previous = std::mem::take(&mut state.licenses);
+        };
+        let previous = state.licenses.take();
         let known_at = |name: &OsStr| {
             previous
                 .binary_search_by(|k| k.file.as_ref().cmp(name))
@@ -385,28 +406,50 @@ impl LicenseManager {
         let settings = self.settings.load();
         let verified = verify_all(&settings.verifier, files);
         let mut counts = ReloadCounts::default();
-        // Both lists are in file-name order: known files are moved over in one pass.
+        let mut changed: BTreeSet<Box<str>> = BTreeSet::new();
+        // Both lists are in file-name order: known files are moved over in one pass;
+        // a previous file not moved over is gone or changed, and so is its tenant.
         let mut previous = previous.into_iter().peekable();
         // Exact capacity: with 100k licenses, doubling growth would leave ~30% unused.
-        let mut licenses: Vec<Kept> = Vec::with_capacity(verified.len());
+        // Each with whether it was verified now (a file that is new or changed).
+        let mut licenses: Vec<(Kept, bool)> = Vec::with_capacity(verified.len());
         for file in verified {
             match file {
                 Checked::Known(name) => {
-                    while previous.next_if(|k| *k.file < *name).is_some() {}
+                    while let Some(kept) = previous.next_if(|k| *k.file < *name) {
+                        changed.insert(kept.tenant().into());
+                    }
                     if let Some(kept) = previous.next_if(|k| *k.file == *name) {
                         counts.unchanged += 1;
-                        licenses.push(kept);
+                        licenses.push((kept, false));
                     }
                 }
                 Checked::Verified(kept) => {
                     counts.verified += 1;
-                    licenses.push(kept);
+                    licenses.push((kept, true));
                 }
                 Checked::Rejected(problem) => problems.push(problem),
             }
         }
-        drop(previous);
-        counts.duplicates = drop_duplicate_ids(&mut licenses);
+        for kept in previous {
+            changed.insert(kept.tenant().into());
+        }
+        // A kept license dropped now changes its tenant; a new file dropped changes
+        // nothing (a duplicate is never kept, so it is verified again each time).
+        counts.duplicates = drop_duplicate_ids(&mut licenses, |(dropped, fresh)| {
+            if !fresh {
+                changed.insert(dropped.tenant().into());
+            }
+        });
+        let licenses: Vec<Kept> = licenses
+            .into_iter()
+            .map(|(kept, fresh)| {
+                if fresh {
+                    changed.insert(kept.tenant().into());
+                }
+                kept
+            })
+            .collect();
         counts.skipped = problems.len();
         for problem in &problems {
             tracing::warn!(
@@ -424,47 +467,93 @@ impl LicenseManager {
             revoked = state.revoked.len(),
             "license store loaded"
         );
-        let mut by_tenant: Vec<u32> = (0..licenses.len() as u32).collect();
-        by_tenant.sort_by(|&a, &b| {
-            licenses[a as usize]
-                .tenant()
-                .cmp(licenses[b as usize].tenant())
-        });
-        state.licenses = licenses;
-        state.by_tenant = by_tenant;
+        state.licenses = LicenseSet::new(licenses);
+        for jti in state.revoked.symmetric_difference(&revoked_before) {
+            if let Some(kept) = state.licenses.with_jti(jti) {
+                changed.insert(kept.tenant().into());
+            }
+        }
+        let problems_changed = problems != state.problems;
+        if problems_changed {
+            let claimed = |list: &[StoreProblem]| -> BTreeMap<Box<str>, usize> {
+                let mut counts = BTreeMap::new();
+                for t in list.iter().filter_map(|p| p.claimed_tenant.as_deref()) {
+                    *counts.entry(Box::from(t)).or_default() += 1;
+                }
+                counts
+            };
+            let (before, after) = (claimed(&state.problems), claimed(&problems));
+            for (tenant, _) in before.iter().chain(&after) {
+                if before.get(tenant) != after.get(tenant) {
+                    changed.insert(tenant.clone());
+                }
+            }
+        }
         state.problems = problems;
         state.last_reload = counts;
+        match verify {
+            Verify::All => Changes::All,
+            Verify::Changed => Changes::Tenants {
+                tenants: changed,
+                problems: problems_changed,
+            },
+        }
     }
 
-    /// Builds and swaps in the snapshot for `state` at `now`.
-    fn publish(&self, state: &State, now: UnixTime) -> Arc<LicenseSnapshot> {
+    /// Builds and swaps in the snapshot for `changes` at `now`, and tells the
+    /// subscribers; `None` (and nothing published) when nothing changed.
+    fn publish(
+        &self,
+        state: &mut State,
+        changes: Changes,
+        now: UnixTime,
+    ) -> Option<Arc<LicenseSnapshot>> {
+        if changes.is_empty() {
+            return None;
+        }
         let settings = self.settings.load();
-        let licenses = &state.licenses;
-        let groups = state
-            .by_tenant
-            .chunk_by(|&a, &b| licenses[a as usize].tenant() == licenses[b as usize].tenant())
-            .map(|group| {
-                let tenant = licenses[group[0] as usize].tenant();
-                let claims: Vec<Claims> = group
+        let full = matches!(changes, Changes::All);
+        let snapshot = Arc::new(match changes {
+            Changes::All => {
+                state.names = Names::default();
+                let State {
+                    licenses,
+                    problems,
+                    revoked,
+                    names,
+                    ..
+                } = &mut *state;
+                let tenants = tenant_map(
+                    licenses
+                        .tenants()
+                        .map(|(tenant, kept)| (tenant, parsed(tenant, kept))),
+                    problems,
+                    revoked,
+                    &settings.policy,
+                    now,
+                    names,
+                );
+                LicenseSnapshot::new(
+                    settings.verifier.instance_id().to_string(),
+                    tenants,
+                    now,
+                    problems.clone(),
+                )
+            }
+            Changes::Tenants { tenants, .. } => {
+                let summaries = tenants
                     .iter()
-                    .filter_map(|&i| match licenses[i as usize].claims() {
-                        Ok(claims) => Some(claims),
-                        Err(e) => {
-                            tracing::error!(tenant, error = %e, "kept license claims unreadable");
-                            None
-                        }
+                    .map(|tenant| {
+                        let summary =
+                            summary_of(state, tenant, &settings.policy, now).map(Arc::new);
+                        (Arc::from(&**tenant), summary)
                     })
                     .collect();
-                (tenant, claims)
-            });
-        let snapshot = Arc::new(assemble_snapshot(
-            settings.verifier.instance_id(),
-            groups,
-            &state.problems,
-            &state.revoked,
-            &settings.policy,
-            now,
-        ));
+                self.snapshot
+                    .load()
+                    .with_changes(summaries, state.problems.clone(), now)
+            }
+        });
         self.snapshot.store(Arc::clone(&snapshot));
         for subscriber in self
             .subscribers
@@ -474,8 +563,11 @@ impl LicenseManager {
         {
             subscriber(&snapshot);
         }
-        crate::memory::release_unused();
-        snapshot
+        // A full rebuild frees a whole snapshot's worth; a few tenants, next to nothing.
+        if full {
+            crate::memory::release_unused();
+        }
+        Some(snapshot)
     }
 
     /// The background job that runs [`LicenseManager::refresh`] every
@@ -587,50 +679,39 @@ pub fn build_snapshot(
             .or_default()
             .push(claims);
     }
-    assemble_snapshot(
-        instance_id,
+    let tenants = tenant_map(
         by_tenant.into_iter(),
         problems,
         revoked,
         policy,
         now,
-    )
+        &mut Names::default(),
+    );
+    LicenseSnapshot::new(instance_id.to_string(), tenants, now, problems.to_vec())
 }
 
-/// The snapshot of `groups` (each tenant once, with its licenses' claims) and of the
-/// tenants that only have unverifiable files in `problems`.
-fn assemble_snapshot<'a, C: AsRef<Claims>>(
-    instance_id: &str,
+/// The summaries of `groups` (each tenant once, with its licenses' claims) and of
+/// the tenants that only have unverifiable files in `problems`.
+fn tenant_map<'a, C: AsRef<Claims>>(
     groups: impl Iterator<Item = (&'a str, Vec<C>)>,
     problems: &'a [StoreProblem],
     revoked: &HashSet<String>,
     policy: &StatusPolicy,
     now: UnixTime,
-) -> LicenseSnapshot {
+    names: &mut Names,
+) -> TenantMap {
     let mut invalid: HashMap<&str, usize> = HashMap::new();
     for p in problems {
         if let Some(t) = &p.claimed_tenant {
             *invalid.entry(t.as_str()).or_default() += 1;
         }
     }
-    let mut tenants = super::snapshot::TenantMap::with_capacity_and_hasher(
-        groups.size_hint().1.unwrap_or(0) + invalid.len(),
-        Default::default(),
-    );
-    let mut names = super::snapshot::Names::default();
-    let mut next_change: Option<UnixTime> = None;
+    let mut summaries: Vec<(Arc<str>, Arc<TenantSummary>)> = Vec::new();
     let mut add = |tenant: &str, claims: &[C], invalid_count: usize| {
         let combined = combine(claims, invalid_count, revoked, policy, now);
-        if let Some(t) = combined.next_change {
-            next_change = Some(next_change.map_or(t, |n: UnixTime| n.min(t)));
-        }
         let name: Arc<str> = Arc::from(tenant);
-        let summary = Arc::new(TenantSummary::build(
-            Arc::clone(&name),
-            combined,
-            &mut names,
-        ));
-        tenants.insert(name, summary);
+        let summary = TenantSummary::build(Arc::clone(&name), combined, names);
+        summaries.push((name, Arc::new(summary)));
     };
     for (tenant, claims) in groups {
         let invalid_count = invalid.remove(tenant).unwrap_or(0);
@@ -640,34 +721,71 @@ fn assemble_snapshot<'a, C: AsRef<Claims>>(
     for (tenant, invalid_count) in invalid {
         add(tenant, &[], invalid_count);
     }
-    tenants.shrink_to_fit();
-    LicenseSnapshot {
-        instance_id: instance_id.to_string(),
-        tenants,
-        built_at: now,
-        next_change,
-        problems: problems.to_vec(),
+    TenantMap::build(summaries)
+}
+
+/// The claims of `kept`, the licenses of `tenant` (an unreadable one is logged and
+/// left out).
+fn parsed(
+    tenant: &str,
+    kept: impl IntoIterator<Item = impl std::ops::Deref<Target = Kept>>,
+) -> Vec<Claims> {
+    kept.into_iter()
+        .filter_map(|k| match k.claims() {
+            Ok(claims) => Some(claims),
+            Err(e) => {
+                tracing::error!(tenant, error = %e, "kept license claims unreadable");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The summary of `tenant` from the kept licenses and problems of `state` at `now`;
+/// `None` when it has no license file at all.
+fn summary_of(
+    state: &mut State,
+    tenant: &str,
+    policy: &StatusPolicy,
+    now: UnixTime,
+) -> Option<TenantSummary> {
+    let claims = parsed(tenant, state.licenses.of_tenant(tenant));
+    let invalid = state
+        .problems
+        .iter()
+        .filter(|p| p.claimed_tenant.as_deref() == Some(tenant))
+        .count();
+    if claims.is_empty() && invalid == 0 && state.licenses.of_tenant(tenant).next().is_none() {
+        return None;
     }
+    let combined = combine(&claims, invalid, &state.revoked, policy, now);
+    Some(TenantSummary::build(
+        Arc::from(tenant),
+        combined,
+        &mut state.names,
+    ))
 }
 
 /// Keeps the first license (in file-name order) of each license id; returns how
-/// many were dropped.
-fn drop_duplicate_ids(licenses: &mut Vec<Kept>) -> usize {
+/// many were dropped, each told to `dropped` first.
+fn drop_duplicate_ids<T: AsRef<Kept>>(licenses: &mut Vec<T>, mut dropped: impl FnMut(&T)) -> usize {
+    let jti = |i: u32| licenses[i as usize].as_ref().jti();
     let mut by_id: Vec<u32> = (0..licenses.len() as u32).collect();
-    by_id.sort_by(|&a, &b| {
-        licenses[a as usize]
-            .jti()
-            .cmp(licenses[b as usize].jti())
-            .then(a.cmp(&b))
-    });
+    by_id.sort_by(|&a, &b| jti(a).cmp(jti(b)).then(a.cmp(&b)));
     let mut keep = vec![true; licenses.len()];
     for pair in by_id.windows(2) {
-        if licenses[pair[0] as usize].jti() == licenses[pair[1] as usize].jti() {
+        if jti(pair[0]) == jti(pair[1]) {
             keep[pair[1] as usize] = false;
         }
     }
     let before = licenses.len();
     let mut keep = keep.into_iter();
-    licenses.retain(|_| keep.next().unwrap_or(true));
+    licenses.retain(|kept| {
+        let keep = keep.next().unwrap_or(true);
+        if !keep {
+            dropped(kept);
+        }
+        keep
+    });
     before - licenses.len()
 }

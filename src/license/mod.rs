@@ -12,6 +12,7 @@
 
 pub mod claims;
 pub mod clock;
+mod kept;
 pub mod keys;
 pub mod manager;
 pub mod snapshot;

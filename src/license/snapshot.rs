@@ -2,10 +2,11 @@
 //!
 //! A [`LicenseSnapshot`] is built whenever licenses, revocations or the status of some
 //! tenant change, and swapped in whole (`ArcSwap`); readers never lock and never
-//! allocate. It holds license facts only: what the request path adds per tenant
+//! allocate. Its tenants are a [`ShardedMap`]: a snapshot with a few tenants changed
+//! shares every other shard with the one before, so a change costs what changed. It holds license facts only: what the request path adds per tenant
 //! (header lines, counters, quota state) is built from these facts elsewhere.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -14,6 +15,7 @@ use super::claims::{FeatureLimits, Limits, UnixTime};
 use super::status::{Combined, Status};
 use super::store::StoreProblem;
 use super::time_text;
+use crate::sharded::{ShardedMap, SHARDS};
 
 /// One tenant's license summary.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +35,9 @@ pub struct TenantSummary {
     pub license_ids: Vec<String>,
     /// Human-readable warnings (expiring soon, grace, read-only).
     pub warnings: Vec<String>,
+    /// When this tenant's status next changes (the summary must be built again then).
+    #[serde(skip)]
+    pub next_change: Option<UnixTime>,
 }
 
 /// Shares equal strings (feature names, tiers) between the tenants of one snapshot:
@@ -114,6 +119,7 @@ impl TenantSummary {
             expires_at: combined.expires_at,
             license_ids: combined.license_ids,
             warnings,
+            next_change: combined.next_change,
         }
     }
 
@@ -130,9 +136,8 @@ impl TenantSummary {
     }
 }
 
-/// Tenant name → summary. Hashed with foldhash, seeded per process: a lookup (one
-/// per request) costs a fraction of SipHash, and the keys come from signed licenses.
-pub type TenantMap = HashMap<Arc<str>, Arc<TenantSummary>, foldhash::fast::RandomState>;
+/// Tenant name → summary (one hash and one shard probe per lookup).
+pub type TenantMap = ShardedMap<Arc<TenantSummary>>;
 
 /// All tenants' summaries at one instant.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -141,15 +146,83 @@ pub struct LicenseSnapshot {
     pub instance_id: String,
     /// Tenants with at least one license file (valid or not).
     pub tenants: TenantMap,
-    /// When this snapshot was judged.
+    /// When this snapshot was judged (its last change).
     pub built_at: UnixTime,
     /// The next instant at which some tenant's status changes.
     pub next_change: Option<UnixTime>,
+    /// The next change of the tenants of each shard of `tenants` (empty: none).
+    #[serde(skip)]
+    pub next_change_by_shard: Box<[Option<UnixTime>]>,
     /// License files that could not be used.
     pub problems: Vec<StoreProblem>,
 }
 
 impl LicenseSnapshot {
+    /// The snapshot of `tenants`, judged at `built_at`.
+    pub fn new(
+        instance_id: String,
+        tenants: TenantMap,
+        built_at: UnixTime,
+        problems: Vec<StoreProblem>,
+    ) -> LicenseSnapshot {
+        let by_shard: Box<[Option<UnixTime>]> = (0..SHARDS)
+            .map(|i| shard_next_change(&tenants, i))
+            .collect();
+        LicenseSnapshot {
+            instance_id,
+            tenants,
+            built_at,
+            next_change: by_shard.iter().flatten().min().copied(),
+            next_change_by_shard: by_shard,
+            problems,
+        }
+    }
+
+    /// This snapshot with the summaries of some tenants replaced (`None`: the tenant
+    /// has no license file any more), judged at `now`. Costs the shards changed.
+    pub fn with_changes(
+        &self,
+        changes: Vec<(Arc<str>, Option<Arc<TenantSummary>>)>,
+        problems: Vec<StoreProblem>,
+        now: UnixTime,
+    ) -> LicenseSnapshot {
+        let (tenants, changed) = self.tenants.with_changes(changes);
+        let mut by_shard = if self.next_change_by_shard.len() == SHARDS {
+            self.next_change_by_shard.clone()
+        } else {
+            (0..SHARDS)
+                .map(|i| shard_next_change(&tenants, i))
+                .collect()
+        };
+        for i in changed {
+            by_shard[i] = shard_next_change(&tenants, i);
+        }
+        LicenseSnapshot {
+            instance_id: self.instance_id.clone(),
+            tenants,
+            built_at: now,
+            next_change: by_shard.iter().flatten().min().copied(),
+            next_change_by_shard: by_shard,
+            problems,
+        }
+    }
+
+    /// The tenants whose status changes at or before `now`.
+    pub fn due(&self, now: UnixTime) -> Vec<Arc<str>> {
+        let mut due = Vec::new();
+        for (i, next) in self.next_change_by_shard.iter().enumerate() {
+            if next.is_some_and(|t| t <= now) {
+                due.extend(
+                    self.tenants
+                        .shard(i)
+                        .filter(|(_, s)| s.next_change.is_some_and(|t| t <= now))
+                        .map(|(name, _)| Arc::clone(name)),
+                );
+            }
+        }
+        due
+    }
+
     /// The summary of `tenant`, if it has any license.
     pub fn tenant(&self, tenant: &str) -> Option<&TenantSummary> {
         self.tenants.get(tenant).map(|t| &**t)
@@ -166,4 +239,9 @@ impl LicenseSnapshot {
             .map(|t| t.status)
             .unwrap_or(Status::Unlicensed)
     }
+}
+
+/// The earliest next change of the tenants in shard `i` of `tenants`.
+fn shard_next_change(tenants: &TenantMap, i: usize) -> Option<UnixTime> {
+    tenants.shard(i).filter_map(|(_, s)| s.next_change).min()
 }

@@ -237,6 +237,13 @@ impl Store {
         Ok(path)
     }
 
+    /// The stamp of the file at `path` now, as [`Store::scan_changed`] sees it.
+    pub fn stamp(&self, path: &Path) -> Result<FileStamp, StoreError> {
+        fs::symlink_metadata(path)
+            .map(|meta| file_stamp(&meta))
+            .map_err(io_error(path))
+    }
+
     /// Removes the license file at `path` (a file listed by [`Store::scan_changed`]).
     pub fn remove(&self, path: &Path) -> Result<(), StoreError> {
         fs::remove_file(path).map_err(io_error(path))?;

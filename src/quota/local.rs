@@ -368,7 +368,7 @@ impl LocalQuotas {
     /// Drops state of tenants that no longer have a license, and frees the memory.
     pub fn retain_licensed(&self, snapshot: &LicenseSnapshot) {
         self.tenants
-            .retain(|name, _| snapshot.tenants.contains_key(&**name));
+            .retain(|name, _| snapshot.tenants.contains_key(name));
         self.tenants.shrink_to_fit();
     }
 

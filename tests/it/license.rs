@@ -545,6 +545,113 @@ fn status_follows_a_manual_clock_and_licenses_combine() {
     assert!(!manager.refresh(), "nothing left to change");
 }
 
+/// Every summary of `before` that `after` still has as the very same one (shared).
+fn shared_summaries(
+    before: &licgate::license::LicenseSnapshot,
+    after: &licgate::license::LicenseSnapshot,
+) -> Vec<String> {
+    let mut shared: Vec<String> = before
+        .tenants
+        .iter()
+        .filter(|(name, summary)| {
+            after
+                .tenants
+                .get(name)
+                .is_some_and(|s| Arc::ptr_eq(s, summary))
+        })
+        .map(|(name, _)| name.to_string())
+        .collect();
+    shared.sort();
+    shared
+}
+
+#[test]
+fn a_change_rebuilds_only_the_tenants_it_touches() {
+    use licgate::sharded::SHARDS;
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let start = 1_900_000_000;
+    let clock = Arc::new(ManualClock::new(start));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // 300 tenants; t-short's license ends 10 days before the others.
+    let mut names: Vec<String> = (0..300).map(|i| format!("t{i:03}")).collect();
+    for name in &names {
+        let c = claims(name, start, 60);
+        store.install(name, &c.jti, &vendor.sign(&c, None)).unwrap();
+    }
+    let short = claims("t-short", start, 50);
+    store
+        .install("t-short", &short.jti, &vendor.sign(&short, None))
+        .unwrap();
+    names.push("t-short".into());
+    let manager = manager_for(&vendor, dir.path().to_path_buf(), clock.clone());
+    let tenants = licgate::tenants::Tenants::follow(Some(&manager));
+    let loaded = manager.last_reload();
+    assert_eq!(loaded.verified, 301);
+    let others = |except: &[&str]| -> Vec<String> {
+        let mut kept: Vec<String> = names
+            .iter()
+            .filter(|n| !except.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        kept.sort();
+        kept
+    };
+
+    // An install: the store is not read again, one shard is copied, every other
+    // tenant keeps its very summary and its very entry.
+    let before = manager.snapshot_arc();
+    let table_before = tenants.load_full();
+    let new = claims("t-new", start, 60);
+    manager.install(&vendor.sign(&new, None)).unwrap();
+    assert_eq!(manager.last_reload(), loaded, "the store was not read");
+    let after = manager.snapshot_arc();
+    assert_eq!(after.tenants.len(), 302);
+    assert_eq!(after.status("t-new"), Status::Valid);
+    assert_eq!(shared_summaries(&before, &after), others(&[]));
+    let copied = (0..SHARDS)
+        .filter(|&i| !after.tenants.same_shard(&before.tenants, i))
+        .count();
+    assert_eq!(copied, 1);
+    let table = tenants.load_full();
+    assert_eq!(table.get("t-new").unwrap().license().status, Status::Valid);
+    for name in others(&[]) {
+        assert!(
+            Arc::ptr_eq(table.get(&name).unwrap(), table_before.get(&name).unwrap()),
+            "{name}'s entry is kept"
+        );
+    }
+
+    // A revocation: only the revoked tenant changes; its counters carry over.
+    let before = after;
+    let jti = before.tenant("t007").unwrap().license_ids[0].clone();
+    manager.revoke(&jti).unwrap();
+    let after = manager.snapshot_arc();
+    assert_eq!(after.status("t007"), Status::Revoked);
+    let mut expected = others(&["t007"]);
+    expected.push("t-new".into());
+    expected.sort();
+    assert_eq!(shared_summaries(&before, &after), expected);
+    let entry = tenants.load_full().get("t007").map(Arc::clone).unwrap();
+    assert!(Arc::ptr_eq(
+        &entry.counters,
+        &table.get("t007").unwrap().counters
+    ));
+
+    // A threshold that passes for one tenant rebuilds that tenant alone.
+    let before = after;
+    clock.set(start + 40 * DAY);
+    assert!(manager.refresh());
+    let after = manager.snapshot_arc();
+    assert_eq!(after.status("t-short"), Status::ExpiringSoon);
+    assert_eq!(after.status("t000"), Status::Valid);
+    let mut expected = others(&["t-short", "t007"]);
+    expected.extend(["t-new".to_string(), "t007".to_string()]);
+    expected.sort();
+    assert_eq!(shared_summaries(&before, &after), expected);
+    assert!(!manager.refresh(), "nothing else is due");
+}
+
 #[test]
 fn revocation_is_persisted_and_applied_at_once() {
     let vendor = Vendor::new(Algorithm::EdDSA);
@@ -847,7 +954,10 @@ fn a_store_change_verifies_only_the_files_that_changed() {
 
     // A copy of acme's license under another name: the first file by name wins.
     std::fs::write(store.licenses_dir().join("zz-copy.jwt"), &tokens[0].1).unwrap();
-    assert!(manager.refresh());
+    assert!(
+        !manager.refresh(),
+        "the copy changes no tenant: nothing is published"
+    );
     let counts = manager.last_reload();
     assert_eq!(
         (counts.verified, counts.unchanged, counts.duplicates),
@@ -860,16 +970,22 @@ fn a_store_change_verifies_only_the_files_that_changed() {
     );
     drop(snap);
 
-    // A removed file takes its tenant with it; the rest is kept as verified (the
-    // duplicate is not kept, so it is verified again each time, like a bad file).
+    // A removed file takes its tenant with it, without reading the store; the next
+    // refresh reads it and finds nothing else changed (the duplicate is not kept, so
+    // it is verified again each time, like a bad file, but changes nothing).
     assert!(manager.remove("initech", &tokens[2].0.jti).unwrap());
+    assert_eq!(manager.snapshot().status("initech"), Status::Unlicensed);
+    assert_eq!(manager.snapshot().status("acme"), Status::Valid);
+    assert!(!manager.refresh(), "nothing changed since the removal");
     let counts = manager.last_reload();
     assert_eq!(
         (counts.verified, counts.unchanged, counts.duplicates),
         (1, 2, 1)
     );
-    assert_eq!(manager.snapshot().status("initech"), Status::Unlicensed);
-    assert_eq!(manager.snapshot().status("acme"), Status::Valid);
+    assert!(
+        !manager.refresh(),
+        "nothing changed: the store is not read again"
+    );
 
     // New verification settings (only the stranger's key): every file again.
     manager.reconfigure(LicenseSettings {

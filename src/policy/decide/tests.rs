@@ -21,6 +21,7 @@ fn summary(tenant: &str, status: Status, features: &[&str]) -> TenantSummary {
         expires_at: Some(2_000_000_000),
         license_ids: vec!["L1".into()],
         warnings: vec![],
+        next_change: None,
     }
 }
 
