@@ -353,14 +353,14 @@ impl FileWatch {
             _ => PathBuf::from("."),
         };
         watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
-        let store_dir = reloader
-            .app
-            .licenses
-            .as_ref()
-            .map(|m| m.store().dir().to_path_buf());
-        if let Some(dir) = &store_dir {
-            watcher.watch(dir, RecursiveMode::Recursive)?;
+        let store = reloader.app.licenses.as_ref().map(|m| m.store());
+        // The store and its `licenses/` directory, not recursively: a recursive
+        // watch would list and stat every license file at start.
+        if let Some(store) = store {
+            watcher.watch(store.dir(), RecursiveMode::NonRecursive)?;
+            watcher.watch(&store.licenses_dir(), RecursiveMode::NonRecursive)?;
         }
+        let store_dir = store.map(|s| s.dir().to_path_buf());
         Ok(FileWatch {
             reloader,
             _watcher: watcher,

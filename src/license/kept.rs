@@ -27,14 +27,11 @@ pub(super) struct Kept {
 impl Kept {
     /// Keeps `claims`, verified from version `stamp` of file `file`. The claims that
     /// only verification reads (`iss`, `sub`, `aud`) are left out.
-    pub(super) fn new(file: Box<OsStr>, stamp: FileStamp, claims: &Claims) -> Kept {
-        let json = serde_json::to_string(&Claims {
-            iss: None,
-            sub: None,
-            aud: Vec::new(),
-            ..claims.clone()
-        })
-        .expect("claims serialize");
+    pub(super) fn new(file: Box<OsStr>, stamp: FileStamp, mut claims: Claims) -> Kept {
+        claims.iss = None;
+        claims.sub = None;
+        claims.aud = Vec::new();
+        let json = serde_json::to_string(&claims).expect("claims serialize");
         let text = [claims.tenant.as_str(), &claims.jti, &json].concat();
         let tenant_end = claims.tenant.len();
         let jti_end = tenant_end + claims.jti.len();
@@ -214,7 +211,7 @@ mod tests {
             "jti": jti, "tenant": tenant, "exp": 2_000_000_000i64,
         }))
         .expect("claims");
-        Kept::new(OsStr::new(file).into(), 1, &claims)
+        Kept::new(OsStr::new(file).into(), 1, claims)
     }
 
     fn files_of(set: &LicenseSet, tenant: &str) -> Vec<String> {

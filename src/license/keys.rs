@@ -88,6 +88,8 @@ pub struct PublicKey {
     pub key: DecodingKey,
     /// SHA-256 of the PEM text: tells whether a reload changed the key.
     pub digest: [u8; 32],
+    /// The key for batch verification, when it is an Ed25519 key.
+    pub(crate) ed25519: Option<super::batch::Ed25519Key>,
 }
 
 /// Keys are equal when their id, algorithm and PEM text are.
@@ -147,12 +149,20 @@ impl PublicKey {
         })?;
         let mut digest = [0u8; 32];
         digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, pem).as_ref());
+        let ed25519 = match alg {
+            Algorithm::EdDSA => std::str::from_utf8(pem)
+                .ok()
+                .and_then(|pem| pem_body(pem, "PUBLIC KEY"))
+                .and_then(|der| super::batch::Ed25519Key::from_spki_der(&der)),
+            Algorithm::ES256 | Algorithm::RS256 => None,
+        };
         Ok(PublicKey {
             kid,
             alg,
             path: path.to_path_buf(),
             key,
             digest,
+            ed25519,
         })
     }
 }

@@ -226,9 +226,7 @@ impl LicenseManager {
         let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.settings.store(Arc::new(settings));
-        let fingerprint = self.store.fingerprint();
         let changes = self.reload(&mut state, Verify::All);
-        state.fingerprint = Some(fingerprint);
         self.publish(&mut state, changes, now);
     }
 
@@ -237,12 +235,12 @@ impl LicenseManager {
     pub fn refresh(&self) -> bool {
         let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        // Taken before reading, so a change made while reading is seen next time.
-        let fingerprint = self.store.fingerprint();
         let mut changes = Changes::none();
-        if state.fingerprint.as_ref() != Some(&fingerprint) {
+        let store_changed = state
+            .fingerprint
+            .is_none_or(|known| self.store.fingerprint() != known);
+        if store_changed {
             changes = self.reload(&mut state, Verify::Changed);
-            state.fingerprint = Some(fingerprint);
         }
         if let Changes::Tenants { tenants, .. } = &mut changes {
             let snapshot = self.snapshot.load();
@@ -320,7 +318,7 @@ impl LicenseManager {
             let stamp = self.store.stamp(&path)?;
             if let Some(old) = state
                 .licenses
-                .insert(Kept::new(file, stamp, &license.claims))
+                .insert(Kept::new(file, stamp, license.claims.clone()))
             {
                 touched.push(old.tenant().to_string());
             }
@@ -383,6 +381,8 @@ impl LicenseManager {
 
     /// Reads revocations and the license files, verifying each token that is new or
     /// changed (every token with [`Verify::All`]), and tells which tenants changed.
+    /// The store's fingerprint is taken as it is listed, before anything is read, so
+    /// a change made while reading is seen by the next refresh.
     /// Problems are logged once per reload and kept for the snapshot; none is fatal.
     fn reload(&self, state: &mut State, verify: Verify) -> Changes {
         let revoked_before = std::mem::take(&mut state.revoked);
@@ -400,9 +400,10 @@ impl LicenseManager {
                 .binary_search_by(|k| k.file.as_ref().cmp(name))
                 .ok()
         };
-        let (files, mut problems) = self.store.scan_changed(|name, stamp| {
+        let (files, mut problems, fingerprint) = self.store.scan_changed(|name, stamp| {
             verify == Verify::Changed && known_at(name).is_some_and(|i| previous[i].stamp == stamp)
         });
+        state.fingerprint = Some(fingerprint);
         let settings = self.settings.load();
         let verified = verify_all(&settings.verifier, files);
         let mut counts = ReloadCounts::default();
@@ -599,32 +600,17 @@ enum Checked {
     Rejected(StoreProblem),
 }
 
-/// Verifies the files that were read, on every core (in chunks of consecutive files,
-/// so the result keeps the files' order).
+/// Reads and verifies the changed files, on every core (in chunks of consecutive
+/// files, so the result keeps the files' order).
 fn verify_all(verifier: &Verifier, files: Vec<ScannedFile>) -> Vec<Checked> {
-    let check = |file: ScannedFile| match file {
-        ScannedFile::Known(name) => Checked::Known(name),
-        ScannedFile::Read(stored) => match verifier.verify(&stored.token) {
-            Ok(license) => {
-                let name = stored.path.file_name().unwrap_or_default();
-                Checked::Verified(Kept::new(name.into(), stored.stamp, &license.claims))
-            }
-            Err(rejection) => Checked::Rejected(StoreProblem {
-                claimed_tenant: unverified_claims(&stored.token)
-                    .and_then(|(_, c)| c.get("tenant")?.as_str().map(str::to_string)),
-                path: stored.path,
-                reason: rejection.to_string(),
-            }),
-        },
-    };
     let to_verify = files
         .iter()
-        .filter(|f| matches!(f, ScannedFile::Read(_)))
+        .filter(|f| matches!(f, ScannedFile::Changed(_)))
         .count();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Below a few hundred signatures, threads cost more than they save.
     if threads < 2 || to_verify < 256 {
-        return files.into_iter().map(check).collect();
+        return check_files(verifier, files);
     }
     let chunk = files.len().div_ceil(threads);
     let mut chunks: Vec<Vec<ScannedFile>> = Vec::with_capacity(threads);
@@ -639,7 +625,7 @@ fn verify_all(verifier: &Verifier, files: Vec<ScannedFile>) -> Vec<Checked> {
     std::thread::scope(|scope| {
         let running: Vec<_> = chunks
             .into_iter()
-            .map(|part| scope.spawn(move || part.into_iter().map(check).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || check_files(verifier, part)))
             .collect();
         running
             .into_iter()
@@ -649,6 +635,43 @@ fn verify_all(verifier: &Verifier, files: Vec<ScannedFile>) -> Vec<Checked> {
             })
             .collect()
     })
+}
+
+/// Reads the changed files of `files` and verifies their tokens together
+/// ([`Verifier::verify_many`]); the result is in the order of `files`.
+fn check_files(verifier: &Verifier, files: Vec<ScannedFile>) -> Vec<Checked> {
+    let mut checked: Vec<Checked> = Vec::with_capacity(files.len());
+    let mut stored = Vec::new();
+    for file in files {
+        match file {
+            ScannedFile::Known(name) => checked.push(Checked::Known(name)),
+            ScannedFile::Changed(listed) => match listed.read() {
+                Ok(token) => {
+                    // A placeholder, replaced once the token is verified.
+                    checked.push(Checked::Known(Default::default()));
+                    stored.push((checked.len() - 1, token));
+                }
+                Err(problem) => checked.push(Checked::Rejected(problem)),
+            },
+        }
+    }
+    let tokens: Vec<&str> = stored.iter().map(|(_, s)| s.token.as_str()).collect();
+    let results = verifier.verify_many(&tokens);
+    for ((at, stored), result) in stored.into_iter().zip(results) {
+        checked[at] = match result {
+            Ok(license) => {
+                let name = stored.path.file_name().unwrap_or_default();
+                Checked::Verified(Kept::new(name.into(), stored.stamp, license.claims))
+            }
+            Err(rejection) => Checked::Rejected(StoreProblem {
+                claimed_tenant: unverified_claims(&stored.token)
+                    .and_then(|(_, c)| c.get("tenant")?.as_str().map(str::to_string)),
+                path: stored.path,
+                reason: rejection.to_string(),
+            }),
+        };
+    }
+    checked
 }
 
 /// Wall-clock time from now until the start of second `t` (plus a millisecond so the

@@ -10,6 +10,7 @@
 //! - [`snapshot`]: per-tenant summaries behind `ArcSwap`;
 //! - [`manager`]: ties them together and keeps the snapshot current.
 
+mod batch;
 pub mod claims;
 pub mod clock;
 mod kept;

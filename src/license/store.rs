@@ -61,10 +61,36 @@ pub type FileStamp = u64;
 /// A license file found by [`Store::scan_changed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScannedFile {
-    /// Read, because the caller did not know this version of it.
-    Read(StoredToken),
-    /// Not read: the caller said it already knows this name and stamp.
+    /// A version of the file the caller did not know: to be read.
+    Changed(ListedFile),
+    /// The caller said it already knows this name and stamp.
     Known(OsString),
+}
+
+/// A license file listed, not read yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    pub path: PathBuf,
+    /// The file's [`FileStamp`], taken before it is read.
+    pub stamp: FileStamp,
+}
+
+impl ListedFile {
+    /// Reads the token; an unreadable or oversized file is a problem, not an error.
+    pub fn read(self) -> Result<StoredToken, StoreProblem> {
+        match read_token_file(&self.path) {
+            Ok(token) => Ok(StoredToken {
+                path: self.path,
+                stamp: self.stamp,
+                token,
+            }),
+            Err(reason) => Err(StoreProblem {
+                path: self.path,
+                reason,
+                claimed_tenant: None,
+            }),
+        }
+    }
 }
 
 /// A file in `licenses/` that could not be used, and why.
@@ -145,89 +171,86 @@ impl Store {
 
     /// Names, sizes and modification times of everything that affects the licenses.
     pub fn fingerprint(&self) -> Fingerprint {
-        let mut all: Vec<(String, u64, Option<SystemTime>)> = Vec::new();
-        if let Ok(entries) = fs::read_dir(self.licenses_dir()) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') {
-                    continue;
-                }
-                if let Ok(meta) = entry.metadata() {
-                    all.push((name, meta.len(), meta.modified().ok()));
-                }
-            }
-        }
-        if let Ok(meta) = fs::metadata(self.revocations_path()) {
-            all.push((
-                "../revocations.json".into(),
-                meta.len(),
-                meta.modified().ok(),
-            ));
-        }
-        all.sort();
+        let entries = self.list().unwrap_or_default();
+        self.digest(&entries)
+    }
+
+    /// The entries of `licenses/` in name order, with their metadata (not followed),
+    /// temporary files left out.
+    fn list(&self) -> std::io::Result<Vec<(OsString, fs::Metadata)>> {
+        let mut entries: Vec<(OsString, fs::Metadata)> = fs::read_dir(self.licenses_dir())?
+            .flatten()
+            .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
+            .filter_map(|e| Some((e.file_name(), e.metadata().ok()?)))
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
+    }
+
+    /// The [`Fingerprint`] of `entries` (a listing of `licenses/`) and of the
+    /// revocation list.
+    fn digest(&self, entries: &[(OsString, fs::Metadata)]) -> Fingerprint {
         let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-        for (name, len, modified) in &all {
-            let nanos = modified
+        let mut add = |name: &[u8], meta: &fs::Metadata| {
+            let nanos = meta
+                .modified()
+                .ok()
                 .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos());
-            digest.update(name.as_bytes());
+            digest.update(name);
             digest.update(&[0]);
-            digest.update(&len.to_le_bytes());
+            digest.update(&meta.len().to_le_bytes());
             digest.update(&nanos.to_le_bytes());
+        };
+        for (name, meta) in entries {
+            add(name.as_encoded_bytes(), meta);
+        }
+        if let Ok(meta) = fs::metadata(self.revocations_path()) {
+            add(b"../revocations.json", &meta);
         }
         let mut out = [0u8; 32];
         out.copy_from_slice(digest.finish().as_ref());
         out
     }
 
-    /// Lists the license files in name order and reads those for which `known(name,
-    /// stamp)` is false. Unreadable or oversized files are reported, not fatal.
+    /// Lists the license files in name order, marking those for which `known(name,
+    /// stamp)` is false as changed (to be read with [`ListedFile::read`]), with the
+    /// store's [`Fingerprint`] as listed (before anything is read). A directory that
+    /// cannot be listed is reported, not fatal.
     pub fn scan_changed(
         &self,
         mut known: impl FnMut(&OsStr, FileStamp) -> bool,
-    ) -> (Vec<ScannedFile>, Vec<StoreProblem>) {
-        let mut files = Vec::new();
-        let mut problems = Vec::new();
+    ) -> (Vec<ScannedFile>, Vec<StoreProblem>, Fingerprint) {
         let dir = self.licenses_dir();
-        let mut entries: Vec<_> = match fs::read_dir(&dir) {
-            Ok(entries) => entries.flatten().collect(),
+        let entries = match self.list() {
+            Ok(entries) => entries,
             Err(e) => {
-                problems.push(StoreProblem {
+                let problem = StoreProblem {
                     path: dir,
                     reason: format!("cannot list: {e}"),
                     claimed_tenant: None,
-                });
-                return (files, problems);
+                };
+                return (Vec::new(), vec![problem], self.digest(&[]));
             }
         };
-        entries.sort_by_key(|e| e.file_name());
-        files.reserve_exact(entries.len());
-        for entry in entries {
-            let name = entry.file_name();
-            if name.as_encoded_bytes().starts_with(b".") {
+        let fingerprint = self.digest(&entries);
+        let mut files = Vec::with_capacity(entries.len());
+        for (name, meta) in entries {
+            // Not followed: a symbolic link is not a license file.
+            if !meta.is_file() {
                 continue;
             }
-            // Not followed: a symbolic link is not a license file.
-            let meta = match entry.metadata() {
-                Ok(meta) if meta.is_file() => meta,
-                _ => continue,
-            };
             let stamp = file_stamp(&meta);
             if known(&name, stamp) {
                 files.push(ScannedFile::Known(name));
-                continue;
-            }
-            let path = entry.path();
-            match read_token_file(&path) {
-                Ok(token) => files.push(ScannedFile::Read(StoredToken { path, stamp, token })),
-                Err(reason) => problems.push(StoreProblem {
-                    path,
-                    reason,
-                    claimed_tenant: None,
-                }),
+            } else {
+                files.push(ScannedFile::Changed(ListedFile {
+                    path: dir.join(&name),
+                    stamp,
+                }));
             }
         }
-        (files, problems)
+        (files, Vec::new(), fingerprint)
     }
 
     /// Writes `token` as the file for license `jti` of `tenant`; returns its path.
@@ -478,14 +501,17 @@ mod tests {
 
     /// Every license file as read (none is known to the caller).
     fn read_all(store: &Store) -> (Vec<StoredToken>, Vec<StoreProblem>) {
-        let (files, problems) = store.scan_changed(|_, _| false);
-        let tokens = files
-            .into_iter()
-            .map(|file| match file {
-                ScannedFile::Read(token) => token,
+        let (files, mut problems, _) = store.scan_changed(|_, _| false);
+        let mut tokens = Vec::new();
+        for file in files {
+            match file {
+                ScannedFile::Changed(listed) => match listed.read() {
+                    Ok(token) => tokens.push(token),
+                    Err(problem) => problems.push(problem),
+                },
                 ScannedFile::Known(name) => panic!("{name:?} reported as known"),
-            })
-            .collect();
+            }
+        }
         (tokens, problems)
     }
 
@@ -528,30 +554,33 @@ mod tests {
     }
 
     #[test]
-    fn scan_changed_reads_only_what_the_caller_does_not_know() {
+    fn scan_changed_lists_as_changed_only_what_the_caller_does_not_know() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let a = store.install("acme", "L1", "aaa.bbb.ccc").unwrap();
         store.install("globex", "L2", "ddd.eee.fff").unwrap();
-        let (files, _) = store.scan_changed(|_, _| false);
+        let (files, _, _) = store.scan_changed(|_, _| false);
         let stamps: Vec<FileStamp> = files
             .iter()
             .map(|f| match f {
-                ScannedFile::Read(t) => t.stamp,
+                ScannedFile::Changed(t) => t.stamp,
                 ScannedFile::Known(n) => panic!("{n:?} was not known"),
             })
             .collect();
-        let (files, _) =
+        let (files, _, _) =
             store.scan_changed(|name, stamp| name == "acme--L1.jwt" && stamp == stamps[0]);
         assert!(matches!(&files[0], ScannedFile::Known(n) if n == "acme--L1.jwt"));
-        assert!(matches!(&files[1], ScannedFile::Read(t) if t.token == "ddd.eee.fff"));
+        let read = |file: &ScannedFile| match file {
+            ScannedFile::Changed(listed) => listed.clone().read().unwrap(),
+            ScannedFile::Known(n) => panic!("{n:?} was known"),
+        };
+        assert_eq!(read(&files[1]).token, "ddd.eee.fff");
         // Rewritten with the same length: a new stamp, so it is read again.
         store.install("acme", "L1", "xxx.yyy.zzz").unwrap();
-        let (files, _) =
+        let (files, _, _) =
             store.scan_changed(|name, stamp| name == "acme--L1.jwt" && stamp == stamps[0]);
-        assert!(
-            matches!(&files[0], ScannedFile::Read(t) if t.token == "xxx.yyy.zzz" && t.path == a)
-        );
+        let token = read(&files[0]);
+        assert_eq!((token.token.as_str(), token.path), ("xxx.yyy.zzz", a));
     }
 
     #[test]

@@ -1140,3 +1140,69 @@ fn many_files_are_verified_in_parallel_and_nothing_is_lost() {
     );
     assert_eq!(manager.snapshot().tenants.len(), FILES + 1);
 }
+
+#[test]
+fn verifying_many_tokens_at_once_gives_each_the_answer_of_verifying_it_alone() {
+    let vendor = Vendor::new(Algorithm::EdDSA);
+    let other = Vendor::new(Algorithm::EdDSA);
+    let ec = Vendor::new(Algorithm::ES256);
+    let verifier = verifier(vec![
+        vendor.public_key(None),
+        other.public_key(Some("k2")),
+        ec.public_key(None),
+    ]);
+    let good = |i: usize| vendor.sign(&claims(&format!("t{i}"), now(), 30), None);
+    let mut tokens: Vec<String> = (0..600).map(good).collect();
+    // Among them: a wrong signature, a changed payload, a wrong issuer, another
+    // vendor's key by kid, an unknown kid, ES256, garbage, an empty token, a header
+    // that jsonwebtoken refuses, and a good signature over a payload that is not JSON.
+    tokens[5] = {
+        let t = good(5);
+        let (input, _) = t.rsplit_once('.').unwrap();
+        format!("{input}.{}", b64(&[7u8; 64]))
+    };
+    tokens[300] = {
+        let t = good(300);
+        let parts: Vec<&str> = t.split('.').collect();
+        let mut c = claims("t300", now(), 30);
+        c.tenant = "someone-else".into();
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&serde_json::to_vec(&c).unwrap()),
+            parts[2]
+        )
+    };
+    tokens[301] = {
+        let mut c = claims("t301", now(), 30);
+        c.iss = Some("Impostor".into());
+        vendor.sign(&c, None)
+    };
+    tokens[302] = other.sign(&claims("t302", now(), 30), Some("k2"));
+    tokens[303] = other.sign(&claims("t303", now(), 30), Some("k9"));
+    tokens[304] = ec.sign(&claims("t304", now(), 30), None);
+    tokens[305] = "not.a.token".into();
+    tokens[306] = String::new();
+    tokens[307] = sign_raw(
+        &serde_json::json!({"alg": "EdDSA", "typ": 7}),
+        &serde_json::to_value(claims("t307", now(), 30)).unwrap(),
+        &vendor,
+    );
+    tokens[308] = {
+        let header = b64(br#"{"alg":"EdDSA","typ":"JWT"}"#);
+        let payload = b64(b"{not json");
+        let input = format!("{header}.{payload}");
+        let key = vendor.signing_key();
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key.key, key.alg.jwt()).unwrap();
+        format!("{input}.{signature}")
+    };
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    let together = verifier.verify_many(&refs);
+    let alone: Vec<_> = refs.iter().map(|t| verifier.verify(t)).collect();
+    assert_eq!(together, alone);
+    let refused: Vec<usize> = (0..alone.len()).filter(|&i| alone[i].is_err()).collect();
+    assert_eq!(refused, [5, 300, 301, 303, 305, 306, 307, 308]);
+    assert_eq!(alone[302].as_ref().unwrap().kid.as_deref(), Some("k2"));
+    assert_eq!(alone[304].as_ref().unwrap().alg, Algorithm::ES256);
+}
