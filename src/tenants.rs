@@ -235,7 +235,7 @@ impl UpstreamHeaders {
                 Some((from, to)) => &self.text[from..to],
             };
             // Each part was checked (or percent-encoded) by `encoded_header_text`.
-            let _ = lines.value_bytes(name, value);
+            lines.checked_value_bytes(name, value);
         }
     }
 }

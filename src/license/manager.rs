@@ -25,6 +25,9 @@ use crate::background::Periodic;
 use crate::throttle::LogThrottle;
 use pingora::services::background::GenBackgroundService;
 
+/// From this many license files, a reload gives the memory it freed back at once.
+const BULK: usize = 1024;
+
 /// The high-water mark is persisted when it has moved this far.
 const PERSIST_HIGH_WATER_EVERY: i64 = 60;
 
@@ -406,6 +409,10 @@ impl LicenseManager {
         state.fingerprint = Some(fingerprint);
         let settings = self.settings.load();
         let verified = verify_all(&settings.verifier, files);
+        if verified.len() >= BULK {
+            // What the verifying threads allocated and freed, given back now.
+            crate::memory::release_unused();
+        }
         let mut counts = ReloadCounts::default();
         let mut changed: BTreeSet<Box<str>> = BTreeSet::new();
         // Both lists are in file-name order: known files are moved over in one pass;
@@ -445,9 +452,10 @@ impl LicenseManager {
         let licenses: Vec<Kept> = licenses
             .into_iter()
             .map(|(kept, fresh)| {
-                if fresh {
-                    changed.insert(kept.tenant().into());
+                if !fresh {
+                    return kept;
                 }
+                changed.insert(kept.tenant().into());
                 kept
             })
             .collect();

@@ -175,38 +175,46 @@ impl Store {
         self.digest(&entries)
     }
 
-    /// The entries of `licenses/` in name order, with their metadata (not followed),
-    /// temporary files left out.
-    fn list(&self) -> std::io::Result<Vec<(OsString, fs::Metadata)>> {
-        let mut entries: Vec<(OsString, fs::Metadata)> = fs::read_dir(self.licenses_dir())?
+    /// The entries of `licenses/` in name order, with what their metadata (not
+    /// followed) says, temporary files left out.
+    fn list(&self) -> std::io::Result<Vec<Listed>> {
+        let mut entries: Vec<Listed> = fs::read_dir(self.licenses_dir())?
             .flatten()
             .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
-            .filter_map(|e| Some((e.file_name(), e.metadata().ok()?)))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some(Listed {
+                    name: e.file_name(),
+                    len: meta.len(),
+                    modified_nanos: modified_nanos(&meta),
+                    stamp: file_stamp(&meta),
+                    is_file: meta.is_file(),
+                })
+            })
             .collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
     }
 
     /// The [`Fingerprint`] of `entries` (a listing of `licenses/`) and of the
     /// revocation list.
-    fn digest(&self, entries: &[(OsString, fs::Metadata)]) -> Fingerprint {
+    fn digest(&self, entries: &[Listed]) -> Fingerprint {
         let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut add = |name: &[u8], meta: &fs::Metadata| {
-            let nanos = meta
-                .modified()
-                .ok()
-                .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
+        let mut add = |name: &[u8], len: u64, nanos: u128| {
             digest.update(name);
             digest.update(&[0]);
-            digest.update(&meta.len().to_le_bytes());
+            digest.update(&len.to_le_bytes());
             digest.update(&nanos.to_le_bytes());
         };
-        for (name, meta) in entries {
-            add(name.as_encoded_bytes(), meta);
+        for entry in entries {
+            add(
+                entry.name.as_encoded_bytes(),
+                entry.len,
+                entry.modified_nanos,
+            );
         }
         if let Ok(meta) = fs::metadata(self.revocations_path()) {
-            add(b"../revocations.json", &meta);
+            add(b"../revocations.json", meta.len(), modified_nanos(&meta));
         }
         let mut out = [0u8; 32];
         out.copy_from_slice(digest.finish().as_ref());
@@ -235,12 +243,17 @@ impl Store {
         };
         let fingerprint = self.digest(&entries);
         let mut files = Vec::with_capacity(entries.len());
-        for (name, meta) in entries {
+        for Listed {
+            name,
+            stamp,
+            is_file,
+            ..
+        } in entries
+        {
             // Not followed: a symbolic link is not a license file.
-            if !meta.is_file() {
+            if !is_file {
                 continue;
             }
-            let stamp = file_stamp(&meta);
             if known(&name, stamp) {
                 files.push(ScannedFile::Known(name));
             } else {
@@ -363,6 +376,23 @@ impl Store {
 }
 
 /// The [`FileStamp`] of a file with metadata `meta`.
+/// An entry of `licenses/` as listed.
+struct Listed {
+    name: OsString,
+    len: u64,
+    modified_nanos: u128,
+    stamp: FileStamp,
+    is_file: bool,
+}
+
+/// The modification time in nanoseconds since the epoch (0 when unknown).
+fn modified_nanos(meta: &fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
 fn file_stamp(meta: &fs::Metadata) -> FileStamp {
     use std::hash::{Hash as _, Hasher as _};
     use std::os::unix::fs::MetadataExt as _;

@@ -131,6 +131,14 @@ impl AppendedHeadersBuilder {
         Ok(self.line(name, value))
     }
 
+    /// Adds `name: value` for a value its owner checked once, when it was made (with
+    /// [HeaderValue::from_bytes] or as [Self::value_bytes] does): not checked again.
+    /// A value with CR or LF would split the line; debug builds assert it has none.
+    pub fn checked_value_bytes(&mut self, name: &PreparsedHeaderName, value: &[u8]) -> &mut Self {
+        debug_assert!(is_plain_value(value), "an unchecked header value");
+        self.line(name, value)
+    }
+
     /// Adds `name: n` with `n` in decimal.
     pub fn number(&mut self, name: &PreparsedHeaderName, n: u64) -> &mut Self {
         let mut digits = [0u8; 20];
