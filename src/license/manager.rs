@@ -19,7 +19,7 @@ use super::clock::{Clock, RollbackGuard};
 use super::kept::{Kept, LicenseSet};
 use super::snapshot::{LicenseSnapshot, Names, TenantMap, TenantSummary};
 use super::status::{combine, StatusPolicy};
-use super::store::{Fingerprint, ScannedFile, Store, StoreError, StoreProblem};
+use super::store::{Fingerprint, Listing, ScannedFile, Store, StoreError, StoreProblem};
 use super::verify::{unverified_claims, Rejection, Verifier};
 use crate::background::Periodic;
 use crate::throttle::LogThrottle;
@@ -229,7 +229,7 @@ impl LicenseManager {
         let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.settings.store(Arc::new(settings));
-        let changes = self.reload(&mut state, Verify::All);
+        let changes = self.reload(&mut state, Verify::All, self.store.listing());
         self.publish(&mut state, changes, now);
     }
 
@@ -239,11 +239,10 @@ impl LicenseManager {
         let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut changes = Changes::none();
-        let store_changed = state
-            .fingerprint
-            .is_none_or(|known| self.store.fingerprint() != known);
-        if store_changed {
-            changes = self.reload(&mut state, Verify::Changed);
+        // One listing tells whether the store changed and, if so, is the scan's.
+        let listing = self.store.listing();
+        if state.fingerprint != Some(listing.fingerprint) {
+            changes = self.reload(&mut state, Verify::Changed, listing);
         }
         if let Changes::Tenants { tenants, .. } = &mut changes {
             let snapshot = self.snapshot.load();
@@ -387,7 +386,7 @@ impl LicenseManager {
     /// The store's fingerprint is taken as it is listed, before anything is read, so
     /// a change made while reading is seen by the next refresh.
     /// Problems are logged once per reload and kept for the snapshot; none is fatal.
-    fn reload(&self, state: &mut State, verify: Verify) -> Changes {
+    fn reload(&self, state: &mut State, verify: Verify, listing: Listing) -> Changes {
         let revoked_before = std::mem::take(&mut state.revoked);
         state.revoked = match self.store.revocations() {
             Ok(list) => list.into_iter().map(|r| r.jti).collect(),
@@ -403,7 +402,7 @@ impl LicenseManager {
                 .binary_search_by(|k| k.file.as_ref().cmp(name))
                 .ok()
         };
-        let (files, mut problems, fingerprint) = self.store.scan_changed(|name, stamp| {
+        let (files, mut problems, fingerprint) = self.store.scan_listed(listing, |name, stamp| {
             verify == Verify::Changed && known_at(name).is_some_and(|i| previous[i].stamp == stamp)
         });
         state.fingerprint = Some(fingerprint);

@@ -171,8 +171,28 @@ impl Store {
 
     /// Names, sizes and modification times of everything that affects the licenses.
     pub fn fingerprint(&self) -> Fingerprint {
-        let entries = self.list().unwrap_or_default();
-        self.digest(&entries)
+        self.listing().fingerprint
+    }
+
+    /// The store as listed now: its license files' names and stamps, and its
+    /// [`Fingerprint`] (nothing is read). [`Store::scan_listed`] takes it on.
+    pub fn listing(&self) -> Listing {
+        match self.list() {
+            Ok(entries) => Listing {
+                fingerprint: self.digest(&entries),
+                entries,
+                problem: None,
+            },
+            Err(e) => Listing {
+                fingerprint: self.digest(&[]),
+                entries: Vec::new(),
+                problem: Some(StoreProblem {
+                    path: self.licenses_dir(),
+                    reason: format!("cannot list: {e}"),
+                    claimed_tenant: None,
+                }),
+            },
+        }
     }
 
     /// The entries of `licenses/` in name order, with what their metadata (not
@@ -227,28 +247,25 @@ impl Store {
     /// cannot be listed is reported, not fatal.
     pub fn scan_changed(
         &self,
+        known: impl FnMut(&OsStr, FileStamp) -> bool,
+    ) -> (Vec<ScannedFile>, Vec<StoreProblem>, Fingerprint) {
+        self.scan_listed(self.listing(), known)
+    }
+
+    /// [`Store::scan_changed`] of a listing already taken.
+    pub fn scan_listed(
+        &self,
+        listing: Listing,
         mut known: impl FnMut(&OsStr, FileStamp) -> bool,
     ) -> (Vec<ScannedFile>, Vec<StoreProblem>, Fingerprint) {
         let dir = self.licenses_dir();
-        let entries = match self.list() {
-            Ok(entries) => entries,
-            Err(e) => {
-                let problem = StoreProblem {
-                    path: dir,
-                    reason: format!("cannot list: {e}"),
-                    claimed_tenant: None,
-                };
-                return (Vec::new(), vec![problem], self.digest(&[]));
-            }
-        };
-        let fingerprint = self.digest(&entries);
-        let mut files = Vec::with_capacity(entries.len());
+        let mut files = Vec::with_capacity(listing.entries.len());
         for Listed {
             name,
             stamp,
             is_file,
             ..
-        } in entries
+        } in listing.entries
         {
             // Not followed: a symbolic link is not a license file.
             if !is_file {
@@ -263,7 +280,11 @@ impl Store {
                 }));
             }
         }
-        (files, Vec::new(), fingerprint)
+        (
+            files,
+            listing.problem.into_iter().collect(),
+            listing.fingerprint,
+        )
     }
 
     /// Writes `token` as the file for license `jti` of `tenant`; returns its path.
@@ -376,7 +397,18 @@ impl Store {
 }
 
 /// The [`FileStamp`] of a file with metadata `meta`.
+/// The store as listed by [`Store::listing`].
+#[derive(Debug)]
+pub struct Listing {
+    /// What the listing says of the store (equal fingerprints: nothing changed).
+    pub fingerprint: Fingerprint,
+    entries: Vec<Listed>,
+    /// Why `licenses/` could not be listed.
+    problem: Option<StoreProblem>,
+}
+
 /// An entry of `licenses/` as listed.
+#[derive(Debug)]
 struct Listed {
     name: OsString,
     len: u64,
