@@ -169,11 +169,6 @@ impl Store {
         self.dir.join("csrf-secret")
     }
 
-    /// Names, sizes and modification times of everything that affects the licenses.
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.listing().fingerprint
-    }
-
     /// The store as listed now: its license files' names and stamps, and its
     /// [`Fingerprint`] (nothing is read). [`Store::scan_listed`] takes it on.
     pub fn listing(&self) -> Listing {
