@@ -33,6 +33,9 @@ pub(crate) static RATELIMIT_REMAINING: PreparsedHeaderName =
     PreparsedHeaderName::from_static("ratelimit-remaining", "RateLimit-Remaining");
 pub(crate) static RATELIMIT_RESET: PreparsedHeaderName =
     PreparsedHeaderName::from_static("ratelimit-reset", "RateLimit-Reset");
+/// `RateLimit-Policy`: every rule of a quota-governed request (`100;w=3600, …`).
+pub(crate) static RATELIMIT_POLICY: PreparsedHeaderName =
+    PreparsedHeaderName::from_static("ratelimit-policy", "RateLimit-Policy");
 
 /// `Forwarded` (RFC 7239): rebuilt on every request sent upstream.
 static FORWARDED: PreparsedHeaderName = PreparsedHeaderName::from_static("forwarded", "Forwarded");

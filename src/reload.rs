@@ -470,7 +470,10 @@ fn is_store_bookkeeping(path: &Path) -> bool {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    name == "clock.json" || name.starts_with('.') || name.ends_with(".tmp")
+    name == "clock.json"
+        || name == crate::quota::durable::DIR
+        || name.starts_with('.')
+        || name.ends_with(".tmp")
 }
 
 /// Takes SIGHUP and SIGUSR1 over now, before the server starts (their default

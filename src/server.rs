@@ -90,13 +90,26 @@ fn cleanup(app: Arc<App>) -> GenBackgroundService<Periodic> {
             }
             app.activation_limiter.prune();
             if let Some(shares) = &app.shares {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                shares.prune(now);
+                shares.prune(crate::quota::clock::now());
             }
         },
     )
+}
+
+/// How often changed quota counts are written to the count database.
+const COUNT_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Once a second: gives back idle quota slices and adds fallback counts to Redis.
+struct RedisUpkeep(Arc<App>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for RedisUpkeep {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let Some(redis) = &self.0.redis else { return };
+        while !crate::background::sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
+            redis.upkeep(false).await;
+        }
+    }
 }
 
 /// Tenants logged one by one at start; beyond, only the count of each status.
@@ -271,6 +284,20 @@ pub(crate) fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Resul
         Arc::clone(&inflight),
     )?);
     server.add_service(cleanup(Arc::clone(&app)));
+    if app.counts.is_some() {
+        let saving = Arc::clone(&app);
+        server.add_service(Periodic::service(
+            "quota counts",
+            || COUNT_SAVE_INTERVAL,
+            move || saving.save_counts(),
+        ));
+    }
+    if app.redis.is_some() {
+        server.add_service(background_service(
+            "redis quota upkeep",
+            RedisUpkeep(Arc::clone(&app)),
+        ));
+    }
     if let (Some(manager), Some(license_config)) = (&licenses, &config.license) {
         server.add_service(manager.refresher(license_config.scan_interval));
     }
@@ -343,8 +370,22 @@ pub(crate) fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Resul
             LISTEN_DEADLINE,
             server_ended,
         ));
-    // Every line of the requests served is written before the process ends.
+    // Every line of the requests served is written before the process ends, every
+    // count is saved, and reserved quota slices go back to Redis.
     app.access_log.finish();
+    app.save_counts();
+    if let Some(redis) = &app.redis {
+        let given_back = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(redis.upkeep(true));
+        if given_back > 0 {
+            tracing::info!(
+                requests = given_back,
+                "unspent quota slices given back to Redis"
+            );
+        }
+    }
     match supervised {
         Supervised::Stopped => Ok(()),
         Supervised::ListenerDown(addr) => Err(ServeError::ListenerDown(addr)),

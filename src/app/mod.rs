@@ -6,7 +6,7 @@
 pub(crate) mod rules;
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -18,6 +18,7 @@ use crate::config::{Config, LogFormat, QuotaConfig};
 use crate::license::LicenseManager;
 use crate::lifecycle::Inflight;
 use crate::metrics::{Metrics, UNKNOWN_TENANT};
+use crate::quota::durable::CountStore;
 use crate::quota::local::LocalQuotas;
 use crate::quota::redis::RedisQuotas;
 use crate::quota::share::ClientShares;
@@ -43,12 +44,17 @@ pub(crate) struct App {
     pub activation_limiter: AttemptThrottle,
     /// Shadow-mode denials are logged at most once a second (with a count).
     pub shadow_log: LogThrottle,
+    /// Count-saving failures are logged at most once a minute.
+    pub count_error_log: LogThrottle,
     /// Concurrency leases, and rate quotas unless Redis counts them.
     pub quotas: Arc<LocalQuotas>,
     /// The fleet-wide rate quota backend, when `quota.backend = "redis"`.
     pub redis: Option<RedisQuotas>,
     /// Per-client shares of tenant quotas (`quota.per_client_share`), when set.
     pub shares: Option<ClientShares>,
+    /// Where the local quota counts are kept (with a license store and the local
+    /// backend).
+    pub counts: Option<Mutex<CountStore>>,
     /// Signs the activation form's CSRF tokens (the store's secret; without a store, one
     /// made at start).
     pub csrf_key: ring::hmac::Key,
@@ -91,7 +97,29 @@ impl App {
             UNKNOWN_TENANT,
         )
         .map_err(|e| std::io::Error::other(format!("log.access_file: {e}")))?;
+        let quotas = Arc::new(LocalQuotas::default());
+        let counts = match (&licenses, &config.quota) {
+            (Some(manager), QuotaConfig::Local) => {
+                let store = CountStore::open(manager.store().dir())
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                let now = crate::quota::clock::now();
+                let saved = store
+                    .load(now)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                if !saved.is_empty() {
+                    tracing::info!(
+                        counts = saved.len(),
+                        database = %store.path().display(),
+                        "quota counts of the current windows restored"
+                    );
+                }
+                quotas.restore(saved, now);
+                Some(Mutex::new(store))
+            }
+            _ => None,
+        };
         Ok(App {
+            counts,
             tenants,
             inflight,
             access_log,
@@ -106,7 +134,8 @@ impl App {
                 ACTIVATION_CLIENTS,
             ),
             shadow_log: LogThrottle::new(Duration::from_secs(1)),
-            quotas: Arc::new(LocalQuotas::default()),
+            count_error_log: LogThrottle::new(Duration::from_secs(60)),
+            quotas,
             redis: match &config.quota {
                 QuotaConfig::Local => None,
                 QuotaConfig::Redis(redis) => Some(
@@ -116,6 +145,20 @@ impl App {
             },
             metrics,
         })
+    }
+
+    /// Writes the local quota counts changed since the last save to the count
+    /// database (nothing without one); logs a failure (the counts stay unsaved and
+    /// are tried again next time).
+    pub(crate) fn save_counts(&self) {
+        let Some(store) = &self.counts else { return };
+        let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+        let now = crate::quota::clock::now();
+        if let Err(e) = self.quotas.save(now, |rows| store.save(rows, now)) {
+            if self.count_error_log.permit().is_some() {
+                tracing::error!(error = %e, "cannot save quota counts; retrying every second");
+            }
+        }
     }
 
     /// This installation's instance id ("" without licensing).

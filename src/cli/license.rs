@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::license::sign;
 use clap::{Args, Subcommand};
 
-use crate::license::claims::{Claims, FeatureLimits, LIMIT_NAMES};
+use crate::license::claims::{Claims, FeatureLimits, FEATURE_LIMIT_NAMES, LIMIT_NAMES};
 use crate::license::clock::{Clock, SystemClock};
 use crate::license::keys::{self, spki_algorithm, PublicKey, SigningKey};
 use crate::license::store::generate_instance_id;
@@ -53,10 +53,13 @@ pub struct IssueArgs {
     #[arg(long = "feature", value_name = "FEATURE")]
     pub features: Vec<String>,
     /// A limit NAME=N (repeatable): requests_per_minute, requests_per_hour,
-    /// requests_per_day, burst, max_concurrent_connections, max_users.
+    /// requests_per_day, requests_per_month (counts per calendar window, UTC),
+    /// requests_per_second, burst (optional smoothing), max_concurrent_connections,
+    /// max_users.
     #[arg(long = "limit", value_name = "NAME=N")]
     pub limits: Vec<String>,
-    /// A per-feature quota FEATURE:NAME=N (repeatable): NAME is requests_per_hour or requests_per_day.
+    /// A per-feature quota FEATURE:NAME=N (repeatable): NAME is requests_per_minute,
+    /// requests_per_hour, requests_per_day or requests_per_month.
     #[arg(long = "feature-limit", value_name = "FEATURE:NAME=N")]
     pub feature_limits: Vec<String>,
     /// Expiry as RFC 3339, e.g. 2027-01-31T23:59:59Z.
@@ -184,7 +187,10 @@ pub fn issue_claims(args: &IssueArgs, now: UnixTime) -> Result<Claims, String> {
     let mut feature_limits = std::collections::BTreeMap::new();
     for spec in &args.feature_limits {
         let bad = || {
-            format!("--feature-limit {spec:?}: expected FEATURE:NAME=N, NAME being requests_per_hour or requests_per_day")
+            format!(
+                "--feature-limit {spec:?}: expected FEATURE:NAME=N, NAME being one of {}",
+                FEATURE_LIMIT_NAMES.join(", ")
+            )
         };
         let (feature, rest) = spec.split_once(':').ok_or_else(bad)?;
         let (name, value) = rest.split_once('=').ok_or_else(bad)?;
@@ -192,10 +198,8 @@ pub fn issue_claims(args: &IssueArgs, now: UnixTime) -> Result<Claims, String> {
         let entry: &mut FeatureLimits = feature_limits
             .entry(feature.trim().to_string())
             .or_default();
-        match name.trim() {
-            "requests_per_hour" => entry.requests_per_hour = Some(value),
-            "requests_per_day" => entry.requests_per_day = Some(value),
-            _ => return Err(bad()),
+        if !entry.set(name.trim(), value) {
+            return Err(bad());
         }
     }
     if args.tenant.trim().is_empty() {

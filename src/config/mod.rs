@@ -87,6 +87,18 @@ pub struct RedisConfig {
     pub breaker_failures: u32,
     /// How long an open breaker waits before probing Redis again.
     pub breaker_cooldown: Duration,
+    /// Whether each gateway spends reserved slices of a quota or asks Redis per request.
+    pub mode: RedisMode,
+}
+
+/// How the Redis backend counts (`quota.redis.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode {
+    /// Each gateway reserves a slice of a window's remaining quota in one call and
+    /// spends it locally; slices shrink as the window nears its limit (the default).
+    Slice,
+    /// One atomic round trip per request.
+    Exact,
 }
 
 /// What quota checks do while Redis cannot be used.

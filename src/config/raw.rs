@@ -180,6 +180,7 @@ pub struct RawRedis {
     pub fleet_size: Option<Spanned<i64>>,
     pub breaker_failures: Option<Spanned<i64>>,
     pub breaker_cooldown: Option<Spanned<String>>,
+    pub mode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -18,7 +18,9 @@ use super::{
     LicenseConfig, LogConfig, LogFormat, Mode, PagesConfig, ServerConfig, TenantsConfig,
     UpstreamAddress, UpstreamConfig,
 };
-use super::{AccessOverflow, AdminToken, OnRedisError, QuotaConfig, RedisConfig, ReloadConfig};
+use super::{
+    AccessOverflow, AdminToken, OnRedisError, QuotaConfig, RedisConfig, RedisMode, ReloadConfig,
+};
 use crate::license::{Algorithm, PublicKey, StatusPolicy};
 use crate::policy::path::{MethodOverride, PathOptions, PathParams};
 
@@ -845,7 +847,24 @@ fn validate_redis(raw: RawRedis, diags: &mut Vec<Diagnostic>) -> RedisConfig {
         fleet_size,
         breaker_failures,
         breaker_cooldown,
+        mode,
     } = raw;
+    let mode = match mode {
+        None => RedisMode::Slice,
+        Some(m) => {
+            match m.get_ref().as_str() {
+                "slice" => RedisMode::Slice,
+                "exact" => RedisMode::Exact,
+                other => {
+                    diags.push(Diagnostic::at(
+                    m.span(),
+                    format!("quota.redis.mode: unknown value `{other}`, expected `slice` or `exact`"),
+                ));
+                    RedisMode::Slice
+                }
+            }
+        }
+    };
     let url = match url {
         None => "redis://127.0.0.1:6379".to_string(),
         Some(u) if u.get_ref().starts_with("redis://") || u.get_ref().starts_with("rediss://") => {
@@ -907,6 +926,7 @@ fn validate_redis(raw: RawRedis, diags: &mut Vec<Diagnostic>) -> RedisConfig {
             Duration::from_secs(2),
             diags,
         ),
+        mode,
     }
 }
 

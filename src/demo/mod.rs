@@ -85,7 +85,7 @@ pub fn prepare_demo_license(dir: &Path, now: UnixTime) -> Result<String, ServeEr
         "reports".to_string(),
         FeatureLimits {
             requests_per_day: Some(20),
-            requests_per_hour: None,
+            ..FeatureLimits::default()
         },
     );
     let claims = Claims {

@@ -20,6 +20,12 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_day: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_month: Option<u64>,
+    /// GCRA smoothing: this many requests per second (burst: `burst`, default the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<u64>,
+    /// GCRA smoothing: at most this many requests at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_connections: Option<u64>,
@@ -32,6 +38,8 @@ pub const LIMIT_NAMES: &[&str] = &[
     "requests_per_minute",
     "requests_per_hour",
     "requests_per_day",
+    "requests_per_month",
+    "requests_per_second",
     "burst",
     "max_concurrent_connections",
     "max_users",
@@ -44,6 +52,8 @@ impl Limits {
             "requests_per_minute" => &mut self.requests_per_minute,
             "requests_per_hour" => &mut self.requests_per_hour,
             "requests_per_day" => &mut self.requests_per_day,
+            "requests_per_month" => &mut self.requests_per_month,
+            "requests_per_second" => &mut self.requests_per_second,
             "burst" => &mut self.burst,
             "max_concurrent_connections" => &mut self.max_concurrent_connections,
             "max_users" => &mut self.max_users,
@@ -60,6 +70,8 @@ impl Limits {
             requests_per_minute: sum(self.requests_per_minute, other.requests_per_minute),
             requests_per_hour: sum(self.requests_per_hour, other.requests_per_hour),
             requests_per_day: sum(self.requests_per_day, other.requests_per_day),
+            requests_per_month: sum(self.requests_per_month, other.requests_per_month),
+            requests_per_second: sum(self.requests_per_second, other.requests_per_second),
             burst: sum(self.burst, other.burst),
             max_concurrent_connections: sum(
                 self.max_concurrent_connections,
@@ -80,18 +92,45 @@ fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 #[serde(deny_unknown_fields)]
 pub struct FeatureLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_hour: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_day: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_month: Option<u64>,
 }
+
+/// The names accepted in `feature_limits.<feature>` (and by `--feature-limit`).
+pub const FEATURE_LIMIT_NAMES: &[&str] = &[
+    "requests_per_minute",
+    "requests_per_hour",
+    "requests_per_day",
+    "requests_per_month",
+];
 
 impl FeatureLimits {
     /// Sum limit by limit (absent = unlimited, which absorbs).
     pub fn add(&self, other: &FeatureLimits) -> FeatureLimits {
         FeatureLimits {
+            requests_per_minute: sum(self.requests_per_minute, other.requests_per_minute),
             requests_per_hour: sum(self.requests_per_hour, other.requests_per_hour),
             requests_per_day: sum(self.requests_per_day, other.requests_per_day),
+            requests_per_month: sum(self.requests_per_month, other.requests_per_month),
         }
+    }
+
+    /// Sets limit `name` to `value`; `false` when `name` is not a feature limit.
+    pub fn set(&mut self, name: &str, value: u64) -> bool {
+        let slot = match name {
+            "requests_per_minute" => &mut self.requests_per_minute,
+            "requests_per_hour" => &mut self.requests_per_hour,
+            "requests_per_day" => &mut self.requests_per_day,
+            "requests_per_month" => &mut self.requests_per_month,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
     }
 }
 

@@ -20,7 +20,8 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::app::{App, Rules};
 use crate::forwarding::{
-    remove_present, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, WARNING,
+    remove_present, RATELIMIT_LIMIT, RATELIMIT_POLICY, RATELIMIT_REMAINING, RATELIMIT_RESET,
+    WARNING,
 };
 use crate::lifecycle::InflightGuard;
 use crate::metrics::{ActiveGuard, UpstreamErrorKind};
@@ -97,7 +98,7 @@ pub(crate) struct Gateway {
 /// Room for the lines added to a request (`X-Forwarded-*`, `X-Licgate-*`) and to a
 /// response (`RateLimit-*`, `X-Licgate-Warning`) before their buffer grows.
 const APPENDED_REQUEST_LINES_CAPACITY: usize = 320;
-const APPENDED_RESPONSE_LINES_CAPACITY: usize = 128;
+const APPENDED_RESPONSE_LINES_CAPACITY: usize = 192;
 
 impl Gateway {
     /// A gateway serving with `app`'s state and rules.
@@ -479,16 +480,28 @@ impl ProxyHttp for Gateway {
             limit,
             remaining,
             reset_secs,
-        }) = ctx.rate_limit
+            policy,
+        }) = &ctx.rate_limit
         {
             remove_present(
                 upstream_response,
-                &[&RATELIMIT_LIMIT, &RATELIMIT_REMAINING, &RATELIMIT_RESET],
+                &[
+                    &RATELIMIT_LIMIT,
+                    &RATELIMIT_REMAINING,
+                    &RATELIMIT_RESET,
+                    &RATELIMIT_POLICY,
+                ],
             );
             lines
-                .number(&RATELIMIT_LIMIT, limit)
-                .number(&RATELIMIT_REMAINING, remaining.into())
-                .number(&RATELIMIT_RESET, reset_secs);
+                .number(&RATELIMIT_LIMIT, *limit)
+                .number(&RATELIMIT_REMAINING, *remaining)
+                .number(&RATELIMIT_RESET, *reset_secs);
+            let mut text = [0u8; 256];
+            let n = policy.write(&mut text);
+            if n > 0 {
+                // Digits, `;w=` and `, ` only.
+                lines.checked_value_bytes(&RATELIMIT_POLICY, &text[..n]);
+            }
         }
         upstream_response.set_appended_headers(lines.build());
         Ok(())

@@ -10,7 +10,8 @@ use crate::pages::{Page, Templates};
 use crate::policy::decide::DenyReason;
 use crate::policy::outcome::{Outcome, QuotaKind, Refusal};
 use crate::quota::share::ShareRefusal;
-use crate::quota::RateRule;
+use crate::quota::window::{clock_text, duration_text};
+use crate::quota::{Policy, Rule};
 use crate::response::{ClientKind, LocalResponse};
 
 /// Why the gateway answers a request itself, with what the answer says.
@@ -34,9 +35,12 @@ pub(crate) enum Refused<'r> {
     ClientShare(ShareRefusal),
     /// A rate quota refuses it (429); `feature` when it is a feature's quota.
     Usage {
-        rule: RateRule,
+        rule: Rule,
         retry_after_secs: u64,
+        /// When the refusing rule allows again (Unix seconds).
+        resets_at: i64,
         feature: Option<&'r str>,
+        policy: Policy,
     },
     /// The quota backend cannot count and `on_error = "deny"` (503).
     QuotaUnavailable,
@@ -149,35 +153,39 @@ impl Refused<'_> {
             Refused::Usage {
                 rule,
                 retry_after_secs,
+                resets_at,
                 feature,
+                policy,
             } => {
-                let what = match feature {
-                    Some(f) => format!("the quota of the feature \"{f}\""),
-                    None => "the request quota".to_string(),
-                };
-                let message = format!(
-                    "This site has used {what} of its license ({} requests per {}). Try again in {retry_after_secs} s.",
-                    rule.limit,
-                    rule.window.name()
-                );
+                let (message, limit, window) = usage_text(*rule, *retry_after_secs, *resets_at, *feature);
                 let mut details = serde_json::json!({
-                    "limit": rule.limit,
-                    "window": rule.window.name(),
+                    "limit": limit,
+                    "window": window,
                     "retry_after": retry_after_secs,
+                    "resets_at": resets_at,
                 });
                 if let Some(f) = feature {
                     details["feature"] = (*f).into();
                 }
-                answer(
+                let mut policy_text = [0u8; 256];
+                let n = policy.write(&mut policy_text);
+                let response = answer(
                     StatusCode::TOO_MANY_REQUESTS,
                     "Usage limit reached",
                     &message,
                     details,
                 )
                 .with_header("Retry-After", retry_after_secs.to_string())
-                .with_header("RateLimit-Limit", rule.limit.to_string())
+                .with_header("RateLimit-Limit", limit.to_string())
                 .with_header("RateLimit-Remaining", "0")
-                .with_header("RateLimit-Reset", retry_after_secs.to_string())
+                .with_header("RateLimit-Reset", retry_after_secs.to_string());
+                match n {
+                    0 => response,
+                    n => response.with_header(
+                        "RateLimit-Policy",
+                        String::from_utf8_lossy(&policy_text[..n]).into_owned(),
+                    ),
+                }
             }
             Refused::QuotaUnavailable => answer(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -272,6 +280,45 @@ fn license_answer(
 }
 
 /// Message, `Retry-After` and details of a client-share refusal.
+/// What a usage refusal says, with the refusing rule's limit and window name:
+/// "100 of 100 requests this hour are used; the quota resets at 08:00 UTC (in 23 min)."
+fn usage_text(
+    rule: Rule,
+    retry_after_secs: u64,
+    resets_at: i64,
+    feature: Option<&str>,
+) -> (String, u64, &'static str) {
+    match rule {
+        Rule::Window(rule) => {
+            let now = resets_at.saturating_sub_unsigned(retry_after_secs);
+            let of_feature = match feature {
+                Some(f) => format!(" of the feature \"{f}\""),
+                None => String::new(),
+            };
+            (
+                format!(
+                    "{limit} of {limit} requests{of_feature} {this} are used; the quota resets at {at} (in {wait}).",
+                    limit = rule.limit,
+                    this = rule.window.this(),
+                    at = clock_text(resets_at, now),
+                    wait = duration_text(retry_after_secs),
+                ),
+                rule.limit,
+                rule.window.name(),
+            )
+        }
+        Rule::Smooth(rule) => (
+            format!(
+                "Requests are coming too fast: this license allows {burst} at once, then one every {period}. Try again in {retry_after_secs} s.",
+                burst = rule.burst,
+                period = humantime::format_duration(rule.period),
+            ),
+            u64::from(rule.burst),
+            "burst",
+        ),
+    }
+}
+
 fn share_text(refusal: ShareRefusal) -> (String, u64, serde_json::Value) {
     match refusal {
         ShareRefusal::Rate {

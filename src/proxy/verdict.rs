@@ -18,7 +18,7 @@ use crate::policy::outcome::Outcome;
 use crate::policy::path::{normalize, MethodOverride, Target};
 use crate::quota::local::Lease;
 use crate::quota::share::ShareLease;
-use crate::quota::{QuotaBackend, QuotaOutcome};
+use crate::quota::{Policy, QuotaBackend, QuotaOutcome};
 use crate::tenants::TenantEntry;
 
 /// What the gateway decided about one request.
@@ -64,12 +64,14 @@ pub(crate) struct Forward {
     pub rate_limit: Option<RateLimit>,
 }
 
-/// The `RateLimit-Limit`, `-Remaining` and `-Reset` values of an allowed request.
+/// The `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy` values of an allowed
+/// request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RateLimit {
     pub limit: u64,
-    pub remaining: u32,
+    pub remaining: u64,
     pub reset_secs: u64,
+    pub policy: Policy,
 }
 
 impl<'r> Verdict<'r> {
@@ -215,7 +217,7 @@ pub(crate) async fn judge<'r>(
         // spending the tenant's quota.
         let mut ticket = None;
         if let Some((shares, client)) = shares {
-            match shares.check(quota, feature, client, unix_now()) {
+            match shares.check(quota, feature, client, crate::quota::clock::now()) {
                 Ok(t) => ticket = Some(t),
                 Err(refusal) => refuse_or_shadow!(Refused::ClientShare(refusal)),
             }
@@ -230,22 +232,28 @@ pub(crate) async fn judge<'r>(
                 limit,
                 remaining,
                 reset_secs,
+                policy,
             } => {
                 forward.rate_limit = Some(RateLimit {
                     limit,
                     remaining,
                     reset_secs,
+                    policy,
                 });
                 None
             }
             QuotaOutcome::Limited {
                 rule,
                 retry_after_secs,
+                resets_at,
                 feature: by_feature,
+                policy,
             } => Some(Refused::Usage {
                 rule,
                 retry_after_secs,
+                resets_at,
                 feature: feature.filter(|_| by_feature),
+                policy,
             }),
             QuotaOutcome::Unavailable => Some(Refused::QuotaUnavailable),
         };
@@ -267,11 +275,4 @@ pub(crate) async fn judge<'r>(
         refused: shadowed,
         action: Action::Forward(forward),
     }
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -1,14 +1,16 @@
-//! Quotas from the license: rate limits per tenant and per feature (GCRA), and
-//! concurrency leases.
+//! Quotas from the license: windowed request counts per tenant and per feature,
+//! optional smoothing, and concurrency leases.
 //!
-//! Semantics of a rate limit "N per window" (minute, hour or day): requests are spaced
-//! by window/N on average (the generic cell rate algorithm), with a burst allowance of
-//! `limits.burst` requests, or by default one minute's worth of the limit (N for a
-//! per-minute limit, N/60 for per-hour, N/1440 for per-day, at least 1). So a tenant
-//! can make at most `burst` requests at once, and at most `burst + N` in any window of
-//! that length; "5000 per hour" cannot be spent in one second. Several windows may
-//! apply; all must hold. They are checked from the shortest to the longest window, so
-//! a request refused by a short window consumes nothing.
+//! A rate limit "N per window" (`requests_per_minute`, `_hour`, `_day`, `_month`) is a
+//! count: at most N requests in each calendar window, aligned on UTC (a month is the
+//! calendar month), counted exactly; the count starts again at 0 when the window
+//! ends. Every window that is set must hold, and a refused request counts in none.
+//! Across a window's edge a tenant can make up to 2N requests in a short time (N at
+//! the end of one window, N at the start of the next): that is how GitHub, Kong and
+//! Envoy count "N per hour", and what a customer can reason about ("100 this hour").
+//! Smoothing is opt-in: `limits.requests_per_second` (with `burst`, default one
+//! second's worth) or `limits.burst` alone (the shortest window's average rate with
+//! that burst) add a GCRA rule.
 
 // Counts, limits and windows: a cast that truncates or flips a sign is a quota bug.
 #![warn(
@@ -17,15 +19,19 @@
     clippy::cast_possible_wrap
 )]
 
+pub mod clock;
+pub mod durable;
 pub mod local;
 pub(crate) mod redis;
 pub(crate) mod share;
+pub mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Serialize;
+pub use window::Window;
 
 use crate::license::claims::{FeatureLimits, Limits};
 use crate::license::TenantSummary;
@@ -58,8 +64,8 @@ pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
 pub struct TenantQuota {
     /// The tenant's license facts (its name and limits).
     pub license: Arc<TenantSummary>,
-    /// Rate rules from `limits`, shortest window first (empty: no rate limit).
-    pub rate_rules: Arc<[RateRule]>,
+    /// Rate rules from `limits` (empty: no rate limit).
+    pub rate_rules: Arc<Rules>,
     /// Rate rules per feature from `feature_limits`.
     pub feature_rules: FeatureRules,
     /// The tenant's local rate state, remembered at its first quota check.
@@ -72,12 +78,12 @@ impl TenantQuota {
     /// The quota view of `license`, counting concurrency in `slots`.
     pub fn new(license: Arc<TenantSummary>, slots: Arc<Slots>) -> TenantQuota {
         TenantQuota {
-            rate_rules: tenant_rules(&license.limits).into(),
+            rate_rules: Arc::new(tenant_rules(&license.limits)),
             feature_rules: license
                 .feature_limits
                 .iter()
-                .map(|(f, l)| (f.as_str().into(), feature_rules(l)))
-                .filter(|(_, rules): &(Box<str>, Vec<_>)| !rules.is_empty())
+                .map(|(f, l)| (f.as_str().into(), Arc::new(feature_rules(l))))
+                .filter(|(_, rules): &(Box<str>, Arc<Rules>)| !rules.is_empty())
                 .collect(),
             state: local::StateSlot::default(),
             slots,
@@ -146,99 +152,205 @@ impl Slots {
     clippy::box_collection,
     reason = "the point is the size inline: 8 bytes instead of 48"
 )]
-pub struct FeatureRules(Option<Box<HashMap<Box<str>, Vec<RateRule>>>>);
+pub struct FeatureRules(Option<Box<HashMap<Box<str>, Arc<Rules>>>>);
 
 impl FeatureRules {
     /// The rules of `feature`, if it has a quota.
-    pub fn get(&self, feature: &str) -> Option<&Vec<RateRule>> {
+    pub fn get(&self, feature: &str) -> Option<&Arc<Rules>> {
         self.0.as_ref()?.get(feature)
     }
 
     /// Every feature with a quota and its rules, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Box<str>, &Vec<RateRule>)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Box<str>, &Arc<Rules>)> {
         self.0.iter().flat_map(|map| map.iter())
     }
 }
 
-impl FromIterator<(Box<str>, Vec<RateRule>)> for FeatureRules {
-    fn from_iter<I: IntoIterator<Item = (Box<str>, Vec<RateRule>)>>(iter: I) -> Self {
+impl FromIterator<(Box<str>, Arc<Rules>)> for FeatureRules {
+    fn from_iter<I: IntoIterator<Item = (Box<str>, Arc<Rules>)>>(iter: I) -> Self {
         let map: HashMap<_, _> = iter.into_iter().collect();
         FeatureRules((!map.is_empty()).then(|| Box::new(map)))
     }
 }
 
-/// The window of a rate limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Window {
-    Minute,
-    Hour,
-    Day,
-}
+/// The largest count a window holds (2^36 − 1, about 68.7 billion): a limit above it
+/// counts as this.
+pub const MAX_WINDOW_LIMIT: u64 = (1 << 36) - 1;
 
-impl Window {
-    pub fn seconds(self) -> u64 {
-        match self {
-            Window::Minute => 60,
-            Window::Hour => 3_600,
-            Window::Day => 86_400,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Window::Minute => "minute",
-            Window::Hour => "hour",
-            Window::Day => "day",
-        }
-    }
-}
-
-/// One rate limit: `limit` requests per `window`, with a burst allowance.
+/// "At most `limit` requests in each calendar `window`", counted exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RateRule {
+pub struct WindowRule {
     pub window: Window,
     pub limit: u64,
+}
+
+/// GCRA smoothing (`limits.burst`, `limits.requests_per_second`): at most `burst`
+/// requests at once, then one per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SmoothRule {
+    pub period: Duration,
     pub burst: u32,
 }
 
-impl RateRule {
-    /// `limit` per `window`; `burst` when given, else one minute's worth (≥ 1).
-    pub fn new(window: Window, limit: u64, burst: Option<u64>) -> Option<RateRule> {
-        if limit == 0 {
-            return None;
-        }
-        let per_minute = limit.saturating_mul(60).div_ceil(window.seconds());
-        let burst = saturating_u32(burst.unwrap_or(per_minute).max(1));
-        Some(RateRule {
-            window,
-            limit,
-            burst,
-        })
+impl SmoothRule {
+    /// The window the rule's burst refills in: `burst` periods (at least 1 s).
+    pub fn refill_secs(&self) -> u64 {
+        ceil_secs(self.period * self.burst).max(1)
     }
 }
 
-/// The rate rules of a tenant's combined `limits`, shortest window first.
-pub fn tenant_rules(limits: &Limits) -> Vec<RateRule> {
-    [
+/// One rule of a quota: a windowed count or the smoothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    Window(WindowRule),
+    Smooth(SmoothRule),
+}
+
+/// The rate rules of a tenant (or of one of its features): windowed counts, shortest
+/// window first, each of which must hold, and an optional smoothing rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Rules {
+    pub windows: Box<[WindowRule]>,
+    pub smooth: Option<SmoothRule>,
+}
+
+impl Rules {
+    /// Whether no rule limits anything.
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.smooth.is_none()
+    }
+
+    /// Windowed rules of `(window, limit)` pairs (absent or 0: no rule), shortest first.
+    fn windows(limits: [(Window, Option<u64>); 4]) -> Box<[WindowRule]> {
+        limits
+            .into_iter()
+            .filter_map(|(window, limit)| {
+                let limit = limit.filter(|n| *n > 0)?.min(MAX_WINDOW_LIMIT);
+                Some(WindowRule { window, limit })
+            })
+            .collect()
+    }
+}
+
+/// The rate rules of a tenant's combined `limits`: a count per calendar window, and
+/// smoothing only when `requests_per_second` or `burst` asks for it — `R` per second
+/// with a burst of `burst` (default `R`), or, with `burst` alone, the shortest
+/// window's average rate with that burst.
+pub fn tenant_rules(limits: &Limits) -> Rules {
+    let windows = Rules::windows([
         (Window::Minute, limits.requests_per_minute),
         (Window::Hour, limits.requests_per_hour),
         (Window::Day, limits.requests_per_day),
-    ]
-    .into_iter()
-    .filter_map(|(w, n)| RateRule::new(w, n?, limits.burst))
-    .collect()
+        (Window::Month, limits.requests_per_month),
+    ]);
+    let burst = limits.burst.filter(|b| *b > 0);
+    let smooth = match (limits.requests_per_second.filter(|r| *r > 0), burst) {
+        (Some(rate), burst) => Some(SmoothRule {
+            period: Duration::from_nanos((1_000_000_000 / rate).max(1)),
+            burst: saturating_u32(burst.unwrap_or(rate)),
+        }),
+        (None, Some(burst)) => windows.first().map(|shortest| {
+            let secs = shortest.window.seconds(shortest.window.index(0));
+            let nanos = u128::from(secs) * 1_000_000_000 / u128::from(shortest.limit);
+            SmoothRule {
+                period: Duration::from_nanos(saturating_u64(nanos.max(1))),
+                burst: saturating_u32(burst),
+            }
+        }),
+        (None, None) => None,
+    };
+    Rules { windows, smooth }
 }
 
-/// The rate rules of one feature's quota, shortest window first.
-pub fn feature_rules(limits: &FeatureLimits) -> Vec<RateRule> {
-    [
-        (Window::Hour, limits.requests_per_hour),
-        (Window::Day, limits.requests_per_day),
-    ]
-    .into_iter()
-    .filter_map(|(w, n)| RateRule::new(w, n?, None))
-    .collect()
+/// The rate rules of one feature's quota (windowed counts only), shortest first.
+pub fn feature_rules(limits: &FeatureLimits) -> Rules {
+    Rules {
+        windows: Rules::windows([
+            (Window::Minute, limits.requests_per_minute),
+            (Window::Hour, limits.requests_per_hour),
+            (Window::Day, limits.requests_per_day),
+            (Window::Month, limits.requests_per_month),
+        ]),
+        smooth: None,
+    }
+}
+
+/// The rules of a request as `RateLimit-Policy` states them (`100;w=3600, …`), kept
+/// inline (no allocation on the request path): up to [`Policy::CAPACITY`] entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Policy {
+    entries: [(u64, u64); Policy::CAPACITY],
+    len: u8,
+}
+
+impl Policy {
+    /// A tenant's windows, a feature's windows and the smoothing.
+    pub const CAPACITY: usize = 9;
+
+    /// Adds `limit` per `window_secs` (beyond the capacity, nothing).
+    pub fn push(&mut self, limit: u64, window_secs: u64) {
+        if let Some(slot) = self.entries.get_mut(usize::from(self.len)) {
+            *slot = (limit, window_secs);
+            self.len += 1;
+        }
+    }
+
+    /// The policy of `rules` at `now`, appended.
+    pub fn extend(&mut self, rules: &Rules, now: i64) {
+        for rule in rules.windows.iter() {
+            self.push(rule.limit, rule.window.seconds(rule.window.index(now)));
+        }
+        if let Some(smooth) = rules.smooth {
+            self.push(u64::from(smooth.burst), smooth.refill_secs());
+        }
+    }
+
+    /// The entries, in the order they were added.
+    pub fn entries(&self) -> &[(u64, u64)] {
+        &self.entries[..usize::from(self.len)]
+    }
+
+    /// Writes the header value (`100;w=3600, 2000;w=86400`) into `out`, returning the
+    /// bytes written (entries that do not fit are left out).
+    pub fn write(&self, out: &mut [u8]) -> usize {
+        let mut at = 0;
+        for (i, (limit, w)) in self.entries().iter().enumerate() {
+            let mut entry = [0u8; 48];
+            let mut n = 0;
+            if i > 0 {
+                entry[..2].copy_from_slice(b", ");
+                n = 2;
+            }
+            n += write_decimal(&mut entry[n..], *limit);
+            entry[n..n + 3].copy_from_slice(b";w=");
+            n += 3;
+            n += write_decimal(&mut entry[n..], *w);
+            let Some(slot) = out.get_mut(at..at + n) else {
+                break;
+            };
+            slot.copy_from_slice(&entry[..n]);
+            at += n;
+        }
+        at
+    }
+}
+
+/// Writes `n` in decimal at the start of `out` (20 bytes suffice), returning the length.
+fn write_decimal(out: &mut [u8], n: u64) -> usize {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + u8::try_from(rest % 10).unwrap_or(0);
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - at;
+    out[..len].copy_from_slice(&digits[at..]);
+    len
 }
 
 /// The result of a quota check.
@@ -246,35 +358,76 @@ pub fn feature_rules(limits: &FeatureLimits) -> Vec<RateRule> {
 pub enum QuotaOutcome {
     /// No quota governs this request.
     Unlimited,
-    /// Allowed; the tightest rule's figures for the `RateLimit-*` headers.
+    /// Allowed and counted; the figures of the rule closest to exhaustion for the
+    /// `RateLimit-*` headers, and every rule for `RateLimit-Policy`.
     Allowed {
         limit: u64,
-        remaining: u32,
+        remaining: u64,
         reset_secs: u64,
+        policy: Policy,
     },
     /// The quota backend cannot be used and `on_error = "deny"`: 503, never 429.
     Unavailable,
-    /// Refused by `rule`; retry after this many seconds (rounded up).
+    /// Refused by `rule`, counted nowhere; it allows again in `retry_after_secs`
+    /// (at least 1), at Unix time `resets_at`.
     Limited {
-        rule: RateRule,
+        rule: Rule,
         retry_after_secs: u64,
+        resets_at: i64,
         /// The refusal came from a feature quota.
         feature: bool,
+        policy: Policy,
     },
+}
+
+/// Figures for `RateLimit-*`: the rule with the fewest requests left wins (on a tie,
+/// the one that resets last).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tightest(Option<(u64, u64, u64)>);
+
+impl Tightest {
+    /// Considers a rule of `limit` with `remaining` left, resetting in `reset_secs`.
+    #[inline]
+    pub(crate) fn consider(&mut self, limit: u64, remaining: u64, reset_secs: u64) {
+        let tighter = match self.0 {
+            None => true,
+            Some((_, r, reset)) => remaining < r || (remaining == r && reset_secs > reset),
+        };
+        if tighter {
+            self.0 = Some((limit, remaining, reset_secs));
+        }
+    }
+
+    /// The outcome of an allowed request with these figures.
+    pub(crate) fn allowed(self, policy: Policy) -> QuotaOutcome {
+        match self.0 {
+            Some((limit, remaining, reset_secs)) => QuotaOutcome::Allowed {
+                limit,
+                remaining,
+                reset_secs,
+                policy,
+            },
+            None => QuotaOutcome::Unlimited,
+        }
+    }
 }
 
 /// One rate rule's figures at this moment (admin API).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RuleUsage {
-    /// `minute`, `hour` or `day`.
+    /// `minute`, `hour`, `day`, `month`, or `burst` for the smoothing rule.
     pub window: &'static str,
     /// The feature whose quota this is (`None`: the tenant's own rate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feature: Option<String>,
+    /// N of "N per window"; for `burst`, the burst.
     pub limit: u64,
-    pub burst: u32,
-    /// Requests that would be allowed right now in a burst.
-    pub remaining: u32,
+    /// Requests counted in the current window (for `burst`: taken from the burst).
+    pub used: u64,
+    /// Requests still allowed in the current window (for `burst`: right now).
+    pub remaining: u64,
+    /// Seconds until the current window ends (for `burst`: until it is full again).
+    pub reset_secs: u64,
 }
 
 /// A place where rate quotas are counted.
@@ -301,25 +454,82 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_burst_is_one_minutes_worth() {
-        assert_eq!(RateRule::new(Window::Hour, 5000, None).unwrap().burst, 84);
-        assert_eq!(RateRule::new(Window::Minute, 100, None).unwrap().burst, 100);
-        assert_eq!(RateRule::new(Window::Day, 100, None).unwrap().burst, 1);
-        assert_eq!(
-            RateRule::new(Window::Hour, 5000, Some(10)).unwrap().burst,
-            10
-        );
-        assert_eq!(RateRule::new(Window::Hour, 0, None), None);
-    }
-
-    #[test]
-    fn rules_come_shortest_window_first() {
+    fn windows_are_counts_and_smoothing_is_opt_in() {
         let limits = Limits {
             requests_per_day: Some(10_000),
             requests_per_minute: Some(100),
+            requests_per_month: Some(0),
             ..Limits::default()
         };
-        let windows: Vec<_> = tenant_rules(&limits).iter().map(|r| r.window).collect();
-        assert_eq!(windows, vec![Window::Minute, Window::Day]);
+        let rules = tenant_rules(&limits);
+        let windows: Vec<_> = rules.windows.iter().map(|r| r.window).collect();
+        assert_eq!(windows, vec![Window::Minute, Window::Day], "0 is no rule");
+        assert_eq!(rules.smooth, None);
+        let burst = tenant_rules(&Limits {
+            requests_per_hour: Some(3_600),
+            burst: Some(10),
+            ..Limits::default()
+        });
+        assert_eq!(
+            burst.smooth,
+            Some(SmoothRule {
+                period: Duration::from_secs(1),
+                burst: 10
+            })
+        );
+        let per_second = tenant_rules(&Limits {
+            requests_per_second: Some(50),
+            ..Limits::default()
+        });
+        assert_eq!(per_second.smooth.unwrap().burst, 50);
+        assert_eq!(per_second.smooth.unwrap().period, Duration::from_millis(20));
+        assert!(per_second.windows.is_empty());
+        assert!(tenant_rules(&Limits::default()).is_empty());
+        let huge = tenant_rules(&Limits {
+            requests_per_month: Some(u64::MAX),
+            ..Limits::default()
+        });
+        assert_eq!(huge.windows[0].limit, MAX_WINDOW_LIMIT);
+    }
+
+    #[test]
+    fn the_policy_header_lists_every_rule() {
+        let rules = tenant_rules(&Limits {
+            requests_per_hour: Some(100),
+            requests_per_day: Some(2_000),
+            ..Limits::default()
+        });
+        let mut policy = Policy::default();
+        policy.extend(&rules, 1_796_110_632);
+        let mut out = [0u8; 256];
+        let n = policy.write(&mut out);
+        assert_eq!(&out[..n], b"100;w=3600, 2000;w=86400");
+        assert_eq!(
+            policy.write(&mut out[..12]),
+            10,
+            "entries that do not fit are left out"
+        );
+        let mut full = Policy::default();
+        for i in 0..20 {
+            full.push(i, 1);
+        }
+        assert_eq!(full.entries().len(), Policy::CAPACITY);
+    }
+
+    #[test]
+    fn the_tightest_rule_has_the_fewest_left() {
+        let mut t = Tightest::default();
+        t.consider(100, 99, 3_600);
+        t.consider(20, 19, 86_400);
+        t.consider(1_000, 19, 60);
+        assert!(matches!(
+            t.allowed(Policy::default()),
+            QuotaOutcome::Allowed {
+                limit: 20,
+                remaining: 19,
+                reset_secs: 86_400,
+                ..
+            }
+        ));
     }
 }

@@ -1,58 +1,157 @@
-//! The Redis quota backend: one fleet-wide quota shared by several gateways.
+//! The Redis quota backend: windowed counts shared by a fleet of gateways.
 //!
-//! Each check is one round trip: a Lua script (loaded once, then called by SHA) runs
-//! GCRA for every rule of the request atomically — all rules must allow, or none is
-//! consumed — and stores each rule's theoretical arrival time with a TTL that ends
-//! when the state would be fresh anyway, so Redis never grows without bound.
+//! Each window's count is one Redis key per (tenant[, feature], window, window
+//! number), expiring a minute after the window ends, so Redis never grows without
+//! bound. Two ways to count (`quota.redis.mode`):
+//!
+//! - `slice` (the default): a gateway reserves a slice of a window's remaining quota
+//!   in one call (the slice is added to the count at once, so the fleet never admits
+//!   more than N while Redis answers), spends it locally, and reserves again when it
+//!   is spent. A slice is at most 1 % of the limit and at most 1/(2 × fleet_size) of
+//!   what remains, so slices shrink to single requests as the window nears its limit
+//!   and what other gateways hold unspent stays small; a slice unused for
+//!   [`IDLE_SLICE`] is given back, and so is every slice at shutdown.
+//! - `exact`: one atomic round trip per request (a Lua script checks every window of
+//!   the request and counts it in all or none).
+//!
+//! Smoothing (`requests_per_second`, `burst`) is a GCRA rule in Redis in exact mode;
+//! in slice mode each gateway smooths its own traffic at 1/fleet_size of the rate.
 //!
 //! Faults: every call has a timeout; after `breaker_failures` consecutive failures a
 //! circuit breaker stops calling Redis for `breaker_cooldown`, then lets one probe
 //! through. While Redis cannot be used, `on_error` decides: count locally with this
 //! gateway's share of each limit (`local`), let requests through (`allow`), or refuse
-//! them with 503 (`deny`). A Redis error never produces a 429.
+//! them with 503 (`deny`). A Redis error never produces a 429. Counts made under the
+//! local fallback are added to Redis when it answers again.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use dashmap::DashMap;
 use redis::aio::ConnectionManager;
 
-use super::local::LocalQuotas;
-use super::TenantQuota;
-use super::{QuotaOutcome, RateRule, RuleUsage};
-use crate::config::{OnRedisError, RedisConfig};
+use super::local::{LocalQuotas, SavedCount};
+use super::{
+    Policy, QuotaOutcome, Rule, RuleUsage, Rules, TenantQuota, Tightest, Window, WindowRule,
+};
+use crate::config::{OnRedisError, RedisConfig, RedisMode};
 use crate::throttle::LogThrottle;
 
-/// GCRA over N rules: KEYS[i] holds rule i's TAT (ms); ARGV = now_ms, then
-/// (period_ms, burst) per rule. Returns {1, tightest_rule, remaining, reset_ms} when
-/// allowed, {0, refusing_rule, retry_after_ms, 0} when not.
-const GCRA_LUA: &str = r#"
-local now = tonumber(ARGV[1])
-local tats = {}
-local best_i, best_remaining, best_reset = 0, -1, 0
-for i = 1, #KEYS do
-  local period = tonumber(ARGV[2 * i])
-  local burst = tonumber(ARGV[2 * i + 1])
+/// Exact mode: KEYS = the request's window keys, then the smoothing key if any;
+/// ARGV = n_windows, now_ms, (limit, expire_at) per window, then (period_ms, burst).
+/// Returns {1, count_1 .. count_n, smoothing_remaining or -1} when counted,
+/// {0, refusing_key, count or wait_ms} when not (nothing counted).
+const COUNT_LUA: &str = r#"
+local n = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+for i = 1, n do
+  local c = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if c >= tonumber(ARGV[1 + 2 * i]) then return {0, i, c} end
+end
+local smooth = -1
+if #KEYS > n then
+  local period = tonumber(ARGV[3 + 2 * n])
+  local burst = tonumber(ARGV[4 + 2 * n])
   local tolerance = period * (burst - 1)
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  local tat = tonumber(redis.call('GET', KEYS[n + 1]) or now)
   if tat < now then tat = now end
-  if tat - now > tolerance then
-    return {0, i, tat - now - tolerance, 0}
-  end
+  if tat - now > tolerance then return {0, n + 1, math.ceil(tat - now - tolerance)} end
   local new_tat = tat + period
-  tats[i] = new_tat
-  local remaining = math.floor((tolerance - (new_tat - now)) / period) + 1
-  if remaining < 0 then remaining = 0 end
-  if best_remaining < 0 or remaining < best_remaining then
-    best_i, best_remaining, best_reset = i, remaining, new_tat - now
-  end
+  redis.call('SET', KEYS[n + 1], new_tat, 'PX', math.max(1, math.ceil(new_tat - now)))
+  smooth = math.floor((tolerance - (new_tat - now)) / period) + 1
+  if smooth < 0 then smooth = 0 end
 end
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], tats[i], 'PX', math.max(1, math.ceil(tats[i] - now)))
+local out = {1}
+for i = 1, n do
+  out[i + 1] = redis.call('INCR', KEYS[i])
+  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[2 + 2 * i]))
 end
-return {1, best_i, best_remaining, best_reset}
+out[n + 2] = smooth
+return out
 "#;
+
+/// Slice mode: KEYS = a rule set's window keys; ARGV = fleet_size, then per key
+/// (limit, expire_at, give_back, max_slice). First gives back `give_back` unspent
+/// requests of the previous slice (windows that have not ended), then reserves the
+/// largest slice every window allows: {slice, count_1 .. count_n} (counts after it),
+/// or {0, refusing_key, count} when a window is used up.
+const RESERVE_LUA: &str = r#"
+local fleet = tonumber(ARGV[1])
+local counts = {}
+for i = 1, #KEYS do
+  local back = tonumber(ARGV[4 * i])
+  local c = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if back > 0 and c > 0 then
+    local d = math.min(back, c)
+    c = redis.call('DECRBY', KEYS[i], d)
+  end
+  counts[i] = c
+end
+local grant = -1
+for i = 1, #KEYS do
+  local left = tonumber(ARGV[4 * i - 2]) - counts[i]
+  if left <= 0 then return {0, i, counts[i]} end
+  local slice = math.floor(left / (2 * fleet))
+  if slice < 1 then slice = 1 end
+  local max_slice = tonumber(ARGV[4 * i + 1])
+  if slice > max_slice then slice = max_slice end
+  if slice > left then slice = left end
+  if grant < 0 or slice < grant then grant = slice end
+end
+local out = {grant}
+for i = 1, #KEYS do
+  out[i + 1] = redis.call('INCRBY', KEYS[i], grant)
+  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[4 * i - 1]))
+end
+return out
+"#;
+
+/// Gives back ARGV[1] unspent requests to every key of KEYS that still exists.
+const GIVE_BACK_LUA: &str = r#"
+local back = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local c = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if c > 0 then redis.call('DECRBY', KEYS[i], math.min(back, c)) end
+end
+return 1
+"#;
+
+/// Adds counts made under the local fallback: ARGV = (count, expire_at) per key.
+const ADD_LUA: &str = r#"
+for i = 1, #KEYS do
+  redis.call('INCRBY', KEYS[i], tonumber(ARGV[2 * i - 1]))
+  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[2 * i]))
+end
+return 1
+"#;
+
+/// A slice unused this long is given back.
+pub(crate) const IDLE_SLICE: Duration = Duration::from_secs(2);
+
+/// How long after a window's end its key is kept (clocks of a fleet differ a little).
+const KEY_SLACK_SECS: i64 = 60;
+
+/// The key of one window's count.
+fn window_key(
+    prefix: &str,
+    tenant: &str,
+    feature: Option<&str>,
+    window: Window,
+    index: u64,
+) -> String {
+    match feature {
+        None => format!("{prefix}{tenant}:{}:{index}", window.name()),
+        Some(f) => format!("{prefix}{tenant}:feature:{f}:{}:{index}", window.name()),
+    }
+}
+
+/// The largest slice of `limit` one reservation takes: 1 % (at least 1).
+fn max_slice(limit: u64) -> u64 {
+    (limit / 100).max(1)
+}
 
 /// Stops calling a failing Redis for a while, then probes it.
 #[derive(Debug)]
@@ -118,16 +217,163 @@ impl Breaker {
     }
 }
 
+/// A gateway's reservation of one rule set's windows (a tenant's, or one of its
+/// features'): requests it may admit without asking Redis.
+struct Slice {
+    tenant: Arc<str>,
+    feature: Option<Box<str>>,
+    rules: Arc<Rules>,
+    /// Requests of the reservation not spent yet.
+    left: AtomicU64,
+    /// The reservation holds until this time (Unix seconds): the earliest end of its
+    /// windows.
+    valid_until: AtomicI64,
+    /// Per window (in `rules` order): the window's number and Redis's count after
+    /// the reservation.
+    indexes: [AtomicU64; 4],
+    counts: [AtomicU64; 4],
+    /// A window was found used up: no reservation before this time (Unix seconds),
+    /// and which window.
+    exhausted_until: AtomicI64,
+    exhausted_rule: AtomicUsize,
+    /// When a request last spent from it (milliseconds on the quota clock).
+    last_used_ms: AtomicI64,
+    refill: tokio::sync::Mutex<()>,
+}
+
+/// What taking one request from a slice came to.
+enum Taken {
+    /// Spent; figures for the headers were added to the tightest.
+    Spent,
+    Limited(QuotaOutcome),
+    /// Redis cannot be asked.
+    Failed(String),
+}
+
+impl Slice {
+    fn new(tenant: Arc<str>, feature: Option<Box<str>>, rules: Arc<Rules>) -> Slice {
+        Slice {
+            tenant,
+            feature,
+            rules,
+            left: AtomicU64::new(0),
+            valid_until: AtomicI64::new(0),
+            indexes: Default::default(),
+            counts: Default::default(),
+            exhausted_until: AtomicI64::new(0),
+            exhausted_rule: AtomicUsize::new(0),
+            last_used_ms: AtomicI64::new(0),
+            refill: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Spends one request of the reservation if it holds at `now`.
+    #[inline]
+    fn spend(&self, now: i64, now_ms: i64, tightest: &mut Tightest) -> bool {
+        let valid_until = self.valid_until.load(Ordering::Acquire);
+        if now >= valid_until {
+            return false;
+        }
+        let taken = self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(1)
+            });
+        let Ok(before) = taken else { return false };
+        self.last_used_ms.store(now_ms, Ordering::Relaxed);
+        self.consider(before - 1, now, tightest);
+        true
+    }
+
+    /// Adds the reservation's figures, with `left` unspent, to `tightest`.
+    fn consider(&self, left: u64, now: i64, tightest: &mut Tightest) {
+        for (i, rule) in self.rules.windows.iter().enumerate() {
+            let used = self.counts[i].load(Ordering::Acquire).saturating_sub(left);
+            let end = rule.window.end(rule.window.index(now));
+            tightest.consider(
+                rule.limit,
+                rule.limit.saturating_sub(used),
+                (end - now).max(1).unsigned_abs(),
+            );
+        }
+    }
+
+    /// Gives back one request spent at `now` (the feature's quota refused it).
+    fn unspend(&self, now: i64) {
+        if now < self.valid_until.load(Ordering::Acquire) {
+            self.left.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The refusal while a window is known to be used up at `now`.
+    fn exhausted(&self, now: i64, feature: bool, policy: Policy) -> Option<QuotaOutcome> {
+        if now >= self.exhausted_until.load(Ordering::Acquire) {
+            return None;
+        }
+        let rule = *self
+            .rules
+            .windows
+            .get(self.exhausted_rule.load(Ordering::Acquire))?;
+        Some(limited(rule, now, feature, policy))
+    }
+
+    /// The keys of its windows at the numbers stored with the reservation.
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        self.rules
+            .windows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let index = self.indexes[i].load(Ordering::Acquire);
+                window_key(
+                    prefix,
+                    &self.tenant,
+                    self.feature.as_deref(),
+                    r.window,
+                    index,
+                )
+            })
+            .collect()
+    }
+}
+
+/// The refusal by windowed `rule` at `now`.
+fn limited(rule: WindowRule, now: i64, feature: bool, policy: Policy) -> QuotaOutcome {
+    let end = rule.window.end(rule.window.index(now));
+    QuotaOutcome::Limited {
+        rule: Rule::Window(rule),
+        retry_after_secs: (end - now).max(1).unsigned_abs(),
+        resets_at: end,
+        feature,
+        policy,
+    }
+}
+
 /// The Redis backend.
 pub(crate) struct RedisQuotas {
     config: RedisConfig,
     client: redis::Client,
     connection: ArcSwapOption<ConnectionManager>,
     connecting: tokio::sync::Mutex<()>,
-    script: redis::Script,
+    count_script: redis::Script,
+    reserve_script: redis::Script,
+    give_back_script: redis::Script,
+    add_script: redis::Script,
     breaker: Breaker,
     /// The fallback for `on_error = "local"`, with this gateway's share of the limits.
     fallback: LocalQuotas,
+    /// Counts were made by the fallback and not added to Redis yet.
+    fallback_counted: AtomicBool,
+    /// Fallback counts an upkeep could not add to Redis.
+    unadded: Mutex<Vec<SavedCount>>,
+    /// Slice mode: this gateway's smoothing, at its share of the rate.
+    smoothing: LocalQuotas,
+    /// Slice mode: reservations by (tenant, feature) digest.
+    slices: DashMap<u64, Arc<Slice>, foldhash::fast::FixedState>,
+    /// Reservations replaced (their rules changed) whose unspent part is not given
+    /// back yet.
+    retired: Mutex<Vec<Arc<Slice>>>,
+    hasher: foldhash::fast::FixedState,
     /// `licgate_quota_backend_errors_total{backend="redis"}`.
     errors: prometheus::IntCounter,
     error_log: LogThrottle,
@@ -144,9 +390,18 @@ impl RedisQuotas {
             client: redis::Client::open(config.url.as_str())?,
             connection: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
-            script: redis::Script::new(GCRA_LUA),
+            count_script: redis::Script::new(COUNT_LUA),
+            reserve_script: redis::Script::new(RESERVE_LUA),
+            give_back_script: redis::Script::new(GIVE_BACK_LUA),
+            add_script: redis::Script::new(ADD_LUA),
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             fallback: LocalQuotas::with_share(config.fleet_size),
+            fallback_counted: AtomicBool::new(false),
+            unadded: Mutex::default(),
+            smoothing: LocalQuotas::with_share(config.fleet_size),
+            slices: DashMap::default(),
+            retired: Mutex::default(),
+            hasher: foldhash::fast::FixedState::with_seed(0x6c69_6367_6174_6532),
             errors,
             error_log: LogThrottle::new(Duration::from_secs(5)),
             config,
@@ -164,92 +419,452 @@ impl RedisQuotas {
         if tenant.rate_rules.is_empty() && feature_rules.is_none() {
             return QuotaOutcome::Unlimited;
         }
+        match self.config.mode {
+            RedisMode::Exact => self.check_exact(tenant, feature_rules).await,
+            RedisMode::Slice => self.check_sliced(tenant, feature_rules).await,
+        }
+    }
+
+    /// Exact mode: one script per request.
+    async fn check_exact(
+        &self,
+        tenant: &TenantQuota,
+        feature_rules: Option<(&str, &Arc<Rules>)>,
+    ) -> QuotaOutcome {
+        let feature = feature_rules.map(|(f, _)| f);
         if !self.breaker.allow() {
             return self.fallback(tenant, feature);
         }
-        let mut rules: Vec<(RateRule, bool)> =
-            tenant.rate_rules.iter().map(|r| (*r, false)).collect();
+        let now_ms = super::clock::now_ms();
+        let now = now_ms.div_euclid(1_000);
         let prefix = &self.config.key_prefix;
-        let mut invocation = self.script.prepare_invoke();
-        for rule in tenant.rate_rules.iter() {
-            invocation.key(format!(
-                "{prefix}{}:{}",
+        let mut windows: Vec<(WindowRule, bool)> = Vec::new();
+        let mut policy = Policy::default();
+        let mut invocation = self.count_script.prepare_invoke();
+        policy.extend(&tenant.rate_rules, now);
+        for rule in tenant.rate_rules.windows.iter() {
+            let index = rule.window.index(now);
+            invocation.key(window_key(
+                prefix,
                 tenant.tenant(),
-                rule.window.name()
+                None,
+                rule.window,
+                index,
             ));
+            windows.push((*rule, false));
         }
-        if let Some((name, feature_rules)) = feature_rules {
-            for rule in feature_rules {
-                invocation.key(format!(
-                    "{prefix}{}:feature:{name}:{}",
+        if let Some((name, rules)) = feature_rules {
+            policy.extend(rules, now);
+            for rule in rules.windows.iter() {
+                let index = rule.window.index(now);
+                invocation.key(window_key(
+                    prefix,
                     tenant.tenant(),
-                    rule.window.name()
+                    Some(name),
+                    rule.window,
+                    index,
                 ));
-                rules.push((*rule, true));
+                windows.push((*rule, true));
             }
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| super::saturating_u64(d.as_millis()))
-            .unwrap_or(0);
-        invocation.arg(now_ms);
-        for (rule, _) in &rules {
-            let period_ms = (rule.window.seconds() * 1000).div_ceil(rule.limit).max(1);
-            invocation.arg(period_ms).arg(rule.burst);
+        let smooth = tenant.rate_rules.smooth;
+        if smooth.is_some() {
+            invocation.key(format!("{prefix}{}:burst", tenant.tenant()));
+        }
+        invocation.arg(windows.len()).arg(now_ms);
+        for (rule, _) in &windows {
+            let end = rule.window.end(rule.window.index(now));
+            invocation.arg(rule.limit).arg(end + KEY_SLACK_SECS);
+        }
+        if let Some(s) = smooth {
+            let period_ms = super::saturating_u64(s.period.as_millis()).max(1);
+            invocation.arg(period_ms).arg(s.burst);
         }
         let call = async {
             let mut connection = self.connection().await?;
-            invocation
-                .invoke_async::<(i64, i64, i64, i64)>(&mut connection)
-                .await
+            invocation.invoke_async::<Vec<i64>>(&mut connection).await
         };
-        match tokio::time::timeout(self.config.timeout, call).await {
-            Ok(Ok((allowed, index, value, reset_ms))) => {
-                self.breaker.success();
-                let Some(&(rule, by_feature)) =
-                    rules.get(usize::try_from(index.max(1) - 1).unwrap_or(usize::MAX))
-                else {
-                    return QuotaOutcome::Unlimited;
-                };
-                if allowed == 1 {
-                    QuotaOutcome::Allowed {
-                        limit: rule.limit,
-                        remaining: super::saturating_u32(value),
-                        reset_secs: super::saturating_u64(reset_ms).div_ceil(1000),
+        let reply = match tokio::time::timeout(self.config.timeout, call).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return self.failed(&e.to_string(), tenant, feature),
+            Err(_) => return self.failed("timed out", tenant, feature),
+        };
+        self.breaker.success();
+        match reply.as_slice() {
+            [1, rest @ ..] if rest.len() == windows.len() + 1 => {
+                let mut tightest = Tightest::default();
+                for ((rule, _), count) in windows.iter().zip(rest) {
+                    let end = rule.window.end(rule.window.index(now));
+                    let used = super::saturating_u64(*count);
+                    tightest.consider(
+                        rule.limit,
+                        rule.limit.saturating_sub(used),
+                        (end - now).max(1).unsigned_abs(),
+                    );
+                }
+                if let (Some(s), Some(&remaining)) = (smooth, rest.last()) {
+                    let remaining = super::saturating_u64(remaining);
+                    let used = u64::from(s.burst).saturating_sub(remaining);
+                    tightest.consider(
+                        u64::from(s.burst),
+                        remaining,
+                        super::ceil_secs(s.period * super::saturating_u32(used)),
+                    );
+                }
+                tightest.allowed(policy)
+            }
+            [0, index, value] => {
+                let at = usize::try_from(*index - 1).unwrap_or(usize::MAX);
+                match (windows.get(at), smooth) {
+                    (Some((rule, by_feature)), _) => limited(*rule, now, *by_feature, policy),
+                    (None, Some(s)) => {
+                        let wait = super::saturating_u64(*value).div_ceil(1000).max(1);
+                        QuotaOutcome::Limited {
+                            rule: Rule::Smooth(s),
+                            retry_after_secs: wait,
+                            resets_at: now.saturating_add_unsigned(wait),
+                            feature: false,
+                            policy,
+                        }
                     }
-                } else {
-                    QuotaOutcome::Limited {
-                        rule,
-                        retry_after_secs: super::saturating_u64(value.max(1)).div_ceil(1000),
-                        feature: by_feature,
-                    }
+                    (None, None) => QuotaOutcome::Unlimited,
                 }
             }
-            Ok(Err(e)) => self.failed(&e.to_string(), tenant, feature),
-            Err(_) => self.failed("timed out", tenant, feature),
+            _ => self.failed("unexpected reply from the quota script", tenant, feature),
+        }
+    }
+
+    /// Slice mode: spend from this gateway's reservations, reserving when spent.
+    async fn check_sliced(
+        &self,
+        tenant: &TenantQuota,
+        feature_rules: Option<(&str, &Arc<Rules>)>,
+    ) -> QuotaOutcome {
+        let feature = feature_rules.map(|(f, _)| f);
+        let now_ms = super::clock::now_ms();
+        let now = now_ms.div_euclid(1_000);
+        let mut policy = Policy::default();
+        policy.extend(&tenant.rate_rules, now);
+        if let Some((_, rules)) = feature_rules {
+            policy.extend(rules, now);
+        }
+        let mut tightest = Tightest::default();
+        let mut spent = None;
+        if !tenant.rate_rules.windows.is_empty() {
+            let slice = self.slice(tenant.tenant(), None, &tenant.rate_rules);
+            match self
+                .take(&slice, now, now_ms, false, policy, &mut tightest)
+                .await
+            {
+                Taken::Spent => spent = Some(slice),
+                Taken::Limited(outcome) => return outcome,
+                Taken::Failed(reason) => return self.failed(&reason, tenant, feature),
+            }
+        }
+        if let Some((name, rules)) = feature_rules.filter(|(_, r)| !r.windows.is_empty()) {
+            let slice = self.slice(tenant.tenant(), Some(name), rules);
+            let taken = self
+                .take(&slice, now, now_ms, true, policy, &mut tightest)
+                .await;
+            if !matches!(taken, Taken::Spent) {
+                if let Some(spent) = &spent {
+                    spent.unspend(now);
+                }
+            }
+            match taken {
+                Taken::Spent => {}
+                Taken::Limited(outcome) => return outcome,
+                Taken::Failed(reason) => return self.failed(&reason, tenant, feature),
+            }
+        }
+        if tenant.rate_rules.smooth.is_some() {
+            match self.smoothing.check_smoothing(tenant, now, policy) {
+                Ok(Some((limit, remaining, reset))) => tightest.consider(limit, remaining, reset),
+                Ok(None) => {}
+                Err(refused) => {
+                    if let Some(spent) = &spent {
+                        spent.unspend(now);
+                    }
+                    return refused;
+                }
+            }
+        }
+        tightest.allowed(policy)
+    }
+
+    /// The reservation of `tenant`'s `feature` (`None`: its own windows) under `rules`.
+    fn slice(&self, tenant: &Arc<str>, feature: Option<&str>, rules: &Arc<Rules>) -> Arc<Slice> {
+        let mut h = self.hasher.build_hasher();
+        h.write(tenant.as_bytes());
+        h.write_u8(0xff);
+        if let Some(f) = feature {
+            h.write(f.as_bytes());
+        }
+        let key = h.finish();
+        if let Some(slice) = self.slices.get(&key) {
+            if slice.rules == *rules
+                && *slice.tenant == **tenant
+                && slice.feature.as_deref() == feature
+            {
+                return Arc::clone(&slice);
+            }
+        }
+        let slice = Arc::new(Slice::new(
+            Arc::clone(tenant),
+            feature.map(Into::into),
+            Arc::clone(rules),
+        ));
+        if let Some(old) = self.slices.insert(key, Arc::clone(&slice)) {
+            self.retired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(old);
+        }
+        slice
+    }
+
+    /// Takes one request from `slice`, reserving a new slice from Redis when it is spent.
+    async fn take(
+        &self,
+        slice: &Slice,
+        now: i64,
+        now_ms: i64,
+        feature: bool,
+        policy: Policy,
+        tightest: &mut Tightest,
+    ) -> Taken {
+        if slice.spend(now, now_ms, tightest) {
+            return Taken::Spent;
+        }
+        if let Some(refused) = slice.exhausted(now, feature, policy) {
+            return Taken::Limited(refused);
+        }
+        let _refilling = slice.refill.lock().await;
+        // Another request may have reserved while this one waited.
+        if slice.spend(now, now_ms, tightest) {
+            return Taken::Spent;
+        }
+        if let Some(refused) = slice.exhausted(now, feature, policy) {
+            return Taken::Limited(refused);
+        }
+        if !self.breaker.allow() {
+            return Taken::Failed("the circuit breaker is open".into());
+        }
+        let prefix = &self.config.key_prefix;
+        // What is left of the previous reservation goes back to the windows it shares
+        // with the new one.
+        let unspent = slice.left.swap(0, Ordering::AcqRel);
+        let mut invocation = self.reserve_script.prepare_invoke();
+        invocation.arg(self.config.fleet_size);
+        let mut valid_until = i64::MAX;
+        let mut indexes = [0u64; 4];
+        for (i, rule) in slice.rules.windows.iter().enumerate() {
+            let index = rule.window.index(now);
+            let end = rule.window.end(index);
+            valid_until = valid_until.min(end);
+            indexes[i] = index;
+            let give_back = if slice.indexes[i].load(Ordering::Acquire) == index {
+                unspent
+            } else {
+                0
+            };
+            invocation
+                .key(window_key(
+                    prefix,
+                    &slice.tenant,
+                    slice.feature.as_deref(),
+                    rule.window,
+                    index,
+                ))
+                .arg(rule.limit)
+                .arg(end + KEY_SLACK_SECS)
+                .arg(give_back)
+                .arg(max_slice(rule.limit));
+        }
+        let call = async {
+            let mut connection = self.connection().await?;
+            invocation.invoke_async::<Vec<i64>>(&mut connection).await
+        };
+        let reply = match tokio::time::timeout(self.config.timeout, call).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return Taken::Failed(e.to_string()),
+            Err(_) => return Taken::Failed("timed out".into()),
+        };
+        self.breaker.success();
+        let n = slice.rules.windows.len();
+        match reply.as_slice() {
+            [0, index, _] => {
+                let at = usize::try_from(*index - 1)
+                    .unwrap_or(0)
+                    .min(n.saturating_sub(1));
+                let Some(rule) = slice.rules.windows.get(at) else {
+                    return Taken::Failed("unexpected reply from the quota script".into());
+                };
+                let end = rule.window.end(rule.window.index(now));
+                slice.exhausted_rule.store(at, Ordering::Release);
+                // Checked again within a second: others may give slices back.
+                slice
+                    .exhausted_until
+                    .store(end.min(now + 1), Ordering::Release);
+                for (i, index) in indexes.iter().enumerate().take(n) {
+                    slice.indexes[i].store(*index, Ordering::Release);
+                }
+                Taken::Limited(limited(*rule, now, feature, policy))
+            }
+            [grant, counts @ ..] if *grant > 0 && counts.len() == n => {
+                for (i, count) in counts.iter().enumerate() {
+                    slice.indexes[i].store(indexes[i], Ordering::Release);
+                    slice.counts[i].store(super::saturating_u64(*count), Ordering::Release);
+                }
+                slice.valid_until.store(valid_until, Ordering::Release);
+                let left = super::saturating_u64(*grant) - 1;
+                slice.last_used_ms.store(now_ms, Ordering::Relaxed);
+                slice.consider(left, now, tightest);
+                slice.left.store(left, Ordering::Release);
+                Taken::Spent
+            }
+            _ => Taken::Failed("unexpected reply from the quota script".into()),
+        }
+    }
+
+    /// Background upkeep, once a second: gives back reservations unused for
+    /// [`IDLE_SLICE`] (all of them when `all`, at shutdown) and replaced ones, and adds
+    /// counts made under the local fallback to Redis. Returns the requests given back.
+    pub(crate) async fn upkeep(&self, all: bool) -> u64 {
+        let now_ms = super::clock::now_ms();
+        let now = now_ms.div_euclid(1_000);
+        let idle_ms = super::saturating_u64(IDLE_SLICE.as_millis());
+        let mut returns =
+            std::mem::take(&mut *self.retired.lock().unwrap_or_else(|e| e.into_inner()));
+        returns.extend(
+            self.slices
+                .iter()
+                .filter(|s| {
+                    all || now_ms
+                        .saturating_sub(s.last_used_ms.load(Ordering::Relaxed))
+                        .unsigned_abs()
+                        >= idle_ms
+                })
+                .map(|s| Arc::clone(s.value())),
+        );
+        let mut given_back = 0;
+        for slice in returns {
+            if now >= slice.valid_until.load(Ordering::Acquire) {
+                continue;
+            }
+            let Ok(_refilling) = slice.refill.try_lock() else {
+                continue;
+            };
+            let unspent = slice.left.swap(0, Ordering::AcqRel);
+            if unspent == 0 {
+                continue;
+            }
+            let mut invocation = self.give_back_script.prepare_invoke();
+            for key in slice.keys(&self.config.key_prefix) {
+                invocation.key(key);
+            }
+            invocation.arg(unspent);
+            if self.call_unit(&invocation).await {
+                given_back += unspent;
+            }
+        }
+        if self.fallback_counted.load(Ordering::Acquire) && !self.breaker.is_open() {
+            self.add_fallback_counts(now).await;
+        }
+        given_back
+    }
+
+    /// Adds what the local fallback counted to Redis (and forgets it locally).
+    async fn add_fallback_counts(&self, now: i64) {
+        self.fallback_counted.store(false, Ordering::Release);
+        let mut counts =
+            std::mem::take(&mut *self.unadded.lock().unwrap_or_else(|e| e.into_inner()));
+        counts.extend(self.fallback.take_counts(now));
+        counts.retain(|c| c.index == c.window.index(now));
+        if counts.is_empty() {
+            return;
+        }
+        let prefix = &self.config.key_prefix;
+        let mut invocation = self.add_script.prepare_invoke();
+        for SavedCount {
+            tenant,
+            feature,
+            window,
+            index,
+            count,
+        } in &counts
+        {
+            invocation
+                .key(window_key(
+                    prefix,
+                    tenant,
+                    feature.as_deref(),
+                    *window,
+                    *index,
+                ))
+                .arg(*count)
+                .arg(window.end(*index) + KEY_SLACK_SECS);
+        }
+        if self.call_unit(&invocation).await {
+            tracing::info!(
+                counts = counts.len(),
+                "counts made while Redis was unavailable were added to Redis"
+            );
+        } else {
+            // Kept for the next upkeep.
+            *self.unadded.lock().unwrap_or_else(|e| e.into_inner()) = counts;
+            self.fallback_counted.store(true, Ordering::Release);
+        }
+    }
+
+    /// Runs a script whose reply does not matter; whether it ran.
+    async fn call_unit(&self, invocation: &redis::ScriptInvocation<'_>) -> bool {
+        let call = async {
+            let mut connection = self.connection().await?;
+            invocation
+                .invoke_async::<redis::Value>(&mut connection)
+                .await
+        };
+        match tokio::time::timeout(self.config.timeout * 4, call).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                self.errors.inc();
+                tracing::warn!(error = %e, "redis quota upkeep failed");
+                false
+            }
+            Err(_) => {
+                self.errors.inc();
+                tracing::warn!("redis quota upkeep timed out");
+                false
+            }
         }
     }
 
     /// The live figures of each of `tenant`'s rate rules, read from Redis without
-    /// counting anything; `Err` when Redis cannot be asked.
+    /// counting anything; `Err` when Redis cannot be asked. In slice mode the counts
+    /// include slices reserved and not spent yet.
     pub(crate) async fn usage(&self, tenant: &TenantQuota) -> Result<Vec<RuleUsage>, String> {
+        let now = super::clock::now();
         let prefix = &self.config.key_prefix;
-        let mut rules: Vec<(RateRule, Option<&str>, String)> = tenant
+        let mut rules: Vec<(WindowRule, Option<&str>, String)> = tenant
             .rate_rules
+            .windows
             .iter()
             .map(|r| {
-                let key = format!("{prefix}{}:{}", tenant.tenant(), r.window.name());
+                let key = window_key(prefix, tenant.tenant(), None, r.window, r.window.index(now));
                 (*r, None, key)
             })
             .collect();
         let mut features: Vec<_> = tenant.feature_rules.iter().collect();
         features.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (name, feature_rules) in features {
-            for r in feature_rules {
-                let key = format!(
-                    "{prefix}{}:feature:{name}:{}",
+            for r in feature_rules.windows.iter() {
+                let key = window_key(
+                    prefix,
                     tenant.tenant(),
-                    r.window.name()
+                    Some(name),
+                    r.window,
+                    r.window.index(now),
                 );
                 rules.push((*r, Some(&**name), key));
             }
@@ -265,35 +880,24 @@ impl RedisQuotas {
                 .query_async::<Vec<Option<u64>>>(&mut connection)
                 .await
         };
-        let tats = match tokio::time::timeout(self.config.timeout, call).await {
-            Ok(Ok(tats)) => tats,
+        let counts = match tokio::time::timeout(self.config.timeout, call).await {
+            Ok(Ok(counts)) => counts,
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err("timed out".into()),
         };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| super::saturating_u64(d.as_millis()))
-            .unwrap_or(0);
         Ok(rules
             .iter()
-            .zip(tats)
-            .map(|((rule, feature, _), tat)| {
-                let period = (rule.window.seconds() * 1000).div_ceil(rule.limit).max(1);
-                let tolerance = period * u64::from(rule.burst.saturating_sub(1));
-                let ahead = tat.unwrap_or(now_ms).saturating_sub(now_ms);
-                let remaining = if ahead > tolerance + period {
-                    0
-                } else {
-                    super::saturating_u32(
-                        ((tolerance + period - ahead) / period).min(u64::from(rule.burst)),
-                    )
-                };
+            .zip(counts)
+            .map(|((rule, feature, _), count)| {
+                let used = count.unwrap_or(0);
+                let end = rule.window.end(rule.window.index(now));
                 RuleUsage {
                     window: rule.window.name(),
                     feature: feature.map(str::to_string),
                     limit: rule.limit,
-                    burst: rule.burst,
-                    remaining,
+                    used,
+                    remaining: rule.limit.saturating_sub(used),
+                    reset_secs: (end - now).max(1).unsigned_abs(),
                 }
             })
             .collect())
@@ -331,7 +935,10 @@ impl RedisQuotas {
 
     fn fallback(&self, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome {
         match self.config.on_error {
-            OnRedisError::Local => self.fallback.check(tenant, feature),
+            OnRedisError::Local => {
+                self.fallback_counted.store(true, Ordering::Release);
+                self.fallback.check(tenant, feature)
+            }
             OnRedisError::Allow => QuotaOutcome::Unlimited,
             OnRedisError::Deny => QuotaOutcome::Unavailable,
         }

@@ -9,7 +9,7 @@
 //! are not affected, and a request refused for its share consumes none of the
 //! tenant's quota.
 //!
-//! Windows are counted per calendar window (UTC-aligned minute, hour, day) per
+//! Windows are counted per calendar window (UTC-aligned minute, hour, day, month) per
 //! (tenant, feature, client): a count that resets at the window's end. State is
 //! bounded: idle entries are pruned once a minute, and at most `max_clients` entries
 //! are kept; while full, further clients are not held to a share (the tenant's own
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::TenantQuota;
-use super::{RateRule, Window};
+use super::{Window, WindowRule};
 use crate::throttle::client_network;
 
 /// `(tenant, feature)` digest and client network.
@@ -33,8 +33,8 @@ type Key = (u64, IpAddr);
 /// concurrent slots it holds (tenant entries only).
 #[derive(Debug, Default)]
 struct ClientUse {
-    /// Per [`Window`] (minute, hour, day): (window index, requests counted in it).
-    counts: [(u64, u64); 3],
+    /// Per [`Window`] (minute, hour, day, month): (window index, requests counted in it).
+    counts: [(u64, u64); 4],
     leases: Arc<AtomicU32>,
 }
 
@@ -43,7 +43,7 @@ struct ClientUse {
 pub(crate) enum ShareRefusal {
     /// The client used its share of `rule` in the current window.
     Rate {
-        rule: RateRule,
+        rule: WindowRule,
         share_limit: u64,
         retry_after_secs: u64,
     },
@@ -55,7 +55,7 @@ pub(crate) enum ShareRefusal {
 #[derive(Debug)]
 #[must_use = "refund the ticket if the request is refused after all"]
 pub(crate) struct ShareTicket {
-    keys: [Option<(Key, u64)>; 2],
+    keys: [Option<(Key, i64)>; 2],
 }
 
 /// A concurrent slot held by a client, given back on drop.
@@ -86,6 +86,7 @@ fn window_index(window: Window) -> usize {
         Window::Minute => 0,
         Window::Hour => 1,
         Window::Day => 2,
+        Window::Month => 3,
     }
 }
 
@@ -129,14 +130,14 @@ impl ClientShares {
         tenant: &TenantQuota,
         feature: Option<&str>,
         client: IpAddr,
-        now: u64,
+        now: i64,
     ) -> Result<ShareTicket, ShareRefusal> {
         let mut ticket = ShareTicket { keys: [None, None] };
         let feature_rules = feature.and_then(|f| tenant.feature_rules.get(f).map(|r| (f, r)));
         let sets = [
-            (None, &tenant.rate_rules[..]),
+            (None, &tenant.rate_rules.windows[..]),
             match feature_rules {
-                Some((f, rules)) => (Some(f), &rules[..]),
+                Some((f, rules)) => (Some(f), &rules.windows[..]),
                 None => (None, &[][..]),
             },
         ];
@@ -148,14 +149,13 @@ impl ClientShares {
             let key = self.key(tenant.tenant(), feature, client);
             if let Some(entry) = self.uses.get(&key) {
                 for rule in rules {
-                    let seconds = rule.window.seconds();
                     let (index, count) = entry.counts[window_index(rule.window)];
                     let share_limit = self.share_of(rule.limit);
-                    if index == now / seconds && count >= share_limit {
+                    if index == rule.window.index(now) && count >= share_limit {
                         return Err(ShareRefusal::Rate {
                             rule: *rule,
                             share_limit,
-                            retry_after_secs: (index + 1) * seconds - now,
+                            retry_after_secs: (rule.window.end(index) - now).max(1).unsigned_abs(),
                         });
                     }
                 }
@@ -170,7 +170,7 @@ impl ClientShares {
                 continue;
             };
             for rule in rules {
-                let index = now / rule.window.seconds();
+                let index = rule.window.index(now);
                 let (at, count) = &mut entry.counts[window_index(rule.window)];
                 if *at != index {
                     (*at, *count) = (index, 0);
@@ -188,13 +188,13 @@ impl ClientShares {
         for (slot, entry) in ticket.keys.into_iter().enumerate() {
             let Some((key, now)) = entry else { continue };
             let rules = match slot {
-                0 => &tenant.rate_rules[..],
-                _ => feature_rules.map_or(&[][..], |r| &r[..]),
+                0 => &tenant.rate_rules.windows[..],
+                _ => feature_rules.map_or(&[][..], |r| &r.windows[..]),
             };
             if let Some(mut entry) = self.uses.get_mut(&key) {
                 for rule in rules {
                     let (at, count) = &mut entry.counts[window_index(rule.window)];
-                    if *at == now / rule.window.seconds() {
+                    if *at == rule.window.index(now) {
                         *count = count.saturating_sub(1);
                     }
                 }
@@ -237,12 +237,12 @@ impl ClientShares {
     }
 
     /// Forgets entries with no count in a current window and no slot held.
-    pub(crate) fn prune(&self, now: u64) {
+    pub(crate) fn prune(&self, now: i64) {
         self.uses.retain(|_, use_| {
             use_.leases.load(Ordering::Acquire) > 0
-                || [Window::Minute, Window::Hour, Window::Day].iter().any(|w| {
+                || Window::ALL.iter().any(|w| {
                     let (index, count) = use_.counts[window_index(*w)];
-                    count > 0 && index == now / w.seconds()
+                    count > 0 && index == w.index(now)
                 })
         });
         self.uses.shrink_to_fit();

@@ -129,6 +129,7 @@ fn licenses_combine_features_limits_and_latest_expiry() {
         FeatureLimits {
             requests_per_day: Some(100),
             requests_per_hour: None,
+            ..FeatureLimits::default()
         },
     );
     a.claims.features.push("reports".into());
@@ -142,6 +143,7 @@ fn licenses_combine_features_limits_and_latest_expiry() {
         FeatureLimits {
             requests_per_day: Some(50),
             requests_per_hour: None,
+            ..FeatureLimits::default()
         },
     );
     let c = combine(&[a, b], 0, &HashSet::new(), &StatusPolicy::default(), NOW);
@@ -189,6 +191,7 @@ fn a_grant_without_quota_makes_the_feature_unlimited() {
         FeatureLimits {
             requests_per_day: Some(10),
             requests_per_hour: None,
+            ..FeatureLimits::default()
         },
     );
     let mut b = license("b", NOW + DAY * 30);

@@ -9,7 +9,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 /// 2026-12-01 08:00:00 UTC: the start of an hour.
-const HOUR_START: u64 = 1_796_112_000;
+const HOUR_START: i64 = 1_796_112_000;
 
 #[test]
 fn a_client_gets_its_share_of_each_window_and_others_are_unaffected() {
