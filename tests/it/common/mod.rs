@@ -141,6 +141,12 @@ impl Gateway {
             .arg("--config")
             .arg(&config_path)
             .env_remove("RUST_LOG")
+            // Quota windows are counted on this clock (debug builds): see
+            // `Gateway::set_quota_clock`.
+            .env(
+                "LICGATE_TEST_CLOCK_OFFSET_FILE",
+                dir.path().join("quota-clock-offset"),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -232,6 +238,19 @@ impl Gateway {
 
     pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Moves the gateway's quota clock so that it reads `at` (Unix seconds) now; the
+    /// clock goes on from there.
+    pub(crate) fn set_quota_clock(&self, at: i64) {
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let path = self.dir.path().join("quota-clock-offset");
+        let temp = self.dir.path().join(".quota-clock-offset");
+        std::fs::write(&temp, (at - system).to_string()).unwrap();
+        std::fs::rename(temp, path).unwrap();
     }
 }
 
