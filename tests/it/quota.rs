@@ -28,18 +28,24 @@ async fn gateway_at(
     shape: impl FnOnce(&mut Claims),
 ) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let (private, public) = write_key_pair(&dir.path().join("keys"), &generate_ed25519()).unwrap();
+    let config = licensed_config(dir.path(), shape);
+    (Gateway::start_with(&config, upstream).await, dir)
+}
+
+/// A configuration template whose store in `dir` holds a license shaped by `shape`.
+fn licensed_config(dir: &std::path::Path, shape: impl FnOnce(&mut Claims)) -> String {
+    let (private, public) = write_key_pair(&dir.join("keys"), &generate_ed25519()).unwrap();
     let now = SystemClock.now();
     let mut claims = test_claims("default", &["reports"], now, now + 30 * 86_400);
     shape(&mut claims);
     let token = sign(&claims, &SigningKey::load(&private).unwrap(), None).unwrap();
-    Store::open(&dir.path().join("store"))
+    Store::open(&dir.join("store"))
         .unwrap()
         .install("default", &claims.jti, &token)
         .unwrap();
-    let token_file = dir.path().join("admin.token");
+    let token_file = dir.join("admin.token");
     std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
-    let config = BASE_CONFIG
+    BASE_CONFIG
         .replace("mode = \"off\"", "mode = \"enforce\"")
         .replace(
             "[admin]\n",
@@ -48,9 +54,8 @@ async fn gateway_at(
         + &format!(
             "[license]\npublic_keys = [{{ path = \"{}\" }}]\nstore_dir = \"{}\"\n[public]\npaths = [\"/static/\"]\n[[features]]\nprefix = \"/api/reports\"\nfeature = \"reports\"\n",
             public.display(),
-            dir.path().join("store").display()
-        );
-    (Gateway::start_with(&config, upstream).await, dir)
+            dir.join("store").display()
+        )
 }
 
 /// An upstream on a raw socket that counts the requests it executes and answers each
@@ -269,6 +274,67 @@ async fn smoothing_applies_only_when_the_license_asks_for_it() {
     assert_eq!(usage[0]["window"], "hour");
     assert_eq!(usage[0]["used"], 3);
     assert_eq!(usage[1]["window"], "burst");
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_survive_sigterm_and_kill_9() {
+    let (upstream, executed, task) = counting_upstream(OK).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = licensed_config(dir.path(), |c| c.limits.requests_per_day = Some(100));
+    // Mid-day, so that the test never straddles midnight.
+    let noon = (unix_now() / 86_400) * 86_400 + 43_200;
+    let mut gw = Gateway::start_with(&config, upstream).await;
+    gw.set_quota_clock(noon);
+    let requests: Vec<_> = (0..80).map(|_| http_get(gw.addr, "/x")).collect();
+    for resp in futures_util::future::join_all(requests).await {
+        assert_eq!(resp.unwrap().status, 200);
+    }
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(15)).await.is_some());
+    let logs = gw.logs();
+    drop(gw);
+
+    let mut gw = Gateway::start_with(&config, upstream).await;
+    gw.set_quota_clock(noon + 10);
+    let resp = http_get(gw.addr, "/x").await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("ratelimit-remaining"),
+        Some("19"),
+        "80 used before the restart: {logs}"
+    );
+    assert!(gw.logs().contains("quota counts of the current windows restored"));
+    // Ten more, a second for them to be saved, then kill -9.
+    for _ in 0..10 {
+        assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    gw.signal("KILL");
+    assert!(gw.wait_exit(Duration::from_secs(5)).await.is_some());
+    drop(gw);
+
+    let gw = Gateway::start_with(&config, upstream).await;
+    gw.set_quota_clock(noon + 20);
+    let resp = http_get(gw.addr, "/x").await.unwrap();
+    assert_eq!(resp.header("ratelimit-remaining"), Some("8"), "91 used before");
+    for _ in 0..8 {
+        assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
+    }
+    assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 429);
+    assert_eq!(
+        executed.load(std::sync::atomic::Ordering::SeqCst),
+        100,
+        "the app executed exactly the day's 100"
+    );
+    // The database is a plain SQLite file in the store.
+    let db = licgate::quota::durable::CountStore::open(&dir.path().join("store")).unwrap();
+    let (start, count) = db
+        .count("default", None, licgate::quota::Window::Day)
+        .unwrap()
+        .unwrap();
+    assert_eq!(start, (noon / 86_400) * 86_400);
+    assert!(count >= 91, "{count}");
     task.abort();
 }
 
