@@ -140,7 +140,10 @@ async fn a_minute_quota_admits_exactly_n_then_429_until_the_minute_ends() {
     let limited = http_get(gw.addr, "/x").await.unwrap();
     assert_eq!(limited.status, 429);
     let retry_after = number(&limited, "retry-after");
-    assert!((retry_after - (minute_end - unix_now())).abs() <= 1, "{retry_after}");
+    assert!(
+        (retry_after - (minute_end - unix_now())).abs() <= 1,
+        "{retry_after}"
+    );
     assert_eq!(number(&limited, "ratelimit-reset"), retry_after);
     assert_eq!(limited.header("ratelimit-remaining"), Some("0"));
     assert_eq!(limited.header("ratelimit-policy"), Some("5;w=60"));
@@ -172,8 +175,10 @@ async fn a_minute_quota_admits_exactly_n_then_429_until_the_minute_ends() {
         assert_eq!(resp.header("ratelimit-limit"), None);
     }
     // Retry-After is honest: once it has passed, the next minute counts from 0.
-    tokio::time::sleep(Duration::from_secs(retry_after.unsigned_abs()) + Duration::from_millis(300))
-        .await;
+    tokio::time::sleep(
+        Duration::from_secs(retry_after.unsigned_abs()) + Duration::from_millis(300),
+    )
+    .await;
     let next = http_get(gw.addr, "/x").await.unwrap();
     assert_eq!(next.status, 200);
     assert_eq!(next.header("ratelimit-remaining"), Some("4"));
@@ -225,7 +230,11 @@ async fn hour_day_and_month_quotas_reset_at_their_calendar_ends() {
     let (month, _d3) = at_time(upstream, before, |c| c.limits.requests_per_month = Some(2)).await;
     use_up(&month, 2, 20, "this month", "2027-04-01 00:00 UTC").await;
     let policy = http_get(month.addr, "/x").await.unwrap();
-    assert_eq!(policy.header("ratelimit-policy"), Some("2;w=2678400"), "March has 31 days");
+    assert_eq!(
+        policy.header("ratelimit-policy"),
+        Some("2;w=2678400"),
+        "March has 31 days"
+    );
     assert_eq!(executed.load(std::sync::atomic::Ordering::SeqCst), 7);
     // Past the edge every window counts from 0 again.
     for gw in [&hour, &day, &month] {
@@ -267,8 +276,14 @@ async fn smoothing_applies_only_when_the_license_asks_for_it() {
     assert_eq!(p["details"]["window"], "burst");
     assert_eq!(p["details"]["limit"], 3);
     let retry_after = number(&limited, "retry-after");
-    assert!((35..=36).contains(&retry_after), "one request per 36 s: {retry_after}");
-    assert!(p["error"].as_str().unwrap().contains("3 at once, then one every 36s"));
+    assert!(
+        (35..=36).contains(&retry_after),
+        "one request per 36 s: {retry_after}"
+    );
+    assert!(p["error"]
+        .as_str()
+        .unwrap()
+        .contains("3 at once, then one every 36s"));
     // The smoothing's refusal counted nowhere: the hour has 97 left.
     let usage = admin_usage(&smooth).await;
     assert_eq!(usage[0]["window"], "hour");
@@ -304,7 +319,9 @@ async fn counts_survive_sigterm_and_kill_9() {
         Some("19"),
         "80 used before the restart: {logs}"
     );
-    assert!(gw.logs().contains("quota counts of the current windows restored"));
+    assert!(gw
+        .logs()
+        .contains("quota counts of the current windows restored"));
     // Ten more, a second for them to be saved, then kill -9.
     for _ in 0..10 {
         assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
@@ -317,7 +334,11 @@ async fn counts_survive_sigterm_and_kill_9() {
     let gw = Gateway::start_with(&config, upstream).await;
     gw.set_quota_clock(noon + 20);
     let resp = http_get(gw.addr, "/x").await.unwrap();
-    assert_eq!(resp.header("ratelimit-remaining"), Some("8"), "91 used before");
+    assert_eq!(
+        resp.header("ratelimit-remaining"),
+        Some("8"),
+        "91 used before"
+    );
     for _ in 0..8 {
         assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
     }

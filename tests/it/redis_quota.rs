@@ -70,15 +70,15 @@ impl Drop for RedisServer {
     }
 }
 
-/// A gateway whose tenant `default` is limited to `per_minute` with `burst`, counting
-/// in Redis at `url` as one of `fleet_size` gateways.
+/// A gateway whose tenant `default` is limited to `per_minute`, counting in Redis at
+/// `url` as one of `fleet_size` gateways, in `mode` (`slice` or `exact`).
 async fn gateway(
     upstream: SocketAddr,
     dir: &std::path::Path,
     url: &str,
     per_minute: u64,
-    burst: u64,
     fleet_size: u32,
+    mode: &str,
 ) -> Gateway {
     let keys = dir.join("keys");
     if !keys.exists() {
@@ -86,7 +86,6 @@ async fn gateway(
         let now = SystemClock.now();
         let mut claims = test_claims("default", &["sales"], now, now + 30 * 86_400);
         claims.limits.requests_per_minute = Some(per_minute);
-        claims.limits.burst = Some(burst);
         let token = sign(&claims, &SigningKey::load(&private).unwrap(), None).unwrap();
         Store::open(&dir.join("store"))
             .unwrap()
@@ -109,6 +108,7 @@ timeout = "25ms"
 fleet_size = {fleet_size}
 breaker_failures = 2
 breaker_cooldown = "200ms"
+mode = "{mode}"
 "#,
             keys.join("vendor.pub.pem").display(),
             dir.join("store").display()
@@ -116,84 +116,180 @@ breaker_cooldown = "200ms"
     Gateway::start_with(&config, upstream).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_gateways_share_one_limit() {
-    let upstream = Upstream::start().await;
-    let redis = RedisServer::start_on(free_addr().port()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let a = gateway(upstream.addr, dir.path(), &redis.url(), 60, 6, 2).await;
-    let b = gateway(upstream.addr, dir.path(), &redis.url(), 60, 6, 2).await;
-    let mut allowed = 0;
-    for i in 0..12 {
-        let gw = if i % 2 == 0 { &a } else { &b };
-        let resp = http_get(gw.addr, "/x").await.unwrap();
-        match resp.status {
-            200 => allowed += 1,
-            429 => assert_eq!(resp.json()["error_code"], "USAGE_LIMIT_EXCEEDED"),
-            other => panic!("status {other}"),
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    SystemClock.now()
+}
+
+/// Waits until at least `margin` seconds are left in the current UTC minute.
+async fn away_from_a_minute_edge(margin: i64) {
+    while 60 - unix_now() % 60 < margin {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The Redis key of the current minute's count of tenant `default`.
+fn minute_key() -> String {
+    format!("licgate:default:minute:{}", unix_now() / 60)
+}
+
+async fn redis_count(redis: &RedisServer, key: &str) -> i64 {
+    match redis.command(&["GET", key]).await.unwrap() {
+        redis::Value::Nil => 0,
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap().parse().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Drives `clients` concurrent clients per gateway, each sending requests until it
+/// has seen `refusals` 429s in a row; returns the 200s.
+async fn load_until_refused(gateways: &[&Gateway], clients: usize, refusals: usize) -> usize {
+    let mut tasks = Vec::new();
+    for gw in gateways {
+        for _ in 0..clients {
+            let addr = gw.addr;
+            tasks.push(tokio::spawn(async move {
+                let (mut allowed, mut refused_in_a_row) = (0, 0);
+                while refused_in_a_row < refusals {
+                    let resp = http_get(addr, "/x").await.unwrap();
+                    match resp.status {
+                        200 => {
+                            allowed += 1;
+                            refused_in_a_row = 0;
+                        }
+                        429 => {
+                            assert_eq!(resp.json()["error_code"], "USAGE_LIMIT_EXCEEDED");
+                            refused_in_a_row += 1;
+                        }
+                        other => panic!("status {other}: {}", resp.text()),
+                    }
+                }
+                allowed
+            }));
         }
     }
-    // One limit of burst 6 across both gateways (a request may be earned back meanwhile).
-    assert!((6..=7).contains(&allowed), "{allowed} allowed");
-    let keys = redis.command(&["KEYS", "licgate:*"]).await.unwrap();
-    assert_eq!(
-        keys,
-        redis::Value::Array(vec![redis::Value::BulkString(
-            b"licgate:default:minute".to_vec()
-        )])
-    );
-    let ttl = redis
-        .command(&["PTTL", "licgate:default:minute"])
-        .await
-        .unwrap();
-    assert!(
-        matches!(ttl, redis::Value::Int(ms) if ms > 0 && ms <= 60_000),
-        "keys expire: {ttl:?}"
-    );
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += t.await.unwrap();
+    }
+    allowed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_down_falls_back_locally_and_recovers() {
+async fn two_gateways_share_one_limit_in_slices_and_exactly() {
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start_on(free_addr().port()).await;
+    for mode in ["slice", "exact"] {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix_free = redis.command(&["FLUSHALL"]).await;
+        assert!(prefix_free.is_ok());
+        let a = gateway(upstream.addr, dir.path(), &redis.url(), 1_000, 2, mode).await;
+        let b = gateway(upstream.addr, dir.path(), &redis.url(), 1_000, 2, mode).await;
+        away_from_a_minute_edge(25).await;
+        let key = minute_key();
+        let allowed = load_until_refused(&[&a, &b], 4, 30).await;
+        assert_eq!(
+            allowed, 1_000,
+            "{mode}: one fleet-wide limit of 1,000 per minute, counted exactly"
+        );
+        assert_eq!(redis_count(&redis, &key).await, 1_000, "{mode}");
+        let ttl = redis.command(&["TTL", &key]).await.unwrap();
+        assert!(
+            matches!(ttl, redis::Value::Int(s) if s > 0 && s <= 120),
+            "keys expire a minute after their window: {ttl:?}"
+        );
+        let keys = redis.command(&["KEYS", "licgate:*"]).await.unwrap();
+        assert_eq!(
+            keys,
+            redis::Value::Array(vec![redis::Value::BulkString(key.into_bytes())])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unspent_slices_go_back_to_redis_when_idle_and_at_shutdown() {
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start_on(free_addr().port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    away_from_a_minute_edge(15).await;
+    let key = minute_key();
+    // 100,000 per minute: a slice is 1 % of it.
+    let mut gw = gateway(upstream.addr, dir.path(), &redis.url(), 100_000, 1, "slice").await;
+    let resp = http_get(gw.addr, "/x").await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("ratelimit-remaining"), Some("99999"));
+    assert_eq!(redis_count(&redis, &key).await, 1_000, "one slice reserved");
+    for _ in 0..9 {
+        assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
+    }
+    assert_eq!(redis_count(&redis, &key).await, 1_000, "spent locally");
+    // Idle for two seconds: the unspent part goes back.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while redis_count(&redis, &key).await != 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle slice was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And at shutdown.
+    assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
+    assert_eq!(redis_count(&redis, &key).await, 1_010);
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(15)).await.is_some());
+    assert_eq!(redis_count(&redis, &key).await, 11, "{}", gw.logs());
+    assert!(gw
+        .logs()
+        .contains("unspent quota slices given back to Redis"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_falls_back_locally_and_its_counts_are_added_back() {
     let upstream = Upstream::start().await;
     let port = free_addr().port();
     let mut redis = RedisServer::start_on(port).await;
     let dir = tempfile::tempdir().unwrap();
-    // 60/minute with a burst of 200: each request keeps its key alive for a second.
-    let gw = gateway(upstream.addr, dir.path(), &redis.url(), 60, 200, 2).await;
+    away_from_a_minute_edge(20).await;
+    let key = minute_key();
+    let gw = gateway(upstream.addr, dir.path(), &redis.url(), 60, 2, "exact").await;
     assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
 
     redis.kill();
-    for _ in 0..20 {
+    // The local fallback allows this gateway's share: 30 of the 60.
+    let mut allowed = 0;
+    for _ in 0..40 {
         let resp = http_get(gw.addr, "/x").await.unwrap();
-        assert_eq!(
-            resp.status,
-            200,
-            "no 429 because Redis is down: {}",
-            resp.text()
-        );
+        match resp.status {
+            200 => allowed += 1,
+            429 => assert_eq!(resp.json()["details"]["limit"], 60),
+            other => panic!("status {other}: {}", resp.text()),
+        }
     }
+    assert_eq!(allowed, 30, "the fallback counts this gateway's share");
     // License gating keeps working.
     let denied = http_get(gw.addr, "/api/manufacturing/plan").await.unwrap();
     assert_eq!(denied.json()["error_code"], "FEATURE_NOT_LICENSED");
     let logs = gw.logs();
     assert!(logs.contains("redis quota backend unavailable"), "{logs}");
 
-    // Back up (empty): after the breaker's cooldown, counting returns to Redis.
+    // Back up (empty): the fallback's 30 are added, then counting returns to Redis.
     let redis = RedisServer::start_on(port).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
-        let keys = redis.command(&["KEYS", "licgate:*"]).await.unwrap();
-        if keys != redis::Value::Array(vec![]) {
+        let _ = http_get(gw.addr, "/x").await.unwrap();
+        if redis_count(&redis, &key).await >= 30 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the gateway did not go back to Redis: {}",
+            "the fallback's counts were not added: {}",
             gw.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(gw
+        .logs()
+        .contains("counts made while Redis was unavailable were added"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +297,7 @@ async fn a_paused_redis_costs_at_most_the_timeout() {
     let upstream = Upstream::start().await;
     let redis = RedisServer::start_on(free_addr().port()).await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = gateway(upstream.addr, dir.path(), &redis.url(), 60_000, 200, 1).await;
+    let gw = gateway(upstream.addr, dir.path(), &redis.url(), 60_000, 1, "exact").await;
     assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
     redis.command(&["CLIENT", "PAUSE", "3000"]).await.unwrap();
     for _ in 0..5 {
