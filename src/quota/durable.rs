@@ -265,7 +265,7 @@ mod tests {
         drop(store);
         let store = CountStore::open(dir.path()).unwrap();
         let mut loaded = store.load(now).unwrap();
-        loaded.sort_by(|a, b| a.window.cmp(&b.window));
+        loaded.sort_by_key(|c| c.window);
         assert_eq!(
             loaded,
             vec![

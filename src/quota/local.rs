@@ -393,6 +393,14 @@ pub struct SavedCount {
     pub count: u64,
 }
 
+/// A counter handed to a save: its state, its feature's set (`None`: the tenant's
+/// own), its position, and the word written.
+type Written = (Arc<TenantState>, Option<Arc<CounterSet>>, usize, u64);
+
+/// The figures of an allowed smoothing check (limit, remaining, reset seconds), or
+/// its rule and wait when refused.
+pub(crate) type SmoothCheck = Result<Option<(u64, u64, u64)>, (SmoothRule, u64)>;
+
 /// Where a saved count belongs: tenant, feature ("" for the tenant's own), window.
 type CountKey = (Box<str>, Box<str>, Window);
 
@@ -726,7 +734,7 @@ impl LocalQuotas {
     ) -> Result<usize, E> {
         let mut rows = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(|e| e.into_inner()));
         let from_dropped = rows.len();
-        let mut written: Vec<(Arc<TenantState>, Option<Arc<CounterSet>>, usize, u64)> = Vec::new();
+        let mut written: Vec<Written> = Vec::new();
         let states: Vec<Arc<TenantState>> =
             self.tenants.iter().map(|e| Arc::clone(e.value())).collect();
         for state in states {
@@ -775,15 +783,10 @@ impl LocalQuotas {
         Ok(rows.len())
     }
 
-    /// Checks only `tenant`'s smoothing rule at `now` (the slice mode of the Redis
-    /// backend counts the windows): `Ok(None)` without one, `Ok(figures)` for the
-    /// headers when allowed, `Err(refusal)` when not.
-    pub(crate) fn check_smoothing(
-        &self,
-        tenant: &TenantQuota,
-        now: i64,
-        policy: Policy,
-    ) -> Result<Option<(u64, u64, u64)>, QuotaOutcome> {
+    /// Checks only `tenant`'s smoothing rule (the slice mode of the Redis backend
+    /// counts the windows): `Ok(None)` without one, `Ok((limit, remaining, reset))`
+    /// for the headers when allowed, `Err((rule, retry_after_secs))` when not.
+    pub(crate) fn check_smoothing(&self, tenant: &TenantQuota) -> SmoothCheck {
         if tenant.rate_rules.smooth.is_none() {
             return Ok(None);
         }
@@ -807,16 +810,7 @@ impl LocalQuotas {
                     smoother.rule.period * smoother.rule.burst.saturating_sub(remaining),
                 ),
             ))),
-            Err(wait) => {
-                let retry_after_secs = super::ceil_secs(wait).max(1);
-                Err(QuotaOutcome::Limited {
-                    rule: Rule::Smooth(smoother.rule),
-                    retry_after_secs,
-                    resets_at: now.saturating_add_unsigned(retry_after_secs),
-                    feature: false,
-                    policy,
-                })
-            }
+            Err(wait) => Err((smoother.rule, super::ceil_secs(wait).max(1))),
         }
     }
 

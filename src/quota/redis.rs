@@ -578,14 +578,20 @@ impl RedisQuotas {
             }
         }
         if tenant.rate_rules.smooth.is_some() {
-            match self.smoothing.check_smoothing(tenant, now, policy) {
+            match self.smoothing.check_smoothing(tenant) {
                 Ok(Some((limit, remaining, reset))) => tightest.consider(limit, remaining, reset),
                 Ok(None) => {}
-                Err(refused) => {
+                Err((rule, retry_after_secs)) => {
                     if let Some(spent) = &spent {
                         spent.unspend(now);
                     }
-                    return refused;
+                    return QuotaOutcome::Limited {
+                        rule: Rule::Smooth(rule),
+                        retry_after_secs,
+                        resets_at: now.saturating_add_unsigned(retry_after_secs),
+                        feature: false,
+                        policy,
+                    };
                 }
             }
         }
