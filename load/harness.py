@@ -2,6 +2,7 @@
 RSS readings, readiness waits, and a fast nginx upstream."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,6 +106,34 @@ http {{ access_log off; keepalive_requests 1000000;
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     start([nginx, "-p", f"{work}/nginx", "-c", f"{work}/nginx/nginx.conf"], open(f"{work}/nginx/out.log", "w"))
     return up
+
+
+def to_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)$", text)
+    if not m:
+        return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def wrk(url, seconds, connections, threads):
+    """One wrk run against `url`: requests/s, p50 and p99 in ms, non-2xx, socket errors."""
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors:.*", out)
+    total = re.search(r"(\d+) requests in", out)
+    return {
+        "rps": rps, "p50_ms": p50, "p99_ms": p99,
+        "requests": int(total.group(1)) if total else 0,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(0) if socket_errors else "",
+    }
 
 
 def commit():

@@ -155,10 +155,21 @@ async fn demo_serves_the_demo_app_with_a_demo_license() {
     .unwrap();
     assert_eq!(home.status, 200);
     assert!(home.text().contains("Demo app"));
+    // The demo license's "100 requests per hour" counts down from 99 (the home page
+    // was the first request).
+    let sales = http_get(listen, "/api/sales/orders").await.unwrap();
+    assert_eq!(sales.json()["path"], "/api/sales/orders");
     assert_eq!(
-        http_get(listen, "/api/sales/orders").await.unwrap().json()["path"],
-        "/api/sales/orders"
+        sales.header("ratelimit-limit"),
+        Some("100"),
+        "{}",
+        sales.head
     );
+    assert_eq!(sales.header("ratelimit-remaining"), Some("98"));
+    let policy = sales.header("ratelimit-policy").unwrap_or_default();
+    assert_eq!(policy, "100;w=3600");
+    let again = http_get(listen, "/api/sales/orders").await.unwrap();
+    assert_eq!(again.header("ratelimit-remaining"), Some("97"));
     let _ = child.kill();
     let _ = child.wait();
     let stdout = std::fs::read_to_string(dir.path().join("out")).unwrap();
