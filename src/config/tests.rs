@@ -257,16 +257,20 @@ fn quota_section_is_validated() {
             assert_eq!(r.fleet_size, 4);
             assert_eq!(r.timeout, Duration::from_millis(25));
             assert_eq!(r.key_prefix, "licgate:");
+            assert_eq!(r.mode, RedisMode::Slice, "slices by default");
         }
         other => panic!("{other:?}"),
     }
-    let err = parse("[upstream]\naddress = \"h:1\"\n[quota]\nbackend = \"memcached\"\n[quota.redis]\nurl = \"http://x\"\non_error = \"panic\"\nfleet_size = 0\n").unwrap_err();
+    let exact = parse("[upstream]\naddress = \"h:1\"\n[quota]\nbackend = \"redis\"\n[quota.redis]\nmode = \"exact\"\n").unwrap();
+    assert!(matches!(exact.quota, QuotaConfig::Redis(r) if r.mode == RedisMode::Exact));
+    let err = parse("[upstream]\naddress = \"h:1\"\n[quota]\nbackend = \"memcached\"\n[quota.redis]\nurl = \"http://x\"\non_error = \"panic\"\nfleet_size = 0\nmode = \"fast\"\n").unwrap_err();
     let text = err.to_string();
     for expected in [
         "t.toml:4:11: quota.backend: unknown backend `memcached`",
         "t.toml:6:7: quota.redis.url must be a redis://",
         "t.toml:7:12: quota.redis.on_error: unknown value `panic`",
         "t.toml:8:14: quota.redis.fleet_size must be between 1 and 10000",
+        "t.toml:9:8: quota.redis.mode: unknown value `fast`, expected `slice` or `exact`",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
