@@ -96,9 +96,6 @@ fn cleanup(app: Arc<App>) -> GenBackgroundService<Periodic> {
     )
 }
 
-/// How often changed quota counts are written to the count database.
-const COUNT_SAVE_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Once a second: gives back idle quota slices and adds fallback counts to Redis.
 struct RedisUpkeep(Arc<App>);
 
@@ -284,14 +281,6 @@ pub(crate) fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Resul
         Arc::clone(&inflight),
     )?);
     server.add_service(cleanup(Arc::clone(&app)));
-    if app.counts.is_some() {
-        let saving = Arc::clone(&app);
-        server.add_service(Periodic::service(
-            "quota counts",
-            || COUNT_SAVE_INTERVAL,
-            move || saving.save_counts(),
-        ));
-    }
     if app.redis.is_some() {
         server.add_service(background_service(
             "redis quota upkeep",
@@ -373,7 +362,7 @@ pub(crate) fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Resul
     // Every line of the requests served is written before the process ends, every
     // count is saved, and reserved quota slices go back to Redis.
     app.access_log.finish();
-    app.save_counts();
+    app.finish_counts();
     if let Some(redis) = &app.redis {
         let given_back = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -18,12 +18,15 @@ use crate::config::{Config, LogFormat, QuotaConfig};
 use crate::license::LicenseManager;
 use crate::lifecycle::Inflight;
 use crate::metrics::{Metrics, UNKNOWN_TENANT};
-use crate::quota::durable::CountStore;
+use crate::quota::durable::{CountStore, CountWriter};
 use crate::quota::local::LocalQuotas;
 use crate::quota::redis::RedisQuotas;
 use crate::quota::share::ClientShares;
 use crate::tenants::Tenants;
 use crate::throttle::{AttemptThrottle, LogThrottle};
+
+/// How often changed quota counts are written to the count database.
+const COUNT_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Activation attempts allowed per client (IPv4 address or IPv6 /64) per minute.
 pub(crate) const ACTIVATIONS_PER_MINUTE: u32 = 10;
@@ -44,17 +47,15 @@ pub(crate) struct App {
     pub activation_limiter: AttemptThrottle,
     /// Shadow-mode denials are logged at most once a second (with a count).
     pub shadow_log: LogThrottle,
-    /// Count-saving failures are logged at most once a minute.
-    pub count_error_log: LogThrottle,
     /// Concurrency leases, and rate quotas unless Redis counts them.
     pub quotas: Arc<LocalQuotas>,
     /// The fleet-wide rate quota backend, when `quota.backend = "redis"`.
     pub redis: Option<RedisQuotas>,
     /// Per-client shares of tenant quotas (`quota.per_client_share`), when set.
     pub shares: Option<ClientShares>,
-    /// Where the local quota counts are kept (with a license store and the local
-    /// backend).
-    pub counts: Option<Mutex<CountStore>>,
+    /// Saves the local quota counts to the store's count database (with a license
+    /// store and the local backend); taken at shutdown for the last save.
+    pub count_writer: Mutex<Option<CountWriter>>,
     /// Signs the activation form's CSRF tokens (the store's secret; without a store, one
     /// made at start).
     pub csrf_key: ring::hmac::Key,
@@ -114,12 +115,16 @@ impl App {
                     );
                 }
                 quotas.restore(saved, now);
-                Some(Mutex::new(store))
+                Some(CountWriter::start(
+                    Arc::clone(&quotas),
+                    store,
+                    COUNT_SAVE_INTERVAL,
+                )?)
             }
             _ => None,
         };
         Ok(App {
-            counts,
+            count_writer: Mutex::new(counts),
             tenants,
             inflight,
             access_log,
@@ -134,7 +139,6 @@ impl App {
                 ACTIVATION_CLIENTS,
             ),
             shadow_log: LogThrottle::new(Duration::from_secs(1)),
-            count_error_log: LogThrottle::new(Duration::from_secs(60)),
             quotas,
             redis: match &config.quota {
                 QuotaConfig::Local => None,
@@ -147,17 +151,16 @@ impl App {
         })
     }
 
-    /// Writes the local quota counts changed since the last save to the count
-    /// database (nothing without one); logs a failure (the counts stay unsaved and
-    /// are tried again next time).
-    pub(crate) fn save_counts(&self) {
-        let Some(store) = &self.counts else { return };
-        let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-        let now = crate::quota::clock::now();
-        if let Err(e) = self.quotas.save(now, |rows| store.save(rows, now)) {
-            if self.count_error_log.permit().is_some() {
-                tracing::error!(error = %e, "cannot save quota counts; retrying every second");
-            }
+    /// Saves the quota counts changed since the last save and stops saving (at
+    /// shutdown, after the drain).
+    pub(crate) fn finish_counts(&self) {
+        if let Some(mut writer) = self
+            .count_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            writer.finish();
         }
     }
 

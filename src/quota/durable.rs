@@ -6,18 +6,21 @@
 //!   primary key (tenant, feature, window); feature '' = the tenant's own quota
 //! ```
 //!
-//! [`CountStore::save`] writes a batch in one transaction; with `synchronous =
+//! [`CountWriter`] saves the counts changed in the last second from a thread of its
+//! own; [`CountStore::save`] writes such a batch in one transaction; with `synchronous =
 //! NORMAL` a commit survives the process being killed (the WAL is in the page cache),
 //! and a power loss loses at most the last commits. Rows of windows that ended are
 //! pruned. The file can be read with the `sqlite3` shell, also while the gateway runs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension as _};
 
-use super::local::SavedCount;
+use super::local::{LocalQuotas, SavedCount};
 use super::Window;
+use crate::throttle::LogThrottle;
 
 /// The database's directory inside the store, and its file name.
 pub const DIR: &str = "usage";
@@ -74,7 +77,11 @@ impl CountStore {
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite)?;
         connection
-            .busy_timeout(std::time::Duration::from_secs(5))
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(sqlite)?;
+        // A small page cache: the writer touches each row once a second at most.
+        connection
+            .pragma_update(None, "cache_size", -1024)
             .map_err(sqlite)?;
         let store = CountStore { path, connection };
         store.migrate()?;
@@ -227,6 +234,72 @@ impl CountStore {
             )
             .optional()
             .map_err(|e| self.sqlite(e))
+    }
+}
+
+/// The thread that saves a [`LocalQuotas`]' counts to its [`CountStore`] every
+/// `interval`, and once more when finished.
+#[derive(Debug)]
+pub struct CountWriter {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CountWriter {
+    /// Starts the writer (a thread of its own: its buffers are reused from save to
+    /// save, and a slow disk never holds up anything else).
+    pub fn start(
+        quotas: Arc<LocalQuotas>,
+        mut store: CountStore,
+        interval: Duration,
+    ) -> std::io::Result<CountWriter> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("licgate-counts".into())
+            .spawn(move || {
+                let errors = LogThrottle::new(Duration::from_secs(60));
+                let mut rows = Vec::new();
+                loop {
+                    let (flag, wake) = &*stopping;
+                    let stopped = {
+                        let guard = flag.lock().unwrap_or_else(|e| e.into_inner());
+                        let (guard, _) = wake
+                            .wait_timeout_while(guard, interval, |stopped| !*stopped)
+                            .unwrap_or_else(|e| e.into_inner());
+                        *guard
+                    };
+                    let now = super::clock::now();
+                    if let Err(e) = quotas.save(now, &mut rows, |rows| store.save(rows, now)) {
+                        if stopped || errors.permit().is_some() {
+                            tracing::error!(error = %e, "cannot save quota counts; retrying every second");
+                        }
+                    }
+                    if stopped {
+                        return;
+                    }
+                }
+            })?;
+        Ok(CountWriter {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Saves what changed since the last save and stops the thread.
+    pub fn finish(&mut self) {
+        let (flag, wake) = &*self.stop;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for CountWriter {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -393,10 +393,6 @@ pub struct SavedCount {
     pub count: u64,
 }
 
-/// A counter handed to a save: its state, its feature's set (`None`: the tenant's
-/// own), its position, and the word written.
-type Written = (Arc<TenantState>, Option<Arc<CounterSet>>, usize, u64);
-
 /// The figures of an allowed smoothing check (limit, remaining, reset seconds), or
 /// its rule and wait when refused.
 pub(crate) type SmoothCheck = Result<Option<(u64, u64, u64)>, (SmoothRule, u64)>;
@@ -417,6 +413,8 @@ pub struct LocalQuotas {
     kept: Mutex<HashMap<CountKey, u64>>,
     /// Counts of dropped states not saved yet.
     unsaved: Mutex<Vec<SavedCount>>,
+    /// The last save failed: the next one writes every current count.
+    resave: AtomicBool,
 }
 
 impl Default for LocalQuotas {
@@ -449,6 +447,7 @@ impl LocalQuotas {
             tenants: DashMap::new(),
             kept: Mutex::default(),
             unsaved: Mutex::default(),
+            resave: AtomicBool::new(false),
         }
     }
 
@@ -725,60 +724,59 @@ impl LocalQuotas {
         }
     }
 
-    /// Hands every count changed since the last save (of windows that have not ended
-    /// at `now`) to `write`; when it succeeds they count as saved. Returns how many.
+    /// Puts every count changed since the last save (of windows that have not ended
+    /// at `now`) into `rows` (cleared first: a buffer the caller reuses) and hands them
+    /// to `write`; they count as saved unless it fails, in which case the next save
+    /// hands over every current count again. Returns how many were written.
     pub fn save<E>(
         &self,
         now: i64,
+        rows: &mut Vec<SavedCount>,
         write: impl FnOnce(&[SavedCount]) -> Result<(), E>,
     ) -> Result<usize, E> {
-        let mut rows = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(|e| e.into_inner()));
+        rows.clear();
+        rows.append(&mut self.unsaved.lock().unwrap_or_else(|e| e.into_inner()));
         let from_dropped = rows.len();
-        let mut written: Vec<Written> = Vec::new();
-        let states: Vec<Arc<TenantState>> =
-            self.tenants.iter().map(|e| Arc::clone(e.value())).collect();
-        for state in states {
-            let mut visit =
-                |set: &CounterSet, feature: Option<&Box<str>>, owner: Option<&Arc<CounterSet>>| {
-                    for (i, c) in set.counters.iter().enumerate() {
-                        let word = c.word.load(Ordering::Acquire);
-                        if word == c.saved.load(Ordering::Acquire) {
-                            continue;
-                        }
-                        let index = c.rule.window.index(now);
-                        let count = count_in(word, index);
-                        if word >> COUNT_BITS == index & INDEX_MASK {
-                            rows.push(SavedCount {
-                                tenant: Arc::clone(&state.tenant),
-                                feature: feature.cloned(),
-                                window: c.rule.window,
-                                index,
-                                count,
-                            });
-                        }
-                        written.push((Arc::clone(&state), owner.map(Arc::clone), i, word));
+        let everything = self.resave.swap(false, Ordering::AcqRel);
+        let mut changed = false;
+        for entry in self.tenants.iter() {
+            let state = entry.value();
+            let mut visit = |set: &CounterSet, feature: Option<&Box<str>>| {
+                for c in set.counters.iter() {
+                    let word = c.word.load(Ordering::Acquire);
+                    if c.saved.swap(word, Ordering::AcqRel) == word && !everything {
+                        continue;
                     }
-                };
-            visit(&state.rates, None, None);
-            for (feature, set) in state.feature_sets() {
-                visit(&set, Some(&feature), Some(&set));
+                    changed = true;
+                    let index = c.rule.window.index(now);
+                    if word >> COUNT_BITS == index & INDEX_MASK {
+                        rows.push(SavedCount {
+                            tenant: Arc::clone(&state.tenant),
+                            feature: feature.cloned(),
+                            window: c.rule.window,
+                            index,
+                            count: word & COUNT_MASK,
+                        });
+                    }
+                }
+            };
+            visit(&state.rates, None);
+            if let Some(features) = state.features.get() {
+                for (feature, set) in features.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                    visit(set, Some(feature));
+                }
             }
         }
-        if rows.is_empty() && written.is_empty() {
+        if rows.is_empty() && !changed {
             return Ok(0);
         }
-        if let Err(e) = write(&rows) {
-            if from_dropped > 0 {
-                self.unsaved
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(rows.into_iter().take(from_dropped));
-            }
+        if let Err(e) = write(rows) {
+            self.resave.store(true, Ordering::Release);
+            self.unsaved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(rows.drain(..from_dropped));
             return Err(e);
-        }
-        for (state, set, i, word) in written {
-            let set = set.as_deref().unwrap_or(&state.rates);
-            set.counters[i].saved.store(word, Ordering::Release);
         }
         Ok(rows.len())
     }

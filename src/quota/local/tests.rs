@@ -355,26 +355,28 @@ fn saved_counts_restore_and_only_changes_are_saved_again() {
         allowed(quotas.check_at(&t, None, NOW));
     }
     allowed(quotas.check_at(&t, Some("reports"), NOW));
-    let mut saved = Vec::new();
-    let n = quotas
-        .save(NOW, |rows| {
-            saved = rows.to_vec();
-            Ok::<_, ()>(())
-        })
-        .unwrap();
+    let mut rows = Vec::new();
+    let n = quotas.save(NOW, &mut rows, |_| Ok::<_, ()>(())).unwrap();
     assert_eq!(n, 2);
-    assert_eq!(quotas.save(NOW, |_| Err(())), Ok(0), "nothing changed");
-    // A failed write leaves the counts unsaved.
+    let saved = rows.clone();
+    assert_eq!(
+        quotas.save(NOW, &mut rows, |_| Err(())),
+        Ok(0),
+        "nothing changed"
+    );
+    // A failed write: the next save writes every current count again.
     allowed(quotas.check_at(&t, None, NOW));
-    assert_eq!(quotas.save(NOW, |_| Err("disk full")), Err("disk full"));
-    let mut again = Vec::new();
-    quotas
-        .save(NOW, |rows| {
-            again = rows.to_vec();
-            Ok::<_, ()>(())
-        })
-        .unwrap();
-    assert_eq!(again.len(), 1);
+    assert_eq!(
+        quotas.save(NOW, &mut rows, |_| Err("disk full")),
+        Err("disk full")
+    );
+    quotas.save(NOW, &mut rows, |_| Ok::<_, ()>(())).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let again: Vec<_> = rows
+        .iter()
+        .filter(|r| r.feature.is_none())
+        .cloned()
+        .collect();
     assert_eq!(again[0].count, 82, "80 + 1 on the feature path + 1");
 
     // A new process restores them.
