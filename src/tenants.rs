@@ -12,7 +12,7 @@ use pingora::http::{AppendedHeadersBuilder, PreparsedHeaderName};
 use crate::license::{LicenseManager, LicenseSnapshot, Status, TenantSummary};
 use crate::metrics::{TenantCounterSource, TenantCounters};
 use crate::policy::decide::Licenses;
-use crate::quota::{Slots, TenantQuota};
+use crate::quota::{RuleCache, Slots, TenantQuota};
 use crate::sharded::ShardedMap;
 
 /// One licensed tenant as the request path sees it.
@@ -36,6 +36,16 @@ impl TenantEntry {
         counters: Arc<TenantCounters>,
         slots: Arc<Slots>,
     ) -> TenantEntry {
+        TenantEntry::with_cache(license, counters, slots, &mut RuleCache::default())
+    }
+
+    /// [`TenantEntry::new`], sharing quota rules through `rules`.
+    pub fn with_cache(
+        license: Arc<TenantSummary>,
+        counters: Arc<TenantCounters>,
+        slots: Arc<Slots>,
+        rules: &mut RuleCache,
+    ) -> TenantEntry {
         TenantEntry {
             upstream_headers: UpstreamHeaders::new(
                 &license.tenant,
@@ -45,7 +55,7 @@ impl TenantEntry {
                 &license.license_ids.join(","),
             ),
             warning_header: license.warnings.first().map(|w| Box::new(header_value(w))),
-            quota: TenantQuota::new(license, slots),
+            quota: TenantQuota::with_cache(license, slots, rules),
             counters,
         }
     }
@@ -76,21 +86,24 @@ impl TenantTable {
     /// quota views, keeping their counters and slots when the tenant was licensed
     /// before.
     pub fn build(licenses: Arc<LicenseSnapshot>, previous: &TenantTable) -> TenantTable {
+        let mut rules = RuleCache::default();
         let entries = EntryMap::derive(
             &licenses.tenants,
             &previous.licenses.tenants,
             &previous.entries,
             |_, license, old| match old {
                 Some(old) if Arc::ptr_eq(old.license(), license) => Arc::clone(old),
-                Some(old) => Arc::new(TenantEntry::new(
+                Some(old) => Arc::new(TenantEntry::with_cache(
                     Arc::clone(license),
                     Arc::clone(&old.counters),
                     Arc::clone(&old.quota.slots),
+                    &mut rules,
                 )),
-                None => Arc::new(TenantEntry::new(
+                None => Arc::new(TenantEntry::with_cache(
                     Arc::clone(license),
                     Arc::default(),
                     Arc::default(),
+                    &mut rules,
                 )),
             },
         );
