@@ -58,6 +58,17 @@ def rss_mb(pid):
     return float("nan")
 
 
+def rss_parts(pid):
+    """RSS split as the kernel counts it: anonymous (heap), file-backed (code, mapped
+    files), shared memory; in MB."""
+    parts = {}
+    for line in open(f"/proc/{pid}/status"):
+        key = line.split(":")[0]
+        if key in ("RssAnon", "RssFile", "RssShmem"):
+            parts[key[3:].lower()] = int(line.split()[1]) / 1024
+    return parts
+
+
 def wait_ready(url, timeout, poll=0.2):
     """Waits until `url` answers 200; exits the script after `timeout` seconds."""
     deadline = time.time() + timeout

@@ -442,8 +442,19 @@ fn strip_untrusted_headers(
 /// no hashing of the `names`.
 pub(crate) fn remove_present(resp: &mut ResponseHeader, names: &[&PreparsedHeaderName]) {
     debug_assert!(names.len() <= 32, "at most 32 names");
+    // The names' lengths, as bits: most of a response's headers are skipped on their
+    // length alone.
+    let lengths = names.iter().fold(0u64, |bits, n| {
+        bits | 1u64
+            .checked_shl(n.name().as_str().len() as u32)
+            .unwrap_or(0)
+    });
     let mut present = 0u32;
     for name in resp.headers.keys() {
+        let len = name.as_str().len();
+        if len < 64 && lengths & (1 << len) == 0 {
+            continue;
+        }
         if let Some(i) = names.iter().position(|n| n.name() == name) {
             present |= 1 << i;
         }

@@ -237,6 +237,9 @@ impl CountStore {
     }
 }
 
+/// Rows the writer's buffer keeps room for between saves.
+const ROWS_KEPT: usize = 4_096;
+
 /// The thread that saves a [`LocalQuotas`]' counts to its [`CountStore`] every
 /// `interval`, and once more when finished.
 #[derive(Debug)]
@@ -278,6 +281,10 @@ impl CountWriter {
                     if stopped {
                         return;
                     }
+                    // After a burst of changes (every tenant at once), the buffer
+                    // does not keep its peak size.
+                    rows.clear();
+                    rows.shrink_to(ROWS_KEPT);
                 }
             })?;
         Ok(CountWriter {

@@ -348,10 +348,14 @@ impl Policy {
                 entry[..2].copy_from_slice(b", ");
                 n = 2;
             }
-            n += write_decimal(&mut entry[n..], *limit);
-            entry[n..n + 3].copy_from_slice(b";w=");
-            n += 3;
-            n += write_decimal(&mut entry[n..], *w);
+            let mut digits = itoa::Buffer::new();
+            for (part, number) in [(&b""[..], *limit), (&b";w="[..], *w)] {
+                let text = digits.format(number).as_bytes();
+                entry[n..n + part.len()].copy_from_slice(part);
+                n += part.len();
+                entry[n..n + text.len()].copy_from_slice(text);
+                n += text.len();
+            }
             let Some(slot) = out.get_mut(at..at + n) else {
                 break;
             };
@@ -360,24 +364,6 @@ impl Policy {
         }
         at
     }
-}
-
-/// Writes `n` in decimal at the start of `out` (20 bytes suffice), returning the length.
-fn write_decimal(out: &mut [u8], n: u64) -> usize {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + u8::try_from(rest % 10).unwrap_or(0);
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let len = digits.len() - at;
-    out[..len].copy_from_slice(&digits[at..]);
-    len
 }
 
 /// The result of a quota check.

@@ -82,8 +82,14 @@ impl Window {
     }
 
     /// The length of window `index` in seconds (a month's depends on the month).
+    #[inline]
     pub fn seconds(self, index: u64) -> u64 {
-        (self.end(index) - self.start(index)).unsigned_abs()
+        match self {
+            Window::Minute => 60,
+            Window::Hour => 3_600,
+            Window::Day => 86_400,
+            Window::Month => (self.end(index) - self.start(index)).unsigned_abs(),
+        }
     }
 }
 

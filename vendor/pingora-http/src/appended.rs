@@ -141,18 +141,9 @@ impl AppendedHeadersBuilder {
 
     /// Adds `name: n` with `n` in decimal.
     pub fn number(&mut self, name: &PreparsedHeaderName, n: u64) -> &mut Self {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = n;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        self.line(name, &digits[at..])
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n);
+        self.line(name, digits.as_bytes())
     }
 
     fn line(&mut self, name: &PreparsedHeaderName, value: &[u8]) -> &mut Self {
