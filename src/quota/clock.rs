@@ -13,7 +13,7 @@ pub const TEST_OFFSET_ENV: &str = "LICGATE_TEST_CLOCK_OFFSET_FILE";
 /// Seconds since the Unix epoch as quotas count them (0 before the epoch).
 #[inline]
 pub fn now() -> i64 {
-    system_now() + test_offset()
+    system_now().saturating_add(test_offset())
 }
 
 /// Milliseconds since the Unix epoch as quotas count them.

@@ -63,9 +63,8 @@ fn count_in(word: u64, index: u64) -> u64 {
     }
 }
 
-/// One windowed count.
+/// One windowed count (its rule is the one at the same place in its set's rules).
 struct Counter {
-    rule: WindowRule,
     /// This gateway's limit (the rule's, or its share of a fleet's).
     limit: u64,
     word: AtomicU64,
@@ -74,9 +73,8 @@ struct Counter {
 }
 
 impl Counter {
-    fn new(rule: WindowRule, limit: u64, word: u64) -> Counter {
+    fn new(limit: u64, word: u64) -> Counter {
         Counter {
-            rule,
             limit,
             word: AtomicU64::new(word),
             saved: AtomicU64::new(word),
@@ -216,7 +214,7 @@ impl CounterSet {
             counters: rules
                 .windows
                 .iter()
-                .map(|r| Counter::new(*r, (r.limit / share).max(1), start(r.window)))
+                .map(|r| Counter::new((r.limit / share).max(1), start(r.window)))
                 .collect(),
             smoother: rules.smooth.map(|s| {
                 let scaled = SmoothRule {
@@ -229,21 +227,26 @@ impl CounterSet {
         }
     }
 
+    /// Each rule with its count.
+    #[inline]
+    fn pairs(&self) -> impl Iterator<Item = (&WindowRule, &Counter)> {
+        self.rules.windows.iter().zip(self.counters.iter())
+    }
+
     /// The word of `window`'s count, if this set counts it.
     fn word(&self, window: Window) -> Option<u64> {
-        self.counters
-            .iter()
-            .find(|c| c.rule.window == window)
-            .map(|c| c.word.load(Ordering::Acquire))
+        self.pairs()
+            .find(|(rule, _)| rule.window == window)
+            .map(|(_, c)| c.word.load(Ordering::Acquire))
     }
 
     /// Counts one request at `now` in every window, or in none when one refuses.
     #[inline]
     fn take(&self, now: i64, tightest: &mut Tightest) -> Result<(), Refusal> {
         let mut indexes = [0u64; Window::ALL.len()];
-        for (i, counter) in self.counters.iter().enumerate() {
-            let index = counter.rule.window.index(now);
-            let end = counter.rule.window.end(index);
+        for (i, (rule, counter)) in self.pairs().enumerate() {
+            let index = rule.window.index(now);
+            let end = rule.window.end(index);
             match counter.take(index) {
                 Some(count) => {
                     indexes[i] = index;
@@ -252,7 +255,7 @@ impl CounterSet {
                 None => {
                     self.give_back(&indexes[..i]);
                     return Err(Refusal {
-                        rule: Rule::Window(counter.rule),
+                        rule: Rule::Window(*rule),
                         retry_after_secs: secs_until(end, now),
                         resets_at: end,
                     });
@@ -271,23 +274,23 @@ impl CounterSet {
 
     /// Gives back a request [`CounterSet::take`] counted at `now`.
     fn give_back_at(&self, now: i64) {
-        for counter in self.counters.iter() {
-            counter.give_back(counter.rule.window.index(now));
+        for (rule, counter) in self.pairs() {
+            counter.give_back(rule.window.index(now));
         }
     }
 
     /// The live figures of every rule.
     fn usage(&self, now: i64, feature: Option<&str>, out: &mut Vec<RuleUsage>) {
-        for c in self.counters.iter() {
-            let index = c.rule.window.index(now);
+        for (rule, c) in self.pairs() {
+            let index = rule.window.index(now);
             let used = c.count(index);
             out.push(RuleUsage {
-                window: c.rule.window.name(),
+                window: rule.window.name(),
                 feature: feature.map(str::to_string),
                 limit: c.limit,
                 used,
                 remaining: c.limit.saturating_sub(used),
-                reset_secs: secs_until(c.rule.window.end(index), now),
+                reset_secs: secs_until(rule.window.end(index), now),
             });
         }
         if let Some(s) = &self.smoother {
@@ -313,7 +316,6 @@ fn secs_until(end: i64, now: i64) -> u64 {
 
 /// A tenant's rate state.
 struct TenantState {
-    tenant: Arc<str>,
     rates: CounterSet,
     /// Counts per feature with a quota, made at the first request that needs one
     /// (most tenants have none): a plain lock (rarely written, briefly read) because a
@@ -493,7 +495,7 @@ impl LocalQuotas {
         if let Some((name, rules)) = feature_rules {
             policy.extend(rules, now);
             let set = state.feature(name, rules, |previous| {
-                self.counter_set(&state.tenant, name, rules, previous)
+                self.counter_set(tenant.tenant(), name, rules, previous)
             });
             if let Err(refusal) = set.take(now, &mut tightest) {
                 state.rates.give_back_at(now);
@@ -580,11 +582,7 @@ impl LocalQuotas {
                 let _ = features.set(Box::new(RwLock::new(sets.into_iter().collect())));
             }
         }
-        let state = Arc::new(TenantState {
-            tenant: Arc::clone(tenant.tenant()),
-            rates,
-            features,
-        });
+        let state = Arc::new(TenantState { rates, features });
         self.tenants
             .insert(Arc::clone(tenant.tenant()), Arc::clone(&state));
         state
@@ -669,34 +667,31 @@ impl LocalQuotas {
         self.tenants.retain(|name, state| {
             let keep = snapshot.tenants.contains_key(name);
             if !keep {
-                dropped.push(Arc::clone(state));
+                dropped.push((Arc::clone(name), Arc::clone(state)));
             }
             keep
         });
         self.tenants.shrink_to_fit();
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
-        for state in dropped {
+        for (tenant, state) in dropped {
             let sets = std::iter::once(("".into(), &state.rates as &CounterSet));
             let features = state.feature_sets();
             let sets = sets.chain(features.iter().map(|(f, s)| (f.clone(), &**s)));
             for (feature, set) in sets {
-                for c in set.counters.iter() {
+                for (rule, c) in set.pairs() {
                     let word = c.word.load(Ordering::Acquire);
-                    let index = c.rule.window.index(now);
+                    let index = rule.window.index(now);
                     let count = count_in(word, index);
                     if count == 0 {
                         continue;
                     }
-                    kept.insert(
-                        (state.tenant[..].into(), feature.clone(), c.rule.window),
-                        word,
-                    );
+                    kept.insert((tenant[..].into(), feature.clone(), rule.window), word);
                     if word != c.saved.load(Ordering::Acquire) {
                         unsaved.push(SavedCount {
-                            tenant: Arc::clone(&state.tenant),
+                            tenant: Arc::clone(&tenant),
                             feature: (!feature.is_empty()).then(|| feature.clone()),
-                            window: c.rule.window,
+                            window: rule.window,
                             index,
                             count,
                         });
@@ -740,20 +735,20 @@ impl LocalQuotas {
         let everything = self.resave.swap(false, Ordering::AcqRel);
         let mut changed = false;
         for entry in self.tenants.iter() {
-            let state = entry.value();
+            let (tenant, state) = (entry.key(), entry.value());
             let mut visit = |set: &CounterSet, feature: Option<&Box<str>>| {
-                for c in set.counters.iter() {
+                for (rule, c) in set.pairs() {
                     let word = c.word.load(Ordering::Acquire);
                     if c.saved.swap(word, Ordering::AcqRel) == word && !everything {
                         continue;
                     }
                     changed = true;
-                    let index = c.rule.window.index(now);
+                    let index = rule.window.index(now);
                     if word >> COUNT_BITS == index & INDEX_MASK {
                         rows.push(SavedCount {
-                            tenant: Arc::clone(&state.tenant),
+                            tenant: Arc::clone(tenant),
                             feature: feature.cloned(),
-                            window: c.rule.window,
+                            window: rule.window,
                             index,
                             count: word & COUNT_MASK,
                         });
@@ -816,18 +811,21 @@ impl LocalQuotas {
     /// Redis backend adds what its fallback counted to Redis).
     pub(crate) fn take_counts(&self, now: i64) -> Vec<SavedCount> {
         let mut out = Vec::new();
-        let states: Vec<Arc<TenantState>> =
-            self.tenants.iter().map(|e| Arc::clone(e.value())).collect();
-        for state in states {
+        let states: Vec<(Arc<str>, Arc<TenantState>)> = self
+            .tenants
+            .iter()
+            .map(|e| (Arc::clone(e.key()), Arc::clone(e.value())))
+            .collect();
+        for (tenant, state) in states {
             let mut visit = |set: &CounterSet, feature: Option<&Box<str>>| {
-                for c in set.counters.iter() {
-                    let index = c.rule.window.index(now);
+                for (rule, c) in set.pairs() {
+                    let index = rule.window.index(now);
                     let count = count_in(c.word.swap(pack(index, 0), Ordering::AcqRel), index);
                     if count > 0 {
                         out.push(SavedCount {
-                            tenant: Arc::clone(&state.tenant),
+                            tenant: Arc::clone(&tenant),
                             feature: feature.cloned(),
-                            window: c.rule.window,
+                            window: rule.window,
                             index,
                             count,
                         });

@@ -280,7 +280,10 @@ impl Slice {
                 left.checked_sub(1)
             });
         let Ok(before) = taken else { return false };
-        self.last_used_ms.store(now_ms, Ordering::Relaxed);
+        // Written at most every 100 ms: a store per request would bounce the line.
+        if now_ms - self.last_used_ms.load(Ordering::Relaxed) >= 100 {
+            self.last_used_ms.store(now_ms, Ordering::Relaxed);
+        }
         self.consider(before - 1, now, tightest);
         true
     }
