@@ -408,12 +408,12 @@ fn timestamp(micros: u64, out: &mut Vec<u8>) {
     let secs = micros / 1_000_000;
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = crate::calendar::civil_from_days(days);
     digits(u64::try_from(year).unwrap_or(0), 4, out);
     out.push(b'-');
-    digits(u64::from(month), 2, out);
+    digits(u64::try_from(month).unwrap_or(1), 2, out);
     out.push(b'-');
-    digits(u64::from(day), 2, out);
+    digits(u64::try_from(day).unwrap_or(1), 2, out);
     out.push(b'T');
     digits(rem / 3600, 2, out);
     out.push(b':');
@@ -440,25 +440,6 @@ fn digits(n: u64, width: usize, out: &mut Vec<u8>) {
     }
     let start = at.min(buf.len() - width.min(buf.len()));
     out.extend_from_slice(&buf[start..]);
-}
-
-/// The proleptic Gregorian date of `days` since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        u32::try_from(month).unwrap_or(1),
-        u32::try_from(day).unwrap_or(1),
-    )
 }
 
 /// Microseconds since the Unix epoch, now.

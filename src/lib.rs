@@ -25,6 +25,7 @@ mod access_log;
 mod admin;
 mod app;
 pub mod background;
+mod calendar;
 pub mod cli;
 pub mod config;
 mod connection;

@@ -467,17 +467,36 @@ impl LocalQuotas {
         if tenant.rate_rules.is_empty() && feature_rules.is_none() {
             return QuotaOutcome::Unlimited;
         }
-        let found;
-        let state = match tenant.state.0.get() {
-            Some((id, state)) if *id == self.id => state,
+        self.with_state(tenant, |state| {
+            self.count(tenant, state, feature_rules, now)
+        })
+    }
+
+    /// Runs `f` on `tenant`'s state: the one its summary remembers for this instance,
+    /// or the one found (or made) in the tenant map, which the summary then remembers.
+    #[inline]
+    fn with_state<R>(&self, tenant: &TenantQuota, f: impl FnOnce(&TenantState) -> R) -> R {
+        match tenant.state.0.get() {
+            Some((id, state)) if *id == self.id => f(state),
             _ => {
-                found = self.tenant_state(tenant);
+                let found = self.tenant_state(tenant);
                 // A summary's rules never change, so the state found now stays its own;
                 // only the first instance to set the slot uses it.
                 let _ = tenant.state.0.set((self.id, Arc::clone(&found)));
-                &found
+                f(&found)
             }
-        };
+        }
+    }
+
+    /// [`LocalQuotas::check_at`] on the tenant's `state`.
+    #[inline]
+    fn count(
+        &self,
+        tenant: &TenantQuota,
+        state: &TenantState,
+        feature_rules: Option<(&str, &Arc<Rules>)>,
+        now: i64,
+    ) -> QuotaOutcome {
         let mut policy = Policy::default();
         policy.extend(&tenant.rate_rules, now);
         let mut tightest = Tightest::default();
@@ -783,28 +802,21 @@ impl LocalQuotas {
         if tenant.rate_rules.smooth.is_none() {
             return Ok(None);
         }
-        let found;
-        let state = match tenant.state.0.get() {
-            Some((id, state)) if *id == self.id => state,
-            _ => {
-                found = self.tenant_state(tenant);
-                let _ = tenant.state.0.set((self.id, Arc::clone(&found)));
-                &found
+        self.with_state(tenant, |state| {
+            let Some(smoother) = &state.rates.smoother else {
+                return Ok(None);
+            };
+            match smoother.take(&self.clock) {
+                Ok(remaining) => Ok(Some((
+                    u64::from(smoother.rule.burst),
+                    u64::from(remaining),
+                    super::ceil_secs(
+                        smoother.rule.period * smoother.rule.burst.saturating_sub(remaining),
+                    ),
+                ))),
+                Err(wait) => Err((smoother.rule, super::ceil_secs(wait).max(1))),
             }
-        };
-        let Some(smoother) = &state.rates.smoother else {
-            return Ok(None);
-        };
-        match smoother.take(&self.clock) {
-            Ok(remaining) => Ok(Some((
-                u64::from(smoother.rule.burst),
-                u64::from(remaining),
-                super::ceil_secs(
-                    smoother.rule.period * smoother.rule.burst.saturating_sub(remaining),
-                ),
-            ))),
-            Err(wait) => Err((smoother.rule, super::ceil_secs(wait).max(1))),
-        }
+        })
     }
 
     /// Every count of a window that has not ended at `now`, each set back to 0 (the

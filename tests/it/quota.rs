@@ -567,33 +567,8 @@ fn quota_state_is_bounded_by_licensed_tenants() {
 /// `RateLimit-Limit` and `X-Licgate-Warning` (which the gateway must replace, not add to).
 async fn upstream_with_its_own_rate_headers() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
 {
-    use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = stream.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let answer = b"HTTP/1.1 200 OK\r\nRateLimit-Limit: 999\r\nratelimit-reset: 1\r\nX-Licgate-Warning: from the app\r\nContent-Length: 2\r\n\r\nok";
-                        if stream.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
+    let answer = b"HTTP/1.1 200 OK\r\nRateLimit-Limit: 999\r\nratelimit-reset: 1\r\nX-Licgate-Warning: from the app\r\nContent-Length: 2\r\n\r\nok";
+    let (addr, _executed, task) = counting_upstream(answer).await;
     (addr, task)
 }
 
