@@ -517,7 +517,7 @@ impl RedisQuotas {
                 tightest.allowed(policy)
             }
             [0, index, value] => {
-                let at = usize::try_from(*index - 1).unwrap_or(usize::MAX);
+                let at = usize::try_from(index.saturating_sub(1)).unwrap_or(usize::MAX);
                 match (windows.get(at), smooth) {
                     (Some((rule, by_feature)), _) => limited(*rule, now, *by_feature, policy),
                     (None, Some(s)) => {
@@ -703,7 +703,7 @@ impl RedisQuotas {
         let n = slice.rules.windows.len();
         match reply.as_slice() {
             [0, index, _] => {
-                let at = usize::try_from(*index - 1)
+                let at = usize::try_from(index.saturating_sub(1))
                     .unwrap_or(0)
                     .min(n.saturating_sub(1));
                 let Some(rule) = slice.rules.windows.get(at) else {
