@@ -86,7 +86,11 @@ fn cleanup(app: Arc<App>) -> GenBackgroundService<Periodic> {
         || Duration::from_secs(60),
         move || {
             if let Some(licenses) = &app.licenses {
-                app.quotas.retain_licensed(&licenses.snapshot());
+                let snapshot = licenses.snapshot();
+                app.quotas.retain_licensed(&snapshot);
+                if let Some(redis) = &app.redis {
+                    redis.retain_licensed(&snapshot);
+                }
             }
             app.activation_limiter.prune();
             if let Some(shares) = &app.shares {

@@ -611,7 +611,7 @@ impl RedisQuotas {
         }
         let key = h.finish();
         if let Some(slice) = self.slices.get(&key) {
-            if slice.rules == *rules
+            if (Arc::ptr_eq(&slice.rules, rules) || slice.rules == *rules)
                 && *slice.tenant == **tenant
                 && slice.feature.as_deref() == feature
             {
@@ -733,6 +733,26 @@ impl RedisQuotas {
                 Taken::Spent
             }
             _ => Taken::Failed("unexpected reply from the quota script".into()),
+        }
+    }
+
+    /// Retires the reservations of tenants that no longer have a license (their
+    /// unspent part goes back at the next upkeep).
+    pub(crate) fn retain_licensed(&self, snapshot: &crate::license::LicenseSnapshot) {
+        let mut retired = Vec::new();
+        self.slices.retain(|_, slice| {
+            let keep = snapshot.tenants.contains_key(&slice.tenant);
+            if !keep {
+                retired.push(Arc::clone(slice));
+            }
+            keep
+        });
+        if !retired.is_empty() {
+            self.slices.shrink_to_fit();
+            self.retired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(retired);
         }
     }
 
@@ -957,6 +977,53 @@ impl RedisQuotas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reservations_of_tenants_without_a_license_are_retired() {
+        let config = RedisConfig {
+            url: "redis://127.0.0.1:1".into(),
+            key_prefix: "t:".into(),
+            timeout: Duration::from_millis(25),
+            on_error: OnRedisError::Local,
+            fleet_size: 1,
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(2),
+            mode: RedisMode::Slice,
+        };
+        let redis =
+            RedisQuotas::new(config, prometheus::IntCounter::new("e", "e").unwrap()).unwrap();
+        let rules = Arc::new(super::super::tenant_rules(
+            &crate::license::claims::Limits {
+                requests_per_hour: Some(10),
+                ..Default::default()
+            },
+        ));
+        for name in ["a", "b", "c"] {
+            let tenant: Arc<str> = name.into();
+            let first = redis.slice(&tenant, None, &rules);
+            assert!(Arc::ptr_eq(&first, &redis.slice(&tenant, None, &rules)));
+        }
+        let kept = crate::license::LicenseSnapshot {
+            tenants: [(
+                Arc::from("b"),
+                Arc::new(crate::license::TenantSummary::with_limits(
+                    "b",
+                    Default::default(),
+                    Default::default(),
+                )),
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        redis.retain_licensed(&kept);
+        assert_eq!(redis.slices.len(), 1);
+        assert_eq!(
+            redis.retired.lock().unwrap().len(),
+            2,
+            "given back at the next upkeep"
+        );
+    }
 
     #[test]
     fn the_breaker_opens_cools_down_and_probes_once() {
