@@ -250,13 +250,17 @@ impl CounterSet {
             match counter.take(index) {
                 Some(count) => {
                     indexes[i] = index;
-                    tightest.consider(counter.limit, counter.limit - count, secs_until(end, now));
+                    tightest.consider(
+                        counter.limit,
+                        counter.limit - count,
+                        super::secs_until(end, now),
+                    );
                 }
                 None => {
                     self.give_back(&indexes[..i]);
                     return Err(Refusal {
                         rule: Rule::Window(*rule),
-                        retry_after_secs: secs_until(end, now),
+                        retry_after_secs: super::secs_until(end, now),
                         resets_at: end,
                     });
                 }
@@ -290,7 +294,7 @@ impl CounterSet {
                 limit: c.limit,
                 used,
                 remaining: c.limit.saturating_sub(used),
-                reset_secs: secs_until(rule.window.end(index), now),
+                reset_secs: super::secs_until(rule.window.end(index), now),
             });
         }
         if let Some(s) = &self.smoother {
@@ -306,12 +310,6 @@ impl CounterSet {
             });
         }
     }
-}
-
-/// Seconds from `now` until `end` (at least 1).
-#[inline]
-fn secs_until(end: i64, now: i64) -> u64 {
-    (end - now).max(1).unsigned_abs()
 }
 
 /// A tenant's rate state.

@@ -52,6 +52,13 @@ pub(crate) fn saturating_u64<N: TryInto<u64> + PartialOrd + Default>(n: N) -> u6
     n.try_into().unwrap_or(u64::MAX)
 }
 
+/// Seconds from `now` until `end` (Unix seconds), at least 1: a `Reset` or
+/// `Retry-After` never says 0.
+#[inline]
+pub(crate) fn secs_until(end: i64, now: i64) -> u64 {
+    end.saturating_sub(now).max(1).unsigned_abs()
+}
+
 /// Whole seconds of `d`, rounded up.
 pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)

@@ -296,7 +296,7 @@ impl Slice {
             tightest.consider(
                 rule.limit,
                 rule.limit.saturating_sub(used),
-                (end - now).max(1).unsigned_abs(),
+                super::secs_until(end, now),
             );
         }
     }
@@ -345,7 +345,7 @@ fn limited(rule: WindowRule, now: i64, feature: bool, policy: Policy) -> QuotaOu
     let end = rule.window.end(rule.window.index(now));
     QuotaOutcome::Limited {
         rule: Rule::Window(rule),
-        retry_after_secs: (end - now).max(1).unsigned_abs(),
+        retry_after_secs: super::secs_until(end, now),
         resets_at: end,
         feature,
         policy,
@@ -502,7 +502,7 @@ impl RedisQuotas {
                     tightest.consider(
                         rule.limit,
                         rule.limit.saturating_sub(used),
-                        (end - now).max(1).unsigned_abs(),
+                        super::secs_until(end, now),
                     );
                 }
                 if let (Some(s), Some(&remaining)) = (smooth, rest.last()) {
@@ -926,7 +926,7 @@ impl RedisQuotas {
                     limit: rule.limit,
                     used,
                     remaining: rule.limit.saturating_sub(used),
-                    reset_secs: (end - now).max(1).unsigned_abs(),
+                    reset_secs: super::secs_until(end, now),
                 }
             })
             .collect())

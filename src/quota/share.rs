@@ -155,7 +155,7 @@ impl ClientShares {
                         return Err(ShareRefusal::Rate {
                             rule: *rule,
                             share_limit,
-                            retry_after_secs: (rule.window.end(index) - now).max(1).unsigned_abs(),
+                            retry_after_secs: super::secs_until(rule.window.end(index), now),
                         });
                     }
                 }
