@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
                         tenant: Some(entry),
                         feature,
                         ..
-                    } => Some(quotas.check(&entry.quota, feature)),
+                    } => Some(quotas.check(&entry.quota, feature.map(|f| &**f))),
                     _ => None,
                 }
             })

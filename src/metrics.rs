@@ -109,9 +109,11 @@ impl TenantCounters {
 pub struct ActiveGuard(Arc<TenantCounters>);
 
 impl ActiveGuard {
-    pub fn new(counters: Arc<TenantCounters>) -> ActiveGuard {
-        counters.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(counters)
+    /// Counts a request of `counters`' tenant as active; also returns how many are
+    /// active now (this one included).
+    pub fn enter(counters: Arc<TenantCounters>) -> (ActiveGuard, i64) {
+        let active = counters.active.fetch_add(1, Ordering::Relaxed) + 1;
+        (ActiveGuard(counters), active)
     }
 }
 
@@ -700,8 +702,9 @@ mod tests {
     #[test]
     fn active_guard_counts_while_alive() {
         let counters = Arc::new(TenantCounters::default());
-        let a = ActiveGuard::new(Arc::clone(&counters));
-        let b = ActiveGuard::new(Arc::clone(&counters));
+        let (a, _) = ActiveGuard::enter(Arc::clone(&counters));
+        let (b, two) = ActiveGuard::enter(Arc::clone(&counters));
+        assert_eq!(two, 2);
         assert_eq!(counters.active(), 2);
         drop(a);
         drop(b);

@@ -210,6 +210,7 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
         pages: _,
         quota,
         per_client_share,
+        usage,
         log,
         reload,
     } = running;
@@ -286,6 +287,7 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
                 issuer: _,
                 store_dir,
                 instance_id: _,
+                instance_key_file,
                 policy: _,
                 clock_leeway: _,
                 scan_interval,
@@ -294,6 +296,10 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
             Some(b),
         ) => {
             restart("license.store_dir", *store_dir != b.store_dir);
+            restart(
+                "license.instance_key_file",
+                *instance_key_file != b.instance_key_file,
+            );
             restart("license.scan_interval", *scan_interval != b.scan_interval);
             restart(
                 "license.clock_rollback_tolerance",
@@ -304,6 +310,7 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
         _ => restart("[license]", true),
     }
     restart("quota", *quota != new.quota);
+    restart("usage.retention_days", *usage != new.usage);
     let LogConfig {
         format,
         level: _,

@@ -118,10 +118,14 @@ const TENANTS_LOGGED_AT_START: usize = 50;
 
 /// Logs the instance id and the tenants' statuses once at start: each tenant's when
 /// there are few, how many have each status when there are many.
-fn log_license_summary(manager: &crate::license::LicenseManager) {
+fn log_license_summary(
+    manager: &crate::license::LicenseManager,
+    key: Option<&crate::license::instance_key::InstanceKey>,
+) {
     let snapshot = manager.snapshot();
     tracing::info!(
         instance_id = %snapshot.instance_id,
+        instance_key = key.map(|k| k.fingerprint()).unwrap_or_default(),
         store = %manager.store().dir().display(),
         tenants = snapshot.tenants.len(),
         "licensing ready"
@@ -251,7 +255,6 @@ pub(crate) fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Resul
     let licenses = match &config.license {
         Some(license_config) => {
             let manager = license_config.open_manager()?;
-            log_license_summary(&manager);
             Some(manager)
         }
         None => {
@@ -284,6 +287,9 @@ pub(crate) fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Resul
         Arc::clone(&metrics),
         Arc::clone(&inflight),
     )?);
+    if let Some(manager) = &licenses {
+        log_license_summary(manager, app.instance_key.as_deref());
+    }
     server.add_service(cleanup(Arc::clone(&app)));
     if app.redis.is_some() {
         server.add_service(background_service(

@@ -1,7 +1,7 @@
 //! The allowed request path allocates nothing: normalization of an already-normal
 //! path, the tenant table's load, `decide()` with 10,000 licensed tenants and 100
-//! feature prefixes, the local quota check, the concurrency lease and the metric
-//! counters, counted by a global
+//! feature prefixes, the local quota check, the concurrency lease, the metric
+//! counters and the usage ledger's event, counted by a global
 //! allocator that records every allocation on this thread.
 
 #![allow(
@@ -22,6 +22,7 @@ use licgate::policy::path::{normalize, PathOptions, Target};
 use licgate::quota::local::LocalQuotas;
 use licgate::quota::QuotaOutcome;
 use licgate::tenants::Tenants;
+use licgate::usage::{RecorderSettings, UsageEvent, UsageRecorder};
 use support::{policy, snapshot};
 
 struct Counting;
@@ -65,6 +66,15 @@ fn the_allowed_path_does_not_allocate() {
     let quotas = LocalQuotas::default();
     let get = http::Method::GET;
     let options = PathOptions::default();
+    let store = tempfile::tempdir().unwrap();
+    let usage = UsageRecorder::start(
+        store.path(),
+        RecorderSettings {
+            interval: std::time::Duration::from_secs(1),
+            retention_days: 400,
+        },
+    )
+    .unwrap();
 
     let request = |tenant: &str| {
         let Ok(Target::Path(target)) = normalize(b"/api/module7/items/3?page=2", &options) else {
@@ -86,12 +96,19 @@ fn the_allowed_path_does_not_allocate() {
             panic!("not allowed");
         };
         let lease = quotas.acquire(&entry.quota).expect("slot free");
-        let outcome = quotas.check(&entry.quota, feature);
+        let outcome = quotas.check(&entry.quota, feature.map(|f| &**f));
         assert!(
             matches!(outcome, QuotaOutcome::Allowed { .. }),
             "{outcome:?}"
         );
         entry.counters.request(Outcome::Allowed);
+        usage.record(UsageEvent {
+            tenant: Some(std::sync::Arc::clone(entry)),
+            feature: feature.cloned(),
+            refused: None,
+            limited: false,
+            concurrency: 1,
+        });
         drop(lease);
     };
     // The first request of a tenant creates its quota state (allocating: this also
@@ -113,4 +130,21 @@ fn the_allowed_path_does_not_allocate() {
         .counters
         .requests(Outcome::Allowed);
     assert_eq!(counted, 1_001);
+    // Every event reached the ledger.
+    usage.finish();
+    let db = licgate::database::Database::open_read_only(store.path()).unwrap();
+    let day = licgate::quota::clock::now() / 86_400;
+    let rows = licgate::usage::query::read(
+        &db,
+        &licgate::usage::UsageQuery {
+            tenant: None,
+            feature: None,
+            from_day: day - 1,
+            to_day: day,
+            granularity: licgate::usage::Granularity::Month,
+        },
+    )
+    .unwrap();
+    let allowed: u64 = rows.iter().map(|r| r.tally.allowed).sum();
+    assert_eq!(allowed, 2_002);
 }

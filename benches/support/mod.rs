@@ -65,7 +65,7 @@ pub(crate) fn policy(prefixes: usize, modulo: usize) -> Policy {
     let rules: Vec<FeatureRule> = (0..prefixes)
         .map(|i| FeatureRule {
             prefix: format!("/api/module{i}/"),
-            feature: format!("feature_{}", i % modulo),
+            feature: format!("feature_{}", i % modulo).into(),
             methods: None,
             shadow: false,
             format_suffixes: true,

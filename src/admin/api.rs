@@ -8,6 +8,7 @@ use http::{Method, StatusCode};
 use pingora::protocols::http::ServerSession;
 
 use super::{method_not_allowed, not_found, AdminApp};
+use crate::database::{Database, DatabaseError};
 use crate::license::manager::InstallError;
 use crate::license::{time_text, LicenseManager};
 use crate::policy::outcome::Outcome;
@@ -17,6 +18,8 @@ use crate::reload::Trigger;
 use crate::request_body::{media_type, read_body, BodyError};
 use crate::response::LocalResponse;
 use crate::tenants::{TenantEntry, Tenants};
+use crate::usage::series::{tenant_series, DayRange, SeriesError};
+use crate::usage::Granularity;
 
 /// Largest body of a revocation request.
 const MAX_SMALL_BODY: usize = 4 * 1024;
@@ -86,6 +89,10 @@ pub(super) async fn handle(
                 ["admin", "v1", "tenants"] => method_not_allowed("GET, HEAD"),
                 ["admin", "v1", "tenants", tenant] if readable => show_tenant(app, tenant).await,
                 ["admin", "v1", "tenants", _] => method_not_allowed("GET, HEAD"),
+                ["admin", "v1", "tenants", tenant, "usage"] if readable => {
+                    tenant_usage(&manager, session, tenant).await
+                }
+                ["admin", "v1", "tenants", _, "usage"] => method_not_allowed("GET, HEAD"),
                 ["admin", "v1", "tenants", tenant, "license"] if *method == Method::PUT => {
                     install(session, manager, tenant).await
                 }
@@ -206,6 +213,75 @@ async fn show_tenant(app: &AdminApp, tenant: &str) -> LocalResponse {
         "requests": requests,
     });
     LocalResponse::json(StatusCode::OK, &body)
+}
+
+/// `GET /admin/v1/tenants/{t}/usage?from=&to=&granularity=&feature=`: the tenant's
+/// usage series from the ledger (400 `BAD_REQUEST` for a bad range or granularity).
+async fn tenant_usage(
+    manager: &LicenseManager,
+    session: &ServerSession,
+    tenant: &str,
+) -> LocalResponse {
+    let bad = |detail: &str| problem(StatusCode::BAD_REQUEST, "BAD_REQUEST", detail);
+    let tenant = match percent_decoded(tenant) {
+        Some(t) if !t.is_empty() && t.len() <= 256 => t,
+        _ => return bad("The tenant name is not valid."),
+    };
+    let today = crate::quota::clock::now().div_euclid(crate::usage::ledger::DAY);
+    let range = match DayRange::parse(
+        query_param(session, "from").as_deref(),
+        query_param(session, "to").as_deref(),
+        today,
+    ) {
+        Ok(range) => range,
+        Err(e) => return bad(&e),
+    };
+    let granularity = match query_param(session, "granularity").map(|g| g.parse::<Granularity>()) {
+        None => Granularity::Day,
+        Some(Ok(g)) => g,
+        Some(Err(e)) => return bad(&e),
+    };
+    let feature = query_param(session, "feature").filter(|f| !f.is_empty());
+    let store_dir = manager.store().dir().to_path_buf();
+    let answer = tokio::task::spawn_blocking(move || {
+        let db = Database::open_read_only(&store_dir)?;
+        tenant_series(&db, &tenant, feature.as_deref(), range, granularity)
+    })
+    .await;
+    match answer {
+        Ok(Ok(series)) => LocalResponse::json(StatusCode::OK, &series),
+        Ok(Err(SeriesError::BadRange(e))) => bad(&e),
+        Ok(Err(SeriesError::Database(DatabaseError::Missing { .. }))) => problem(
+            StatusCode::NOT_FOUND,
+            "NO_USAGE_YET",
+            "The usage ledger has no rows yet.",
+        ),
+        Ok(Err(e)) => store_error(e),
+        Err(_) => unexpected("usage query"),
+    }
+}
+
+/// `segment` percent-decoded, when it is UTF-8.
+fn percent_decoded(segment: &str) -> Option<String> {
+    let bytes: Vec<u8> = percent_bytes(segment.as_bytes())?;
+    String::from_utf8(bytes).ok()
+}
+
+fn percent_bytes(input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' {
+            let hex = input.get(i + 1..i + 3)?;
+            let text = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(text, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// The license token in an install request: the raw body, or `license_key`/`token`

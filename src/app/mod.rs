@@ -15,6 +15,7 @@ pub(crate) use rules::Rules;
 
 use crate::access_log::{AccessLog, LineFormat, Sink};
 use crate::config::{Config, LogFormat, QuotaConfig};
+use crate::license::instance_key::InstanceKey;
 use crate::license::LicenseManager;
 use crate::lifecycle::Inflight;
 use crate::metrics::{Metrics, UNKNOWN_TENANT};
@@ -24,9 +25,12 @@ use crate::quota::redis::RedisQuotas;
 use crate::quota::share::ClientShares;
 use crate::tenants::Tenants;
 use crate::throttle::{AttemptThrottle, LogThrottle};
+use crate::usage::{RecorderSettings, UsageRecorder};
 
 /// How often changed quota counts are written to the count database.
 const COUNT_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the usage ledger's sums are written.
+const USAGE_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Activation attempts allowed per client (IPv4 address or IPv6 /64) per minute.
 pub(crate) const ACTIVATIONS_PER_MINUTE: u32 = 10;
@@ -56,6 +60,10 @@ pub(crate) struct App {
     /// Saves the local quota counts to the store's count database (with a license
     /// store and the local backend); taken at shutdown for the last save.
     pub count_writer: Mutex<Option<CountWriter>>,
+    /// The usage ledger's recorder (with a license store).
+    pub usage: Option<UsageRecorder>,
+    /// The installation's key pair (with licensing): signs its usage reports.
+    pub instance_key: Option<Arc<InstanceKey>>,
     /// Signs the activation form's CSRF tokens (the store's secret; without a store, one
     /// made at start).
     pub csrf_key: ring::hmac::Key,
@@ -123,8 +131,30 @@ impl App {
             }
             _ => None,
         };
+        let usage = match &licenses {
+            Some(manager) => Some(
+                UsageRecorder::start(
+                    manager.store().dir(),
+                    RecorderSettings {
+                        interval: USAGE_WRITE_INTERVAL,
+                        retention_days: config.usage.retention_days,
+                    },
+                )
+                .map_err(|e| std::io::Error::other(format!("usage ledger: {e}")))?,
+            ),
+            None => None,
+        };
+        let instance_key = match &config.license {
+            Some(license) => Some(Arc::new(
+                InstanceKey::load_or_create(&license.instance_key_file)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            )),
+            None => None,
+        };
         Ok(App {
             count_writer: Mutex::new(counts),
+            usage,
+            instance_key,
             tenants,
             inflight,
             access_log,
@@ -151,9 +181,12 @@ impl App {
         })
     }
 
-    /// Saves the quota counts changed since the last save and stops saving (at
-    /// shutdown, after the drain).
+    /// Saves the quota counts changed since the last save and the usage not yet
+    /// written, and stops saving (at shutdown, after the drain).
     pub(crate) fn finish_counts(&self) {
+        if let Some(usage) = &self.usage {
+            usage.finish();
+        }
         if let Some(mut writer) = self
             .count_writer
             .lock()

@@ -1,8 +1,9 @@
 //! The `licgate` command line: `serve`, `check`, `demo`, `license`, `instance-id`,
-//! `healthcheck`.
+//! `usage`, `healthcheck`.
 
 pub(crate) mod healthcheck;
 pub mod license;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ Examples:
       --tier professional --feature sales --days 365
   licgate license inspect customer.jwt --public-key keys/vendor.pub.pem
   licgate instance-id --config /etc/licgate/licgate.toml
+  licgate usage report --config /etc/licgate/licgate.toml --from 2026-11-01 --to 2026-11-30
+  licgate usage export --config /etc/licgate/licgate.toml --from 2026-11-01 --to 2026-11-30 --out usage.json
   licgate check --config /etc/licgate/licgate.toml
   licgate serve --config /etc/licgate/licgate.toml
   licgate healthcheck --ready                    # exit 0 when /readyz answers 200
@@ -52,9 +55,15 @@ pub enum Command {
     /// Vendor tools: generate keys, issue and inspect licenses.
     #[command(subcommand)]
     License(Box<license::LicenseCommand>),
-    /// Print this installation's instance id (licenses may be bound to it).
-    #[command(after_help = "Example:\n  licgate instance-id --config /etc/licgate/licgate.toml")]
-    InstanceId(ConfigArg),
+    /// Print this installation's instance id (licenses may be bound to it); the
+    /// instance key's fingerprint goes to stderr.
+    #[command(
+        after_help = "Examples:\n  licgate instance-id --config /etc/licgate/licgate.toml\n  licgate instance-id --config /etc/licgate/licgate.toml --public-key > instance.pub.pem"
+    )]
+    InstanceId(InstanceIdArgs),
+    /// The usage ledger: reports, signed exports for true-up, verification.
+    #[command(subcommand)]
+    Usage(usage::UsageCommand),
     /// Probe a running gateway's admin listener: exit 0 if /healthz (--ready: /readyz)
     /// answers 200, else 1. For container health checks.
     #[command(after_help = "Example:\n  licgate healthcheck --ready --address 127.0.0.1:9901")]
@@ -66,6 +75,16 @@ pub struct ConfigArg {
     /// Configuration file.
     #[arg(long, short = 'c', env = "LICGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstanceIdArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print the instance's public key (SPKI PEM) instead: what verifies its usage
+    /// reports.
+    #[arg(long)]
+    pub public_key: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,14 +121,16 @@ pub fn run(cli: Cli) -> ExitCode {
             exit_with(demo::run(options))
         }
         Command::License(command) => license::run(*command),
-        Command::InstanceId(args) => instance_id(&args.config),
+        Command::InstanceId(args) => instance_id(&args.config.config, args.public_key),
+        Command::Usage(command) => usage::run(command),
         Command::Healthcheck(args) => healthcheck::run(&args),
     }
 }
 
 /// `licgate instance-id`: the configured id, or the one persisted in the store
-/// (generated and persisted on first use).
-fn instance_id(path: &Path) -> ExitCode {
+/// (generated and persisted on first use), and the instance key's fingerprint (on
+/// stderr); with `public_key`, the instance's public key (created on first use).
+fn instance_id(path: &Path, public_key: bool) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => return report_config_error(path, &e),
@@ -119,10 +140,21 @@ fn instance_id(path: &Path) -> ExitCode {
         return ExitCode::from(1);
     };
     let result = crate::license::store::Store::open(&license.store_dir)
-        .and_then(|store| license.instance_id(&store));
+        .and_then(|store| license.instance_id(&store))
+        .map_err(|e| e.to_string())
+        .and_then(|id| {
+            crate::license::instance_key::InstanceKey::load_or_create(&license.instance_key_file)
+                .map(|key| (id, key))
+                .map_err(|e| e.to_string())
+        });
     match result {
-        Ok(id) => {
+        Ok((_, key)) if public_key => {
+            print!("{}", key.public_key_pem());
+            ExitCode::SUCCESS
+        }
+        Ok((id, key)) => {
             println!("{id}");
+            eprintln!("instance key: {}", key.fingerprint());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -60,8 +60,25 @@ pub struct Config {
     /// `quota.per_client_share`: the most of any tenant quota one client may use
     /// (0 < share ≤ 1); `None` = no per-client limit.
     pub per_client_share: Option<f64>,
+    /// `[usage]`: the ledger.
+    pub usage: UsageConfig,
     pub log: LogConfig,
     pub reload: ReloadConfig,
+}
+
+/// `[usage]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageConfig {
+    /// Days of ledger rows kept (`usage.retention_days`, 1–3660, default 400).
+    pub retention_days: u32,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            retention_days: crate::usage::DEFAULT_RETENTION_DAYS,
+        }
+    }
 }
 
 /// `[quota]` backend.
@@ -141,6 +158,9 @@ pub struct LicenseConfig {
     pub scan_interval: Duration,
     /// How far back the clock may go before licenses are judged at the high-water time.
     pub clock_rollback_tolerance: Duration,
+    /// The instance's Ed25519 key (PKCS#8 PEM; `license.instance_key_file`, default
+    /// `store_dir/instance-key.pem`, created on first use).
+    pub instance_key_file: PathBuf,
 }
 
 /// `license.instance_id`.
@@ -382,6 +402,7 @@ pub fn parse_raw(text: &str) -> Result<(RawConfig, Vec<Diagnostic>), Vec<Diagnos
             }
             "pages" => raw.pages = section("pages", value, &mut diagnostics, &mut raw.failed_keys),
             "quota" => raw.quota = section("quota", value, &mut diagnostics, &mut raw.failed_keys),
+            "usage" => raw.usage = section("usage", value, &mut diagnostics, &mut raw.failed_keys),
             "log" => raw.log = section("log", value, &mut diagnostics, &mut raw.failed_keys),
             "reload" => {
                 raw.reload = section("reload", value, &mut diagnostics, &mut raw.failed_keys)

@@ -30,6 +30,7 @@ pub struct RawConfig {
     pub features: Option<Vec<Spanned<RawFeature>>>,
     pub pages: Option<RawPages>,
     pub quota: Option<RawQuota>,
+    pub usage: Option<RawUsage>,
     pub log: Option<RawLog>,
     pub reload: Option<RawReload>,
 }
@@ -37,7 +38,7 @@ pub struct RawConfig {
 /// Top-level keys accepted in the file, in documentation order.
 pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "mode", "server", "upstream", "admin", "license", "tenants", "paths", "public", "features",
-    "pages", "quota", "log", "reload",
+    "pages", "quota", "usage", "log", "reload",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -95,6 +96,7 @@ pub struct RawLicense {
     pub issuer: Option<Spanned<String>>,
     pub store_dir: Option<Spanned<String>>,
     pub instance_id: Option<Spanned<String>>,
+    pub instance_key_file: Option<Spanned<String>>,
     pub expiry_warning_days: Option<Spanned<i64>>,
     pub grace_days: Option<Spanned<i64>>,
     pub read_only_days: Option<Spanned<i64>>,
@@ -168,6 +170,12 @@ pub struct RawQuota {
     pub backend: Option<Spanned<String>>,
     pub redis: Option<Spanned<RawRedis>>,
     pub per_client_share: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [usage]")]
+pub struct RawUsage {
+    pub retention_days: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,12 +11,12 @@ use toml::Spanned;
 use super::raw::{
     OneOrMany, RawAccessOverflow, RawAdmin, RawConfig, RawFeature, RawLicense, RawLog,
     RawLogFormat, RawMode, RawPages, RawPaths, RawPublic, RawPublicKey, RawQuota, RawRedis,
-    RawServer, RawTenants, RawUpstream,
+    RawServer, RawTenants, RawUpstream, RawUsage,
 };
 use super::{
     default_threads, AdminConfig, Config, Diagnostic, FeatureRule, HostPattern, InstanceIdSetting,
     LicenseConfig, LogConfig, LogFormat, Mode, PagesConfig, ServerConfig, TenantsConfig,
-    UpstreamAddress, UpstreamConfig,
+    UpstreamAddress, UpstreamConfig, UsageConfig,
 };
 use super::{
     AccessOverflow, AdminToken, OnRedisError, QuotaConfig, RedisConfig, RedisMode, ReloadConfig,
@@ -46,6 +46,7 @@ impl TryFrom<RawConfig> for Config {
             features,
             pages,
             quota,
+            usage,
             log,
             reload,
         } = raw;
@@ -80,6 +81,7 @@ impl TryFrom<RawConfig> for Config {
             });
         let pages = validate_pages(pages.unwrap_or_default(), &base_dir, &mut diags);
         let (quota, per_client_share) = validate_quota(quota.unwrap_or_default(), &mut diags);
+        let usage = validate_usage(usage.unwrap_or_default(), &mut diags);
         let log = validate_log(log.unwrap_or_default(), &base_dir, &mut diags);
         match (server, upstream, admin, tenants, log) {
             (Some(server), Some(upstream), Some(admin), Some(tenants), Some(log))
@@ -99,6 +101,7 @@ impl TryFrom<RawConfig> for Config {
                     pages,
                     quota,
                     per_client_share,
+                    usage,
                     log,
                     reload: ReloadConfig {
                         watch: reload.and_then(|r| r.watch).unwrap_or(true),
@@ -320,6 +323,7 @@ fn validate_license(
         issuer,
         store_dir,
         instance_id,
+        instance_key_file,
         expiry_warning_days,
         grace_days,
         read_only_days,
@@ -426,7 +430,19 @@ fn validate_license(
         Duration::from_secs(600),
         diags,
     );
+    let instance_key_file = match instance_key_file {
+        None => store_dir.join(crate::license::instance_key::FILE),
+        Some(path) if path.get_ref().trim().is_empty() => {
+            diags.push(Diagnostic::at(
+                path.span(),
+                "license.instance_key_file must be a path",
+            ));
+            PathBuf::new()
+        }
+        Some(path) => base_dir.join(path.get_ref()),
+    };
     (diags.len() == start).then(|| LicenseConfig {
+        instance_key_file,
         public_keys: keys,
         issuer: issuer.map(Spanned::into_inner),
         store_dir,
@@ -747,7 +763,7 @@ fn validate_features(
         if let (Some(prefix), true) = (prefix, name_ok) {
             rules.push(FeatureRule {
                 prefix,
-                feature: feature.into_inner(),
+                feature: feature.into_inner().into(),
                 methods,
                 shadow,
                 format_suffixes: format_suffixes.unwrap_or(true),
@@ -791,6 +807,23 @@ fn validate_pages(raw: RawPages, base_dir: &Path, diags: &mut Vec<Diagnostic>) -
         templates_dir,
         public_status: public_status.unwrap_or(false),
     }
+}
+
+fn validate_usage(raw: RawUsage, diags: &mut Vec<Diagnostic>) -> UsageConfig {
+    let mut usage = UsageConfig::default();
+    if let Some(days) = raw.retention_days {
+        match u32::try_from(*days.get_ref()) {
+            Ok(n) if (1..=3660).contains(&n) => usage.retention_days = n,
+            _ => diags.push(Diagnostic::at(
+                days.span(),
+                format!(
+                    "usage.retention_days must be a number of days between 1 and 3660, got {}",
+                    days.get_ref()
+                ),
+            )),
+        }
+    }
+    usage
 }
 
 fn validate_quota(raw: RawQuota, diags: &mut Vec<Diagnostic>) -> (QuotaConfig, Option<f64>) {

@@ -13,6 +13,7 @@
 mod batch;
 pub mod claims;
 pub mod clock;
+pub mod instance_key;
 mod kept;
 pub mod keys;
 pub mod manager;

@@ -26,7 +26,8 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeatureRule {
     pub prefix: String,
-    pub feature: String,
+    /// The feature's name (shared with the usage events of its requests).
+    pub feature: Arc<str>,
     /// Only these methods need the feature; `None` = all.
     pub methods: Option<Vec<http::Method>>,
     /// Forward even when the feature is missing (the denial is logged and counted).
@@ -200,7 +201,7 @@ pub enum Decision<'p, 's, T = Arc<TenantSummary>> {
         /// Whether quotas apply (not for public paths).
         governed: bool,
         /// The feature the path needs, when the feature map names one.
-        feature: Option<&'p str>,
+        feature: Option<&'p Arc<str>>,
         /// A denial that shadow mode turned into a forward (log and count it).
         shadowed: Option<DenyReason>,
     },
@@ -208,7 +209,7 @@ pub enum Decision<'p, 's, T = Arc<TenantSummary>> {
     Deny {
         reason: DenyReason,
         tenant: Option<&'s T>,
-        feature: Option<&'p str>,
+        feature: Option<&'p Arc<str>>,
     },
 }
 
@@ -242,7 +243,7 @@ pub fn decide<'p, 's, L: Licenses>(
         };
     }
     let rule = policy.feature_for(facts.method, path);
-    let feature = rule.map(|r| r.feature.as_str());
+    let feature = rule.map(|r| &r.feature);
     let license = tenant.map(L::license);
     let status = license.map_or(Status::Unlicensed, |t| t.status);
     let denial = match status {

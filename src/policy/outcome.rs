@@ -39,6 +39,12 @@ impl Outcome {
         Outcome::Unchecked,
     ];
 
+    /// Whether the gateway decided about the request (what the usage ledger counts):
+    /// not for its own pages or without checks.
+    pub fn is_decided(self) -> bool {
+        !matches!(self, Outcome::Gateway | Outcome::Unchecked)
+    }
+
     /// The `decision` label value.
     pub fn label(self) -> &'static str {
         match self {

@@ -32,6 +32,8 @@ use crate::quota::share::ShareLease;
 use crate::response::{ClientKind, LocalResponse};
 use crate::tenants::TenantEntry;
 use crate::throttle::LogThrottle;
+use crate::usage::UsageEvent;
+use refusal::Refused;
 use verdict::{Action, RateLimit, Verdict};
 
 /// State of one request, carried across pingora's phases.
@@ -125,8 +127,13 @@ impl Gateway {
             outcome,
             tenant,
             refused,
+            feature,
             action,
         } = verdict;
+        let mut concurrency = 0;
+        let enforced = refused.as_ref().filter(|_| outcome != Outcome::Shadowed);
+        let refused_code = enforced.map(Refused::error_code);
+        let limited = enforced.is_some_and(|r| r.quota_kind().is_some());
         let counters = tenant.as_ref().map_or(&metrics.unknown, |t| &t.counters);
         counters.request(outcome);
         if let Some(refusal) = refused.as_ref().and_then(|r| r.refusal()) {
@@ -154,7 +161,9 @@ impl Gateway {
         let response = match action {
             Action::Forward(forward) => {
                 if outcome != Outcome::Unchecked {
-                    ctx._active = Some(ActiveGuard::new(Arc::clone(counters)));
+                    let (active, now_active) = ActiveGuard::enter(Arc::clone(counters));
+                    ctx._active = Some(active);
+                    concurrency = now_active;
                 }
                 if forward.lease.is_some() || forward.share_lease.is_some() {
                     // A slow body must not hold a slot for long: no pause longer than
@@ -192,6 +201,15 @@ impl Gateway {
             ),
             Action::Reserved { .. } => page,
         };
+        if let Some(usage) = self.app.usage.as_ref().filter(|_| outcome.is_decided()) {
+            usage.record(UsageEvent {
+                tenant: tenant.clone(),
+                feature: feature.cloned(),
+                refused: refused_code,
+                limited,
+                concurrency: u32::try_from(concurrency).unwrap_or(u32::MAX),
+            });
+        }
         ctx.outcome = outcome;
         ctx.tenant = tenant;
         response

@@ -30,6 +30,8 @@ pub(crate) struct Verdict<'r> {
     pub tenant: Option<Arc<TenantEntry>>,
     /// Why the request is refused, or, when `outcome` is `Shadowed`, would have been.
     pub refused: Option<Refused<'r>>,
+    /// The feature the path needs, when the feature map names one.
+    pub feature: Option<&'r Arc<str>>,
     pub action: Action,
 }
 
@@ -81,7 +83,20 @@ impl<'r> Verdict<'r> {
             outcome: refused.outcome(),
             tenant,
             refused: Some(refused),
+            feature: None,
             action: Action::Refuse,
+        }
+    }
+
+    /// An enforced refusal of a request that needs `feature`.
+    fn refuse_feature(
+        refused: Refused<'r>,
+        tenant: Option<Arc<TenantEntry>>,
+        feature: Option<&'r Arc<str>>,
+    ) -> Verdict<'r> {
+        Verdict {
+            feature,
+            ..Verdict::refuse(refused, tenant)
         }
     }
 }
@@ -99,6 +114,7 @@ pub(crate) async fn judge<'r>(
             outcome: Outcome::Unchecked,
             tenant: None,
             refused: None,
+            feature: None,
             action: Action::Forward(Forward::default()),
         };
     }
@@ -109,6 +125,7 @@ pub(crate) async fn judge<'r>(
                 outcome: Outcome::Gateway,
                 tenant: None,
                 refused: None,
+                feature: None,
                 action: Action::Options,
             }
         }
@@ -146,6 +163,7 @@ pub(crate) async fn judge<'r>(
                     outcome: Outcome::Gateway,
                     tenant: tenant_name.as_deref().and_then(|t| table.get(t)).cloned(),
                     refused: None,
+                    feature: None,
                     action: Action::Reserved {
                         path: target.path.to_string(),
                         tenant: tenant_name.map(Cow::into_owned),
@@ -159,10 +177,10 @@ pub(crate) async fn judge<'r>(
             } => {
                 let refused = Refused::License {
                     reason,
-                    feature,
+                    feature: feature.map(|f| &**f),
                     target: target.target(),
                 };
-                return Verdict::refuse(refused, tenant.cloned());
+                return Verdict::refuse_feature(refused, tenant.cloned(), feature);
             }
             Decision::Forward {
                 tenant,
@@ -172,6 +190,8 @@ pub(crate) async fn judge<'r>(
             } => (tenant.cloned(), governed, feature, shadowed),
         }
     };
+    let feature_name = feature;
+    let feature = feature.map(|f| &**f);
     let mut shadowed = shadowed.map(|reason| Refused::License {
         reason,
         feature,
@@ -190,7 +210,7 @@ pub(crate) async fn judge<'r>(
             if shadow_mode {
                 shadowed = Some(refused);
             } else {
-                return Verdict::refuse(refused, tenant);
+                return Verdict::refuse_feature(refused, tenant, feature_name);
             }
         }};
     }
@@ -273,6 +293,7 @@ pub(crate) async fn judge<'r>(
         outcome,
         tenant,
         refused: shadowed,
+        feature: feature_name,
         action: Action::Forward(forward),
     }
 }

@@ -1,5 +1,5 @@
-//! Quota counts on disk: one SQLite database in the store directory
-//! (`store_dir/usage/usage.sqlite3`, WAL), written behind the request path.
+//! Quota counts on disk, in the store's database ([`crate::database`]), written behind
+//! the request path.
 //!
 //! ```text
 //! quota_counts(tenant, feature, window, window_start, window_end, count, updated_at)
@@ -8,134 +8,53 @@
 //!
 //! [`CountWriter`] saves the counts changed in the last second from a thread of its
 //! own; [`CountStore::save`] writes such a batch in one transaction; with `synchronous =
-//! NORMAL` a commit survives the process being killed (the WAL is in the page cache),
-//! and a power loss loses at most the last commits. Rows of windows that ended are
-//! pruned. The file can be read with the `sqlite3` shell, also while the gateway runs.
+//! NORMAL` a commit survives the process being killed, and a power loss loses at most
+//! the last commits. Rows of windows that ended are pruned.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension as _};
+use rusqlite::{params, OptionalExtension as _};
 
 use super::local::{LocalQuotas, SavedCount};
 use super::Window;
+use crate::database::{Database, DatabaseError};
 use crate::throttle::LogThrottle;
 
-/// The database's directory inside the store, and its file name.
-pub const DIR: &str = "usage";
-pub const FILE: &str = "usage.sqlite3";
-
-/// The schema version this build writes ([`CountStore::open`] migrates older ones).
-const SCHEMA_VERSION: i64 = 1;
+pub use crate::database::DIR;
 
 /// Why the count database cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum CountStoreError {
-    #[error("quota counts {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("quota counts {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("quota counts {path}: schema version {found} is newer than this build's ({SCHEMA_VERSION}); upgrade licgate")]
-    TooNew { path: PathBuf, found: i64 },
-}
+pub type CountStoreError = DatabaseError;
 
 /// The open count database.
 #[derive(Debug)]
 pub struct CountStore {
-    path: PathBuf,
-    connection: Connection,
+    db: Database,
 }
 
 impl CountStore {
     /// Opens (creating it and its directory if needed) the count database of the
     /// store at `store_dir`, applying migrations.
     pub fn open(store_dir: &Path) -> Result<CountStore, CountStoreError> {
-        let dir = store_dir.join(DIR);
-        std::fs::create_dir_all(&dir).map_err(|source| CountStoreError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let path = dir.join(FILE);
-        let sqlite = |source| CountStoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let connection = Connection::open(&path).map_err(sqlite)?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite)?;
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sqlite)?;
-        connection
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(sqlite)?;
-        // A small page cache: the writer touches each row once a second at most.
-        connection
-            .pragma_update(None, "cache_size", -1024)
-            .map_err(sqlite)?;
-        let store = CountStore { path, connection };
-        store.migrate()?;
-        Ok(store)
+        Ok(CountStore {
+            db: Database::open(store_dir)?,
+        })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> CountStoreError {
-        CountStoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    fn migrate(&self) -> Result<(), CountStoreError> {
-        let version: i64 = self
-            .connection
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(|e| self.sqlite(e))?;
-        if version > SCHEMA_VERSION {
-            return Err(CountStoreError::TooNew {
-                path: self.path.clone(),
-                found: version,
-            });
-        }
-        if version < 1 {
-            self.connection
-                .execute_batch(
-                    "BEGIN;
-                     CREATE TABLE IF NOT EXISTS quota_counts (
-                         tenant TEXT NOT NULL,
-                         feature TEXT NOT NULL DEFAULT '',
-                         window TEXT NOT NULL,
-                         window_start INTEGER NOT NULL,
-                         window_end INTEGER NOT NULL,
-                         count INTEGER NOT NULL,
-                         updated_at INTEGER NOT NULL,
-                         PRIMARY KEY (tenant, feature, window)
-                     ) WITHOUT ROWID;
-                     PRAGMA user_version = 1;
-                     COMMIT;",
-                )
-                .map_err(|e| self.sqlite(e))?;
-        }
-        Ok(())
+        self.db.sqlite(source)
     }
 
     /// The counts of windows that have not ended at `now`.
     pub fn load(&self, now: i64) -> Result<Vec<SavedCount>, CountStoreError> {
         let mut statement = self
+            .db
             .connection
             .prepare(
                 "SELECT tenant, feature, window, window_start, count FROM quota_counts
@@ -177,12 +96,12 @@ impl CountStore {
     /// Writes `counts` (each the count of its window so far) in one transaction, at
     /// `now`, and drops rows of windows that ended.
     pub fn save(&mut self, counts: &[SavedCount], now: i64) -> Result<(), CountStoreError> {
-        let path = self.path.clone();
+        let path = self.db.path().to_path_buf();
         let sqlite = |source| CountStoreError::Sqlite {
             path: path.clone(),
             source,
         };
-        let tx = self.connection.transaction().map_err(sqlite)?;
+        let tx = self.db.connection.transaction().map_err(sqlite)?;
         {
             let mut upsert = tx
                 .prepare_cached(
@@ -225,7 +144,8 @@ impl CountStore {
         feature: Option<&str>,
         window: Window,
     ) -> Result<Option<(i64, u64)>, CountStoreError> {
-        self.connection
+        self.db
+            .connection
             .query_row(
                 "SELECT window_start, count FROM quota_counts
                  WHERE tenant = ?1 AND feature = ?2 AND window = ?3",
@@ -361,18 +281,5 @@ mod tests {
         // The next day nothing is current.
         assert!(store.load(now + 86_400).unwrap().is_empty());
         assert!(store.path().ends_with("usage/usage.sqlite3"));
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused_not_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(CountStore::open(dir.path()).unwrap());
-        let path = dir.path().join(DIR).join(FILE);
-        Connection::open(&path)
-            .unwrap()
-            .pragma_update(None, "user_version", 7)
-            .unwrap();
-        let err = CountStore::open(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("schema version 7"), "{err}");
     }
 }

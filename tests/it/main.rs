@@ -20,3 +20,4 @@ mod proxy;
 mod quota;
 mod redis_quota;
 mod tls_upstream;
+mod usage;

@@ -531,7 +531,7 @@ fn quota_state_is_bounded_by_licensed_tenants() {
             ..
         } = decide(&facts, &policy, &*table)
         {
-            quotas.check(&entry.quota, feature);
+            quotas.check(&entry.quota, feature.map(|f| &**f));
         }
     };
     let mut seed = 0x2545_f491_4f6c_dd1du64;

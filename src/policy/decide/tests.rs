@@ -71,7 +71,7 @@ fn verdict(d: Decision<'_, '_>) -> String {
             shadowed: None,
             feature,
             ..
-        } => format!("forward {}", feature.unwrap_or("-")),
+        } => format!("forward {}", feature.map_or("-", |f| &**f)),
         Decision::Forward {
             shadowed: Some(r), ..
         } => format!("shadow {}", r.error_code()),
@@ -209,7 +209,7 @@ fn case_insensitive_matching_uses_lowercase_keys() {
         p.feature_for(&Method::GET, "/api/manufacturing/x")
             .unwrap()
             .feature,
-        "m"
+        Arc::<str>::from("m")
     );
 }
 
