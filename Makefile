@@ -27,9 +27,10 @@ demo: release
 	$(RELEASE_BIN) demo $(DEMO_ARGS)
 
 ## test-deps: what the tests need beyond the build (headless Chromium, redis-server,
-## Python with the end-to-end tests' virtualenv: Django, werkzeug, deploy/ checkers)
+## Prometheus and promtool, Python with the end-to-end tests' virtualenv: Django,
+## werkzeug, deploy/ checkers)
 test-deps:
-	@./scripts/install-deps.sh --browser --python --systemd redis-server
+	@./scripts/install-deps.sh --browser --python --systemd --prometheus redis-server
 	@./scripts/e2e-venv.sh
 
 ## test: formatting, lints, and every test (unit + integration against real sockets)

@@ -2,7 +2,8 @@
 # Installs what building and testing licgate needs on a Debian/Ubuntu machine, only
 # when missing: a C toolchain, cmake and pkg-config (pingora builds zlib-ng), and the
 # rustfmt/clippy components; with --browser also chromium and chromium-driver, with
-# --python python3 with venv, with --systemd systemd-analyze; any
+# --python python3 with venv, with --systemd systemd-analyze, with --prometheus the
+# Prometheus server and promtool; any
 # other argument names a command to install (e.g. wrk). Safe to run repeatedly.
 set -euo pipefail
 
@@ -25,6 +26,9 @@ for extra in "$@"; do
       python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv python3-pip) ;;
     # systemd-analyze, to check deploy/systemd.
     --systemd) command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd) ;;
+    # Prometheus and promtool, for the metrics, dashboard and alert-rule tests.
+    --prometheus)
+      { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus) ;;
     *) command -v "$extra" >/dev/null 2>&1 || missing+=("$extra") ;;
   esac
 done

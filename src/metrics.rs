@@ -46,6 +46,12 @@ pub trait TenantCounterSource: Send + Sync {
     fn tenant_counters(&self) -> Vec<(Arc<str>, Arc<TenantCounters>)>;
 }
 
+/// Where `/metrics` finds how much of each tenant's windowed quotas is used.
+pub trait QuotaUseSource: Send + Sync {
+    /// (tenant, window name, used / limit) of each tenant's own windowed rules.
+    fn quota_use(&self) -> Vec<(Arc<str>, &'static str, f64)>;
+}
+
 /// One tenant's request counters (plain atomics; read when `/metrics` is scraped).
 #[derive(Debug, Default)]
 pub struct TenantCounters {
@@ -168,6 +174,8 @@ pub struct Metrics {
     registry: Registry,
     /// Counters of requests whose tenant has no installed license.
     pub unknown: Arc<TenantCounters>,
+    /// Supplies `quota_usage_ratio` once the quotas exist ([`Metrics::set_quota_source`]).
+    quota_source: Arc<OnceLock<Arc<dyn QuotaUseSource>>>,
     pub decision_duration: Histogram,
     pub upstream_duration: Histogram,
     upstream_errors: [IntCounter; 2],
@@ -287,6 +295,7 @@ impl Metrics {
         };
         let metrics = Metrics {
             unknown: Arc::new(TenantCounters::default()),
+            quota_source: Arc::default(),
             decision_duration: histogram(
                 "decision_duration_seconds",
                 "Time to decide about a request: normalization, tenant, license, feature map and quota check.",
@@ -329,12 +338,12 @@ impl Metrics {
             ),
             registry,
         };
-        let info = IntCounterVec::new(
+        let info = prometheus::IntGaugeVec::new(
             Opts::new(name("build_info"), "licgate's version (value always 1)."),
             &["version"],
         )
         .expect("valid metric");
-        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).inc();
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         metrics
             .registry
             .register(Box::new(info))
@@ -348,6 +357,7 @@ impl Metrics {
                 tenants,
                 inflight,
                 Arc::clone(&metrics.unknown),
+                Arc::clone(&metrics.quota_source),
             )))
             .expect("metric names are unique");
         #[cfg(target_os = "linux")]
@@ -408,6 +418,11 @@ impl Metrics {
         names
     }
 
+    /// Has `quota_usage_ratio` read from `source` (once; later calls do nothing).
+    pub fn set_quota_source(&self, source: Arc<dyn QuotaUseSource>) {
+        let _ = self.quota_source.set(source);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
@@ -433,6 +448,7 @@ struct StateCollector {
     tenants: Option<Arc<dyn TenantCounterSource>>,
     inflight: Arc<Inflight>,
     unknown: Arc<TenantCounters>,
+    quota_source: Arc<OnceLock<Arc<dyn QuotaUseSource>>>,
 }
 
 /// (name, help, type, labels) of each family [`StateCollector`] produces.
@@ -497,6 +513,12 @@ const STATE_FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
         MetricType::GAUGE,
         &[],
     ),
+    (
+        "quota_usage_ratio",
+        "Share of each tenant's request quota used in the current window (0 to 1), by window (local quota backend; feature quotas not included).",
+        MetricType::GAUGE,
+        &["tenant", "window"],
+    ),
 ];
 
 impl StateCollector {
@@ -505,6 +527,7 @@ impl StateCollector {
         tenants: Option<Arc<dyn TenantCounterSource>>,
         inflight: Arc<Inflight>,
         unknown: Arc<TenantCounters>,
+        quota_source: Arc<OnceLock<Arc<dyn QuotaUseSource>>>,
     ) -> StateCollector {
         let descs = STATE_FAMILIES
             .iter()
@@ -524,6 +547,7 @@ impl StateCollector {
             tenants,
             inflight,
             unknown,
+            quota_source,
         }
     }
 }
@@ -655,6 +679,14 @@ impl Collector for StateCollector {
             );
         }
         families[9].push(Vec::new(), self.inflight.current() as f64);
+        if let Some(source) = self.quota_source.get() {
+            for (tenant, window, ratio) in source.quota_use() {
+                families[10].push(
+                    vec![label("tenant", &tenant), label("window", window)],
+                    ratio,
+                );
+            }
+        }
         families
             .into_iter()
             .map(|f| f.family)

@@ -18,7 +18,7 @@ use crate::config::{Config, LogFormat, QuotaConfig};
 use crate::license::instance_key::InstanceKey;
 use crate::license::LicenseManager;
 use crate::lifecycle::Inflight;
-use crate::metrics::{Metrics, UNKNOWN_TENANT};
+use crate::metrics::{Metrics, QuotaUseSource, UNKNOWN_TENANT};
 use crate::quota::durable::{CountStore, CountWriter};
 use crate::quota::local::LocalQuotas;
 use crate::quota::redis::RedisQuotas;
@@ -67,6 +67,32 @@ pub(crate) struct App {
     /// Signs the activation form's CSRF tokens (the store's secret; without a store, one
     /// made at start).
     pub csrf_key: ring::hmac::Key,
+}
+
+/// `quota_usage_ratio` from the local quota counts.
+struct LocalQuotaUse {
+    tenants: Arc<Tenants>,
+    quotas: Arc<LocalQuotas>,
+}
+
+impl QuotaUseSource for LocalQuotaUse {
+    fn quota_use(&self) -> Vec<(Arc<str>, &'static str, f64)> {
+        let table = self.tenants.load_full();
+        let mut out = Vec::new();
+        for entry in table.entries() {
+            if entry.quota.rate_rules.windows.is_empty() {
+                continue;
+            }
+            for rule in self.quotas.usage(&entry.quota) {
+                if rule.feature.is_none() && rule.window != "burst" && rule.limit > 0 {
+                    let tenant = Arc::clone(&entry.license().tenant);
+                    out.push((tenant, rule.window, rule.used as f64 / rule.limit as f64));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
 }
 
 impl App {
@@ -151,6 +177,12 @@ impl App {
             )),
             None => None,
         };
+        if matches!(config.quota, QuotaConfig::Local) {
+            metrics.set_quota_source(Arc::new(LocalQuotaUse {
+                tenants: Arc::clone(&tenants),
+                quotas: Arc::clone(&quotas),
+            }));
+        }
         Ok(App {
             count_writer: Mutex::new(counts),
             usage,

@@ -16,6 +16,7 @@ mod hardening;
 mod license;
 mod lifecycle;
 mod operations;
+mod prometheus;
 mod proxy;
 mod quota;
 mod redis_quota;
