@@ -8,8 +8,10 @@ use http::{Method, StatusCode};
 use pingora::protocols::http::ServerSession;
 
 use super::{method_not_allowed, not_found, AdminApp};
+use crate::app::App;
 use crate::database::{Database, DatabaseError};
 use crate::license::manager::InstallError;
+use crate::license::TenantSummary;
 use crate::license::{time_text, LicenseManager};
 use crate::policy::outcome::Outcome;
 use crate::policy::tenant::is_tenant_name;
@@ -18,6 +20,7 @@ use crate::reload::Trigger;
 use crate::request_body::{media_type, read_body, BodyError};
 use crate::response::LocalResponse;
 use crate::tenants::{TenantEntry, Tenants};
+use crate::usage::advice::{advise, UNUSED_DAYS};
 use crate::usage::series::{tenant_series, DayRange, SeriesError};
 use crate::usage::Granularity;
 
@@ -200,7 +203,9 @@ async fn show_tenant(app: &AdminApp, tenant: &str) -> LocalResponse {
         .iter()
         .map(|o| (o.label().to_string(), entry.counters.requests(*o).into()))
         .collect();
+    let advice = advice_of(app, Arc::clone(entry.license())).await;
     let mut body = status_json(Some(summary));
+    body["advice"] = advice;
     body["license_ids"] = summary.license_ids.clone().into();
     body["expires_at_unix"] = summary.expires_at.into();
     body["usage"] = serde_json::json!({
@@ -213,6 +218,30 @@ async fn show_tenant(app: &AdminApp, tenant: &str) -> LocalResponse {
         "requests": requests,
     });
     LocalResponse::json(StatusCode::OK, &body)
+}
+
+/// The advice from the last 30 days of `license`'s tenant ([`advise`]): a list, or
+/// `null` when the ledger cannot be read.
+async fn advice_of(app: &App, license: Arc<TenantSummary>) -> serde_json::Value {
+    let Some(manager) = &app.licenses else {
+        return serde_json::Value::Null;
+    };
+    let store_dir = manager.store().dir().to_path_buf();
+    let today = crate::quota::clock::now().div_euclid(crate::usage::ledger::DAY);
+    let advice = tokio::task::spawn_blocking(move || {
+        let db = Database::open_read_only(&store_dir)?;
+        let range = DayRange {
+            from_day: today - (UNUSED_DAYS - 1),
+            to_day: today,
+        };
+        advise(&db, &license, range, today)
+    })
+    .await;
+    match advice {
+        Ok(Ok(advice)) => serde_json::to_value(advice).unwrap_or_default(),
+        Ok(Err(DatabaseError::Missing { .. })) => serde_json::json!([]),
+        _ => serde_json::Value::Null,
+    }
 }
 
 /// `GET /admin/v1/tenants/{t}/usage?from=&to=&granularity=&feature=`: the tenant's

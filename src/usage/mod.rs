@@ -6,10 +6,13 @@
 //!   sums and writes it;
 //! - [`ledger`]: the rows and how they are written and pruned;
 //! - [`query`]: reading periods back (hour, day, month);
+//! - [`series`]: one tenant's dense series (the admin API, the usage page);
+//! - [`advice`]: limits nearly reached, licensed features unused;
 //! - [`report`]: signed usage reports and their verification.
 //!
 //! The ledger lives in the store's database ([`crate::database`]).
 
+pub mod advice;
 pub mod ledger;
 pub mod query;
 pub mod recorder;

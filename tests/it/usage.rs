@@ -234,6 +234,36 @@ async fn the_ledger_counts_what_was_decided_and_survives_sigterm() {
     let (status, _) = admin_json(&gw, "/admin/v1/tenants/default/usage?from=2026-13-01").await;
     assert_eq!(status, 400);
 
+    // The tenant view advises: the hourly limit was used up.
+    let (status, view) = admin_json(&gw, "/admin/v1/tenants/default").await;
+    assert_eq!(status, 200);
+    let advice = view["advice"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{view}"));
+    let near = advice
+        .iter()
+        .find(|a| a["kind"] == "near_limit" && a["limit"] == "requests_per_hour")
+        .unwrap_or_else(|| panic!("{view}"));
+    assert_eq!(
+        (
+            near["used"].as_u64(),
+            near["of"].as_u64(),
+            near["percent"].as_u64()
+        ),
+        (Some(10), Some(10), Some(100))
+    );
+    assert!(
+        near["message"]
+            .as_str()
+            .unwrap()
+            .contains("consider upgrading"),
+        "{near}"
+    );
+    assert!(
+        !advice.iter().any(|a| a["kind"] == "unused_feature"),
+        "reports was used: {view}"
+    );
+
     // The CLI reads the same database while the gateway runs.
     let config = config_file(&setup, &gw);
     let report = report_json(&config, &day, &day, &[]);
@@ -339,6 +369,16 @@ async fn peak_concurrency_is_the_most_requests_in_progress_at_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(peak, 3);
+    // Nothing of the licensed feature `reports` was used.
+    let (_, view) = admin_json(&gw, "/admin/v1/tenants/default").await;
+    let unused: Vec<_> = view["advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "unused_feature")
+        .map(|a| a["feature"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(unused, ["reports"], "{view}");
 }
 
 #[tokio::test]
