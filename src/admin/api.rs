@@ -252,7 +252,7 @@ async fn tenant_usage(
     tenant: &str,
 ) -> LocalResponse {
     let bad = |detail: &str| problem(StatusCode::BAD_REQUEST, "BAD_REQUEST", detail);
-    let tenant = match percent_decoded(tenant) {
+    let tenant = match super::page::percent_decode(tenant) {
         Some(t) if !t.is_empty() && t.len() <= 256 => t,
         _ => return bad("The tenant name is not valid."),
     };
@@ -288,29 +288,6 @@ async fn tenant_usage(
         Ok(Err(e)) => store_error(e),
         Err(_) => unexpected("usage query"),
     }
-}
-
-/// `segment` percent-decoded, when it is UTF-8.
-fn percent_decoded(segment: &str) -> Option<String> {
-    let bytes: Vec<u8> = percent_bytes(segment.as_bytes())?;
-    String::from_utf8(bytes).ok()
-}
-
-fn percent_bytes(input: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%' {
-            let hex = input.get(i + 1..i + 3)?;
-            let text = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(text, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(input[i]);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 /// The license token in an install request: the raw body, or `license_key`/`token`

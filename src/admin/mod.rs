@@ -1,8 +1,12 @@
 //! The admin listener: a separate address for operators. `/healthz`, `/readyz` and
 //! `/metrics` are open; the `/admin/v1/` API needs `Authorization: Bearer <token>`
-//! (the token of `admin.token_file`) and answers 404 when no token is configured.
+//! (the token of `admin.token_file`) and answers 404 when no token is configured;
+//! the usage page (`/admin/`, [`page`]) takes the same token, or a session cookie
+//! from its sign-in form.
 
 mod api;
+mod charts;
+mod page;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,8 +83,9 @@ impl AdminApp {
         Some(response)
     }
 
-    /// Checks the bearer token of an `/admin/` request: `Err` holds the answer when
-    /// the request may not proceed (404 without a configured token, 401 otherwise).
+    /// Checks the credentials of an `/admin/` request: the bearer token, or for
+    /// reading, the usage page's session cookie. `Err` holds the answer when the
+    /// request may not proceed (404 without a configured token, 401 otherwise).
     fn authorize(&self, session: &ServerSession) -> Result<(), LocalResponse> {
         let Some(token) = self.token.load_full() else {
             return Err(not_found());
@@ -90,6 +95,13 @@ impl AdminApp {
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| bearer(v.as_bytes()));
+        let method = &session.req_header().method;
+        if presented.is_none()
+            && (*method == Method::GET || *method == Method::HEAD)
+            && page::signed_in(session, &token)
+        {
+            return Ok(());
+        }
         let (ok, challenge) = match presented {
             None => (false, "Bearer realm=\"licgate-admin\""),
             Some(p) => (
@@ -132,6 +144,18 @@ impl AdminApp {
         }
         if path != "/admin" && !path.starts_with("/admin/") {
             return not_found();
+        }
+        if let Some(route) = page::route(&path) {
+            let Some(token) = self.token.load_full() else {
+                return not_found();
+            };
+            let bearer_ok = session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| bearer(v.as_bytes()))
+                .is_some_and(|p| token.matches(p));
+            return page::handle(self, session, &method, route, &token, bearer_ok).await;
         }
         if let Err(refusal) = self.authorize(session) {
             return refusal;

@@ -288,6 +288,14 @@ impl AdminToken {
         }
     }
 
+    /// The key that signs the usage page's session cookies: derived from the token, so
+    /// a new token ends every session.
+    pub fn session_key(&self) -> [u8; 32] {
+        let mut input = b"licgate-admin-session\0".to_vec();
+        input.extend_from_slice(&self.digest);
+        sha256(&input)
+    }
+
     /// Whether `presented` is the token, compared in constant time (digests of equal
     /// length, so neither content nor length leaks through timing).
     pub fn matches(&self, presented: &[u8]) -> bool {

@@ -78,6 +78,22 @@ impl Default for Templates {
     }
 }
 
+/// A template environment as the gateway's pages use it: HTML autoescape of every
+/// template, strings escaped as the rest of the gateway escapes them (`&<>"'`; a `/`
+/// in a link stays a `/`), undefined values empty.
+pub(crate) fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Lenient);
+    env.set_auto_escape_callback(|_| AutoEscape::Html);
+    env.set_formatter(|out, state, value| match value.as_str() {
+        Some(text) if !value.is_safe() && *state.auto_escape() != AutoEscape::None => out
+            .write_str(&super::escape(text))
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())),
+        _ => minijinja::escape_formatter(out, state, value),
+    });
+    env
+}
+
 impl Templates {
     /// The embedded pages, with those present in `dir` (`activate.html`,
     /// `activation-required.html`, `denied.html`, `licgate.css`) taking their place.
@@ -108,19 +124,7 @@ impl Templates {
         stylesheet: String,
         embedded: Option<Box<Templates>>,
     ) -> Result<Templates, TemplateError> {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Lenient);
-        env.set_auto_escape_callback(|_| AutoEscape::Html);
-        // Strings are escaped as the rest of the gateway escapes them (`&<>"'`; a `/`
-        // in a link stays a `/`); everything else as minijinja does.
-        env.set_formatter(|out, state, value| match value.as_str() {
-            Some(text) if !value.is_safe() && *state.auto_escape() != AutoEscape::None => {
-                out.write_str(&super::escape(text)).map_err(|e| {
-                    minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
-                })
-            }
-            _ => minijinja::escape_formatter(out, state, value),
-        });
+        let mut env = environment();
         for (page, text) in sources {
             env.add_template_owned(page.file_name(), text)
                 .map_err(|e| TemplateError::Syntax {

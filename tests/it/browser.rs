@@ -1,6 +1,8 @@
-//! The activation page in a real browser: headless Chromium driven over WebDriver
-//! (chromedriver) loads the app through the gateway, lands on the activation form,
-//! pastes a key, submits, and arrives on the application's login page.
+//! The gateway's pages in a real browser: headless Chromium driven over WebDriver
+//! (chromedriver). The activation page: load the app through the gateway, land on
+//! the activation form, paste a key, submit, arrive on the application's login page.
+//! The usage page: sign in with the admin token, open a tenant, read the numbers the
+//! test generated off the charts (a screenshot goes to `target/usage-page.png`).
 //!
 //! Needs `chromium` and `chromium-driver` (Debian packages); `make test` installs them.
 
@@ -138,6 +140,60 @@ impl Driver {
             .await;
         found[ELEMENT].as_str().unwrap().to_string()
     }
+
+    /// The rendered text of the element `css` selects.
+    async fn text(&self, css: &str) -> String {
+        let id = self.element(css).await;
+        self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Types `text` into the element `css` selects.
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    /// Clicks the element `css` selects.
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// Waits until the page's URL ends with `suffix`.
+    async fn until_url(&self, suffix: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.url().await.ends_with(suffix) {
+            assert!(
+                Instant::now() < deadline,
+                "not at {suffix}: {}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A PNG of the window.
+    async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,5 +254,179 @@ async fn a_browser_activates_a_license_and_lands_on_the_login_page() {
         browser.source().await.contains("Demo app"),
         "the app is reachable now"
     );
+    let _ = browser.call(reqwest::Method::DELETE, "", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_page_shows_in_a_browser_what_the_tenant_did() {
+    const TOKEN: &str = "usage-page-admin-token-0123456789";
+    let upstream = Upstream::start().await;
+    let setup = crate::common::setup::Setup::new();
+    let now = SystemClock.now();
+    let mut claims = test_claims("default", &["reports"], now, now + 20 * 86_400);
+    claims.iss = Some("Vendor".into());
+    claims.limits.requests_per_hour = Some(6);
+    setup.preinstall(&setup.sign(&claims), "default.jwt");
+    let token_file = setup.dir.path().join("admin.token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let config = setup.config("enforce", "").replace(
+        "[admin]\n",
+        &format!("[admin]\ntoken_file = \"{}\"\n", token_file.display()),
+    );
+    let gw = Gateway::start_with(&config, upstream.addr).await;
+    let mut statuses = Vec::new();
+    for path in [
+        "/api/reports/a",
+        "/api/reports/b",
+        "/api/reports/c",
+        "/api/reports/d",
+        "/api/sales/orders",
+        "/api/sales/orders",
+    ] {
+        statuses.push(http_get(gw.addr, path).await.unwrap().status);
+    }
+    for _ in 0..3 {
+        statuses.push(
+            http_get(gw.addr, "/api/manufacturing/plan")
+                .await
+                .unwrap()
+                .status,
+        );
+    }
+    for _ in 0..2 {
+        statuses.push(http_get(gw.addr, "/api/reports/e").await.unwrap().status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 200, 403, 403, 403, 429, 429]
+    );
+    // Once the ledger has it (written within a second or so).
+    let api = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let admin = |path: &str| format!("http://{}{path}", gw.admin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let usage: Value = api
+            .get(admin("/admin/v1/tenants/default/usage"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if usage["totals"]["allowed"] == 6
+            && usage["totals"]["refused"]["USAGE_LIMIT_EXCEEDED"] == 2
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ledger: {usage}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The page's headers: no script, nothing from elsewhere.
+    let overview = api
+        .get(admin("/admin/"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overview.status(), 200);
+    let csp = overview.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    assert!(!overview.text().await.unwrap().contains("<script"));
+    let signed = api
+        .post(admin("/admin/sign-in"))
+        .form(&[("token", TOKEN), ("next", "https://evil.example/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    assert_eq!(signed.headers()["location"], "/admin/");
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let wrong = api
+        .post(admin("/admin/sign-in"))
+        .form(&[("token", "not-the-token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+
+    let browser = Driver::start().await;
+    browser.goto(&admin("/admin/")).await;
+    assert!(browser
+        .source()
+        .await
+        .contains("Sign in with the gateway's admin token"));
+    browser.type_into("#token", TOKEN).await;
+    browser.click("button[type=submit]").await;
+    browser.until_url("/admin/").await;
+    let row = browser.text("#tenants tbody tr").await;
+    assert!(row.starts_with("default"), "{row}");
+    assert!(
+        row.contains("VALID") && row.contains("professional") && row.contains("19"),
+        "{row}"
+    );
+    assert!(row.contains("80 %"), "the hourly quota is used up: {row}");
+    browser.click("#tenants a").await;
+    browser.until_url("/admin/tenants/default").await;
+    // Today's bar: 11 requests, of which the reports feature's 6.
+    let total = browser
+        .text("#requests-chart g.bar[data-total='11'] text.total")
+        .await;
+    assert_eq!(total, "11");
+    let source = browser.source().await;
+    assert!(source.contains("reports: 6 requests"), "{source}");
+    let features = browser.text("#features").await;
+    assert!(features.contains("reports 4 2 2"), "{features}");
+    assert!(
+        features.contains("manufacturing_module 0 0 3"),
+        "{features}"
+    );
+    assert!(features.contains("other paths 2 0 0"), "{features}");
+    let quota = browser.text("#quota-chart").await;
+    assert!(
+        quota.contains("requests per hour") && quota.contains("6 of 6 (100 %)"),
+        "{quota}"
+    );
+    let refusals = browser.text("#refusals-chart").await;
+    assert!(
+        refusals.contains("FEATURE_NOT_LICENSED") && refusals.contains("3"),
+        "{refusals}"
+    );
+    assert!(refusals.contains("USAGE_LIMIT_EXCEEDED"), "{refusals}");
+    let advice = browser.text("#advice").await;
+    assert!(
+        advice.contains("100 % of the hourly limit was used")
+            && advice.contains("consider upgrading"),
+        "{advice}"
+    );
+    browser
+        .call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": 1100, "height": 1500})),
+        )
+        .await;
+    let png = browser.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"));
+    let out = repo_root().join("target/usage-page.png");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::write(&out, png).unwrap();
+    // Per hour, for today only.
+    browser
+        .goto(&admin("/admin/tenants/default?granularity=hour"))
+        .await;
+    let from = browser.text("#requests-chart").await;
+    assert!(from.contains("11"), "{from}");
     let _ = browser.call(reqwest::Method::DELETE, "", None).await;
 }
