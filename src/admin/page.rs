@@ -206,7 +206,7 @@ pub(super) async fn handle(
             .with_header("Location", "/admin/")
             .with_header(
                 "Set-Cookie",
-                &format!("{COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0"),
+                format!("{COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0"),
             ),
         Route::SignOut => method_not_allowed("POST"),
         _ if !readable => method_not_allowed("GET, HEAD"),
@@ -271,7 +271,7 @@ async fn sign_in(
         .with_header("Location", safe_next(&next))
         .with_header(
             "Set-Cookie",
-            &format!(
+            format!(
                 "{COOKIE}={}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}",
                 session_value(token, expires)
             ),
@@ -408,11 +408,7 @@ async fn quota_rows(
                 "{} of {} ({} %) · resets in {}",
                 r.used,
                 r.limit,
-                if r.limit == 0 {
-                    0
-                } else {
-                    r.used * 100 / r.limit
-                },
+                (r.used * 100).checked_div(r.limit).unwrap_or(0),
                 duration_text(r.reset_secs)
             );
             (label, r.used, r.limit, text)
