@@ -18,6 +18,7 @@ use crate::policy::path::{
     normalize, MethodOverride, PathOptions, PathParams, Target as PathTarget,
 };
 use crate::proxy::activation::parse_submission;
+use crate::usage::report::verify as verify_report;
 
 /// A fuzz target: arbitrary bytes in, a panic when something that must hold does not.
 pub type Target = fn(&[u8]);
@@ -28,6 +29,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("host", host),
     ("token", token),
     ("config", config),
+    ("usage_report", usage_report),
+    ("admin_session", admin_session),
     ("activation_form", activation_form),
     ("request_head", request_head),
 ];
@@ -202,4 +205,45 @@ pub fn request_head(data: &[u8]) {
         assert!(end >= 2 && end <= bytes.len());
         assert_eq!(bytes[end - 1], b'\n');
     }
+}
+
+/// An instance key made for the fuzz run (nothing the fuzzer writes is signed by it).
+static INSTANCE_KEY: LazyLock<crate::license::instance_key::InstancePublicKey> =
+    LazyLock::new(|| {
+        let pem = generate_ed25519().public_pem;
+        crate::license::instance_key::InstancePublicKey::from_pem(&pem).expect("generated key")
+    });
+
+/// Usage reports as the vendor receives them: never a panic, and never valid (the
+/// fuzzer cannot sign with the instance key), alone or after a "previous" report
+/// (the input split at its first byte).
+pub fn usage_report(data: &[u8]) {
+    assert!(
+        verify_report(data, &INSTANCE_KEY, None).is_err(),
+        "an unsigned report verified"
+    );
+    if let Some((&split, rest)) = data.split_first() {
+        let (file, previous) = rest.split_at(usize::from(split).min(rest.len()));
+        assert!(verify_report(file, &INSTANCE_KEY, Some(previous)).is_err());
+    }
+}
+
+/// The usage page's session cookie and its after-sign-in target: no cookie the
+/// fuzzer makes is a session, and sign-in only ever goes to a local `/admin/` path.
+pub fn admin_session(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let token = crate::config::AdminToken::new(b"fuzz-admin-token-0123456789");
+    assert!(!crate::admin::page::session_valid(
+        &token,
+        text,
+        1_800_000_000
+    ));
+    let next = crate::admin::page::safe_next(text);
+    assert!(
+        next.starts_with("/admin/") && !next.contains("//"),
+        "{next}"
+    );
+    let _ = crate::admin::page::percent_decode(text);
 }

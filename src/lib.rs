@@ -44,6 +44,7 @@ mod proxy;
 pub mod quota;
 mod reload;
 mod request_body;
+mod request_parts;
 mod response;
 mod server;
 pub mod sharded;

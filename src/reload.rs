@@ -310,7 +310,7 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
         _ => restart("[license]", true),
     }
     restart("quota", *quota != new.quota);
-    restart("usage.retention_days", *usage != new.usage);
+    restart("usage", *usage != new.usage);
     let LogConfig {
         format,
         level: _,

@@ -18,6 +18,7 @@ use crate::policy::tenant::is_tenant_name;
 use crate::proxy::activation::{status_json, MAX_ACTIVATION_BODY};
 use crate::reload::Trigger;
 use crate::request_body::{media_type, read_body, BodyError};
+use crate::request_parts::query_param;
 use crate::response::LocalResponse;
 use crate::tenants::{TenantEntry, Tenants};
 use crate::usage::advice::{advise, UNUSED_DAYS};
@@ -117,13 +118,6 @@ pub(super) async fn handle(
     }
 }
 
-fn query_param(session: &ServerSession, name: &str) -> Option<String> {
-    let query = session.req_header().uri.query()?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// A tenant as listed: identity, status, expiry, and what it is using now.
 fn tenant_entry(entry: &TenantEntry) -> serde_json::Value {
     let summary = &entry.license();
@@ -141,7 +135,7 @@ fn tenant_entry(entry: &TenantEntry) -> serde_json::Value {
 fn list_tenants(tenants: &Tenants, session: &ServerSession) -> LocalResponse {
     let table = tenants.load_full();
     let number = |name: &str| -> Result<Option<usize>, LocalResponse> {
-        match query_param(session, name) {
+        match query_param(session.req_header(), name) {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
                 problem(
@@ -156,7 +150,7 @@ fn list_tenants(tenants: &Tenants, session: &ServerSession) -> LocalResponse {
         (Ok(o), Ok(l)) => (o.unwrap_or(0), l.unwrap_or(usize::MAX)),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    let status = query_param(session, "status").map(|s| s.to_ascii_uppercase());
+    let status = query_param(session.req_header(), "status").map(|s| s.to_ascii_uppercase());
     let mut tenants: Vec<&TenantEntry> = table
         .entries()
         .map(|t| &**t)
@@ -258,19 +252,20 @@ async fn tenant_usage(
     };
     let today = crate::quota::clock::now().div_euclid(crate::usage::ledger::DAY);
     let range = match DayRange::parse(
-        query_param(session, "from").as_deref(),
-        query_param(session, "to").as_deref(),
+        query_param(session.req_header(), "from").as_deref(),
+        query_param(session.req_header(), "to").as_deref(),
         today,
     ) {
         Ok(range) => range,
         Err(e) => return bad(&e),
     };
-    let granularity = match query_param(session, "granularity").map(|g| g.parse::<Granularity>()) {
-        None => Granularity::Day,
-        Some(Ok(g)) => g,
-        Some(Err(e)) => return bad(&e),
-    };
-    let feature = query_param(session, "feature").filter(|f| !f.is_empty());
+    let granularity =
+        match query_param(session.req_header(), "granularity").map(|g| g.parse::<Granularity>()) {
+            None => Granularity::Day,
+            Some(Ok(g)) => g,
+            Some(Err(e)) => return bad(&e),
+        };
+    let feature = query_param(session.req_header(), "feature").filter(|f| !f.is_empty());
     let store_dir = manager.store().dir().to_path_buf();
     let answer = tokio::task::spawn_blocking(move || {
         let db = Database::open_read_only(&store_dir)?;

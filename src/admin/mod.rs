@@ -6,7 +6,7 @@
 
 mod api;
 mod charts;
-mod page;
+pub(crate) mod page;
 
 use std::sync::Arc;
 use std::time::Duration;

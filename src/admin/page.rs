@@ -25,6 +25,7 @@ use crate::license::clock::Clock as _;
 use crate::license::TenantSummary;
 use crate::quota::window::duration_text;
 use crate::request_body::read_body;
+use crate::request_parts::query_param;
 use crate::response::LocalResponse;
 use crate::usage::advice::{advise, Advice};
 use crate::usage::ledger::DAY;
@@ -120,7 +121,7 @@ fn session_value(token: &AdminToken, expires: i64) -> String {
 }
 
 /// Whether `value` is a session cookie of `token` still valid at `now`.
-fn session_valid(token: &AdminToken, value: &str, now: i64) -> bool {
+pub(crate) fn session_valid(token: &AdminToken, value: &str, now: i64) -> bool {
     let Some((expires, hex)) = value.split_once('.') else {
         return false;
     };
@@ -140,28 +141,14 @@ fn session_valid(token: &AdminToken, value: &str, now: i64) -> bool {
     hmac::verify(&key, expires.as_bytes(), &tag).is_ok()
 }
 
-/// The session cookie's value in the request, if any.
-fn session_cookie(session: &ServerSession) -> Option<String> {
-    session
-        .req_header()
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
-}
-
 /// Whether the request carries a valid session cookie of `token`.
 pub(super) fn signed_in(session: &ServerSession, token: &AdminToken) -> bool {
-    session_cookie(session)
-        .is_some_and(|value| session_valid(token, &value, crate::license::clock::SystemClock.now()))
+    crate::request_parts::cookie(session.req_header(), COOKIE)
+        .is_some_and(|value| session_valid(token, value, crate::license::clock::SystemClock.now()))
 }
 
 /// Where to go after signing in: an `/admin/` path of this listener, else `/admin/`.
-fn safe_next(next: &str) -> &str {
+pub(crate) fn safe_next(next: &str) -> &str {
     let plain = next.starts_with("/admin/")
         && !next.contains("//")
         && !next.contains('\\')
@@ -278,13 +265,6 @@ async fn sign_in(
         )
 }
 
-fn query_param(session: &ServerSession, name: &str) -> Option<String> {
-    let query = session.req_header().uri.query()?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// A tenant name as a path segment (percent-encoded).
 fn path_segment(tenant: &str) -> String {
     form_urlencoded::byte_serialize(tenant.as_bytes())
@@ -313,7 +293,7 @@ fn days_to_expiry(license: &TenantSummary, now: i64) -> String {
 
 fn overview(admin: &AdminApp, session: &ServerSession) -> LocalResponse {
     let app = &admin.app;
-    let q = query_param(session, "q").unwrap_or_default();
+    let q = query_param(session.req_header(), "q").unwrap_or_default();
     let table = app.tenants.load_full();
     let mut entries: Vec<_> = table
         .entries()
@@ -446,13 +426,14 @@ async fn tenant_page(admin: &AdminApp, session: &ServerSession, segment: &str) -
             ),
         )
     };
-    let granularity = match query_param(session, "granularity").map(|g| g.parse::<Granularity>()) {
-        None => Granularity::Day,
-        Some(Ok(g)) => g,
-        Some(Err(e)) => return bad(e),
-    };
-    let from = query_param(session, "from").filter(|s| !s.is_empty());
-    let to = query_param(session, "to").filter(|s| !s.is_empty());
+    let granularity =
+        match query_param(session.req_header(), "granularity").map(|g| g.parse::<Granularity>()) {
+            None => Granularity::Day,
+            Some(Ok(g)) => g,
+            Some(Err(e)) => return bad(e),
+        };
+    let from = query_param(session.req_header(), "from").filter(|s| !s.is_empty());
+    let to = query_param(session.req_header(), "to").filter(|s| !s.is_empty());
     let range = match DayRange::parse(from.as_deref(), to.as_deref(), today) {
         // Hours are shown for one day unless a range is asked for.
         Ok(r) if from.is_none() && granularity == Granularity::Hour => DayRange {
@@ -547,7 +528,7 @@ async fn tenant_page(admin: &AdminApp, session: &ServerSession, segment: &str) -
 }
 
 /// `segment` percent-decoded, when it is UTF-8.
-pub(super) fn percent_decode(segment: &str) -> Option<String> {
+pub(crate) fn percent_decode(segment: &str) -> Option<String> {
     let input = segment.as_bytes();
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;

@@ -158,7 +158,7 @@ impl App {
             _ => None,
         };
         let usage = match &licenses {
-            Some(manager) => Some(
+            Some(manager) if config.usage.enabled => Some(
                 UsageRecorder::start(
                     manager.store().dir(),
                     RecorderSettings {
@@ -168,7 +168,7 @@ impl App {
                 )
                 .map_err(|e| std::io::Error::other(format!("usage ledger: {e}")))?,
             ),
-            None => None,
+            _ => None,
         };
         let instance_key = match &config.license {
             Some(license) => Some(Arc::new(

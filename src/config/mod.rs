@@ -69,6 +69,9 @@ pub struct Config {
 /// `[usage]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageConfig {
+    /// Whether the ledger counts requests (`usage.enabled`, default true; it needs a
+    /// `[license]` store).
+    pub enabled: bool,
     /// Days of ledger rows kept (`usage.retention_days`, 1–3660, default 400).
     pub retention_days: u32,
 }
@@ -76,7 +79,8 @@ pub struct UsageConfig {
 impl Default for UsageConfig {
     fn default() -> Self {
         UsageConfig {
-            retention_days: crate::usage::DEFAULT_RETENTION_DAYS,
+            enabled: true,
+            retention_days: 400,
         }
     }
 }

@@ -175,6 +175,7 @@ pub struct RawQuota {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table [usage]")]
 pub struct RawUsage {
+    pub enabled: Option<bool>,
     pub retention_days: Option<Spanned<i64>>,
 }
 

@@ -810,8 +810,15 @@ fn validate_pages(raw: RawPages, base_dir: &Path, diags: &mut Vec<Diagnostic>) -
 }
 
 fn validate_usage(raw: RawUsage, diags: &mut Vec<Diagnostic>) -> UsageConfig {
-    let mut usage = UsageConfig::default();
-    if let Some(days) = raw.retention_days {
+    let RawUsage {
+        enabled,
+        retention_days,
+    } = raw;
+    let mut usage = UsageConfig {
+        enabled: enabled.unwrap_or(true),
+        ..UsageConfig::default()
+    };
+    if let Some(days) = retention_days {
         match u32::try_from(*days.get_ref()) {
             Ok(n) if (1..=3660).contains(&n) => usage.retention_days = n,
             _ => diags.push(Diagnostic::at(

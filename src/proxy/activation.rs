@@ -18,6 +18,7 @@ use crate::metrics::ActivationResult;
 use crate::pages::{escape, Page};
 use crate::policy::is_local_path;
 use crate::request_body::{media_type, read_body, BodyError};
+use crate::request_parts::query_param;
 use crate::response::LocalResponse;
 
 /// Largest activation request body read (a license is at most 64 KiB).
@@ -40,7 +41,7 @@ pub(crate) async fn handle(
         .as_ref()
         .zip(tenant)
         .and_then(|(snapshot, t)| snapshot.tenant(t));
-    let next = query_param(session, "next")
+    let next = query_param(session.req_header(), "next")
         .filter(|n| is_local_path(n) && !n.starts_with("/_licgate"))
         .unwrap_or_else(|| "/".to_string());
     match path.trim_end_matches('/') {
@@ -367,26 +368,11 @@ async fn install(app: &App, tenant: Option<&str>, key: String) -> Result<TenantS
     outcome.unwrap_or_else(|_| Err("the installation failed unexpectedly".into()))
 }
 
-fn query_param(session: &Session, name: &str) -> Option<String> {
-    let query = session.req_header().uri.query()?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// The CSRF cookie's value, when present and well-formed.
 fn csrf_cookie(session: &Session) -> Option<String> {
-    session
-        .req_header()
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == CSRF_COOKIE)
-        .map(|(_, v)| v.to_string())
+    crate::request_parts::cookie(session.req_header(), CSRF_COOKIE)
         .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
 }
 
 /// The form token that goes with the cookie's `nonce`: hex HMAC-SHA256 of it under

@@ -222,3 +222,79 @@ impl LedgerWriter {
 fn db_int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::database::Database;
+    use crate::usage::query::{read, Granularity, UsageQuery};
+
+    fn row(
+        tenant: &str,
+        feature: &str,
+        hour: i64,
+        allowed: u64,
+        refused: &[(&'static str, u64)],
+    ) -> HourRow {
+        HourRow {
+            tenant: Arc::from(tenant),
+            feature: Arc::from(feature),
+            hour,
+            counts: HourCounts {
+                allowed,
+                limited: refused.iter().map(|(_, n)| n).sum(),
+                peak: allowed.min(5),
+                refused: refused.to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn writes_add_up_and_old_hours_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = LedgerWriter::open(dir.path()).unwrap();
+        let today = 20_000 * (DAY / HOUR);
+        w.save(
+            &[
+                row("acme", "reports", today, 3, &[("USAGE_LIMIT_EXCEEDED", 1)]),
+                row("acme", "-", today - 500 * 24, 7, &[]),
+            ],
+            &[LicensesSeen {
+                tenant: Arc::from("acme"),
+                day: 20_000,
+                license_ids: "lic-1".into(),
+            }],
+        )
+        .unwrap();
+        w.save(
+            &[row(
+                "acme",
+                "reports",
+                today,
+                2,
+                &[("USAGE_LIMIT_EXCEEDED", 2)],
+            )],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(w.prune(today - 400 * 24).unwrap(), 1);
+        let db = Database::open_read_only(dir.path()).unwrap();
+        let rows = read(
+            &db,
+            &UsageQuery {
+                tenant: Some("acme"),
+                feature: None,
+                from_day: 19_000,
+                to_day: 20_001,
+                granularity: Granularity::Month,
+            },
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let t = &rows[0].tally;
+        assert_eq!((t.allowed, t.limited, t.peak_concurrency), (5, 3, 3));
+        assert_eq!(t.refused["USAGE_LIMIT_EXCEEDED"], 3);
+        let seen = crate::usage::query::licenses(&db, 20_000, 20_000).unwrap();
+        assert!(seen["acme"].contains("lic-1"));
+    }
+}

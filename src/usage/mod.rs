@@ -22,6 +22,3 @@ pub mod series;
 pub use ledger::{Tally, NO_FEATURE};
 pub use query::{Granularity, UsageQuery, UsageRecord};
 pub use recorder::{RecorderSettings, UsageEvent, UsageRecorder};
-
-/// Days of usage kept by default (`usage.retention_days`).
-pub const DEFAULT_RETENTION_DAYS: u32 = 400;

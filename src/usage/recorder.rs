@@ -125,6 +125,11 @@ impl UsageRecorder {
         }
     }
 
+    /// Events queued and not yet taken by the recorder thread.
+    pub fn queued(&self) -> usize {
+        self.shared.queue.len()
+    }
+
     fn wake(&self) {
         if let Some(thread) = self.shared.thread.get() {
             thread.unpark();
@@ -152,9 +157,9 @@ impl Drop for UsageRecorder {
 struct Recorder {
     writer: LedgerWriter,
     settings: RecorderSettings,
-    sums: HashMap<(Arc<str>, Arc<str>, i64), HourCounts>,
+    sums: HashMap<(Arc<str>, Arc<str>, i64), HourCounts, Hasher>,
     /// The licenses each tenant was last recorded with (and on which day).
-    licenses: HashMap<Arc<str>, (i64, String)>,
+    licenses: HashMap<Arc<str>, (i64, String), Hasher>,
     licenses_new: Vec<LicensesSeen>,
     unknown: Arc<str>,
     no_feature: Arc<str>,
@@ -167,8 +172,8 @@ impl Recorder {
         Recorder {
             writer,
             settings,
-            sums: HashMap::new(),
-            licenses: HashMap::new(),
+            sums: HashMap::default(),
+            licenses: HashMap::default(),
             licenses_new: Vec::new(),
             unknown: Arc::from(UNKNOWN_TENANT),
             no_feature: Arc::from(NO_FEATURE),
@@ -312,6 +317,9 @@ impl Recorder {
         }
     }
 }
+
+/// The sums' hasher (keys are tenant and feature names the gateway knows).
+type Hasher = foldhash::fast::RandomState;
 
 /// Rows the recorder's buffers keep room for between writes.
 const ROWS_KEPT: usize = 4_096;
