@@ -8,6 +8,7 @@
 //! than the retention are dropped once an hour.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -158,8 +159,9 @@ struct Recorder {
     writer: LedgerWriter,
     settings: RecorderSettings,
     sums: HashMap<(Arc<str>, Arc<str>, i64), HourCounts, Hasher>,
-    /// The licenses each tenant was last recorded with (and on which day).
-    licenses: HashMap<Arc<str>, (i64, String), Hasher>,
+    /// The day each tenant's licenses were last recorded, and a digest of their ids.
+    licenses: HashMap<Arc<str>, (i64, u64), Hasher>,
+    ids_hasher: Hasher,
     licenses_new: Vec<LicensesSeen>,
     unknown: Arc<str>,
     no_feature: Arc<str>,
@@ -174,6 +176,7 @@ impl Recorder {
             settings,
             sums: HashMap::default(),
             licenses: HashMap::default(),
+            ids_hasher: Hasher::default(),
             licenses_new: Vec::new(),
             unknown: Arc::from(UNKNOWN_TENANT),
             no_feature: Arc::from(NO_FEATURE),
@@ -224,19 +227,15 @@ impl Recorder {
             Some(entry) => {
                 let license = entry.license();
                 let day = now.div_euclid(DAY);
-                let fresh = match self.licenses.get(&license.tenant) {
-                    Some((d, ids)) => *d != day || !same_ids(ids, &license.license_ids),
-                    None => true,
-                };
-                if fresh {
-                    let ids = license.license_ids.join(",");
+                let digest = self.ids_hasher.hash_one(&license.license_ids);
+                if self.licenses.get(&license.tenant) != Some(&(day, digest)) {
                     self.licenses_new.push(LicensesSeen {
                         tenant: Arc::clone(&license.tenant),
                         day,
-                        license_ids: ids.clone(),
+                        license_ids: license.license_ids.join(","),
                     });
                     self.licenses
-                        .insert(Arc::clone(&license.tenant), (day, ids));
+                        .insert(Arc::clone(&license.tenant), (day, digest));
                 }
                 Arc::clone(&license.tenant)
             }
@@ -323,23 +322,3 @@ type Hasher = foldhash::fast::RandomState;
 
 /// Rows the recorder's buffers keep room for between writes.
 const ROWS_KEPT: usize = 4_096;
-
-/// Whether the comma-joined `joined` lists exactly `ids`.
-fn same_ids(joined: &str, ids: &[String]) -> bool {
-    let mut parts = joined.split(',').filter(|s| !s.is_empty());
-    ids.iter().all(|id| parts.next() == Some(id.as_str())) && parts.next().is_none()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn license_id_lists_compare_without_joining() {
-        let ids = vec!["a".to_string(), "b".to_string()];
-        assert!(same_ids("a,b", &ids));
-        assert!(!same_ids("a", &ids));
-        assert!(!same_ids("a,b,c", &ids));
-        assert!(same_ids("", &[]));
-    }
-}
