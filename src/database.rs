@@ -131,9 +131,9 @@ impl Database {
         self.connection
             .busy_timeout(Duration::from_secs(5))
             .map_err(|e| self.sqlite(e))?;
-        // A small page cache: writers touch each row once a second at most.
+        // A small page cache (1 MiB): writers touch each row once a second at most.
         self.connection
-            .pragma_update(None, "cache_size", -2048)
+            .pragma_update(None, "cache_size", -1024)
             .map_err(|e| self.sqlite(e))
     }
 

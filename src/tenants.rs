@@ -4,6 +4,7 @@
 //! concurrency slots are carried from one table to the next while the tenant stays
 //! licensed. Requests read the table with one lock-free load and allocate nothing.
 
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -27,6 +28,9 @@ pub struct TenantEntry {
     pub quota: TenantQuota,
     /// This tenant's request counters.
     pub counters: Arc<TenantCounters>,
+    /// The last day (days since 1970-01-01, UTC) the usage ledger recorded the
+    /// licenses of this entry in force (0: not yet; a new license makes a new entry).
+    pub ledger_day: AtomicU32,
 }
 
 impl TenantEntry {
@@ -57,6 +61,7 @@ impl TenantEntry {
             warning_header: license.warnings.first().map(|w| Box::new(header_value(w))),
             quota: TenantQuota::with_cache(license, slots, rules),
             counters,
+            ledger_day: AtomicU32::new(0),
         }
     }
 

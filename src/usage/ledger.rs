@@ -101,8 +101,8 @@ pub struct LedgerWriter {
     keys: HashMap<(Arc<str>, Arc<str>), i64>,
 }
 
-/// Keys remembered at most (more are looked up again).
-const KEYS_KEPT: usize = 200_000;
+/// Key ids remembered at most (then forgotten and looked up again): about 1 MB.
+const KEYS_KEPT: usize = 16_384;
 
 impl LedgerWriter {
     /// Opens the ledger of the store at `store_dir` for writing.
@@ -124,7 +124,7 @@ impl LedgerWriter {
         rows: &[HourRow],
         licenses: &[LicensesSeen],
     ) -> Result<(), DatabaseError> {
-        if self.keys.len() > KEYS_KEPT {
+        if self.keys.len() >= KEYS_KEPT {
             self.keys.clear();
         }
         let path = self.db.path().to_path_buf();
@@ -197,8 +197,10 @@ impl LedgerWriter {
             }
         }
         tx.commit().map_err(sqlite)?;
-        // Only ids of a committed transaction are remembered.
-        self.keys.extend(new_keys);
+        // Only ids of a committed transaction are remembered, and no more than
+        // KEYS_KEPT of them.
+        let room = KEYS_KEPT.saturating_sub(self.keys.len());
+        self.keys.extend(new_keys.into_iter().take(room));
         Ok(())
     }
 

@@ -8,7 +8,6 @@
 //! than the retention are dropped once an hour.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -159,9 +158,6 @@ struct Recorder {
     writer: LedgerWriter,
     settings: RecorderSettings,
     sums: HashMap<(Arc<str>, Arc<str>, i64), HourCounts, Hasher>,
-    /// The day each tenant's licenses were last recorded, and a digest of their ids.
-    licenses: HashMap<Arc<str>, (i64, u64), Hasher>,
-    ids_hasher: Hasher,
     licenses_new: Vec<LicensesSeen>,
     unknown: Arc<str>,
     no_feature: Arc<str>,
@@ -175,8 +171,6 @@ impl Recorder {
             writer,
             settings,
             sums: HashMap::default(),
-            licenses: HashMap::default(),
-            ids_hasher: Hasher::default(),
             licenses_new: Vec::new(),
             unknown: Arc::from(UNKNOWN_TENANT),
             no_feature: Arc::from(NO_FEATURE),
@@ -197,7 +191,7 @@ impl Recorder {
                 taken += 1;
             }
             if stopping || last_write.elapsed() >= self.settings.interval {
-                self.write(now, stopping);
+                self.write(stopping);
                 last_write = Instant::now();
             }
             if stopping {
@@ -227,15 +221,14 @@ impl Recorder {
             Some(entry) => {
                 let license = entry.license();
                 let day = now.div_euclid(DAY);
-                let digest = self.ids_hasher.hash_one(&license.license_ids);
-                if self.licenses.get(&license.tenant) != Some(&(day, digest)) {
+                // Once a day per entry (a new license makes a new entry).
+                let today = u32::try_from(day).unwrap_or(0);
+                if entry.ledger_day.swap(today, Ordering::Relaxed) != today {
                     self.licenses_new.push(LicensesSeen {
                         tenant: Arc::clone(&license.tenant),
                         day,
                         license_ids: license.license_ids.join(","),
                     });
-                    self.licenses
-                        .insert(Arc::clone(&license.tenant), (day, digest));
                 }
                 Arc::clone(&license.tenant)
             }
@@ -258,7 +251,7 @@ impl Recorder {
     }
 
     /// Writes the sums; they are dropped once written, kept for the next try if not.
-    fn write(&mut self, now: i64, last: bool) {
+    fn write(&mut self, last: bool) {
         if self.sums.is_empty() && self.licenses_new.is_empty() {
             return;
         }
@@ -282,12 +275,7 @@ impl Recorder {
                 }
                 self.rows.clear();
                 self.rows.shrink_to(ROWS_KEPT);
-                // A tenant not seen for a day is forgotten (its next request records
-                // its licenses again).
-                let today = now.div_euclid(DAY);
-                if self.licenses.len() > ROWS_KEPT {
-                    self.licenses.retain(|_, (day, _)| *day == today);
-                }
+                self.licenses_new.shrink_to(ROWS_KEPT);
             }
             Err(e) => {
                 if last || self.errors.permit().is_some() {
