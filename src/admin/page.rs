@@ -421,8 +421,9 @@ async fn tenant_page(admin: &AdminApp, session: &ServerSession, segment: &str) -
         page(
             StatusCode::BAD_REQUEST,
             format!(
-                "<!doctype html><title>Bad request</title><link rel=\"stylesheet\" href=\"/admin/assets/admin.css\"><main><section><h1>Bad request</h1><p class=\"error\">{}</p><p><a href=\"/admin/tenants/{segment}\">Back</a></p></section></main>",
-                crate::pages::escape(&detail)
+                "<!doctype html><title>Bad request</title><link rel=\"stylesheet\" href=\"/admin/assets/admin.css\"><main><section><h1>Bad request</h1><p class=\"error\">{}</p><p><a href=\"/admin/tenants/{}\">Back</a></p></section></main>",
+                crate::pages::escape(&detail),
+                crate::pages::escape(segment)
             ),
         )
     };
@@ -534,8 +535,11 @@ pub(crate) fn percent_decode(segment: &str) -> Option<String> {
     let mut i = 0;
     while i < input.len() {
         if input[i] == b'%' {
-            let hex = std::str::from_utf8(input.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = input.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(input[i]);
@@ -598,5 +602,6 @@ mod tests {
         assert_eq!(route("/admin/v1/tenants"), None);
         assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
         assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%+1"), None);
     }
 }
