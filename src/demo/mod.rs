@@ -191,6 +191,8 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
     println!("  curl -s http://{admin}/readyz");
     println!("  curl -s http://{admin}/metrics | grep '^licgate_'      # Prometheus metrics");
     println!("  curl -s -H 'Authorization: Bearer {token}' http://{admin}/admin/v1/tenants/default   # admin API: license and live usage");
+    println!("  open http://{admin}/admin/ in a browser, sign in with the admin token   # the usage page: requests by feature, quotas, advice");
+    println!("  curl -s -H 'Authorization: Bearer {token}' http://{admin}/admin/v1/tenants/default/usage   # the usage ledger, per day");
     println!(
         "  (the admin token is in {}; edit {} and it reloads by itself)",
         dir.join("admin.token").display(),
