@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("usage_report", usage_report),
     ("admin_session", admin_session),
+    ("odoo_rpc", odoo_rpc),
     ("activation_form", activation_form),
     ("request_head", request_head),
 ];
@@ -246,4 +247,20 @@ pub fn admin_session(data: &[u8]) {
         "{next}"
     );
     let _ = crate::admin::page::percent_decode(text);
+}
+
+/// Odoo RPC bodies: never a panic, and whatever model the strict reader finds is the
+/// one a lenient reader (serde_json's `Value`, which keeps one of duplicate keys)
+/// finds too: no body is read two ways.
+pub fn odoo_rpc(data: &[u8]) {
+    let lenient = serde_json::from_slice::<serde_json::Value>(data).ok();
+    if let Ok(call) = crate::policy::rpc::dataset_call(data) {
+        let v = lenient.as_ref().expect("strict JSON is JSON");
+        assert_eq!(v["params"]["model"].as_str(), Some(call.model.as_str()));
+    }
+    if let Ok(Some(call)) = crate::policy::rpc::jsonrpc_call(data) {
+        let v = lenient.as_ref().expect("strict JSON is JSON");
+        assert_eq!(v["params"]["args"][3].as_str(), Some(call.model.as_str()));
+        assert_eq!(v["params"]["args"][4].as_str(), Some(call.method.as_str()));
+    }
 }

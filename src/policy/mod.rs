@@ -1,11 +1,14 @@
 //! Request policy: path normalization (and, with app, the feature map,
-//! tenant resolution and the decision function).
+//! tenant resolution and the decision function); Odoo model patterns (`model`) and
+//! the strict reading of RPC bodies (`rpc`), not yet wired into the request path.
 
 pub mod decide;
 pub(crate) mod method;
+pub mod model;
 pub mod outcome;
 pub mod path;
 pub(crate) mod prefix;
+pub mod rpc;
 pub(crate) mod tenant;
 
 /// Whether `target` is safe as a redirect target: a path on this origin (`/x`), never
