@@ -105,73 +105,34 @@ pub struct UsageRecord {
 
 /// The rows of `query`, summed per tenant, feature and period, in that order.
 pub fn read(db: &Database, query: &UsageQuery<'_>) -> Result<Vec<UsageRecord>, DatabaseError> {
-    let from_hour = query.from_day * (DAY / HOUR);
-    let to_hour = (query.to_day + 1) * (DAY / HOUR);
     let mut sums: BTreeMap<(String, String, i64), Tally> = BTreeMap::new();
-    let filter = match query.tenant {
-        Some(_) => "k.tenant = ?3 AND (?4 IS NULL OR k.feature = ?4)",
-        None => "(?3 IS NULL) AND (?4 IS NULL OR k.feature = ?4)",
-    };
     let period = |hour: i64| query.granularity.period_start(hour * HOUR);
-    {
-        let mut hours = db
-            .connection
-            .prepare(&format!(
-                "SELECT k.tenant, k.feature, h.hour, h.allowed, h.limited, h.peak
-                 FROM usage_keys k JOIN usage_hours h ON h.key = k.id
-                 WHERE {filter} AND h.hour >= ?1 AND h.hour < ?2"
-            ))
-            .map_err(|e| db.sqlite(e))?;
-        let rows = hours
-            .query_map(
-                params![from_hour, to_hour, query.tenant, query.feature],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)?,
-                    ))
-                },
-            )
-            .map_err(|e| db.sqlite(e))?;
-        for row in rows {
-            let (tenant, feature, hour, allowed, limited, peak) = row.map_err(|e| db.sqlite(e))?;
-            let tally = sums.entry((tenant, feature, period(hour))).or_default();
-            tally.allowed += allowed.unsigned_abs();
-            tally.limited += limited.unsigned_abs();
-            tally.peak_concurrency = tally.peak_concurrency.max(peak.unsigned_abs());
-        }
-    }
-    let mut refusals = db
-        .connection
-        .prepare(&format!(
-            "SELECT k.tenant, k.feature, r.hour, r.code, r.count
-             FROM usage_keys k JOIN usage_refusals r ON r.key = k.id
-             WHERE {filter} AND r.hour >= ?1 AND r.hour < ?2"
-        ))
-        .map_err(|e| db.sqlite(e))?;
-    let rows = refusals
-        .query_map(
-            params![from_hour, to_hour, query.tenant, query.feature],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            },
-        )
-        .map_err(|e| db.sqlite(e))?;
-    for row in rows {
-        let (tenant, feature, hour, code, count) = row.map_err(|e| db.sqlite(e))?;
-        let tally = sums.entry((tenant, feature, period(hour))).or_default();
-        *tally.refused.entry(code).or_default() += count.unsigned_abs();
-    }
+    each_row(
+        db,
+        query,
+        "x.allowed, x.limited, x.peak",
+        "usage_hours",
+        |key, hour, r| {
+            let tally = sums.entry((key.0, key.1, period(hour))).or_default();
+            tally.allowed += r.get::<_, i64>(3)?.unsigned_abs();
+            tally.limited += r.get::<_, i64>(4)?.unsigned_abs();
+            let peak = r.get::<_, i64>(5)?.unsigned_abs();
+            tally.peak_concurrency = tally.peak_concurrency.max(peak);
+            Ok(())
+        },
+    )?;
+    each_row(
+        db,
+        query,
+        "x.code, x.count",
+        "usage_refusals",
+        |key, hour, r| {
+            let tally = sums.entry((key.0, key.1, period(hour))).or_default();
+            let count = r.get::<_, i64>(4)?.unsigned_abs();
+            *tally.refused.entry(r.get::<_, String>(3)?).or_default() += count;
+            Ok(())
+        },
+    )?;
     Ok(sums
         .into_iter()
         .map(|((tenant, feature, period), tally)| UsageRecord {
@@ -181,6 +142,42 @@ pub fn read(db: &Database, query: &UsageQuery<'_>) -> Result<Vec<UsageRecord>, D
             tally,
         })
         .collect())
+}
+
+/// Calls `add` with (tenant, feature), the hour and the row, for every row of
+/// `table` (`usage_hours`, `usage_refusals`) that `query` selects; the row's columns
+/// 3 and on are `columns` (of `x`, the table).
+fn each_row(
+    db: &Database,
+    query: &UsageQuery<'_>,
+    columns: &str,
+    table: &str,
+    mut add: impl FnMut((String, String), i64, &rusqlite::Row<'_>) -> rusqlite::Result<()>,
+) -> Result<(), DatabaseError> {
+    let filter = match query.tenant {
+        Some(_) => "k.tenant = ?3 AND (?4 IS NULL OR k.feature = ?4)",
+        None => "(?3 IS NULL) AND (?4 IS NULL OR k.feature = ?4)",
+    };
+    let mut statement = db
+        .connection
+        .prepare(&format!(
+            "SELECT k.tenant, k.feature, x.hour, {columns}
+             FROM usage_keys k JOIN {table} x ON x.key = k.id
+             WHERE {filter} AND x.hour >= ?1 AND x.hour < ?2"
+        ))
+        .map_err(|e| db.sqlite(e))?;
+    let from_hour = query.from_day * (DAY / HOUR);
+    let to_hour = (query.to_day + 1) * (DAY / HOUR);
+    let mut rows = statement
+        .query(params![from_hour, to_hour, query.tenant, query.feature])
+        .map_err(|e| db.sqlite(e))?;
+    while let Some(r) = rows.next().map_err(|e| db.sqlite(e))? {
+        let tenant = r.get(0).map_err(|e| db.sqlite(e))?;
+        let feature = r.get(1).map_err(|e| db.sqlite(e))?;
+        let hour = r.get(2).map_err(|e| db.sqlite(e))?;
+        add((tenant, feature), hour, r).map_err(|e| db.sqlite(e))?;
+    }
+    Ok(())
 }
 
 /// The license ids seen in force per tenant on days `from_day..=to_day`.

@@ -84,11 +84,10 @@ async fn admin_json(gw: &Gateway, path: &str) -> (u16, serde_json::Value) {
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
 
-fn config_file(setup: &Setup, gw: &Gateway) -> String {
-    // The gateway's own config file (written by the harness).
+/// The gateway's own configuration file (written by the harness).
+fn config_file(gw: &Gateway) -> String {
     let path = gw.dir().join("licgate.toml");
     assert!(path.exists(), "{}", path.display());
-    let _ = setup;
     path.to_string_lossy().into_owned()
 }
 
@@ -265,7 +264,7 @@ async fn the_ledger_counts_what_was_decided_and_survives_sigterm() {
     );
 
     // The CLI reads the same database while the gateway runs.
-    let config = config_file(&setup, &gw);
+    let config = config_file(&gw);
     let report = report_json(&config, &day, &day, &[]);
     assert_eq!(
         row_total(&report, "default", "reports", "allowed"),
@@ -386,7 +385,7 @@ async fn signed_usage_reports_chain_and_refuse_tampering_and_replays() {
     let (upstream, _seen) = recording_upstream().await;
     let setup = Setup::new();
     let mut gw = Gateway::start_with(&usage_config(&setup, 1_000, ""), upstream).await;
-    let config = config_file(&setup, &gw);
+    let config = config_file(&gw);
     // Two days ago and yesterday, as the gateway's clock sees them.
     let now = SystemClock.now();
     let two_days_ago = now - 2 * DAY;
