@@ -595,6 +595,9 @@ pub struct Session {
     /// Upstream response body bytes received (payload only). Set by proxy layer.
     /// TODO: move this into an upstream session digest for future fields.
     upstream_body_bytes_received: usize,
+    /// A request body the proxy logic read whole before going upstream, sent upstream
+    /// in place of the downstream's (licgate patch, see PATCHED.md).
+    replayed_request_body: Option<Bytes>,
     /// Request body bytes written to the upstream (payload only). Set by proxy layer.
     ///
     /// `None` when the proxy layer does not track it (HTTP/2 and custom upstreams), which is
@@ -630,6 +633,7 @@ impl Session {
             #[cfg(feature = "upstream_modules")]
             upstream_modules_ctx: upstream_modules.build_ctx(),
             upstream_body_bytes_received: 0,
+            replayed_request_body: None,
             upstream_body_bytes_sent: None,
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
@@ -928,6 +932,22 @@ impl Session {
             downstream: self.downstream_session.is_upgrade_req(),
             upstream: self.h1_upgrade_request_status.upstream,
         }
+    }
+
+    /// Sends `body` upstream as the whole request body, in place of reading it from the
+    /// downstream (licgate patch): for a body the proxy logic already read to the end
+    /// (`read_request_body` until `None`) in `request_filter`, whatever its size. The
+    /// body goes through `request_body_filter` like any other, as one chunk, and is
+    /// sent again when the request is retried.
+    pub fn set_replayed_request_body(&mut self, body: Bytes) {
+        self.replayed_request_body = Some(body);
+    }
+
+    /// The body set by [`Session::set_replayed_request_body`], else the retry buffer.
+    pub(crate) fn body_to_replay(&self) -> Option<Bytes> {
+        self.replayed_request_body
+            .clone()
+            .or_else(|| self.downstream_session.get_retry_buffer())
     }
 
     /// Get the total upstream response body bytes received (payload only) recorded by the proxy layer.

@@ -527,7 +527,7 @@ where
         let mut downstream_state = DownstreamStateMachine::new(session.as_mut().is_body_done());
 
         // retry, send buffer if it exists
-        if let Some(buffer) = session.as_mut().get_retry_buffer() {
+        if let Some(buffer) = session.body_to_replay() {
             self.send_body_to2(
                 session,
                 Some(buffer),
