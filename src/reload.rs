@@ -207,6 +207,8 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
         paths: _,
         public_paths: _,
         features: _,
+        model_rules: _,
+        odoo: _,
         pages: _,
         quota,
         per_client_share,

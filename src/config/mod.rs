@@ -29,6 +29,7 @@ use crate::license::manager::LicenseSettings;
 use crate::license::store::{Store, StoreError};
 use crate::license::{LicenseManager, Verifier};
 pub use crate::policy::decide::{FeatureRule, Mode};
+pub use crate::policy::model::{ModelPattern, ModelRule};
 pub use crate::policy::tenant::{HostPattern, TenantsConfig};
 
 /// The default configuration path when neither `--config` nor `$LICGATE_CONFIG` is given.
@@ -52,8 +53,10 @@ pub struct Config {
     pub paths: crate::policy::path::PathOptions,
     /// Prefixes that need no license.
     pub public_paths: Vec<String>,
-    /// The feature map, in file order.
+    /// The feature map's paths, in file order.
     pub features: Vec<FeatureRule>,
+    /// The feature map's Odoo models (`[[features]] models = [...]`), in file order.
+    pub model_rules: Vec<ModelRule>,
     pub pages: PagesConfig,
     /// Where quota counters live.
     pub quota: QuotaConfig,
@@ -62,6 +65,8 @@ pub struct Config {
     pub per_client_share: Option<f64>,
     /// `[usage]`: the ledger.
     pub usage: UsageConfig,
+    /// `[odoo]`: the inspection of Odoo's RPC bodies.
+    pub odoo: OdooConfig,
     pub log: LogConfig,
     pub reload: ReloadConfig,
 }
@@ -81,6 +86,30 @@ impl Default for UsageConfig {
         UsageConfig {
             enabled: true,
             retention_days: 400,
+        }
+    }
+}
+
+/// `[odoo]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OdooConfig {
+    /// Whether Odoo's RPC endpoints are recognized: their refusals answered in Odoo's
+    /// shapes and, with model rules, their bodies inspected (`odoo.enabled`, default
+    /// false).
+    pub enabled: bool,
+    /// The largest RPC body inspected (`odoo.max_rpc_body`, bytes, default 1 MiB);
+    /// a larger one on an inspected endpoint is refused (413).
+    pub max_rpc_body: usize,
+}
+
+/// The default `odoo.max_rpc_body`.
+pub const DEFAULT_MAX_RPC_BODY: usize = 1024 * 1024;
+
+impl Default for OdooConfig {
+    fn default() -> Self {
+        OdooConfig {
+            enabled: false,
+            max_rpc_body: DEFAULT_MAX_RPC_BODY,
         }
     }
 }
@@ -415,6 +444,7 @@ pub fn parse_raw(text: &str) -> Result<(RawConfig, Vec<Diagnostic>), Vec<Diagnos
             "pages" => raw.pages = section("pages", value, &mut diagnostics, &mut raw.failed_keys),
             "quota" => raw.quota = section("quota", value, &mut diagnostics, &mut raw.failed_keys),
             "usage" => raw.usage = section("usage", value, &mut diagnostics, &mut raw.failed_keys),
+            "odoo" => raw.odoo = section("odoo", value, &mut diagnostics, &mut raw.failed_keys),
             "log" => raw.log = section("log", value, &mut diagnostics, &mut raw.failed_keys),
             "reload" => {
                 raw.reload = section("reload", value, &mut diagnostics, &mut raw.failed_keys)

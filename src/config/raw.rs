@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub pages: Option<RawPages>,
     pub quota: Option<RawQuota>,
     pub usage: Option<RawUsage>,
+    pub odoo: Option<RawOdoo>,
     pub log: Option<RawLog>,
     pub reload: Option<RawReload>,
 }
@@ -38,7 +39,7 @@ pub struct RawConfig {
 /// Top-level keys accepted in the file, in documentation order.
 pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "mode", "server", "upstream", "admin", "license", "tenants", "paths", "public", "features",
-    "pages", "quota", "usage", "log", "reload",
+    "pages", "quota", "usage", "odoo", "log", "reload",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -146,10 +147,11 @@ pub struct RawPublic {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a [[features]] entry such as { prefix = \"/api/manufacturing/\", feature = \"manufacturing_module\" }"
+    expecting = "a [[features]] entry such as { prefix = \"/api/manufacturing/\", feature = \"manufacturing_module\" } or { models = [\"mrp.*\"], feature = \"manufacturing_module\" }"
 )]
 pub struct RawFeature {
-    pub prefix: Spanned<String>,
+    pub prefix: Option<Spanned<String>>,
+    pub models: Option<Vec<Spanned<String>>>,
     pub feature: Spanned<String>,
     pub methods: Option<Vec<Spanned<String>>>,
     pub mode: Option<Spanned<String>>,
@@ -177,6 +179,13 @@ pub struct RawQuota {
 pub struct RawUsage {
     pub enabled: Option<bool>,
     pub retention_days: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [odoo]")]
+pub struct RawOdoo {
+    pub enabled: Option<bool>,
+    pub max_rpc_body: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

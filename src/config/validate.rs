@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -10,8 +11,8 @@ use toml::Spanned;
 
 use super::raw::{
     OneOrMany, RawAccessOverflow, RawAdmin, RawConfig, RawFeature, RawLicense, RawLog,
-    RawLogFormat, RawMode, RawPages, RawPaths, RawPublic, RawPublicKey, RawQuota, RawRedis,
-    RawServer, RawTenants, RawUpstream, RawUsage,
+    RawLogFormat, RawMode, RawOdoo, RawPages, RawPaths, RawPublic, RawPublicKey, RawQuota,
+    RawRedis, RawServer, RawTenants, RawUpstream, RawUsage,
 };
 use super::{
     default_threads, AdminConfig, Config, Diagnostic, FeatureRule, HostPattern, InstanceIdSetting,
@@ -21,6 +22,7 @@ use super::{
 use super::{
     AccessOverflow, AdminToken, OnRedisError, QuotaConfig, RedisConfig, RedisMode, ReloadConfig,
 };
+use super::{ModelPattern, ModelRule, OdooConfig, DEFAULT_MAX_RPC_BODY};
 use crate::license::{Algorithm, PublicKey, StatusPolicy};
 use crate::policy::path::{MethodOverride, PathOptions, PathParams};
 
@@ -47,6 +49,7 @@ impl TryFrom<RawConfig> for Config {
             pages,
             quota,
             usage,
+            odoo,
             log,
             reload,
         } = raw;
@@ -72,7 +75,9 @@ impl TryFrom<RawConfig> for Config {
         let tenants = validate_tenants(tenants.unwrap_or_default(), &base_dir, &mut diags);
         let (mut paths, method_override) = validate_paths(paths.unwrap_or_default(), &mut diags);
         let public_paths = validate_public(public.unwrap_or_default(), &mut diags);
-        let features = validate_features(features.unwrap_or_default(), &mut diags);
+        let odoo = validate_odoo(odoo.unwrap_or_default(), &mut diags);
+        let (features, model_rules) =
+            validate_features(features.unwrap_or_default(), odoo.enabled, &mut diags);
         paths.method_override =
             method_override.unwrap_or(if crate::policy::decide::has_method_rules(&features) {
                 MethodOverride::Reject
@@ -98,10 +103,12 @@ impl TryFrom<RawConfig> for Config {
                     paths,
                     public_paths,
                     features,
+                    model_rules,
                     pages,
                     quota,
                     per_client_share,
                     usage,
+                    odoo,
                     log,
                     reload: ReloadConfig {
                         watch: reload.and_then(|r| r.watch).unwrap_or(true),
@@ -700,21 +707,50 @@ fn validate_public(raw: RawPublic, diags: &mut Vec<Diagnostic>) -> Vec<String> {
         .collect()
 }
 
+/// The feature map: path rules and, for Odoo, model rules (which need `[odoo]
+/// enabled`).
 fn validate_features(
     raw: Vec<Spanned<RawFeature>>,
+    odoo_enabled: bool,
     diags: &mut Vec<Diagnostic>,
-) -> Vec<FeatureRule> {
+) -> (Vec<FeatureRule>, Vec<ModelRule>) {
     let mut rules = Vec::with_capacity(raw.len());
+    let mut model_rules = Vec::new();
     for (i, entry) in raw.into_iter().enumerate() {
+        let entry_span = entry.span();
         let RawFeature {
             prefix: raw_prefix,
+            models,
             feature,
             methods,
             mode,
             format_suffixes,
         } = entry.into_inner();
         let key = format!("features[{i}]");
-        let prefix = prefix(&raw_prefix, &format!("{key}.prefix"), diags);
+        if raw_prefix.is_none() && models.is_none() {
+            diags.push(Diagnostic::at(
+                entry_span.clone(),
+                format!("{key} needs a prefix (a path) or models (Odoo models), or both"),
+            ));
+        }
+        if let (Some(_), Some(_), Some(m)) = (&raw_prefix, &models, &methods) {
+            let span = m.first().map_or(entry_span.clone(), |m| m.span());
+            diags.push(Diagnostic::at(
+                span,
+                format!(
+                    "{key}.methods is ambiguous with both prefix and models (HTTP methods or RPC methods?): split the entry in two"
+                ),
+            ));
+        }
+        if let (None, Some(_)) = (&raw_prefix, format_suffixes) {
+            diags.push(Diagnostic::at(
+                entry_span.clone(),
+                format!("{key}.format_suffixes applies to a prefix, and this entry has none"),
+            ));
+        }
+        let prefix = raw_prefix
+            .as_ref()
+            .and_then(|p| prefix(p, &format!("{key}.prefix"), diags));
         let name_ok = !feature.get_ref().is_empty()
             && feature.get_ref().len() <= 128
             && feature
@@ -727,7 +763,77 @@ fn validate_features(
                 format!("{key}.feature must be a name of letters, digits, '_', '-', '.', ':'"),
             ));
         }
-        let methods = methods.map(|list| {
+        let shadow = match mode {
+            None => false,
+            Some(m) => match m.get_ref().as_str() {
+                "enforce" => false,
+                "shadow" => true,
+                other => {
+                    diags.push(Diagnostic::at(
+                        m.span(),
+                        format!(
+                            "{key}.mode: unknown value `{other}`, expected `enforce` or `shadow`"
+                        ),
+                    ));
+                    false
+                }
+            },
+        };
+        let feature: Arc<str> = feature.into_inner().into();
+        if let Some(models) = models {
+            if !odoo_enabled {
+                let span = models.first().map_or(entry_span.clone(), |m| m.span());
+                diags.push(Diagnostic::at(
+                    span,
+                    format!("{key}.models: model rules need the RPC inspection: set [odoo] enabled = true"),
+                ));
+            }
+            if models.is_empty() {
+                diags.push(Diagnostic::at(
+                    entry_span.clone(),
+                    format!(
+                        "{key}.models is empty: name models such as \"mrp.*\" or \"quality.check\""
+                    ),
+                ));
+            }
+            let rpc_methods = methods.as_ref().filter(|_| raw_prefix.is_none()).map(|list| {
+                list.iter()
+                    .filter_map(|m| {
+                        let name = m.get_ref();
+                        let ok = name.len() <= 128
+                            && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                        if ok {
+                            Some(name.clone())
+                        } else {
+                            diags.push(Diagnostic::at(
+                                m.span(),
+                                format!("{key}.methods: `{name}` is not an RPC method name such as \"write\""),
+                            ));
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            });
+            for model in &models {
+                match ModelPattern::parse(model.get_ref()) {
+                    Some(pattern) => model_rules.push(ModelRule {
+                        pattern,
+                        feature: Arc::clone(&feature),
+                        methods: rpc_methods.clone(),
+                        shadow,
+                    }),
+                    None => diags.push(Diagnostic::at(
+                        model.span(),
+                        format!(
+                            "{key}.models: `{}` is not a model pattern such as \"mrp.*\" or \"quality.check\"",
+                            model.get_ref()
+                        ),
+                    )),
+                }
+            }
+        }
+        let methods = methods.filter(|_| prefix.is_some()).map(|list| {
             list.iter()
                 .filter_map(|m| {
                     let upper = m.get_ref().to_ascii_uppercase();
@@ -744,33 +850,35 @@ fn validate_features(
                 })
                 .collect::<Vec<_>>()
         });
-        let shadow = match mode {
-            None => false,
-            Some(m) => {
-                match m.get_ref().as_str() {
-                    "enforce" => false,
-                    "shadow" => true,
-                    other => {
-                        diags.push(Diagnostic::at(
-                        m.span(),
-                        format!("{key}.mode: unknown value `{other}`, expected `enforce` or `shadow`"),
-                    ));
-                        false
-                    }
-                }
-            }
-        };
         if let (Some(prefix), true) = (prefix, name_ok) {
             rules.push(FeatureRule {
                 prefix,
-                feature: feature.into_inner().into(),
+                feature,
                 methods,
                 shadow,
                 format_suffixes: format_suffixes.unwrap_or(true),
             });
         }
     }
-    rules
+    (rules, model_rules)
+}
+
+/// `[odoo]`.
+fn validate_odoo(raw: RawOdoo, diags: &mut Vec<Diagnostic>) -> OdooConfig {
+    let RawOdoo {
+        enabled,
+        max_rpc_body,
+    } = raw;
+    OdooConfig {
+        enabled: enabled.unwrap_or(false),
+        max_rpc_body: bounded_int(
+            max_rpc_body,
+            "odoo.max_rpc_body",
+            DEFAULT_MAX_RPC_BODY,
+            1024..=64 * 1024 * 1024,
+            diags,
+        ),
+    }
 }
 
 fn validate_pages(raw: RawPages, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> PagesConfig {

@@ -1,15 +1,18 @@
 //! Request policy: path normalization (and, with app, the feature map,
-//! tenant resolution and the decision function); Odoo model patterns (`model`) and
-//! the strict reading of RPC bodies (`rpc`), not yet wired into the request path.
+//! tenant resolution and the decision function); for Odoo, model patterns (`model`),
+//! the endpoints that name a model (`odoo`) and the strict reading of their JSON-RPC
+//! (`rpc`), XML-RPC (`xmlrpc`) and form bodies.
 
 pub mod decide;
 pub(crate) mod method;
 pub mod model;
+pub mod odoo;
 pub mod outcome;
 pub mod path;
 pub(crate) mod prefix;
 pub mod rpc;
 pub(crate) mod tenant;
+pub mod xmlrpc;
 
 /// Whether `target` is safe as a redirect target: a path on this origin (`/x`), never
 /// a scheme-relative (`//evil`), backslash (`/\evil`) or absolute URL, and free of

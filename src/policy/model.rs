@@ -65,6 +65,8 @@ pub struct ModelRule {
     pub feature: Arc<str>,
     /// Only these RPC methods need the feature; `None` = all.
     pub methods: Option<Vec<String>>,
+    /// Forward even when the feature is missing (the denial is logged and counted).
+    pub shadow: bool,
 }
 
 impl ModelRule {
@@ -112,6 +114,7 @@ mod tests {
             pattern: ModelPattern::parse(pattern).unwrap(),
             feature: feature.into(),
             methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            shadow: false,
         }
     }
 

@@ -40,7 +40,24 @@ impl Json {
         }
     }
 
-    fn as_str(&self) -> Option<&str> {
+    /// The value as `serde_json` holds it (keys in order, none twice).
+    pub fn to_value(&self) -> serde_json::Value {
+        match self {
+            Json::Null => serde_json::Value::Null,
+            Json::Bool(b) => serde_json::Value::Bool(*b),
+            Json::Number(n) => serde_json::Value::Number(n.clone()),
+            Json::String(s) => serde_json::Value::String(s.clone()),
+            Json::Array(items) => items.iter().map(Json::to_value).collect(),
+            Json::Object(pairs) => serde_json::Value::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
             Json::String(s) => Some(s),
             _ => None,
@@ -116,9 +133,27 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 }
 
-/// Why an RPC body is refused (400).
+/// Why an RPC request on an inspected endpoint is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RpcRefusal {
+    /// The body is larger than `odoo.max_rpc_body` (413).
+    #[error("the request body is larger than the {0} bytes the gateway inspects")]
+    TooLarge(usize),
+    /// The body is encoded (`Content-Encoding`) (415).
+    #[error("an encoded request body (Content-Encoding) cannot be inspected; send it unencoded")]
+    Encoded,
+    /// The body is not of the media type the endpoint reads (415).
+    #[error("this endpoint is read as {0}; send the body with that Content-Type")]
+    MediaType(&'static str),
+    /// The body could not be received whole.
+    #[error("the request body could not be read")]
+    Unreceived,
+    #[error("the XML-RPC body cannot be read with certainty: {0}")]
+    Xml(String),
+    #[error("the form cannot be read with certainty: {0}")]
+    Form(String),
+    #[error("the request's {0} cannot be read with certainty")]
+    Target(&'static str),
     #[error("the JSON-RPC body cannot be read with certainty: {0}")]
     Unreadable(String),
     #[error("a JSON-RPC batch (an array) is not accepted")]
@@ -136,12 +171,15 @@ pub struct RpcCall {
     pub method: String,
 }
 
+/// `body` read strictly as one JSON value.
+pub fn strict_any(body: &[u8]) -> Result<Json, RpcRefusal> {
+    serde_json::from_slice(body).map_err(|e| RpcRefusal::Unreadable(e.to_string()))
+}
+
 /// `body` read strictly as one JSON object.
 pub fn strict_object(body: &[u8]) -> Result<Json, RpcRefusal> {
-    let value: Json =
-        serde_json::from_slice(body).map_err(|e| RpcRefusal::Unreadable(e.to_string()))?;
-    match value {
-        Json::Object(_) => Ok(value),
+    match strict_any(body)? {
+        value @ Json::Object(_) => Ok(value),
         Json::Array(_) => Err(RpcRefusal::Batch),
         _ => Err(RpcRefusal::Shape("body")),
     }
@@ -166,8 +204,12 @@ fn string<'j>(value: Option<&'j Json>, what: &'static str) -> Result<&'j str, Rp
 /// The call of a `/web/dataset/call_kw`, `call_button` or `resequence` body:
 /// `params.model` and `params.method` (`resequence` has no method: `write`).
 pub fn dataset_call(body: &[u8]) -> Result<RpcCall, RpcRefusal> {
-    let request = strict_object(body)?;
-    let params = params(&request)?;
+    dataset_call_of(&strict_object(body)?)
+}
+
+/// [`dataset_call`] of a request already read.
+pub fn dataset_call_of(request: &Json) -> Result<RpcCall, RpcRefusal> {
+    let params = params(request)?;
     let model = string(params.get("model"), "model")?;
     let method = match params.get("method") {
         None => "write",
@@ -182,8 +224,12 @@ pub fn dataset_call(body: &[u8]) -> Result<RpcCall, RpcRefusal> {
 /// The call of a `/jsonrpc` body: for the `object` service's `execute_kw` and
 /// `execute`, `args[3]` and `args[4]`; `None` for the `common` and `db` services.
 pub fn jsonrpc_call(body: &[u8]) -> Result<Option<RpcCall>, RpcRefusal> {
-    let request = strict_object(body)?;
-    let params = params(&request)?;
+    jsonrpc_call_of(&strict_object(body)?)
+}
+
+/// [`jsonrpc_call`] of a request already read.
+pub fn jsonrpc_call_of(request: &Json) -> Result<Option<RpcCall>, RpcRefusal> {
+    let params = params(request)?;
     match string(params.get("service"), "service")? {
         "common" | "db" => return Ok(None),
         "object" => {}
