@@ -141,6 +141,62 @@ impl LocalResponse {
         }
     }
 
+    /// A JSON-RPC 2.0 error object answering the request `id`, with HTTP 200 as Odoo
+    /// answers RPC errors (its web client then shows a dialog): `code` is the status
+    /// the refusal has over plain HTTP, `data.name` `licgate.<ErrorName>`,
+    /// `data.error_code` the contract's code, `data.message` and `data.arguments` the
+    /// explanation (what Odoo's dialogs show), then `details`.
+    pub(crate) fn jsonrpc_error(
+        status: StatusCode,
+        error_code: &str,
+        title: &str,
+        detail: &str,
+        details: serde_json::Value,
+        id: Option<&serde_json::Value>,
+    ) -> LocalResponse {
+        let mut data = serde_json::json!({
+            "name": format!("licgate.{}", pascal_case(error_code)),
+            "error_code": error_code,
+            "message": detail,
+            "arguments": [detail],
+            "context": {},
+            "debug": "",
+        });
+        if let (serde_json::Value::Object(data), serde_json::Value::Object(extra)) =
+            (&mut data, details)
+        {
+            for (k, v) in extra {
+                data.entry(k).or_insert(v);
+            }
+        }
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id.cloned().unwrap_or(serde_json::Value::Null),
+            "error": {"code": status.as_u16(), "message": title, "data": data},
+        });
+        LocalResponse::json(StatusCode::OK, &body)
+    }
+
+    /// An XML-RPC fault with HTTP 200, as Odoo answers: `faultCode` the status the
+    /// refusal has over plain HTTP, `faultString` `<ERROR_CODE>: <explanation>`.
+    pub(crate) fn xmlrpc_fault(
+        status: StatusCode,
+        error_code: &str,
+        detail: &str,
+    ) -> LocalResponse {
+        let text = xml_escape(&format!("{error_code}: {detail}"));
+        let body = format!(
+            "<?xml version='1.0'?>\n<methodResponse>\n<fault>\n<value><struct>\n<member>\n<name>faultCode</name>\n<value><int>{}</int></value>\n</member>\n<member>\n<name>faultString</name>\n<value><string>{text}</string></value>\n</member>\n</struct></value>\n</fault>\n</methodResponse>\n",
+            status.as_u16()
+        );
+        LocalResponse {
+            status: StatusCode::OK,
+            content_type: "text/xml; charset=utf-8",
+            headers: Vec::new(),
+            body: Bytes::from(body),
+        }
+    }
+
     /// A `303 See Other` to `location`, which must be a same-origin relative path
     /// (callers guarantee it; this is never given client-controlled absolute URLs).
     pub(crate) fn redirect(location: &str) -> LocalResponse {
@@ -245,6 +301,28 @@ impl LocalResponse {
         }
         Ok(())
     }
+}
+
+/// `FEATURE_NOT_LICENSED` → `FeatureNotLicensed`.
+fn pascal_case(code: &str) -> String {
+    code.split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            match chars.next() {
+                Some(first) => {
+                    first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
+                }
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// `text` with `&`, `<` and `>` escaped for XML character data.
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{Config, Mode, TenantsConfig, UpstreamConfig};
+use crate::config::{Config, Mode, OdooConfig, TenantsConfig, UpstreamConfig};
 use crate::forwarding::ForwardingPolicy;
 use crate::pages::{TemplateError, Templates};
 use crate::policy::decide::Policy;
+use crate::policy::model::ModelMap;
 use crate::policy::path::PathOptions;
 use crate::policy::tenant::TenantResolver;
 
@@ -18,6 +19,10 @@ use crate::policy::tenant::TenantResolver;
 pub(crate) struct Rules {
     pub mode: Mode,
     pub policy: Policy,
+    /// The feature map's Odoo models (empty: RPC bodies are not inspected).
+    pub models: ModelMap,
+    /// `[odoo]`: whether Odoo's endpoints are recognized, and the largest RPC body read.
+    pub odoo: OdooConfig,
     pub paths: PathOptions,
     pub tenants: TenantResolver,
     pub templates: Templates,
@@ -48,6 +53,8 @@ impl Rules {
                 &config.public_paths,
                 config.paths.case_insensitive,
             ),
+            models: ModelMap::new(config.model_rules.clone()),
+            odoo: config.odoo,
             paths: config.paths,
             tenants: TenantResolver::new(&config.tenants, &config.server.trusted_proxies),
             templates: Templates::load(config.pages.templates_dir.as_deref())?,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use super::model::ModelMap;
 use super::prefix::PrefixTrie;
 use crate::license::{LicenseSnapshot, Status, TenantSummary};
 
@@ -218,6 +219,66 @@ fn is_read_method(method: &Method) -> bool {
     *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS
 }
 
+/// The license gate: why a request with `method` is refused under `license` (none:
+/// unlicensed), or `None` when the license lets it through.
+fn status_denial(license: Option<&TenantSummary>, method: &Method) -> Option<DenyReason> {
+    match license.map_or(Status::Unlicensed, |t| t.status) {
+        Status::Unlicensed => Some(DenyReason::LicenseMissing),
+        Status::Expired => Some(DenyReason::LicenseExpired),
+        Status::Revoked => Some(DenyReason::LicenseRevoked),
+        Status::Invalid => Some(DenyReason::LicenseInvalid),
+        Status::NotYetValid => Some(DenyReason::LicenseNotYetValid),
+        Status::ReadOnly if !is_read_method(method) => Some(DenyReason::LicenseReadOnly),
+        Status::Valid | Status::ExpiringSoon | Status::Grace | Status::ReadOnly => None,
+    }
+}
+
+/// What the model map decides about an Odoo call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelDecision<'p> {
+    /// No model rule governs the call.
+    Free,
+    /// The call needs `feature`, and the license has it.
+    Allow { feature: &'p Arc<str> },
+    /// The call is refused (or, `shadowed`, forwarded and counted as a denial).
+    Deny {
+        feature: &'p Arc<str>,
+        reason: DenyReason,
+        shadowed: bool,
+    },
+}
+
+/// Decides about a call of RPC `call_method` on `model` (sent with HTTP `method`)
+/// under `license`: the most specific model rule names the feature; the license
+/// gate and the feature must let it through. Never allocates.
+pub fn decide_model<'p>(
+    model: &str,
+    call_method: &str,
+    map: &'p ModelMap,
+    license: Option<&TenantSummary>,
+    method: &Method,
+    mode: Mode,
+) -> ModelDecision<'p> {
+    let Some(rule) = map.rule_for(model, call_method) else {
+        return ModelDecision::Free;
+    };
+    let feature = &rule.feature;
+    let reason = status_denial(license, method).or_else(|| {
+        license
+            .filter(|t| !t.has_feature(feature))
+            .map(|_| DenyReason::FeatureNotLicensed)
+    });
+    match reason {
+        None => ModelDecision::Allow { feature },
+        Some(reason) => ModelDecision::Deny {
+            feature,
+            reason,
+            shadowed: mode == Mode::Shadow
+                || (rule.shadow && reason == DenyReason::FeatureNotLicensed),
+        },
+    }
+}
+
 /// Decides about one request: reserved prefix, public paths, the license status gate,
 /// then the feature map. `Mode::Shadow` (global) and shadow feature entries forward
 /// what they would deny. Never allocates.
@@ -245,16 +306,7 @@ pub fn decide<'p, 's, L: Licenses>(
     let rule = policy.feature_for(facts.method, path);
     let feature = rule.map(|r| &r.feature);
     let license = tenant.map(L::license);
-    let status = license.map_or(Status::Unlicensed, |t| t.status);
-    let denial = match status {
-        Status::Unlicensed => Some(DenyReason::LicenseMissing),
-        Status::Expired => Some(DenyReason::LicenseExpired),
-        Status::Revoked => Some(DenyReason::LicenseRevoked),
-        Status::Invalid => Some(DenyReason::LicenseInvalid),
-        Status::NotYetValid => Some(DenyReason::LicenseNotYetValid),
-        Status::ReadOnly if !is_read_method(facts.method) => Some(DenyReason::LicenseReadOnly),
-        Status::Valid | Status::ExpiringSoon | Status::Grace | Status::ReadOnly => None,
-    };
+    let denial = status_denial(license, facts.method);
     let (denial, rule_shadow) = match denial {
         Some(reason) => (Some(reason), false),
         None => match (rule, license) {

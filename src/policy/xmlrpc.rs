@@ -301,10 +301,10 @@ impl<'a> Xml<'a> {
         let string = match child {
             Element::Empty(start) => {
                 let name = start.name().as_ref().to_vec();
-                if name != b"nil" && name != b"string" && name != b"array" && name != b"struct" {
-                    if !SCALARS.contains(&name.as_slice()) {
-                        return Err(refuse("an unknown element in <value>"));
-                    }
+                let known = [&b"nil"[..], b"array", b"struct"].contains(&name.as_slice())
+                    || SCALARS.contains(&name.as_slice());
+                if !known {
+                    return Err(refuse("an unknown element in <value>"));
                 }
                 self.plain(&start, &name)?;
                 (name == b"string").then(String::new)

@@ -4,6 +4,7 @@
 //! locally (refusals, the gateway's pages), or report an upstream failure clearly.
 
 pub(crate) mod activation;
+mod inspect;
 pub(crate) mod refusal;
 pub(crate) mod verdict;
 
@@ -26,6 +27,7 @@ use crate::forwarding::{
 use crate::lifecycle::InflightGuard;
 use crate::metrics::{ActiveGuard, UpstreamErrorKind};
 use crate::pages;
+use crate::policy::odoo::Dialect;
 use crate::policy::outcome::Outcome;
 use crate::quota::local::Lease;
 use crate::quota::share::ShareLease;
@@ -33,7 +35,7 @@ use crate::response::{ClientKind, LocalResponse};
 use crate::tenants::TenantEntry;
 use crate::throttle::LogThrottle;
 use crate::usage::UsageEvent;
-use refusal::Refused;
+use refusal::{Audience, Refused};
 use verdict::{Action, RateLimit, Verdict};
 
 /// State of one request, carried across pingora's phases.
@@ -129,6 +131,8 @@ impl Gateway {
             refused,
             feature,
             action,
+            dialect,
+            rpc_id,
         } = verdict;
         let mut concurrency = 0;
         let enforced = refused.as_ref().filter(|_| outcome != Outcome::Shadowed);
@@ -184,8 +188,13 @@ impl Gateway {
                 None
             }
             Action::Refuse => refused.map(|r| {
+                let audience = match dialect {
+                    Some(Dialect::JsonRpc) => Audience::JsonRpc(rpc_id.as_ref()),
+                    Some(Dialect::XmlRpc) => Audience::XmlRpc,
+                    None => Audience::Client(ClientKind::of(session.req_header())),
+                };
                 r.respond(
-                    ClientKind::of(session.req_header()),
+                    audience,
                     tenant.as_ref().map(|t| &**t.license()),
                     &ctx.rules.templates,
                 )
@@ -373,7 +382,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rules = Arc::clone(&ctx.rules);
         let peer = client_ip(session);
-        let verdict = verdict::judge(&self.app, &rules, session.req_header(), peer).await;
+        let verdict = verdict::judge(&self.app, &rules, session, peer).await;
         let page = match &verdict.action {
             Action::Reserved { path, tenant } => {
                 // Attempts are counted per real client, also behind a TLS terminator.

@@ -9,6 +9,7 @@ use crate::license::TenantSummary;
 use crate::pages::{Page, Templates};
 use crate::policy::decide::DenyReason;
 use crate::policy::outcome::{Outcome, QuotaKind, Refusal};
+use crate::policy::rpc::RpcRefusal;
 use crate::quota::share::ShareRefusal;
 use crate::quota::window::{clock_text, duration_text};
 use crate::quota::{Policy, Rule};
@@ -44,13 +45,27 @@ pub(crate) enum Refused<'r> {
     },
     /// The quota backend cannot count and `on_error = "deny"` (503).
     QuotaUnavailable,
+    /// An Odoo endpoint's request cannot be read with certainty (400, 413, 415).
+    Rpc(RpcRefusal),
+}
+
+/// Who reads the gateway's answer, and so its shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Audience<'a> {
+    /// A browser (pages, redirects to the activation page) or an API client
+    /// (problem+json).
+    Client(ClientKind),
+    /// An Odoo JSON-RPC caller: an error object answering `id`.
+    JsonRpc(Option<&'a serde_json::Value>),
+    /// An Odoo XML-RPC caller: a fault.
+    XmlRpc,
 }
 
 impl Refused<'_> {
     /// The refusal as `denials_total` counts it (`None`: a malformed request).
     pub(crate) fn refusal(&self) -> Option<Refusal> {
         match self {
-            Refused::BadPath(_) | Refused::MethodOverride(_) => None,
+            Refused::BadPath(_) | Refused::MethodOverride(_) | Refused::Rpc(_) => None,
             Refused::License { reason, .. } => Some(Refusal::License(*reason)),
             Refused::Concurrency { .. } => Some(Refusal::ConcurrencyLimit),
             Refused::ClientShare(_) => Some(Refusal::ClientShare),
@@ -75,7 +90,7 @@ impl Refused<'_> {
     /// What the gateway did when it enforced this refusal.
     pub(crate) fn outcome(&self) -> Outcome {
         match self {
-            Refused::BadPath(_) | Refused::MethodOverride(_) => Outcome::Rejected,
+            Refused::BadPath(_) | Refused::MethodOverride(_) | Refused::Rpc(_) => Outcome::Rejected,
             Refused::License { .. } => Outcome::Denied,
             Refused::Concurrency { .. } | Refused::ClientShare(_) | Refused::Usage { .. } => {
                 Outcome::Limited
@@ -88,18 +103,19 @@ impl Refused<'_> {
     pub(crate) fn error_code(&self) -> &'static str {
         match self {
             Refused::BadPath(_) => "BAD_REQUEST_PATH",
-            Refused::MethodOverride(_) => "BAD_REQUEST",
+            Refused::MethodOverride(_) | Refused::Rpc(_) => "BAD_REQUEST",
             _ => self.refusal().map_or("BAD_REQUEST", Refusal::error_code),
         }
     }
 
-    /// The answer for `client`; `tenant` is the refused request's license, if any.
+    /// The answer for `audience`; `tenant` is the refused request's license, if any.
     pub(crate) fn respond(
         &self,
-        client: ClientKind,
+        audience: Audience<'_>,
         tenant: Option<&TenantSummary>,
         templates: &Templates,
     ) -> LocalResponse {
+        let client = audience;
         let answer = |status, title: &str, message: &str, details| {
             answer(
                 status,
@@ -116,6 +132,18 @@ impl Refused<'_> {
                 StatusCode::BAD_REQUEST,
                 "Bad Request",
                 reason,
+                serde_json::json!({}),
+            ),
+            Refused::Rpc(refusal) => answer(
+                match refusal {
+                    RpcRefusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                    RpcRefusal::Encoded | RpcRefusal::MediaType(_) => {
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE
+                    }
+                    _ => StatusCode::BAD_REQUEST,
+                },
+                "Request not accepted",
+                &format!("{refusal}."),
                 serde_json::json!({}),
             ),
             Refused::MethodOverride(name) => answer(
@@ -198,17 +226,24 @@ impl Refused<'_> {
     }
 }
 
-/// The one browser-or-API switch: the `denied` page for browsers, problem+json with
-/// `details` for API clients.
+/// The one switch between audiences: the `denied` page for browsers, problem+json
+/// with `details` for API clients, an error object or a fault for Odoo's RPC callers.
 fn answer(
     status: StatusCode,
     error_code: &str,
     title: &str,
     message: &str,
     details: serde_json::Value,
-    client: ClientKind,
+    audience: Audience<'_>,
     templates: &Templates,
 ) -> LocalResponse {
+    let client = match audience {
+        Audience::Client(client) => client,
+        Audience::JsonRpc(id) => {
+            return LocalResponse::jsonrpc_error(status, error_code, title, message, details, id)
+        }
+        Audience::XmlRpc => return LocalResponse::xmlrpc_fault(status, error_code, message),
+    };
     match client {
         ClientKind::Browser => LocalResponse::html(
             status,
@@ -227,11 +262,11 @@ fn license_answer(
     reason: DenyReason,
     tenant: Option<&TenantSummary>,
     feature: Option<&str>,
-    client: ClientKind,
+    client: Audience<'_>,
     target: &str,
     templates: &Templates,
 ) -> LocalResponse {
-    if client == ClientKind::Browser {
+    if let Audience::Client(ClientKind::Browser) = client {
         match reason {
             DenyReason::LicenseMissing => {
                 return LocalResponse::redirect(&format!(

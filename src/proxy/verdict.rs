@@ -9,11 +9,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 
 use super::refusal::Refused;
 use crate::app::{App, Rules};
-use crate::policy::decide::{decide, Decision, Mode, RequestFacts};
+use crate::policy::decide::{decide, decide_model, Decision, Mode, ModelDecision, RequestFacts};
 use crate::policy::method::method_override;
+use crate::policy::odoo::{self, Dialect, Endpoint};
 use crate::policy::outcome::Outcome;
 use crate::policy::path::{normalize, MethodOverride, Target};
 use crate::quota::local::Lease;
@@ -30,9 +32,14 @@ pub(crate) struct Verdict<'r> {
     pub tenant: Option<Arc<TenantEntry>>,
     /// Why the request is refused, or, when `outcome` is `Shadowed`, would have been.
     pub refused: Option<Refused<'r>>,
-    /// The feature the path needs, when the feature map names one.
+    /// The feature the request needs (its model's, else its path's), when the
+    /// feature map names one.
     pub feature: Option<&'r Arc<str>>,
     pub action: Action,
+    /// How the gateway's answer is shaped for an Odoo RPC caller (`[odoo] enabled`).
+    pub dialect: Option<Dialect>,
+    /// The JSON-RPC request's `id`, when its body was read.
+    pub rpc_id: Option<serde_json::Value>,
 }
 
 /// What carrying out a verdict takes.
@@ -85,7 +92,14 @@ impl<'r> Verdict<'r> {
             refused: Some(refused),
             feature: None,
             action: Action::Refuse,
+            dialect: None,
+            rpc_id: None,
         }
+    }
+
+    /// The verdict, its answers shaped for `dialect`.
+    fn speaking(self, dialect: Option<Dialect>) -> Verdict<'r> {
+        Verdict { dialect, ..self }
     }
 
     /// An enforced refusal of a request that needs `feature`.
@@ -101,45 +115,164 @@ impl<'r> Verdict<'r> {
     }
 }
 
-/// Judges `req` (from `peer`) under `rules`. Allocation-free for an allowed request
-/// whose target is already normal.
+/// What the license gate and the feature map decided about a request to forward,
+/// before its quotas are asked.
+struct Admitted<'r> {
+    tenant: Option<Arc<TenantEntry>>,
+    /// Whether quotas apply (not for public paths).
+    governed: bool,
+    feature: Option<&'r Arc<str>>,
+    shadowed: Option<Refused<'r>>,
+    forward: Forward,
+    /// The Odoo endpoint whose model the body, path or query names, when model
+    /// rules exist.
+    inspect: Option<Inspect>,
+}
+
+/// An Odoo request to read before quotas are asked.
+struct Inspect {
+    endpoint: Endpoint,
+    /// The normalized path and the query.
+    path: String,
+    query: Option<String>,
+}
+
+/// Judges the request of `session` (from `peer`) under `rules`. Allocation-free for
+/// an allowed request whose target is already normal and names no Odoo model.
 pub(crate) async fn judge<'r>(
+    app: &App,
+    rules: &'r Rules,
+    session: &mut Session,
+    peer: Option<IpAddr>,
+) -> Verdict<'r> {
+    let (mut admitted, dialect) = match admit(app, rules, session.req_header(), peer) {
+        Admission::Admitted(admitted, dialect) => (admitted, dialect),
+        Admission::Answered(verdict) => return verdict,
+    };
+    let mut rpc_id = None;
+    if let Some(inspect) = admitted.inspect.take() {
+        let reached = match super::inspect::read(
+            session,
+            rules,
+            inspect.endpoint,
+            &inspect.path,
+            inspect.query.as_deref(),
+        )
+        .await
+        {
+            Ok(reached) => reached,
+            Err(refusal) => {
+                return Verdict::refuse(Refused::Rpc(refusal), admitted.tenant).speaking(dialect)
+            }
+        };
+        rpc_id = reached.id;
+        if let Some(call) = reached.call {
+            let license = admitted.tenant.as_ref().map(|t| &**t.license());
+            let target = || match &inspect.query {
+                Some(q) => format!("{}?{q}", inspect.path),
+                None => inspect.path.clone(),
+            };
+            match decide_model(
+                &call.model,
+                &call.method,
+                &rules.models,
+                license,
+                &session.req_header().method,
+                rules.mode,
+            ) {
+                ModelDecision::Free => {}
+                ModelDecision::Allow { feature } => {
+                    admitted.feature = Some(feature);
+                    admitted.governed = true;
+                }
+                ModelDecision::Deny {
+                    feature,
+                    reason,
+                    shadowed,
+                } => {
+                    let refused = Refused::License {
+                        reason,
+                        feature: Some(&**feature),
+                        target: target(),
+                    };
+                    if !shadowed {
+                        let mut verdict =
+                            Verdict::refuse_feature(refused, admitted.tenant, Some(feature));
+                        verdict.rpc_id = rpc_id;
+                        return verdict.speaking(dialect);
+                    }
+                    admitted.feature = Some(feature);
+                    admitted.governed = true;
+                    admitted.shadowed.get_or_insert(refused);
+                }
+            }
+        }
+    }
+    let mut verdict = charge(app, rules, session.req_header(), peer, admitted).await;
+    verdict.rpc_id = rpc_id;
+    verdict.speaking(dialect)
+}
+
+/// What [`admit`] found.
+enum Admission<'r> {
+    /// The request is answered without asking the quotas.
+    Answered(Verdict<'r>),
+    /// The quotas are to be asked (after the Odoo model is read), and the gateway's
+    /// answers are shaped for the dialect.
+    Admitted(Admitted<'r>, Option<Dialect>),
+}
+
+/// The license gate and the feature map's path side.
+fn admit<'r>(
     app: &App,
     rules: &'r Rules,
     req: &RequestHeader,
     peer: Option<IpAddr>,
-) -> Verdict<'r> {
+) -> Admission<'r> {
     if rules.mode == Mode::Off {
-        return Verdict {
+        return Admission::Answered(Verdict {
             outcome: Outcome::Unchecked,
             tenant: None,
             refused: None,
             feature: None,
             action: Action::Forward(Forward::default()),
-        };
+            dialect: None,
+            rpc_id: None,
+        });
     }
     let target = match normalize(req.raw_path(), &rules.paths) {
         Ok(Target::Path(p)) => p,
         Ok(Target::Asterisk) if req.method == http::Method::OPTIONS => {
-            return Verdict {
+            return Admission::Answered(Verdict {
                 outcome: Outcome::Gateway,
                 tenant: None,
                 refused: None,
                 feature: None,
                 action: Action::Options,
-            }
+                dialect: None,
+                rpc_id: None,
+            })
         }
         Ok(Target::Asterisk) => {
-            return Verdict::refuse(
+            return Admission::Answered(Verdict::refuse(
                 Refused::BadPath("the request target * is only valid with OPTIONS".into()),
                 None,
-            )
+            ))
         }
-        Err(e) => return Verdict::refuse(Refused::BadPath(e.to_string()), None),
+        Err(e) => {
+            return Admission::Answered(Verdict::refuse(Refused::BadPath(e.to_string()), None))
+        }
+    };
+    let dialect = if rules.odoo.enabled {
+        odoo::dialect(&target.path, &req.method, media_type_of(req))
+    } else {
+        None
     };
     if rules.paths.method_override == MethodOverride::Reject {
         if let Some(name) = method_override(&req.headers, target.query) {
-            return Verdict::refuse(Refused::MethodOverride(name.to_string()), None);
+            return Admission::Answered(
+                Verdict::refuse(Refused::MethodOverride(name.to_string()), None).speaking(dialect),
+            );
         }
     }
     let tenant_name = rules.tenants.resolve(req, target.authority, peer);
@@ -159,7 +292,7 @@ pub(crate) async fn judge<'r>(
         let table = app.tenants.load();
         match decide(&facts, &rules.policy, &**table) {
             Decision::Reserved => {
-                return Verdict {
+                return Admission::Answered(Verdict {
                     outcome: Outcome::Gateway,
                     tenant: tenant_name.as_deref().and_then(|t| table.get(t)).cloned(),
                     refused: None,
@@ -168,7 +301,9 @@ pub(crate) async fn judge<'r>(
                         path: target.path.to_string(),
                         tenant: tenant_name.map(Cow::into_owned),
                     },
-                };
+                    dialect: None,
+                    rpc_id: None,
+                });
             }
             Decision::Deny {
                 reason,
@@ -180,7 +315,9 @@ pub(crate) async fn judge<'r>(
                     feature: feature.map(|f| &**f),
                     target: target.target(),
                 };
-                return Verdict::refuse_feature(refused, tenant.cloned(), feature);
+                return Admission::Answered(
+                    Verdict::refuse_feature(refused, tenant.cloned(), feature).speaking(dialect),
+                );
             }
             Decision::Forward {
                 tenant,
@@ -190,18 +327,55 @@ pub(crate) async fn judge<'r>(
             } => (tenant.cloned(), governed, feature, shadowed),
         }
     };
-    let feature_name = feature;
-    let feature = feature.map(|f| &**f);
-    let mut shadowed = shadowed.map(|reason| Refused::License {
+    let shadowed = shadowed.map(|reason| Refused::License {
         reason,
-        feature,
+        feature: feature.map(|f| &**f),
         target: target.target(),
     });
-    let mut forward = Forward {
+    let forward = Forward {
         rewrite: target.changed().then(|| target.target()),
         host: target.authority.map(str::to_string),
         ..Forward::default()
     };
+    let inspect = (rules.odoo.enabled && !rules.models.is_empty())
+        .then(|| odoo::endpoint(&target.path))
+        .flatten()
+        .map(|endpoint| Inspect {
+            endpoint,
+            path: target.path.to_string(),
+            query: target.query.map(str::to_string),
+        });
+    Admission::Admitted(
+        Admitted {
+            tenant,
+            governed,
+            feature,
+            shadowed,
+            forward,
+            inspect,
+        },
+        dialect,
+    )
+}
+
+/// Asks the quotas about an admitted request (concurrency, the client's share, the
+/// rate rules) and applies shadow mode to whatever refuses.
+async fn charge<'r>(
+    app: &App,
+    rules: &'r Rules,
+    req: &RequestHeader,
+    peer: Option<IpAddr>,
+    admitted: Admitted<'r>,
+) -> Verdict<'r> {
+    let Admitted {
+        tenant,
+        governed,
+        feature: feature_name,
+        mut shadowed,
+        mut forward,
+        inspect: _,
+    } = admitted;
+    let feature = feature_name.map(|f| &**f);
     let shadow_mode = rules.mode == Mode::Shadow;
     // In shadow mode a quota's refusal is remembered and the request goes on.
     macro_rules! refuse_or_shadow {
@@ -295,5 +469,13 @@ pub(crate) async fn judge<'r>(
         refused: shadowed,
         feature: feature_name,
         action: Action::Forward(forward),
+        dialect: None,
+        rpc_id: None,
     }
+}
+
+/// The request's media type (`Content-Type` before its parameters), borrowed.
+fn media_type_of(req: &RequestHeader) -> Option<&str> {
+    let value = req.headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next().unwrap_or("").trim())
 }

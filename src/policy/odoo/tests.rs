@@ -309,7 +309,7 @@ fn report_downloads_name_their_report_in_a_url() {
     let read = |data: &str| {
         model_of(
             Endpoint::ReportDownload,
-            parts("/report/download", None, Some(form), body(data).as_bytes()).clone(),
+            parts("/report/download", None, Some(form), body(data).as_bytes()),
         )
     };
     assert_eq!(
