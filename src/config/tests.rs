@@ -248,6 +248,79 @@ after_activation = "//evil.example"
 }
 
 #[test]
+fn odoo_models_and_their_errors_are_located() {
+    let c = parse(
+        r#"[upstream]
+address = "h:1"
+[odoo]
+enabled = true
+max_rpc_body = 4096
+[[features]]
+models = ["mrp.*", "quality.check"]
+feature = "manufacturing"
+methods = ["write"]
+[[features]]
+prefix = "/shop/"
+models = ["website.*"]
+feature = "shop"
+mode = "shadow"
+"#,
+    )
+    .unwrap();
+    assert!(c.odoo.enabled);
+    assert_eq!(c.odoo.max_rpc_body, 4096);
+    assert_eq!(c.model_rules.len(), 3);
+    assert_eq!(
+        c.model_rules[0].methods.as_deref(),
+        Some(&["write".to_string()][..])
+    );
+    assert!(c.model_rules[2].shadow);
+    assert_eq!(c.features.len(), 1, "the path side of the second entry");
+    assert_eq!(&*c.features[0].feature, "shop");
+    assert_eq!(
+        parse("[upstream]\naddress = \"h:1\"\n")
+            .unwrap()
+            .odoo
+            .max_rpc_body,
+        1 << 20
+    );
+
+    let err = parse(
+        r#"[upstream]
+address = "h:1"
+[odoo]
+max_rpc_body = 10
+[[features]]
+models = ["mrp.*", "mrp*"]
+feature = "m"
+[[features]]
+prefix = "/a/"
+models = ["a.b"]
+methods = ["POST"]
+feature = "a"
+[[features]]
+feature = "nothing"
+[[features]]
+models = ["x.y"]
+methods = ["wr ite"]
+feature = "x"
+"#,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for expected in [
+        "t.toml:4:16: odoo.max_rpc_body must be between 1024 and 67108864, got 10",
+        "t.toml:6:11: features[0].models: model rules need the RPC inspection: set [odoo] enabled = true",
+        "t.toml:6:20: features[0].models: `mrp*` is not a model pattern",
+        "t.toml:11:12: features[1].methods is ambiguous with both prefix and models",
+        "features[2] needs a prefix (a path) or models (Odoo models), or both",
+        "t.toml:17:12: features[3].methods: `wr ite` is not an RPC method name",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
+
+#[test]
 fn quota_section_is_validated() {
     let c = parse("[upstream]\naddress = \"h:1\"\n[quota]\nbackend = \"redis\"\n[quota.redis]\nurl = \"redis://10.0.0.5:6379/2\"\non_error = \"deny\"\nfleet_size = 4\n").unwrap();
     match c.quota {

@@ -780,6 +780,7 @@ fn validate_features(
             },
         };
         let feature: Arc<str> = feature.into_inner().into();
+        let http_methods = raw_prefix.is_some() && models.is_none();
         if let Some(models) = models {
             if !odoo_enabled {
                 let span = models.first().map_or(entry_span.clone(), |m| m.span());
@@ -833,7 +834,7 @@ fn validate_features(
                 }
             }
         }
-        let methods = methods.filter(|_| prefix.is_some()).map(|list| {
+        let methods = methods.filter(|_| http_methods).map(|list| {
             list.iter()
                 .filter_map(|m| {
                     let upper = m.get_ref().to_ascii_uppercase();

@@ -34,6 +34,11 @@ impl Drop for Driver {
 
 impl Driver {
     async fn start() -> Driver {
+        Driver::start_with(&[]).await
+    }
+
+    /// A browser with extra Chromium arguments (`--host-resolver-rules=…`).
+    async fn start_with(extra_args: &[&str]) -> Driver {
         let port = free_addr().port();
         let binary = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
             .into_iter()
@@ -58,7 +63,7 @@ impl Driver {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = tempfile::tempdir().unwrap();
-        let args = [
+        let mut args = vec![
             "--headless=new".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -70,6 +75,7 @@ impl Driver {
             "--disable-sync".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
@@ -171,6 +177,45 @@ impl Driver {
             Some(json!({})),
         )
         .await;
+    }
+
+    /// Waits until an element `css` selects exists, and returns its text.
+    async fn until_text(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .call_raw(
+                    reqwest::Method::POST,
+                    "/element",
+                    json!({"using": "css selector", "value": css}),
+                )
+                .await;
+            if found.get("error").is_none() {
+                return self.text(css).await;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {css} in {}",
+                self.source().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A WebDriver call whose error is returned, not a panic.
+    async fn call_raw(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let value: Value = self
+            .client
+            .request(method, url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        value["value"].clone()
     }
 
     /// Waits until the page's URL ends with `suffix`.
@@ -428,5 +473,61 @@ async fn the_usage_page_shows_in_a_browser_what_the_tenant_did() {
         .await;
     let from = browser.text("#requests-chart").await;
     assert!(from.contains("11"), "{from}");
+    let _ = browser.call(reqwest::Method::DELETE, "", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odoos_web_client_shows_its_error_dialog_for_a_refused_model() {
+    use crate::common::apps::start_odoo_like;
+    use crate::common::setup::Setup;
+    let setup = Setup::new();
+    setup.preinstall(&setup.token("globex", &["sales"], 30), "globex.jwt");
+    let app = start_odoo_like(&["globex"]);
+    let config = BASE_CONFIG.replace("mode = \"off\"", "mode = \"enforce\"")
+        + &setup.license_section()
+        + "[tenants]\nmode = \"host\"\nhost_pattern = \"{tenant}.erp.test\"\n[odoo]\nenabled = true\n[[features]]\nmodels = [\"mrp.*\"]\nfeature = \"manufacturing_module\"\n";
+    let gw = Gateway::start_with(&config, app.addr).await;
+    let browser = Driver::start_with(&["--host-resolver-rules=MAP *.erp.test 127.0.0.1"]).await;
+    let origin = format!("http://globex.erp.test:{}", gw.addr.port());
+    browser.goto(&format!("{origin}/web")).await;
+    browser.until_url("/web/login?redirect=/web").await;
+    browser.type_into("input[name=login]", "admin").await;
+    browser.type_into("input[name=password]", "admin").await;
+    browser.click("button").await;
+    browser.until_url("/web").await;
+
+    // An allowed model: the records appear.
+    browser.click("button[data-model='sale.order']").await;
+    assert_eq!(
+        browser.until_text("#records li").await,
+        "sale.order: S00001"
+    );
+    // A refused model: the web client's own error dialog, with the gateway's words.
+    browser.click("button[data-model='mrp.production']").await;
+    let title = browser.until_text(".o_dialog .modal-title").await;
+    assert_eq!(title, "Feature not licensed");
+    assert_eq!(
+        browser.text(".o_dialog .o_error_name").await,
+        "licgate.FeatureNotLicensed"
+    );
+    let detail = browser.text(".o_dialog .o_error_detail").await;
+    assert!(detail.contains("manufacturing_module"), "{detail}");
+    let png = browser.screenshot().await;
+    std::fs::write(repo_root().join("target/odoo-refused-model.png"), png).unwrap();
+
+    // What the app executed: the allowed call only.
+    let reached: Value = reqwest::get(format!("http://{}/__reached", app.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let models: Vec<&str> = reached
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, vec!["sale.order"]);
     let _ = browser.call(reqwest::Method::DELETE, "", None).await;
 }

@@ -53,6 +53,63 @@ REPORTS = {"mrp.report_mrporder", "sale.report_saleorder", "stock.label"}
 STATIC = {"web/static/src/css/web.css": ("text/css", b"body { margin: 0; }\n")}
 JSON_MIMETYPES = ("application/json", "application/json-rpc")
 
+# The web client's RPC as Odoo 17's `@web/core/network/rpc` does it (XMLHttpRequest,
+# JSON-RPC 2.0; a response with `error` rejects with an RPCError whose `data.name`,
+# `data.message` and `message` the error dialog shows), reduced to a dialog element.
+WEB_CLIENT_JS = """
+let rpcId = 0;
+function rpc(url, params) {
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open("POST", url);
+    request.setRequestHeader("Content-Type", "application/json");
+    request.onload = () => {
+      if (request.status === 502) { reject(new Error("ConnectionLostError")); return; }
+      let response;
+      try { response = JSON.parse(request.response); } catch { reject(new Error("ConnectionLostError")); return; }
+      if (!response.error) { resolve(response.result); return; }
+      const error = new Error(response.error.message);
+      error.code = response.error.code;
+      error.data = response.error.data || {};
+      error.exceptionName = error.data.name;
+      reject(error);
+    };
+    request.onerror = () => reject(new Error("ConnectionLostError"));
+    request.send(JSON.stringify({ id: ++rpcId, jsonrpc: "2.0", method: "call", params }));
+  });
+}
+function dialog(error) {
+  const box = document.createElement("div");
+  box.className = "o_dialog";
+  box.setAttribute("role", "dialog");
+  const title = document.createElement("h4");
+  title.className = "modal-title";
+  title.textContent = error.message;
+  const name = document.createElement("code");
+  name.className = "o_error_name";
+  name.textContent = error.exceptionName || "";
+  const detail = document.createElement("p");
+  detail.className = "o_error_detail";
+  detail.textContent = (error.data && error.data.message) || "";
+  box.append(title, name, detail);
+  document.body.append(box);
+}
+for (const button of document.querySelectorAll("button[data-model]")) {
+  button.addEventListener("click", () => {
+    const model = button.dataset.model;
+    rpc(`/web/dataset/call_kw/${model}/search_read`, { model, method: "search_read", args: [], kwargs: {} })
+      .then((result) => {
+        for (const record of result.records) {
+          const item = document.createElement("li");
+          item.textContent = `${model}: ${record.name}`;
+          document.getElementById("records").append(item);
+        }
+      })
+      .catch(dialog);
+  });
+}
+"""
+
 R = Rule
 URLS = Map(
     [
@@ -183,7 +240,14 @@ class OdooLike:
         login = self.user(request, database)
         if login is None:
             return redirect("/web/login?redirect=/web", 303)
-        html = f"<!doctype html><title>Odoo</title><h1>Odoo web client</h1><p>database {database}, user {login}</p>"
+        buttons = "".join(
+            f'<button type=button data-model="{m}">{m}</button>' for m in ("sale.order", "mrp.production")
+        )
+        html = (
+            "<!doctype html><title>Odoo</title><h1>Odoo web client</h1>"
+            f"<p>database {database}, user {login}</p>{buttons}<ul id=records></ul>"
+            f"<script>{WEB_CLIENT_JS}</script>"
+        )
         return Response(html, mimetype="text/html")
 
     def login(self, request, database, **_):
