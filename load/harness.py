@@ -127,10 +127,12 @@ def to_ms(text):
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def wrk(url, seconds, connections, threads):
-    """One wrk run against `url`: requests/s, p50 and p99 in ms, non-2xx, socket errors."""
+def wrk(url, seconds, connections, threads, script=None):
+    """One wrk run against `url` (with the Lua `script`, if any): requests/s, p50 and
+    p99 in ms, non-2xx, socket errors."""
+    extra = ["-s", script] if script else []
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

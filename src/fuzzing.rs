@@ -20,6 +20,11 @@ use crate::policy::path::{
 use crate::proxy::activation::parse_submission;
 use crate::usage::report::verify as verify_report;
 
+/// `bytes` as text, when they are UTF-8.
+fn utf8(bytes: Option<&[u8]>) -> Option<&str> {
+    bytes.and_then(|b| std::str::from_utf8(b).ok())
+}
+
 /// A fuzz target: arbitrary bytes in, a panic when something that must hold does not.
 pub type Target = fn(&[u8]);
 
@@ -32,6 +37,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("usage_report", usage_report),
     ("admin_session", admin_session),
     ("odoo_rpc", odoo_rpc),
+    ("odoo_xmlrpc", odoo_xmlrpc),
+    ("odoo_request", odoo_request),
     ("activation_form", activation_form),
     ("request_head", request_head),
 ];
@@ -254,13 +261,64 @@ pub fn admin_session(data: &[u8]) {
 /// finds too: no body is read two ways.
 pub fn odoo_rpc(data: &[u8]) {
     let lenient = serde_json::from_slice::<serde_json::Value>(data).ok();
-    if let Ok(call) = crate::policy::rpc::dataset_call(data) {
+    if let Ok(call) = crate::policy::jsonrpc::dataset_call(data) {
         let v = lenient.as_ref().expect("strict JSON is JSON");
         assert_eq!(v["params"]["model"].as_str(), Some(call.model.as_str()));
     }
-    if let Ok(Some(call)) = crate::policy::rpc::jsonrpc_call(data) {
+    if let Ok(Some(call)) = crate::policy::jsonrpc::jsonrpc_call(data) {
         let v = lenient.as_ref().expect("strict JSON is JSON");
         assert_eq!(v["params"]["args"][3].as_str(), Some(call.model.as_str()));
         assert_eq!(v["params"]["args"][4].as_str(), Some(call.method.as_str()));
+    }
+}
+
+/// Odoo XML-RPC bodies: never a panic (deep nesting, entities, encodings), and a call
+/// read is the whole `<methodCall>` read: its 4th and 5th parameters are the strings
+/// the call names.
+pub fn odoo_xmlrpc(data: &[u8]) {
+    if let Ok(call) = crate::policy::xmlrpc::object_call(data) {
+        let (method, params) =
+            crate::policy::xmlrpc::method_call(data).expect("a call read is a methodCall");
+        assert!(method == "execute_kw" || method == "execute", "{method}");
+        assert_eq!(params.get(3), Some(&Some(call.model.clone())));
+        assert_eq!(params.get(4), Some(&Some(call.method.clone())));
+    }
+}
+
+/// Any request on any Odoo endpoint: the first byte picks the endpoint; then the path,
+/// query, `Content-Type` and body, separated by NUL. Never a panic; a model read from
+/// a path is never percent-encoded.
+pub fn odoo_request(data: &[u8]) {
+    use crate::policy::odoo::{reached, Endpoint, RequestParts};
+    const ENDPOINTS: [Endpoint; 8] = [
+        Endpoint::Dataset,
+        Endpoint::JsonRpc,
+        Endpoint::XmlRpc,
+        Endpoint::Json2,
+        Endpoint::Export,
+        Endpoint::Content,
+        Endpoint::Report,
+        Endpoint::ReportDownload,
+    ];
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let endpoint = ENDPOINTS[usize::from(pick) % ENDPOINTS.len()];
+    let mut fields = rest.splitn(4, |b| *b == 0);
+    let path = utf8(fields.next()).unwrap_or("/");
+    let query = utf8(fields.next()).filter(|q| !q.is_empty());
+    let content_type = utf8(fields.next()).filter(|c| !c.is_empty());
+    let body = fields.next().unwrap_or(b"");
+    let parts = RequestParts {
+        path,
+        query,
+        content_type,
+        body,
+    };
+    if let Ok(found) = reached(endpoint, parts) {
+        if let (Some(call), Endpoint::Json2 | Endpoint::Report) = (&found.call, endpoint) {
+            assert!(!call.model.contains('%'), "{}", call.model);
+            assert!(path.contains(call.model.as_str()));
+        }
     }
 }

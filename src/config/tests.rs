@@ -309,7 +309,7 @@ feature = "x"
     .unwrap_err();
     let text = err.to_string();
     for expected in [
-        "t.toml:4:16: odoo.max_rpc_body must be between 1024 and 67108864, got 10",
+        "t.toml:4:16: odoo.max_rpc_body must be between 1024 and 134217728, got 10",
         "t.toml:6:11: features[0].models: model rules need the RPC inspection: set [odoo] enabled = true",
         "t.toml:6:20: features[0].models: `mrp*` is not a model pattern",
         "t.toml:11:12: features[1].methods is ambiguous with both prefix and models",

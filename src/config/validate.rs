@@ -876,7 +876,7 @@ fn validate_odoo(raw: RawOdoo, diags: &mut Vec<Diagnostic>) -> OdooConfig {
             max_rpc_body,
             "odoo.max_rpc_body",
             DEFAULT_MAX_RPC_BODY,
-            1024..=64 * 1024 * 1024,
+            1024..=128 * 1024 * 1024,
             diags,
         ),
     }

@@ -1,9 +1,10 @@
 //! Request policy: path normalization (and, with app, the feature map,
 //! tenant resolution and the decision function); for Odoo, model patterns (`model`),
-//! the endpoints that name a model (`odoo`) and the strict reading of their JSON-RPC
-//! (`rpc`), XML-RPC (`xmlrpc`) and form bodies.
+//! the endpoints that name a model (`odoo`) and the strict reading of their JSON
+//! (`rpc`), JSON-RPC (`jsonrpc`), XML-RPC (`xmlrpc`) and form bodies.
 
 pub mod decide;
+pub mod jsonrpc;
 pub(crate) mod method;
 pub mod model;
 pub mod odoo;

@@ -20,6 +20,7 @@
 //! Every reader here is strict: a request Odoo could read two ways (a parameter given
 //! twice, in the query and in the form, a part of a form that is a file) is refused.
 
+use super::jsonrpc;
 use super::rpc::{self, Json, RpcCall, RpcRefusal};
 use super::xmlrpc;
 
@@ -157,12 +158,12 @@ pub fn reached(endpoint: Endpoint, parts: RequestParts<'_>) -> Result<Reached, R
     match endpoint {
         Endpoint::Dataset | Endpoint::JsonRpc => {
             json_media(parts.content_type)?;
-            let request = rpc::strict_object(parts.body)?;
-            let id = request.get("id").map(Json::to_value);
+            let request = jsonrpc::envelope(parts.body)?;
+            let id = request.id.as_ref().map(Json::to_value);
             let call = if endpoint == Endpoint::Dataset {
-                Some(rpc::dataset_call_of(&request)?)
+                Some(jsonrpc::dataset_call_of(&request)?)
             } else {
-                rpc::jsonrpc_call_of(&request)?
+                jsonrpc::jsonrpc_call_of(&request)?
             };
             Ok(Reached { call, id })
         }

@@ -1,4 +1,5 @@
-//! Reading the model of an Odoo RPC call from its body, strictly: what the gateway
+//! JSON read strictly, and what Odoo's RPC readers share: the call a request reaches
+//! ([`RpcCall`]) and why a request is refused ([`RpcRefusal`]). What the gateway
 //! decides about must be what Odoo will dispatch, so anything that two JSON readers
 //! could read differently is refused, not guessed.
 //!
@@ -16,6 +17,8 @@
 //!   "execute", "args": [db, uid, password, M, F, …]}}`; the `common` and `db`
 //!   services reach no model.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -120,16 +123,46 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
         let mut pairs: Vec<(String, Json)> = Vec::new();
+        let mut seen = Seen::default();
         while let Some(key) = map.next_key::<String>()? {
-            if pairs.iter().any(|(k, _)| *k == key) {
-                return Err(serde::de::Error::custom(format!(
-                    "the key {key:?} appears twice"
-                )));
-            }
+            seen.insert(Cow::Owned(key.clone()))?;
             let value = map.next_value()?;
             pairs.push((key, value));
         }
         Ok(Json::Object(pairs))
+    }
+}
+
+/// The keys of one JSON object so far: a key twice is an error. A list while the
+/// object is small, a hash set beyond (a body of many keys stays linear).
+#[derive(Default)]
+pub(crate) struct Seen<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: HashSet<Cow<'de, str>>,
+}
+
+/// Keys kept in a list before the set takes over.
+const FEW_KEYS: usize = 16;
+
+impl<'de> Seen<'de> {
+    /// Records `key`; an error when it was seen already.
+    pub(crate) fn insert<E: serde::de::Error>(&mut self, key: Cow<'de, str>) -> Result<(), E> {
+        let twice = if self.many.is_empty() && self.few.len() < FEW_KEYS {
+            let twice = self.few.contains(&key);
+            if !twice {
+                self.few.push(key.clone());
+            }
+            twice
+        } else {
+            if self.many.is_empty() {
+                self.many.extend(self.few.drain(..));
+            }
+            !self.many.insert(key.clone())
+        };
+        if twice {
+            return Err(E::custom(format!("the key {key:?} appears twice")));
+        }
+        Ok(())
     }
 }
 
@@ -182,136 +215,5 @@ pub fn strict_object(body: &[u8]) -> Result<Json, RpcRefusal> {
         value @ Json::Object(_) => Ok(value),
         Json::Array(_) => Err(RpcRefusal::Batch),
         _ => Err(RpcRefusal::Shape("body")),
-    }
-}
-
-/// The `params` object of a JSON-RPC request.
-fn params(request: &Json) -> Result<&Json, RpcRefusal> {
-    match request.get("params") {
-        Some(p @ Json::Object(_)) => Ok(p),
-        Some(_) => Err(RpcRefusal::Shape("params")),
-        None => Err(RpcRefusal::Missing("params")),
-    }
-}
-
-fn string<'j>(value: Option<&'j Json>, what: &'static str) -> Result<&'j str, RpcRefusal> {
-    match value {
-        Some(v) => v.as_str().ok_or(RpcRefusal::Shape(what)),
-        None => Err(RpcRefusal::Missing(what)),
-    }
-}
-
-/// The call of a `/web/dataset/call_kw`, `call_button` or `resequence` body:
-/// `params.model` and `params.method` (`resequence` has no method: `write`).
-pub fn dataset_call(body: &[u8]) -> Result<RpcCall, RpcRefusal> {
-    dataset_call_of(&strict_object(body)?)
-}
-
-/// [`dataset_call`] of a request already read.
-pub fn dataset_call_of(request: &Json) -> Result<RpcCall, RpcRefusal> {
-    let params = params(request)?;
-    let model = string(params.get("model"), "model")?;
-    let method = match params.get("method") {
-        None => "write",
-        value => string(value, "method")?,
-    };
-    Ok(RpcCall {
-        model: model.to_string(),
-        method: method.to_string(),
-    })
-}
-
-/// The call of a `/jsonrpc` body: for the `object` service's `execute_kw` and
-/// `execute`, `args[3]` and `args[4]`; `None` for the `common` and `db` services.
-pub fn jsonrpc_call(body: &[u8]) -> Result<Option<RpcCall>, RpcRefusal> {
-    jsonrpc_call_of(&strict_object(body)?)
-}
-
-/// [`jsonrpc_call`] of a request already read.
-pub fn jsonrpc_call_of(request: &Json) -> Result<Option<RpcCall>, RpcRefusal> {
-    let params = params(request)?;
-    match string(params.get("service"), "service")? {
-        "common" | "db" => return Ok(None),
-        "object" => {}
-        _ => return Err(RpcRefusal::Shape("service")),
-    }
-    match string(params.get("method"), "method")? {
-        "execute_kw" | "execute" => {}
-        _ => return Err(RpcRefusal::Shape("method")),
-    }
-    let Some(Json::Array(args)) = params.get("args") else {
-        return Err(RpcRefusal::Shape("args"));
-    };
-    let model = string(args.get(3), "model")?;
-    let method = string(args.get(4), "method")?;
-    Ok(Some(RpcCall {
-        model: model.to_string(),
-        method: method.to_string(),
-    }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn call(model: &str, method: &str) -> RpcCall {
-        RpcCall {
-            model: model.into(),
-            method: method.into(),
-        }
-    }
-
-    #[test]
-    fn the_model_comes_from_the_body_with_escapes_decoded() {
-        let body = br#"{"jsonrpc":"2.0","method":"call","params":{"model":"mrp\u002eproduction","method":"search_read","args":[],"kwargs":{}},"id":1}"#;
-        assert_eq!(
-            dataset_call(body),
-            Ok(call("mrp.production", "search_read"))
-        );
-        let resequence = br#"{"params":{"model":"mrp.bom","ids":[1,2]}}"#;
-        assert_eq!(dataset_call(resequence), Ok(call("mrp.bom", "write")));
-    }
-
-    #[test]
-    fn anything_read_two_ways_is_refused() {
-        for (body, why) in [
-            (&br#"{"params":{"model":"res.partner","model":"mrp.production","method":"read"}}"#[..], "duplicate"),
-            (br#"{"params":{"model":"res.partner","method":"read"},"params":{"model":"mrp.production"}}"#, "duplicate params"),
-            (br#"{"params":{"model":"a.b","method":"read","kwargs":{"x":1,"x":2}}}"#, "nested duplicate"),
-            (br#"[{"params":{"model":"res.partner","method":"read"}}]"#, "batch"),
-            (br#"{"params":[["model","mrp.production"],["method","read"]]}"#, "params as pairs"),
-            (br#"{"params":{"model":["mrp.production"],"method":"read"}}"#, "model not a string"),
-            (br#"{"params":{"method":"read"}}"#, "no model"),
-            (br#"{"params":{"model":"a.b","method":"read"}} x"#, "trailing"),
-            (br#"{"params":{"model":"a.b","method":"read","n":NaN}}"#, "NaN"),
-            (b"{\"params\":{\"model\":\"a\xff.b\",\"method\":\"read\"}}", "not UTF-8"),
-            (br#"{"params":{"model":"\ud800x","method":"read"}}"#, "lone surrogate"),
-            (br#""params""#, "not an object"),
-        ] {
-            assert!(dataset_call(body).is_err(), "{why}");
-        }
-    }
-
-    #[test]
-    fn jsonrpc_object_calls_carry_the_model_in_args() {
-        let kw = br#"{"jsonrpc":"2.0","method":"call","params":{"service":"object","method":"execute_kw","args":["db",2,"pw","mrp.production","search_read",[[]],{}]}}"#;
-        assert_eq!(
-            jsonrpc_call(kw),
-            Ok(Some(call("mrp.production", "search_read")))
-        );
-        let ex = br#"{"params":{"service":"object","method":"execute","args":["db",2,"pw","res.partner","read",[1]]}}"#;
-        assert_eq!(jsonrpc_call(ex), Ok(Some(call("res.partner", "read"))));
-        let common =
-            br#"{"params":{"service":"common","method":"login","args":["db","admin","pw"]}}"#;
-        assert_eq!(jsonrpc_call(common), Ok(None));
-        for bad in [
-            &br#"{"params":{"service":"report","method":"render_report","args":[]}}"#[..],
-            br#"{"params":{"service":"object","method":"exec_workflow","args":["db",2,"pw","a.b","x"]}}"#,
-            br#"{"params":{"service":"object","method":"execute_kw","args":["db",2,"pw",7,"read"]}}"#,
-            br#"{"params":{"service":"object","method":"execute_kw","args":["db",2,"pw"]}}"#,
-            br#"{"params":{"service":"object","method":"execute_kw","args":{"3":"a.b"}}}"#,
-        ] {
-            assert!(jsonrpc_call(bad).is_err(), "{}", String::from_utf8_lossy(bad));
-        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::{BodyPace, MIN_BODY_BYTES_PER_SEC};
@@ -31,6 +32,31 @@ pub(crate) async fn read(
         return Err(RpcRefusal::Encoded);
     }
     let limit = rules.odoo.max_rpc_body;
+    let declared = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(RpcRefusal::TooLarge(limit));
+    }
+    let expects_continue = req
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        // The client waits for a go-ahead before it sends the body the decision needs:
+        // the gateway gives it, and the upstream (which gets the body whole) is not
+        // asked again.
+        let go_ahead = ResponseHeader::build(100, Some(0)).map_err(|_| RpcRefusal::Unreceived)?;
+        session
+            .downstream_session
+            .write_response_header(Box::new(go_ahead))
+            .await
+            .map_err(|_| RpcRefusal::Unreceived)?;
+        session
+            .req_header_mut()
+            .remove_header(&http::header::EXPECT);
+    }
     // No pause longer than the head's deadline, and a minimum average rate after it:
     // a slow body must not hold the request (and its buffer) for long.
     session.set_read_timeout(Some(rules.body_gap));

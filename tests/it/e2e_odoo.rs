@@ -643,3 +643,43 @@ async fn eventually_usage(gw: &Gateway, token: &str, tenant: &str, feature: &str
     }
     0
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_expects_100_continue_gets_it_before_the_body_is_read() {
+    use tokio::io::AsyncReadExt;
+    let odoo = Odoo::start().await;
+    let body = jsonrpc("execute_kw", json!("res.partner"), "read");
+    let request = Raw::post(
+        "globex.erp.test",
+        "/jsonrpc",
+        "Content-Type: application/json\r\nExpect: 100-continue\r\n",
+        body,
+    );
+    let mut stream = TcpStream::connect(odoo.gw.addr).await.unwrap();
+    stream.write_all(request.head.as_bytes()).await.unwrap();
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    let waited = tokio::time::timeout(Duration::from_secs(5), async {
+        while !interim.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            interim.push(byte[0]);
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "no interim response: {interim:?}");
+    let interim = String::from_utf8_lossy(&interim);
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    stream.write_all(&request.body).await.unwrap();
+    let response = read_response(&mut stream, false).await.unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.json()["result"]["model"],
+        "res.partner",
+        "{}",
+        response.text()
+    );
+    assert_eq!(
+        models(&odoo.reached().await),
+        vec![("res.partner".to_string(), "read".to_string())]
+    );
+}
