@@ -103,15 +103,21 @@ impl Driver {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let value = self.call_raw(method, path, body).await;
+        if value.get("error").is_some() {
+            panic!("WebDriver {path}: {value}");
+        }
+        value
+    }
+
+    /// A WebDriver call whose error is returned, not a panic.
+    async fn call_raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut request = self.client.request(method, url);
         if let Some(body) = body {
             request = request.json(&body);
         }
         let value: Value = request.send().await.unwrap().json().await.unwrap();
-        if value["value"].get("error").is_some() {
-            panic!("WebDriver {path}: {value}");
-        }
         value["value"].clone()
     }
 
@@ -187,7 +193,7 @@ impl Driver {
                 .call_raw(
                     reqwest::Method::POST,
                     "/element",
-                    json!({"using": "css selector", "value": css}),
+                    Some(json!({"using": "css selector", "value": css})),
                 )
                 .await;
             if found.get("error").is_none() {
@@ -200,22 +206,6 @@ impl Driver {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    /// A WebDriver call whose error is returned, not a panic.
-    async fn call_raw(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let value: Value = self
-            .client
-            .request(method, url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        value["value"].clone()
     }
 
     /// Waits until the page's URL ends with `suffix`.

@@ -161,36 +161,34 @@ fn paths_name_models_for_json2_content_and_reports() {
         some("mrp.production", "read"),
         "Odoo takes the model from the query when the path has none"
     );
-    assert!(model_of(
-        Endpoint::Content,
-        parts(
+    for (path, query, content_type, body, why) in [
+        (
             "/web/content",
             Some("model=a.b&model=mrp.production"),
             None,
-            b""
-        )
-    )
-    .is_err());
-    assert!(model_of(
-        Endpoint::Content,
-        parts(
+            &b""[..],
+            "a parameter twice",
+        ),
+        (
             "/web/content/res.partner/1/x",
             Some("model=mrp.production"),
             None,
-            b""
-        )
-    )
-    .is_err());
-    assert!(model_of(
-        Endpoint::Content,
-        parts(
+            b"",
+            "path and parameter differ",
+        ),
+        (
             "/web/content",
             None,
             Some("application/x-www-form-urlencoded"),
-            b"model=mrp.production"
-        )
-    )
-    .is_err());
+            b"model=mrp.production",
+            "a body",
+        ),
+    ] {
+        assert!(
+            model_of(Endpoint::Content, parts(path, query, content_type, body)).is_err(),
+            "{why}"
+        );
+    }
     assert_eq!(
         model_of(Endpoint::Report, none("/report/pdf/mrp.report_mrporder/7")),
         some("mrp.report_mrporder", "report")
