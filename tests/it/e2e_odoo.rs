@@ -683,3 +683,166 @@ async fn a_client_that_expects_100_continue_gets_it_before_the_body_is_read() {
         vec![("res.partner".to_string(), "read".to_string())]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_entry_point_serves_a_licensed_model() {
+    let odoo = Odoo::start().await;
+    let gw = odoo.gw.addr;
+    let host = "acme.erp.test";
+    let cookie = format!("Cookie: {}\r\n", session_cookie(gw, host).await);
+    let json_h = format!("Content-Type: application/json\r\n{cookie}");
+    let kw = |model: &str, method: &str| {
+        json!({"jsonrpc": "2.0", "method": "call", "id": 1,
+            "params": {"model": model, "method": method, "args": [], "kwargs": {}}})
+        .to_string()
+    };
+    let acme = |body: String| {
+        body.replace("\"globex\"", "\"acme\"")
+            .replace(">globex<", ">acme<")
+    };
+    let form = |path: &str, name: &str, value: &str| {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair(name, value)
+            .finish();
+        Raw::post(
+            host,
+            path,
+            &format!("Content-Type: application/x-www-form-urlencoded\r\n{cookie}"),
+            body,
+        )
+    };
+    let cases: Vec<(&str, Raw, &str)> = vec![
+        (
+            "call_kw",
+            Raw::post(
+                host,
+                "/web/dataset/call_kw/mrp.production/read",
+                &json_h,
+                kw("mrp.production", "read"),
+            ),
+            "mrp.production",
+        ),
+        (
+            "call_button",
+            Raw::post(
+                host,
+                "/web/dataset/call_button",
+                &json_h,
+                kw("mrp.production", "action_confirm"),
+            ),
+            "mrp.production",
+        ),
+        (
+            "resequence",
+            Raw::post(
+                host,
+                "/web/dataset/resequence",
+                &json_h,
+                r#"{"params":{"model":"mrp.bom.line","ids":[1]}}"#,
+            ),
+            "mrp.bom.line",
+        ),
+        (
+            "jsonrpc execute_kw",
+            Raw::post(
+                host,
+                "/jsonrpc",
+                "Content-Type: application/json\r\n",
+                acme(jsonrpc("execute_kw", json!("mrp.production"), "read")),
+            ),
+            "mrp.production",
+        ),
+        (
+            "jsonrpc execute",
+            Raw::post(
+                host,
+                "/jsonrpc",
+                "Content-Type: application/json\r\n",
+                acme(jsonrpc("execute", json!("hr.employee"), "read")),
+            ),
+            "hr.employee",
+        ),
+        (
+            "xmlrpc/2",
+            Raw::post(
+                host,
+                "/xmlrpc/2/object",
+                "Content-Type: text/xml\r\n",
+                acme(xml_call("execute_kw", "mrp.production", "read")),
+            ),
+            "mrp.production",
+        ),
+        (
+            "xmlrpc",
+            Raw::post(
+                host,
+                "/xmlrpc/object",
+                "Content-Type: text/xml\r\n",
+                acme(xml_call("execute", "<string>hr.employee</string>", "read")),
+            ),
+            "hr.employee",
+        ),
+        (
+            "json2",
+            Raw::post(
+                host,
+                "/json/2/mrp.production/search_read",
+                "Content-Type: application/json\r\nAuthorization: bearer api-key-acme\r\n",
+                "{}",
+            ),
+            "mrp.production",
+        ),
+        (
+            "export",
+            form(
+                "/web/export/csv",
+                "data",
+                r#"{"model":"mrp.production","fields":[],"ids":[],"domain":[],"import_compat":false}"#,
+            ),
+            "mrp.production",
+        ),
+        (
+            "content",
+            Raw::get(host, "/web/content/mrp.production/7/image", &cookie),
+            "mrp.production",
+        ),
+        (
+            "image",
+            Raw::get(host, "/web/image/42?model=hr.employee", &cookie),
+            "hr.employee",
+        ),
+        (
+            "report",
+            Raw::get(host, "/report/pdf/mrp.report_mrporder/7", &cookie),
+            "mrp.report_mrporder",
+        ),
+        (
+            "report download",
+            form(
+                "/report/download",
+                "data",
+                r#"["/report/pdf/mrp.report_mrporder/7","qweb-pdf"]"#,
+            ),
+            "mrp.report_mrporder",
+        ),
+    ];
+    let mut seen = odoo.reached().await.len();
+    for (name, request, model) in cases {
+        let response = raw_request(gw, &request.bytes()).await.unwrap();
+        let reached = odoo.reached().await;
+        let new = models(&reached[seen..]);
+        seen = reached.len();
+        assert_eq!(
+            new.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(),
+            vec![model],
+            "{name}: {} {}",
+            response.status,
+            response.text()
+        );
+        assert!(
+            !response.text().contains("licgate."),
+            "{name}: the app's own answer, not a refusal: {}",
+            response.text()
+        );
+    }
+}
