@@ -364,6 +364,13 @@ fn xml_call(method_name: &str, model_value: &str, method: &str) -> String {
     )
 }
 
+/// The body of a `call_kw` of `method` on `model`, as the web client sends it.
+fn call_kw_body(model: &str, method: &str) -> String {
+    json!({"jsonrpc": "2.0", "method": "call", "id": 1,
+        "params": {"model": model, "method": method, "args": [], "kwargs": {}}})
+    .to_string()
+}
+
 /// A `/jsonrpc` `object` call with globex's credentials.
 fn jsonrpc(rpc_method: &str, model: Value, method: &str) -> String {
     json!({"jsonrpc": "2.0", "method": "call", "id": 3, "params": {
@@ -403,11 +410,7 @@ async fn rpc_bypass_corpus_reaches_no_unlicensed_model() {
     let host = "globex.erp.test";
     let cookie = format!("Cookie: {}\r\n", session_cookie(gw, host).await);
     let json_h = format!("Content-Type: application/json\r\n{cookie}");
-    let kw = |model: &str, method: &str| {
-        json!({"jsonrpc": "2.0", "method": "call", "id": 1,
-            "params": {"model": model, "method": method, "args": [], "kwargs": {}}})
-        .to_string()
-    };
+    let kw = call_kw_body;
     let dataset = |path: &str, body: String| Raw::post(host, path, &json_h, body);
     let xml = |path: &str, body: String| Raw::post(host, path, "Content-Type: text/xml\r\n", body);
     let rpc =
@@ -691,11 +694,7 @@ async fn every_entry_point_serves_a_licensed_model() {
     let host = "acme.erp.test";
     let cookie = format!("Cookie: {}\r\n", session_cookie(gw, host).await);
     let json_h = format!("Content-Type: application/json\r\n{cookie}");
-    let kw = |model: &str, method: &str| {
-        json!({"jsonrpc": "2.0", "method": "call", "id": 1,
-            "params": {"model": model, "method": method, "args": [], "kwargs": {}}})
-        .to_string()
-    };
+    let kw = call_kw_body;
     let acme = |body: String| {
         body.replace("\"globex\"", "\"acme\"")
             .replace(">globex<", ">acme<")
