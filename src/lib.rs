@@ -24,6 +24,7 @@
 mod access_log;
 mod admin;
 mod app;
+pub mod authority;
 pub mod background;
 mod calendar;
 pub mod cli;
