@@ -113,20 +113,6 @@ fn is_json_media(media: &str) -> bool {
         || media.eq_ignore_ascii_case("application/json-rpc")
 }
 
-impl Endpoint {
-    /// Whether the endpoint's model is in the request body.
-    pub fn reads_body(self) -> bool {
-        matches!(
-            self,
-            Endpoint::Dataset
-                | Endpoint::JsonRpc
-                | Endpoint::XmlRpc
-                | Endpoint::Export
-                | Endpoint::ReportDownload
-        )
-    }
-}
-
 /// What a request on an endpoint reaches.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Reached {
@@ -151,9 +137,12 @@ pub struct RequestParts<'a> {
 
 /// What a request on `endpoint` reaches, read strictly from `parts`.
 pub fn reached(endpoint: Endpoint, parts: RequestParts<'_>) -> Result<Reached, RpcRefusal> {
-    let call = |model: &str, method: &str| RpcCall {
-        model: model.to_string(),
-        method: method.to_string(),
+    let call = |model: &str, method: &str| Reached {
+        call: Some(RpcCall {
+            model: model.to_string(),
+            method: method.to_string(),
+        }),
+        id: None,
     };
     match endpoint {
         Endpoint::Dataset | Endpoint::JsonRpc => {
@@ -174,10 +163,7 @@ pub fn reached(endpoint: Endpoint, parts: RequestParts<'_>) -> Result<Reached, R
         Endpoint::Json2 => {
             let rest = parts.path.strip_prefix("/json/2/").unwrap_or("");
             match segments(rest)?.as_slice() {
-                [model, method] => Ok(Reached {
-                    call: Some(call(model, method)),
-                    id: None,
-                }),
+                [model, method] => Ok(call(model, method)),
                 _ => Err(RpcRefusal::Target("JSON-2 path (/json/2/<model>/<method>)")),
             }
         }
@@ -191,10 +177,7 @@ pub fn reached(endpoint: Endpoint, parts: RequestParts<'_>) -> Result<Reached, R
                 .ok_or(RpcRefusal::Missing("model"))?
                 .as_str()
                 .ok_or(RpcRefusal::Shape("model"))?;
-            Ok(Reached {
-                call: Some(call(model, "export_data")),
-                id: None,
-            })
+            Ok(call(model, "export_data"))
         }
         Endpoint::Content => {
             no_body(parts)?;
@@ -222,19 +205,13 @@ pub fn reached(endpoint: Endpoint, parts: RequestParts<'_>) -> Result<Reached, R
                 (None, Some(q)) => q,
                 (None, None) => "ir.attachment",
             };
-            Ok(Reached {
-                call: Some(call(model, "read")),
-                id: None,
-            })
+            Ok(call(model, "read"))
         }
         Endpoint::Report => {
             no_body(parts)?;
             let rest = parts.path.strip_prefix("/report/").unwrap_or("");
             match segments(rest)?.as_slice() {
-                [_converter, report, ..] => Ok(Reached {
-                    call: Some(call(report, "report")),
-                    id: None,
-                }),
+                [_converter, report, ..] => Ok(call(report, "report")),
                 _ => Err(RpcRefusal::Target("report name")),
             }
         }
@@ -243,10 +220,7 @@ pub fn reached(endpoint: Endpoint, parts: RequestParts<'_>) -> Result<Reached, R
                 .one("data")?
                 .ok_or(RpcRefusal::Missing("data"))?;
             let report = download_report(&data)?;
-            Ok(Reached {
-                call: Some(call(&report, "report")),
-                id: None,
-            })
+            Ok(call(&report, "report"))
         }
     }
 }

@@ -283,11 +283,11 @@ impl<'a> Xml<'a> {
             return Err(refuse("values nest too deep"));
         }
         let mut text = String::new();
-        let child = loop {
+        let (start, empty) = loop {
             match self.next()? {
                 Event::End(end) if end.name().as_ref() == b"value" => return Ok(Some(text)),
-                Event::Start(start) => break Element::Start(start),
-                Event::Empty(start) => break Element::Empty(start),
+                Event::Start(start) => break (start, false),
+                Event::Empty(start) => break (start, true),
                 event => {
                     if !self.text_piece(&event, &mut text)? {
                         return Err(refuse("unexpected markup in <value>"));
@@ -298,41 +298,29 @@ impl<'a> Xml<'a> {
         if !is_space(text.as_bytes()) {
             return Err(refuse("text beside a typed value"));
         }
-        let string = match child {
-            Element::Empty(start) => {
-                let name = start.name().as_ref().to_vec();
-                let known = [&b"nil"[..], b"array", b"struct"].contains(&name.as_slice())
-                    || SCALARS.contains(&name.as_slice());
-                if !known {
-                    return Err(refuse("an unknown element in <value>"));
-                }
-                self.plain(&start, &name)?;
-                (name == b"string").then(String::new)
+        let name = start.name().as_ref().to_vec();
+        self.plain(&start, &name)?;
+        let string = match (name.as_slice(), empty) {
+            (b"string", true) => Some(String::new()),
+            (b"nil" | b"array" | b"struct", true) => None,
+            (scalar, true) if SCALARS.contains(&scalar) => None,
+            (b"array", false) => {
+                self.array(depth)?;
+                None
             }
-            Element::Start(start) => {
-                let name = start.name().as_ref().to_vec();
-                self.plain(&start, &name)?;
-                match name.as_slice() {
-                    b"array" => {
-                        self.array(depth)?;
-                        None
-                    }
-                    b"struct" => {
-                        self.members(depth)?;
-                        None
-                    }
-                    b"nil" => {
-                        self.expect_end(b"nil")?;
-                        None
-                    }
-                    scalar if SCALARS.contains(&scalar) => {
-                        let content = self.text_until(scalar)?;
-                        (scalar == b"string").then_some(content)
-                    }
-                    _ => return Err(refuse("an unknown element in <value>")),
-                }
+            (b"struct", false) => {
+                self.members(depth)?;
+                None
             }
-            Element::End(_) => unreachable!("ends are returned above"),
+            (b"nil", false) => {
+                self.expect_end(b"nil")?;
+                None
+            }
+            (scalar, false) if SCALARS.contains(&scalar) => {
+                let content = self.text_until(scalar)?;
+                (scalar == b"string").then_some(content)
+            }
+            _ => return Err(refuse("an unknown element in <value>")),
         };
         self.expect_end(b"value")?;
         Ok(string)
