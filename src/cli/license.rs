@@ -168,40 +168,8 @@ pub fn issue_claims(args: &IssueArgs, now: UnixTime) -> Result<Claims, String> {
             return Err("--not-before must be earlier than the expiry".into());
         }
     }
-    let mut limits = crate::license::Limits::default();
-    for spec in &args.limits {
-        let (name, value) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("--limit {spec:?}: expected NAME=N"))?;
-        let value: u64 = value
-            .trim()
-            .parse()
-            .map_err(|_| format!("--limit {spec:?}: N must be a whole number"))?;
-        if !limits.set(name.trim(), value) {
-            return Err(format!(
-                "--limit {spec:?}: unknown limit; use one of {}",
-                LIMIT_NAMES.join(", ")
-            ));
-        }
-    }
-    let mut feature_limits = std::collections::BTreeMap::new();
-    for spec in &args.feature_limits {
-        let bad = || {
-            format!(
-                "--feature-limit {spec:?}: expected FEATURE:NAME=N, NAME being one of {}",
-                FEATURE_LIMIT_NAMES.join(", ")
-            )
-        };
-        let (feature, rest) = spec.split_once(':').ok_or_else(bad)?;
-        let (name, value) = rest.split_once('=').ok_or_else(bad)?;
-        let value: u64 = value.trim().parse().map_err(|_| bad())?;
-        let entry: &mut FeatureLimits = feature_limits
-            .entry(feature.trim().to_string())
-            .or_default();
-        if !entry.set(name.trim(), value) {
-            return Err(bad());
-        }
-    }
+    let limits = parse_limits(&args.limits)?;
+    let feature_limits = parse_feature_limits(&args.feature_limits)?;
     if args.tenant.trim().is_empty() {
         return Err("--tenant must not be empty".into());
     }
@@ -233,6 +201,52 @@ pub fn issue_claims(args: &IssueArgs, now: UnixTime) -> Result<Claims, String> {
         grace_days: args.grace_days,
         read_only_days: args.read_only_days,
     })
+}
+
+/// `--limit NAME=N` options as limits.
+pub(crate) fn parse_limits(specs: &[String]) -> Result<crate::license::Limits, String> {
+    let mut limits = crate::license::Limits::default();
+    for spec in specs {
+        let (name, value) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--limit {spec:?}: expected NAME=N"))?;
+        let value: u64 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("--limit {spec:?}: N must be a whole number"))?;
+        if !limits.set(name.trim(), value) {
+            return Err(format!(
+                "--limit {spec:?}: unknown limit; use one of {}",
+                LIMIT_NAMES.join(", ")
+            ));
+        }
+    }
+    Ok(limits)
+}
+
+/// `--feature-limit FEATURE:NAME=N` options as per-feature limits.
+pub(crate) fn parse_feature_limits(
+    specs: &[String],
+) -> Result<std::collections::BTreeMap<String, FeatureLimits>, String> {
+    let mut feature_limits = std::collections::BTreeMap::new();
+    for spec in specs {
+        let bad = || {
+            format!(
+                "--feature-limit {spec:?}: expected FEATURE:NAME=N, NAME being one of {}",
+                FEATURE_LIMIT_NAMES.join(", ")
+            )
+        };
+        let (feature, rest) = spec.split_once(':').ok_or_else(bad)?;
+        let (name, value) = rest.split_once('=').ok_or_else(bad)?;
+        let value: u64 = value.trim().parse().map_err(|_| bad())?;
+        let entry: &mut FeatureLimits = feature_limits
+            .entry(feature.trim().to_string())
+            .or_default();
+        if !entry.set(name.trim(), value) {
+            return Err(bad());
+        }
+    }
+    Ok(feature_limits)
 }
 
 fn issue(args: &IssueArgs, now: UnixTime) -> Result<(), String> {

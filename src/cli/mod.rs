@@ -1,8 +1,10 @@
 //! The `licgate` command line: `serve`, `check`, `demo`, `license`, `instance-id`,
 //! `usage`, `healthcheck`.
 
+pub mod authority;
 pub(crate) mod healthcheck;
 pub mod license;
+mod table;
 pub mod usage;
 
 use std::net::SocketAddr;
@@ -68,6 +70,10 @@ pub enum Command {
     /// answers 200, else 1. For container health checks.
     #[command(after_help = "Example:\n  licgate healthcheck --ready --address 127.0.0.1:9901")]
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// The license authority: the vendor's server (`serve`, `check`) and its admin
+    /// commands (policies, licenses, activations, offline files, usage, events).
+    #[command(subcommand)]
+    Authority(Box<authority::AuthorityCommand>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +130,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::InstanceId(args) => instance_id(&args.config.config, args.public_key),
         Command::Usage(command) => usage::run(command),
         Command::Healthcheck(args) => healthcheck::run(&args),
+        Command::Authority(command) => authority::run(*command),
     }
 }
 

@@ -221,33 +221,21 @@ fn table_rows(rows: &[UsageRecord], granularity: Granularity) -> String {
     let header = [
         "TENANT", "FEATURE", "PERIOD", "ALLOWED", "LIMITED", "REFUSED", "PEAK",
     ];
-    let mut cells: Vec<[String; 7]> = vec![header.map(str::to_string)];
-    for r in rows {
-        cells.push([
-            r.tenant.clone(),
-            r.feature.clone(),
-            granularity.label(r.period),
-            r.tally.allowed.to_string(),
-            r.tally.limited.to_string(),
-            refused_text(r),
-            r.tally.peak_concurrency.to_string(),
-        ]);
-    }
-    let mut widths = [0usize; 7];
-    for row in &cells {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &cells {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.tenant.clone(),
+                r.feature.clone(),
+                granularity.label(r.period),
+                r.tally.allowed.to_string(),
+                r.tally.limited.to_string(),
+                refused_text(r),
+                r.tally.peak_concurrency.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = super::table::render(&header, &cells);
     if rows.is_empty() {
         out.push_str("(no usage in this period)\n");
     }

@@ -84,7 +84,7 @@ fn display_all(all: &[Located]) -> String {
 }
 
 /// Resolves diagnostics against `source` (the text of `file`), sorted by position.
-pub(super) fn locate(file: &str, source: &str, diagnostics: Vec<Diagnostic>) -> Vec<Located> {
+pub(crate) fn locate(file: &str, source: &str, diagnostics: Vec<Diagnostic>) -> Vec<Located> {
     let mut located: Vec<(usize, Located)> = diagnostics
         .into_iter()
         .map(|d| {

@@ -20,6 +20,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 pub use error::{line_col, ConfigError, Diagnostic, Located};
+pub(crate) use error::locate;
+pub(crate) use validate::{admin_token, bounded_int, duration, socket_addr};
 pub use raw::RawConfig;
 
 pub use crate::access_log::Overflow as AccessOverflow;

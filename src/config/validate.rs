@@ -1103,7 +1103,7 @@ fn validate_admin(
 
 /// Reads the admin token from `file`: trimmed, at least [`AdminToken::MIN_LEN`]
 /// visible ASCII characters (it travels in an `Authorization` header).
-fn admin_token(
+pub(crate) fn admin_token(
     file: &Spanned<String>,
     base_dir: &Path,
     diags: &mut Vec<Diagnostic>,
@@ -1205,7 +1205,7 @@ fn validate_log(raw: RawLog, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> Op
     })
 }
 
-fn socket_addr(
+pub(crate) fn socket_addr(
     raw: &Spanned<String>,
     key: &str,
     diags: &mut Vec<Diagnostic>,
@@ -1338,7 +1338,7 @@ pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 pub(super) const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 
 /// An integer in `range`, or `default` when absent.
-fn bounded_int(
+pub(crate) fn bounded_int(
     raw: Option<Spanned<i64>>,
     key: &str,
     default: usize,
@@ -1363,7 +1363,7 @@ fn bounded_int(
     }
 }
 
-fn duration(
+pub(crate) fn duration(
     raw: Option<Spanned<String>>,
     key: &str,
     default: Duration,
