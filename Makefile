@@ -27,10 +27,10 @@ demo: release
 	$(RELEASE_BIN) demo $(DEMO_ARGS)
 
 ## test-deps: what the tests need beyond the build (headless Chromium, redis-server,
-## Prometheus and promtool, Python with the end-to-end tests' virtualenv: Django,
+## PostgreSQL, Prometheus and promtool, Python with the end-to-end tests' virtualenv: Django,
 ## werkzeug, deploy/ checkers)
 test-deps:
-	@./scripts/install-deps.sh --browser --python --systemd --prometheus redis-server
+	@./scripts/install-deps.sh --browser --python --systemd --prometheus --postgres redis-server
 	@./scripts/e2e-venv.sh
 
 ## test: formatting, lints, and every test (unit + integration against real sockets)

@@ -3,7 +3,8 @@
 # when missing: a C toolchain, cmake and pkg-config (pingora builds zlib-ng), and the
 # rustfmt/clippy components; with --browser also chromium and chromium-driver, with
 # --python python3 with venv, with --systemd systemd-analyze, with --prometheus the
-# Prometheus server and promtool; any
+# Prometheus server and promtool, with --postgres the PostgreSQL server (initdb, pg_ctl:
+# the authority's tests start their own on a free port); any
 # other argument names a command to install (e.g. wrk). Safe to run repeatedly.
 set -euo pipefail
 
@@ -29,6 +30,10 @@ for extra in "$@"; do
     # Prometheus and promtool, for the metrics, dashboard and alert-rule tests.
     --prometheus)
       { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus) ;;
+    # PostgreSQL's server programs (Debian keeps them in /usr/lib/postgresql/*/bin).
+    --postgres)
+      compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+      command -v runuser >/dev/null 2>&1 || missing+=(util-linux) ;;
     *) command -v "$extra" >/dev/null 2>&1 || missing+=("$extra") ;;
   esac
 done

@@ -68,10 +68,7 @@ impl AdminClient {
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
         let url = format!("{}/admin/v1{path}", self.base);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .bearer_auth(&self.token);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -137,7 +134,10 @@ fn refused(status: u16, text: &str) -> ClientError {
     match serde_json::from_str::<Value>(text) {
         Ok(problem) => ClientError::Refused {
             status,
-            code: problem["error_code"].as_str().unwrap_or("ERROR").to_string(),
+            code: problem["error_code"]
+                .as_str()
+                .unwrap_or("ERROR")
+                .to_string(),
             detail: problem["detail"].as_str().unwrap_or_default().to_string(),
             details: problem["details"].clone(),
         },

@@ -268,8 +268,13 @@ fn validate(
         1024..=64 * 1024 * 1024,
         diags,
     );
-    let database_connections =
-        bounded_int(database_connections, "database_connections", 16, 1..=1024, diags) as u32;
+    let database_connections = bounded_int(
+        database_connections,
+        "database_connections",
+        16,
+        1..=1024,
+        diags,
+    ) as u32;
     let signing = match signing {
         Some(signing) => {
             let span = signing.span();
@@ -278,7 +283,10 @@ fn validate(
             match SigningKey::load(&key_path) {
                 Ok(key) => Some((key, key_path, signing.kid, signing.issuer)),
                 Err(e) => {
-                    diags.push(Diagnostic::at(signing.key.span(), format!("signing.key: {e}")));
+                    diags.push(Diagnostic::at(
+                        signing.key.span(),
+                        format!("signing.key: {e}"),
+                    ));
                     let _ = span;
                     None
                 }
@@ -436,11 +444,20 @@ token_file = "admin.token"
         let text = GOOD.replace("sqlite://authority.db", "mysql://x")
             + "[defaults]\ntoken_ttl = \"soon\"\n";
         let lines = AuthorityConfig::parse(&text, &path).unwrap_err().lines();
-        assert!(lines[0].contains("authority.toml:3:12: database: `mysql://x` is not a database URL"), "{lines:?}");
-        assert!(lines[1].contains(":10:13: defaults.token_ttl: `soon` is not a positive duration"), "{lines:?}");
+        assert!(
+            lines[0].contains("authority.toml:3:12: database: `mysql://x` is not a database URL"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].contains(":10:13: defaults.token_ttl: `soon` is not a positive duration"),
+            "{lines:?}"
+        );
         let unknown = GOOD.to_string() + "colour = 1\n";
         let lines = AuthorityConfig::parse(&unknown, &path).unwrap_err().lines();
-        assert!(lines[0].contains(":9:1: unknown field `colour`"), "{lines:?}");
+        assert!(
+            lines[0].contains(":9:1: unknown field `colour`"),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ impl AuthorityMetrics {
         let name = |n: &str| format!("licgate_authority_{n}");
         let counter = |n: &str, help: &str, label: &str| {
             let c = IntCounterVec::new(Opts::new(name(n), help), &[label]).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let activations = counter(

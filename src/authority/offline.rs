@@ -120,7 +120,9 @@ pub fn read_request(file: &[u8], now: UnixTime) -> Result<OfflineRequest, Offlin
             return Err(malformed("an activation request needs license_key".into()))
         }
         OfflineKind::Deactivate if request.activation_id.is_none() => {
-            return Err(malformed("a deactivation request needs activation_id".into()))
+            return Err(malformed(
+                "a deactivation request needs activation_id".into(),
+            ))
         }
         _ => {}
     }

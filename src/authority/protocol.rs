@@ -214,7 +214,9 @@ mod tests {
         };
         assert!(check("POST", path, body, 1_000).is_ok());
         assert!(check("POST", path, body, 1_290).is_ok());
-        assert!(check("POST", path, body, 1_301).unwrap_err().contains("clock"));
+        assert!(check("POST", path, body, 1_301)
+            .unwrap_err()
+            .contains("clock"));
         assert!(check("DELETE", path, body, 1_000).is_err());
         assert!(check("POST", "/v1/activations/act_2/heartbeat", body, 1_000).is_err());
         assert!(check("POST", path, br#"{"nonce":"0123456789abcdeg"}"#, 1_000).is_err());

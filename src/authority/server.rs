@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use super::api::{router, AppState};
 use super::attempts::Attempts;
+use super::clock;
 use super::config::AuthorityConfig;
 use super::db::{Db, DbError};
 use super::metrics::AuthorityMetrics;
 use super::protocol::Signer;
 use super::store::Store;
-use super::clock;
 
 /// How often the background task runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
@@ -86,7 +86,10 @@ async fn serve(config: AuthorityConfig) -> Result<(), ServeError> {
 /// Resolves at SIGTERM or SIGINT.
 async fn shutdown() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -54,7 +54,12 @@ pub enum AuthorityCommand {
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// The authority's configuration file.
-    #[arg(long, short = 'c', env = "LICGATE_AUTHORITY_CONFIG", default_value = "authority.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "LICGATE_AUTHORITY_CONFIG",
+        default_value = "authority.toml"
+    )]
     pub config: PathBuf,
 }
 
@@ -62,10 +67,20 @@ pub struct ConfigArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Remote {
     /// The authority's URL.
-    #[arg(long, env = "LICGATE_AUTHORITY_URL", default_value = "http://127.0.0.1:7700", global = true)]
+    #[arg(
+        long,
+        env = "LICGATE_AUTHORITY_URL",
+        default_value = "http://127.0.0.1:7700",
+        global = true
+    )]
     pub url: String,
     /// A file holding the admin token.
-    #[arg(long, env = "LICGATE_AUTHORITY_TOKEN_FILE", default_value = "admin.token", global = true)]
+    #[arg(
+        long,
+        env = "LICGATE_AUTHORITY_TOKEN_FILE",
+        default_value = "admin.token",
+        global = true
+    )]
     pub token_file: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
@@ -380,12 +395,17 @@ fn policy_spec(options: &PolicyOptions) -> Result<Value, String> {
         put("features", json!(options.features));
     }
     if !options.limits.is_empty() {
-        put("limits", json!(super::license::parse_limits(&options.limits)?));
+        put(
+            "limits",
+            json!(super::license::parse_limits(&options.limits)?),
+        );
     }
     if !options.feature_limits.is_empty() {
         put(
             "feature_limits",
-            json!(super::license::parse_feature_limits(&options.feature_limits)?),
+            json!(super::license::parse_feature_limits(
+                &options.feature_limits
+            )?),
         );
     }
     if let Some(n) = options.max_activations {
@@ -456,7 +476,12 @@ async fn vendor(command: AuthorityCommand) -> Result<(), String> {
             remote,
         }) => {
             let mut query = Vec::new();
-            for (k, v) in [("license", license), ("tenant", tenant), ("from", from), ("to", to)] {
+            for (k, v) in [
+                ("license", license),
+                ("tenant", tenant),
+                ("from", from),
+                ("to", to),
+            ] {
                 if let Some(v) = v {
                     query.push(format!("{k}={}", encode(&v)));
                 }
@@ -468,8 +493,18 @@ async fn vendor(command: AuthorityCommand) -> Result<(), String> {
             print(&remote, &value, |v| {
                 rows(
                     &v["rows"],
-                    &["DAY", "TENANT", "FEATURE", "ALLOWED", "LIMITED", "REFUSED", "PEAK"],
-                    &["day", "tenant", "feature", "allowed", "limited", "refused", "peak_concurrency"],
+                    &[
+                        "DAY", "TENANT", "FEATURE", "ALLOWED", "LIMITED", "REFUSED", "PEAK",
+                    ],
+                    &[
+                        "day",
+                        "tenant",
+                        "feature",
+                        "allowed",
+                        "limited",
+                        "refused",
+                        "peak_concurrency",
+                    ],
                 )
             });
             Ok(())
@@ -501,7 +536,15 @@ async fn vendor(command: AuthorityCommand) -> Result<(), String> {
                     })
                     .collect();
                 table::render(
-                    &["ID", "AT", "ACTOR", "ACTION", "LICENSE", "ACTIVATION", "DETAIL"],
+                    &[
+                        "ID",
+                        "AT",
+                        "ACTOR",
+                        "ACTION",
+                        "LICENSE",
+                        "ACTIVATION",
+                        "DETAIL",
+                    ],
                     &cells,
                 )
             });
@@ -511,7 +554,16 @@ async fn vendor(command: AuthorityCommand) -> Result<(), String> {
 }
 
 async fn policy(command: PolicyCommand) -> Result<(), String> {
-    const HEADER: &[&str] = &["NAME", "TIER", "FEATURES", "MAX", "DAYS", "TTL", "HEARTBEAT", "FLOATING"];
+    const HEADER: &[&str] = &[
+        "NAME",
+        "TIER",
+        "FEATURES",
+        "MAX",
+        "DAYS",
+        "TTL",
+        "HEARTBEAT",
+        "FLOATING",
+    ];
     let policy_rows = |v: &Value| -> Vec<Vec<String>> {
         let list: Vec<&Value> = match v.get("policies") {
             Some(list) => list.as_array().into_iter().flatten().collect(),
@@ -613,16 +665,16 @@ fn license_rows(v: &Value) -> String {
                     cell(&l["active_activations"]),
                     cell(&l["max_activations"])
                 ),
-                l["expires_at"]
-                    .as_i64()
-                    .map_or("never".into(), time_text),
+                l["expires_at"].as_i64().map_or("never".into(), time_text),
                 cell(&l["customer"]),
                 cell(&l["key_hint"]),
             ]
         })
         .collect();
     table::render(
-        &["ID", "TENANT", "POLICY", "STATUS", "ACTIVE", "EXPIRES", "CUSTOMER", "KEY"],
+        &[
+            "ID", "TENANT", "POLICY", "STATUS", "ACTIVE", "EXPIRES", "CUSTOMER", "KEY",
+        ],
         &cells,
     )
 }
@@ -752,7 +804,15 @@ fn activation_rows(list: &Value) -> String {
         })
         .collect();
     table::render(
-        &["ID", "LICENSE", "INSTANCE", "HOSTNAME", "STATUS", "MODE", "LAST SEEN"],
+        &[
+            "ID",
+            "LICENSE",
+            "INSTANCE",
+            "HOSTNAME",
+            "STATUS",
+            "MODE",
+            "LAST SEEN",
+        ],
         &cells,
     )
 }

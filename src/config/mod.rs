@@ -19,10 +19,10 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-pub use error::{line_col, ConfigError, Diagnostic, Located};
 pub(crate) use error::locate;
-pub(crate) use validate::{admin_token, bounded_int, duration, socket_addr};
+pub use error::{line_col, ConfigError, Diagnostic, Located};
 pub use raw::RawConfig;
+pub(crate) use validate::{admin_token, bounded_int, duration, socket_addr};
 
 pub use crate::access_log::Overflow as AccessOverflow;
 

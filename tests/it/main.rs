@@ -4,6 +4,7 @@
 
 mod common;
 
+mod authority;
 mod browser;
 mod bypass;
 mod cli;

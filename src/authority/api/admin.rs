@@ -32,10 +32,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/licenses/{id}", get(show_license))
         .route("/licenses/{id}/{action}", post(license_action))
         .route("/activations", get(list_activations))
-        .route(
-            "/activations/{id}",
-            get(show_activation).delete(deactivate),
-        )
+        .route("/activations/{id}", get(show_activation).delete(deactivate))
         .route("/offline", post(offline))
         .route("/usage", get(usage))
         .route("/events", get(events))
@@ -45,7 +42,10 @@ pub(super) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
 /// Refuses a request without the admin bearer token.
 async fn bearer(State(state): Shared, request: Request, next: Next) -> Response {
     let presented = header(request.headers(), "authorization")
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     match presented {
         Some(token) if state.admin_token.matches(token.as_bytes()) => next.run(request).await,
@@ -63,7 +63,10 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 
 async fn list_policies(State(state): Shared) -> ApiResult {
     let policies = state.store.policies().await?;
-    Ok(json_answer(StatusCode::OK, &serde_json::json!({"policies": policies})))
+    Ok(json_answer(
+        StatusCode::OK,
+        &serde_json::json!({"policies": policies}),
+    ))
 }
 
 async fn create_policy(State(state): Shared, request: Request) -> ApiResult {
@@ -73,7 +76,10 @@ async fn create_policy(State(state): Shared, request: Request) -> ApiResult {
 }
 
 async fn show_policy(State(state): Shared, Path(name): Path<String>) -> ApiResult {
-    Ok(json_answer(StatusCode::OK, &state.store.policy(&name).await?))
+    Ok(json_answer(
+        StatusCode::OK,
+        &state.store.policy(&name).await?,
+    ))
 }
 
 async fn update_policy(
@@ -98,7 +104,9 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-fn list_query(query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<ListQuery, Refusal> {
+fn list_query(
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<ListQuery, Refusal> {
     query
         .map(|Query(q)| q)
         .map_err(|e| Refusal::BadRequest(format!("query: {}", e.body_text())))
@@ -115,14 +123,24 @@ async fn list_licenses(
     };
     let licenses = state
         .store
-        .licenses(&filter, query.limit.unwrap_or(1000).min(10_000), clock::now())
+        .licenses(
+            &filter,
+            query.limit.unwrap_or(1000).min(10_000),
+            clock::now(),
+        )
         .await?;
-    Ok(json_answer(StatusCode::OK, &serde_json::json!({"licenses": licenses})))
+    Ok(json_answer(
+        StatusCode::OK,
+        &serde_json::json!({"licenses": licenses}),
+    ))
 }
 
 async fn create_license(State(state): Shared, request: Request) -> ApiResult {
     let spec: LicenseSpec = json_body(&state, request.into_body()).await?;
-    let issued = state.store.create_license(spec, ACTOR, clock::now()).await?;
+    let issued = state
+        .store
+        .create_license(spec, ACTOR, clock::now())
+        .await?;
     Ok(json_answer(StatusCode::CREATED, &issued))
 }
 
@@ -153,7 +171,10 @@ async fn license_action(
         "revoke" => LicenseStatus::Revoked,
         "renew" => {
             let body: RenewBody = json_body(&state, request.into_body()).await?;
-            let license = state.store.renew_license(&id, body.days, ACTOR, now).await?;
+            let license = state
+                .store
+                .renew_license(&id, body.days, ACTOR, now)
+                .await?;
             return Ok(json_answer(StatusCode::OK, &license));
         }
         "rotate-key" => {
@@ -182,7 +203,10 @@ async fn list_activations(
     let query = list_query(query)?;
     let activations = state
         .store
-        .activations(query.license.as_deref(), query.limit.unwrap_or(1000).min(10_000))
+        .activations(
+            query.license.as_deref(),
+            query.limit.unwrap_or(1000).min(10_000),
+        )
         .await?;
     Ok(json_answer(
         StatusCode::OK,
@@ -191,7 +215,10 @@ async fn list_activations(
 }
 
 async fn show_activation(State(state): Shared, Path(id): Path<String>) -> ApiResult {
-    Ok(json_answer(StatusCode::OK, &state.store.activation(&id).await?))
+    Ok(json_answer(
+        StatusCode::OK,
+        &state.store.activation(&id).await?,
+    ))
 }
 
 async fn deactivate(State(state): Shared, Path(id): Path<String>) -> ApiResult {
@@ -229,7 +256,8 @@ async fn usage(
     State(state): Shared,
     query: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let Query(params) = query.map_err(|e| Refusal::BadRequest(format!("query: {}", e.body_text())))?;
+    let Query(params) =
+        query.map_err(|e| Refusal::BadRequest(format!("query: {}", e.body_text())))?;
     for date in [&params.from, &params.to].into_iter().flatten() {
         if crate::calendar::parse_date(date).is_none() {
             return Err(Refusal::BadRequest(format!("`{date}` is not a date YYYY-MM-DD")).into());
@@ -247,7 +275,10 @@ async fn usage(
             to: params.to,
         })
         .await?;
-    Ok(json_answer(StatusCode::OK, &serde_json::json!({"rows": rows})))
+    Ok(json_answer(
+        StatusCode::OK,
+        &serde_json::json!({"rows": rows}),
+    ))
 }
 
 async fn events(
@@ -257,7 +288,13 @@ async fn events(
     let query = list_query(query)?;
     let events = state
         .store
-        .events(query.license.as_deref(), query.limit.unwrap_or(1000).min(10_000))
+        .events(
+            query.license.as_deref(),
+            query.limit.unwrap_or(1000).min(10_000),
+        )
         .await?;
-    Ok(json_answer(StatusCode::OK, &serde_json::json!({"events": events})))
+    Ok(json_answer(
+        StatusCode::OK,
+        &serde_json::json!({"events": events}),
+    ))
 }

@@ -8,7 +8,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 
-use super::{body_bytes, header, json_answer, parse_json, peer, signed_answer, ApiResult, AppState};
+use super::{
+    body_bytes, header, json_answer, parse_json, peer, signed_answer, ApiResult, AppState,
+};
 use crate::authority::clock;
 use crate::authority::error::Refusal;
 use crate::authority::key::{KeyError, LicenseKey};
@@ -92,7 +94,11 @@ pub(super) async fn activate(State(state): Shared, request: Request) -> ApiResul
     let body = body_bytes(&state, request.into_body()).await?;
     let input: ActivationRequest = parse_json(&body)?;
     let refused = |r: Refusal| {
-        state.metrics.activations.with_label_values(&[r.code()]).inc();
+        state
+            .metrics
+            .activations
+            .with_label_values(&[r.code()])
+            .inc();
         r
     };
     let key = license_key(&input.license_key).map_err(refused)?;
@@ -274,7 +280,11 @@ async fn receive(
         Ok(_) => "duplicate",
         Err(refusal) => refusal.code(),
     };
-    state.metrics.usage_reports.with_label_values(&[label]).inc();
+    state
+        .metrics
+        .usage_reports
+        .with_label_values(&[label])
+        .inc();
     result
 }
 
@@ -297,7 +307,8 @@ pub(super) async fn offline(State(state): Shared, request: Request) -> ApiResult
     count_address(&state, &request)?;
     let body = body_bytes(&state, request.into_body()).await?;
     let response = answer_offline(&state, &body, clock::now()).await?;
-    let file = offline::write_response(&response, &state.signer).map_err(|_| Refusal::Unavailable)?;
+    let file =
+        offline::write_response(&response, &state.signer).map_err(|_| Refusal::Unavailable)?;
     Ok(Response::builder()
         .status(StatusCode::CREATED)
         .header("content-type", "application/json")
@@ -346,7 +357,11 @@ pub(crate) async fn answer_offline(
         }
         OfflineKind::Deactivate => {
             let id = request.activation_id.unwrap_or_default();
-            let activation = state.store.activation(&id).await.map_err(|e| super::ApiError::from(e).0)?;
+            let activation = state
+                .store
+                .activation(&id)
+                .await
+                .map_err(|e| super::ApiError::from(e).0)?;
             let registered = InstancePublicKey::from_pem(&activation.public_key).ok();
             let presented = InstancePublicKey::from_pem(&request.instance_public_key).ok();
             if registered.is_none() || registered != presented {

@@ -46,11 +46,11 @@ type Shared = State<Arc<AppState>>;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/activations", post(gateway::activate))
+        .route("/v1/activations/{id}/heartbeat", post(gateway::heartbeat))
         .route(
-            "/v1/activations/{id}/heartbeat",
-            post(gateway::heartbeat),
+            "/v1/activations/{id}",
+            axum::routing::delete(gateway::deactivate),
         )
-        .route("/v1/activations/{id}", axum::routing::delete(gateway::deactivate))
         .route("/v1/usage", post(gateway::usage))
         .route("/v1/offline/activations", post(gateway::offline))
         .nest("/admin/v1", admin::router(state.clone()))
@@ -123,7 +123,8 @@ pub(crate) async fn body_bytes(state: &AppState, body: Body) -> Result<Bytes, Re
 
 /// Parses `bytes` as JSON `T`, the parser's message in a `BAD_REQUEST`.
 pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Refusal> {
-    serde_json::from_slice(bytes).map_err(|e| Refusal::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Refusal::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// Parses an owned `T` (admin bodies).
@@ -133,11 +134,17 @@ pub(crate) fn parse_owned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusa
 
 /// A JSON answer.
 pub(crate) fn json_answer(status: StatusCode, value: &impl Serialize) -> Response {
-    LocalResponse::json(status, value).into_http(false).map(Body::from)
+    LocalResponse::json(status, value)
+        .into_http(false)
+        .map(Body::from)
 }
 
 /// A JSON answer signed by the vendor key (`Licgate-Signature` over the body).
-pub(crate) fn signed_answer(state: &AppState, status: StatusCode, value: &impl Serialize) -> ApiResult {
+pub(crate) fn signed_answer(
+    state: &AppState,
+    status: StatusCode,
+    value: &impl Serialize,
+) -> ApiResult {
     let body = serde_json::to_vec(value).expect("answers serialize");
     let signature = state.signer.sign_answer(&body).map_err(|e| {
         tracing::error!(target: "licgate::authority", error = %e, "cannot sign an answer");

@@ -87,7 +87,11 @@ impl Store {
     ) -> Outcome<Granted> {
         check_text("instance_id", input.instance_id, 200)?;
         check_text("hostname", input.hostname, 255)?;
-        let mut tx = self.db.pool.begin_with(self.db.dialect.begin_write()).await?;
+        let mut tx = self
+            .db
+            .pool
+            .begin_with(self.db.dialect.begin_write())
+            .await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id, status, expires_at, overrides, policy_id FROM licenses WHERE key_hash = $1{}",
             self.db.dialect.for_update()
@@ -257,7 +261,11 @@ impl Store {
     /// by the caller): refuses a nonce seen before, a gone activation, and a floating
     /// one silent past its timeout (culled now). Returns what its token is made of.
     pub async fn heartbeat(&self, id: &str, nonce: &str, now: UnixTime) -> Outcome<Granted> {
-        let mut tx = self.db.pool.begin_with(self.db.dialect.begin_write()).await?;
+        let mut tx = self
+            .db
+            .pool
+            .begin_with(self.db.dialect.begin_write())
+            .await?;
         remember_nonce(&mut tx, id, nonce, now).await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM activations WHERE id = $1{}",
@@ -275,7 +283,14 @@ impl Store {
         }
         let (license, policy) = license_and_policy(&mut tx, &activation.license_id, now).await?;
         if policy.floating && stale(&activation, &policy, now) {
-            end(&mut tx, &activation, ActivationStatus::Culled, "authority", now).await?;
+            end(
+                &mut tx,
+                &activation,
+                ActivationStatus::Culled,
+                "authority",
+                now,
+            )
+            .await?;
             tx.commit().await?;
             return Err(Refusal::ActivationGone.into());
         }
@@ -305,7 +320,11 @@ impl Store {
         actor: &str,
         now: UnixTime,
     ) -> Outcome<Activation> {
-        let mut tx = self.db.pool.begin_with(self.db.dialect.begin_write()).await?;
+        let mut tx = self
+            .db
+            .pool
+            .begin_with(self.db.dialect.begin_write())
+            .await?;
         if let Some(nonce) = nonce {
             remember_nonce(&mut tx, id, nonce, now).await?;
         }
@@ -327,7 +346,14 @@ impl Store {
         if activation.status != ActivationStatus::Active {
             return Err(Refusal::ActivationGone.into());
         }
-        end(&mut tx, &activation, ActivationStatus::Deactivated, actor, now).await?;
+        end(
+            &mut tx,
+            &activation,
+            ActivationStatus::Deactivated,
+            actor,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Activation {
             status: ActivationStatus::Deactivated,
@@ -351,7 +377,11 @@ impl Store {
         let mut culled = 0;
         for row in rows {
             let license_id = text(&row, "license_id")?;
-            let mut tx = self.db.pool.begin_with(self.db.dialect.begin_write()).await?;
+            let mut tx = self
+                .db
+                .pool
+                .begin_with(self.db.dialect.begin_write())
+                .await?;
             let (_, policy) = license_and_policy(&mut tx, &license_id, now).await?;
             culled += cull_license(&mut tx, &license_id, &policy, now).await?;
             tx.commit().await?;
@@ -476,7 +506,14 @@ async fn cull_license(
     .fetch_all(&mut **tx)
     .await?;
     for row in &rows {
-        end(tx, &activation_of(row)?, ActivationStatus::Culled, "authority", now).await?;
+        end(
+            tx,
+            &activation_of(row)?,
+            ActivationStatus::Culled,
+            "authority",
+            now,
+        )
+        .await?;
     }
     Ok(rows.len() as u64)
 }

@@ -72,9 +72,9 @@ impl Store {
                     "SELECT id, at, actor, action, license_id, activation_id, detail \
                      FROM events ORDER BY id DESC LIMIT $1",
                 )
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.db.pool)
-                    .await?
+                .bind(i64::from(limit))
+                .fetch_all(&self.db.pool)
+                .await?
             }
         };
         let mut events = rows.iter().map(event_of).collect::<Result<Vec<_>, _>>()?;

@@ -18,7 +18,11 @@ pub(crate) const COLUMNS: &str = "l.id, l.key_hint, l.policy_id, p.name AS polic
     (SELECT COUNT(*) FROM activations a WHERE a.license_id = l.id AND a.status = 'active') AS active";
 
 /// The status of a license at `now`: the stored one, or `expired` past its expiry.
-pub(crate) fn status_at(stored: &str, expires_at: Option<UnixTime>, now: UnixTime) -> LicenseStatus {
+pub(crate) fn status_at(
+    stored: &str,
+    expires_at: Option<UnixTime>,
+    now: UnixTime,
+) -> LicenseStatus {
     match LicenseStatus::from_stored(stored) {
         LicenseStatus::Active if expires_at.is_some_and(|e| e <= now) => LicenseStatus::Expired,
         status => status,
@@ -81,10 +85,14 @@ impl Store {
             (None, Some(days)) => Some(now + i64::from(days) * 86_400),
             (None, None) => None,
         };
-        let key = LicenseKey::generate()
-            .map_err(|_| AuthorityError::Refused(Refusal::Unavailable))?;
+        let key =
+            LicenseKey::generate().map_err(|_| AuthorityError::Refused(Refusal::Unavailable))?;
         let id = new_id("lic");
-        let mut tx = self.db.pool.begin_with(self.db.dialect.begin_write()).await?;
+        let mut tx = self
+            .db
+            .pool
+            .begin_with(self.db.dialect.begin_write())
+            .await?;
         sqlx::query(
             "INSERT INTO licenses (id, key_hash, key_hint, policy_id, tenant, customer, email, \
              expires_at, overrides, status, created_at, updated_at) \
@@ -171,7 +179,11 @@ impl Store {
                 return Err(Refusal::BadRequest("a license expires by its date".into()).into())
             }
         };
-        let mut tx = self.db.pool.begin_with(self.db.dialect.begin_write()).await?;
+        let mut tx = self
+            .db
+            .pool
+            .begin_with(self.db.dialect.begin_write())
+            .await?;
         let current = current_status(&mut tx, id, self.db.dialect).await?;
         if current == "revoked" {
             return Err(Refusal::Conflict(format!("license {id} is revoked for good")).into());
@@ -212,7 +224,11 @@ impl Store {
         if days == 0 {
             return Err(Refusal::BadRequest("renew needs at least 1 day".into()).into());
         }
-        let mut tx = self.db.pool.begin_with(self.db.dialect.begin_write()).await?;
+        let mut tx = self
+            .db
+            .pool
+            .begin_with(self.db.dialect.begin_write())
+            .await?;
         current_status(&mut tx, id, self.db.dialect).await?;
         let row = sqlx::query("SELECT expires_at FROM licenses WHERE id = $1")
             .bind(id)
@@ -252,9 +268,13 @@ impl Store {
         actor: &str,
         now: UnixTime,
     ) -> Outcome<IssuedLicense> {
-        let key = LicenseKey::generate()
-            .map_err(|_| AuthorityError::Refused(Refusal::Unavailable))?;
-        let mut tx = self.db.pool.begin_with(self.db.dialect.begin_write()).await?;
+        let key =
+            LicenseKey::generate().map_err(|_| AuthorityError::Refused(Refusal::Unavailable))?;
+        let mut tx = self
+            .db
+            .pool
+            .begin_with(self.db.dialect.begin_write())
+            .await?;
         current_status(&mut tx, id, self.db.dialect).await?;
         sqlx::query(
             "UPDATE licenses SET key_hash = $2, key_hint = $3, updated_at = $4 WHERE id = $1",

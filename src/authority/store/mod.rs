@@ -1,11 +1,11 @@
 //! The authority's operations on its database, each one transaction: what it reads,
 //! what it may change, the audit events it appends and the refusals it answers with.
 //!
-//! - [`policies`]: plans;
-//! - [`licenses`]: keys, statuses, expiry;
-//! - [`activations`]: slots, heartbeats, culling, offline activations;
-//! - [`usage`]: received usage reports;
-//! - [`events`]: the append-only audit.
+//! - [`policies`] — plans;
+//! - [`licenses`] — keys, statuses, expiry;
+//! - [`activations`] — slots, heartbeats, culling, offline activations;
+//! - [`usage`] — received usage reports;
+//! - [`events`] — the append-only audit.
 
 pub mod activations;
 pub mod events;

@@ -175,7 +175,11 @@ impl Store {
             updated_at: now,
         };
         apply(&mut policy, spec)?;
-        let mut tx = self.db.pool.begin_with(self.db.dialect.begin_write()).await?;
+        let mut tx = self
+            .db
+            .pool
+            .begin_with(self.db.dialect.begin_write())
+            .await?;
         let inserted = sqlx::query(
             "INSERT INTO policies (id, name, tier, tier_name, features, limits, feature_limits, flags, \
              max_activations, duration_days, token_ttl, heartbeat_interval, floating, heartbeat_timeout, \
@@ -204,9 +208,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(
-                Refusal::Conflict(format!("a policy named {} exists", policy.name)).into(),
-            );
+            return Err(Refusal::Conflict(format!("a policy named {} exists", policy.name)).into());
         }
         append(
             &mut tx,
@@ -261,7 +263,11 @@ impl Store {
         actor: &str,
         now: UnixTime,
     ) -> Outcome<Policy> {
-        let mut tx = self.db.pool.begin_with(self.db.dialect.begin_write()).await?;
+        let mut tx = self
+            .db
+            .pool
+            .begin_with(self.db.dialect.begin_write())
+            .await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM policies WHERE name = $1 OR id = $1{}",
             self.db.dialect.for_update()
@@ -307,9 +313,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            return Err(
-                Refusal::Conflict(format!("a policy named {} exists", policy.name)).into(),
-            );
+            return Err(Refusal::Conflict(format!("a policy named {} exists", policy.name)).into());
         }
         append(
             &mut tx,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod apps;
+pub(crate) mod authority;
 pub(crate) mod setup;
 
 use std::net::SocketAddr;
