@@ -17,12 +17,15 @@ use crate::license::SigningKey;
 /// The default listener of `licgate authority serve`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 
-/// The file as written (`deny_unknown_fields` everywhere).
+/// The file as written (`deny_unknown_fields` everywhere). `database_file` names a
+/// file holding the URL (a Kubernetes Secret or a systemd credential), so a
+/// PostgreSQL password need not sit in the config.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuthorityConfig {
     listen: Option<Spanned<String>>,
     database: Option<Spanned<String>>,
+    database_file: Option<Spanned<String>>,
     public_url: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<i64>>,
     database_connections: Option<Spanned<i64>>,
@@ -223,6 +226,7 @@ fn validate(
     let RawAuthorityConfig {
         listen,
         database,
+        database_file,
         public_url,
         max_body_bytes,
         database_connections,
@@ -236,15 +240,38 @@ fn validate(
         Some(raw) => socket_addr(raw, "listen", diags),
         None => DEFAULT_LISTEN.parse().ok(),
     };
-    let database = match &database {
-        Some(raw) => match DatabaseUrl::parse(raw.get_ref(), base_dir) {
+    let database = match (&database, &database_file) {
+        (Some(_), Some(file)) => {
+            diags.push(Diagnostic::at(
+                file.span(),
+                "give database or database_file, not both",
+            ));
+            None
+        }
+        (Some(raw), None) => match DatabaseUrl::parse(raw.get_ref(), base_dir) {
             Ok(url) => Some(url),
             Err(message) => {
                 diags.push(Diagnostic::at(raw.span(), format!("database: {message}")));
                 None
             }
         },
-        None => Some(DatabaseUrl::Sqlite(base_dir.join("authority.db"))),
+        (None, Some(file)) => {
+            let path = base_dir.join(file.get_ref());
+            let read = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|text| DatabaseUrl::parse(text.trim(), base_dir));
+            match read {
+                Ok(url) => Some(url),
+                Err(message) => {
+                    diags.push(Diagnostic::at(
+                        file.span(),
+                        format!("database_file: {message}"),
+                    ));
+                    None
+                }
+            }
+        }
+        (None, None) => Some(DatabaseUrl::Sqlite(base_dir.join("authority.db"))),
     };
     let public_url = public_url.and_then(|raw| {
         let text = raw.get_ref().trim_end_matches('/').to_string();

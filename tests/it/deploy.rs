@@ -145,8 +145,30 @@ fn compose_file_matches_the_compose_spec_and_its_files_exist() {
     let services = compose["services"].as_object().unwrap();
     assert_eq!(
         services.keys().map(String::as_str).collect::<BTreeSet<_>>(),
-        BTreeSet::from(["django", "licgate", "redis"])
+        BTreeSet::from(["authority", "django", "licgate", "redis"])
     );
+    // The authority runs from the same image, its config and secrets where it reads them.
+    let authority = &services["authority"];
+    assert_eq!(authority["build"]["dockerfile"], "deploy/Dockerfile");
+    assert_eq!(
+        authority["command"],
+        serde_json::json!(["authority", "serve", "--config", "/etc/licgate/authority.toml"])
+    );
+    assert_eq!(authority["read_only"], true);
+    let authority_config = deploy_toml("compose/authority.toml");
+    for (key, secret) in [
+        (&authority_config["signing"]["key"], "vendor_signing_key"),
+        (&authority_config["admin"]["token_file"], "authority_admin_token"),
+    ] {
+        assert_eq!(key.as_str(), Some(format!("/run/secrets/{secret}").as_str()));
+        assert!(authority["secrets"].as_array().unwrap().iter().any(|s| s == secret));
+        assert!(compose["secrets"][secret]["file"].is_string());
+    }
+    assert!(authority["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v.as_str().unwrap().ends_with(":/var/lib/licgate-authority")));
     let licgate = &services["licgate"];
     assert_eq!(licgate["build"]["dockerfile"], "deploy/Dockerfile");
     assert_eq!(licgate["read_only"], true);
@@ -348,6 +370,172 @@ fn yaml_files_pass_yamllint() {
         ],
     );
     assert_success(&out, "yamllint deploy/");
+}
+
+#[test]
+fn the_authority_manifests_validate_and_run_two_replicas_on_postgres() {
+    let dir = deploy("kubernetes/authority");
+    let resources = ["configmap.yaml", "secret.yaml", "deployment.yaml", "service.yaml"];
+    let paths: Vec<String> = resources
+        .iter()
+        .map(|f| dir.join(f).to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec!["--strict"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = run(&venv_bin("kubernetes-validate"), &args);
+    assert_success(&out, "kubernetes-validate --strict (authority)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches(" passed for resource ")
+            .count(),
+        4
+    );
+    let kustomization = yaml("kubernetes/authority/kustomization.yaml");
+    let listed: BTreeSet<&str> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut expected: BTreeSet<&str> = resources.into_iter().collect();
+    expected.insert("servicemonitor.yaml");
+    assert_eq!(listed, expected);
+
+    let deployment = yaml("kubernetes/authority/deployment.yaml");
+    let service = yaml("kubernetes/authority/service.yaml");
+    let monitor = yaml("kubernetes/authority/servicemonitor.yaml");
+    let configmap = yaml("kubernetes/authority/configmap.yaml");
+    let secret = yaml("kubernetes/authority/secret.yaml");
+    assert!(deployment["spec"]["replicas"].as_i64().unwrap() >= 2);
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(&service["spec"]["selector"], &pod["metadata"]["labels"]);
+    assert_eq!(
+        &monitor["spec"]["selector"]["matchLabels"],
+        &service["metadata"]["labels"]
+    );
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["args"][0], "authority");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    let mount = |name: &str| {
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["mountPath"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let config_path = format!("{}/authority.toml", mount("config"));
+    assert_eq!(container["args"][3], config_path.as_str());
+    let config = toml_document(configmap["data"]["authority.toml"].as_str().unwrap());
+    // The PostgreSQL URL, the signing key and the admin token all come from the Secret.
+    let keys = secret["stringData"].as_object().unwrap();
+    assert!(keys["database-url"].as_str().unwrap().starts_with("postgres://"));
+    for path in [
+        config["database_file"].as_str().unwrap(),
+        config["signing"]["key"].as_str().unwrap(),
+        config["admin"]["token_file"].as_str().unwrap(),
+    ] {
+        let (dir, key) = path.rsplit_once('/').unwrap();
+        assert_eq!(dir, mount("secret"), "{path}");
+        assert!(keys.contains_key(key), "{key} in the Secret");
+    }
+    assert!(config.get("database").is_none(), "no password in the ConfigMap");
+    assert_eq!(config["listen"].as_str(), Some("0.0.0.0:7700"));
+}
+
+#[test]
+fn the_authority_unit_verifies_and_is_hardened() {
+    let unit = std::fs::read_to_string(deploy("systemd/licgate-authority.service")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("licgate-authority.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/licgate", licgate_bin())).unwrap();
+    let analyze = Path::new("systemd-analyze");
+    let out = run(analyze, &["verify", copy.to_str().unwrap()]);
+    assert_success(&out, "systemd-analyze verify (authority)");
+    let complaints = String::from_utf8_lossy(&out.stderr);
+    assert!(complaints.trim().is_empty(), "{complaints}");
+    let out = run(
+        analyze,
+        &[
+            "security",
+            "--offline=true",
+            "--threshold=20",
+            "--no-pager",
+            copy.to_str().unwrap(),
+        ],
+    );
+    assert_success(&out, "systemd-analyze security --threshold=20 (authority)");
+    for directive in [
+        "DynamicUser=yes",
+        "StateDirectory=licgate-authority",
+        "ExecStart=/usr/local/bin/licgate authority serve",
+        "LoadCredential=vendor.key.pem:/etc/licgate-authority/vendor.key.pem",
+        "LoadCredential=admin.token:/etc/licgate-authority/admin.token",
+    ] {
+        assert!(unit.lines().any(|l| l == directive), "{directive}");
+    }
+    let config = deploy_toml("systemd/authority.toml");
+    let credentials = "/run/credentials/licgate-authority.service";
+    assert_eq!(
+        config["signing"]["key"].as_str(),
+        Some(format!("{credentials}/vendor.key.pem").as_str())
+    );
+    assert_eq!(
+        config["admin"]["token_file"].as_str(),
+        Some(format!("{credentials}/admin.token").as_str())
+    );
+    assert_eq!(
+        config["database"].as_str(),
+        Some("sqlite:///var/lib/licgate-authority/authority.db")
+    );
+}
+
+/// `licgate authority check` on `text` with the files it names (signing key, admin
+/// token, database URL file, SQLite directory) moved into a temporary directory.
+fn check_authority_example(name: &str, text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let value = toml_document(text);
+    let mut text = text.to_string();
+    let pair = licgate::license::keys::generate_ed25519();
+    let (private, _) =
+        licgate::license::keys::write_key_pair(&dir.path().join("keys"), &pair).unwrap();
+    let key = value["signing"]["key"].as_str().unwrap();
+    text = text.replace(&format!("\"{key}\""), &format!("\"{}\"", private.display()));
+    let token = value["admin"]["token_file"].as_str().unwrap();
+    let moved = dir.path().join("admin.token");
+    std::fs::write(&moved, "0123456789abcdef0123456789abcdef\n").unwrap();
+    text = text.replace(&format!("\"{token}\""), &format!("\"{}\"", moved.display()));
+    if let Some(file) = value.get("database_file").and_then(|f| f.as_str()) {
+        let moved = dir.path().join("database-url");
+        std::fs::write(&moved, "postgres://licgate:secret@postgres:5432/licgate\n").unwrap();
+        text = text.replace(&format!("\"{file}\""), &format!("\"{}\"", moved.display()));
+    }
+    let path = dir.path().join("authority.toml");
+    std::fs::write(&path, &text).unwrap();
+    let (code, out, err) = run_cli(&["authority", "check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{name}: {out}{err}");
+}
+
+#[test]
+fn every_example_authority_configuration_passes_authority_check() {
+    for file in ["systemd/authority.toml", "compose/authority.toml"] {
+        check_authority_example(file, &std::fs::read_to_string(deploy(file)).unwrap());
+    }
+    let configmap = yaml("kubernetes/authority/configmap.yaml");
+    check_authority_example(
+        "kubernetes/authority/configmap.yaml",
+        configmap["data"]["authority.toml"].as_str().unwrap(),
+    );
+    let broken = std::panic::catch_unwind(|| {
+        check_authority_example(
+            "broken",
+            "databse = \"x\"\n[signing]\nkey = \"k\"\n[admin]\ntoken_file = \"t\"\n",
+        )
+    });
+    assert!(broken.is_err());
 }
 
 #[test]
