@@ -58,7 +58,7 @@ slow-headers: release
 ## toolchain: cargo-fuzz without a sanitizer; a panic is a finding). New inputs go to
 ## fuzz/target/corpus/; make test replays fuzz/corpus/ (the seeds) on every run.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := path host token config activation_form request_head usage_report admin_session odoo_rpc odoo_xmlrpc odoo_request
+FUZZ_TARGETS := path host token config activation_form request_head usage_report admin_session odoo_rpc odoo_xmlrpc odoo_request authority_input authority_config
 fuzz: deps
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && for t in $(FUZZ_TARGETS); do \

@@ -41,6 +41,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("odoo_request", odoo_request),
     ("activation_form", activation_form),
     ("request_head", request_head),
+    ("authority_input", authority_input),
+    ("authority_config", authority_config),
 ];
 
 static POLICY: LazyLock<Policy> = LazyLock::new(|| {
@@ -134,17 +136,20 @@ pub fn host(data: &[u8]) {
     }
 }
 
-static KEY: LazyLock<Verifier> = LazyLock::new(|| {
+/// A vendor public key made for the fuzz run.
+static VENDOR_KEY: LazyLock<PublicKey> = LazyLock::new(|| {
     let pair = generate_ed25519();
-    let key = PublicKey::from_pem(
+    PublicKey::from_pem(
         pair.public_pem.as_bytes(),
         Algorithm::EdDSA,
         None,
         Path::new("fuzz.pem"),
     )
-    .expect("generated key");
-    Verifier::without_audience_check(vec![key])
+    .expect("generated key")
 });
+
+static KEY: LazyLock<Verifier> =
+    LazyLock::new(|| Verifier::without_audience_check(vec![VENDOR_KEY.clone()]));
 
 /// License tokens: the unverified reading (for `license inspect`), the claims'
 /// validation, and full verification (which must refuse: nothing here is signed).
@@ -319,6 +324,69 @@ pub fn odoo_request(data: &[u8]) {
         if let (Some(call), Endpoint::Json2 | Endpoint::Report) = (&found.call, endpoint) {
             assert!(!call.model.contains('%'), "{}", call.model);
             assert!(path.contains(call.model.as_str()));
+        }
+    }
+}
+
+/// What the authority reads from installations: license keys (a parsed key prints as
+/// a key that parses to itself), offline request and response files and signed
+/// requests (none of which the fuzzer can sign), heartbeat bodies. Never a panic.
+pub fn authority_input(data: &[u8]) {
+    use crate::authority::{key::LicenseKey, offline, protocol};
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(key) = LicenseKey::parse(text) {
+            let printed = key.to_string();
+            assert_eq!(
+                LicenseKey::parse(&printed).ok().map(|k| k.hash()),
+                Some(key.hash())
+            );
+        }
+        let (date, signature) = text.split_once('\n').unwrap_or((text, ""));
+        assert!(protocol::verify_request(
+            &INSTANCE_KEY,
+            "POST",
+            "/v1/activations/act_x/heartbeat",
+            Some(date),
+            Some(signature),
+            data,
+            1_800_000_000,
+        )
+        .is_err());
+    }
+    // A request names its own key: the fuzzer may well sign one; it must not panic.
+    let _ = offline::read_request(data, 1_800_000_000);
+    assert!(
+        offline::read_response(data, &VENDOR_KEY).is_err(),
+        "an unsigned response was read"
+    );
+    let _ = serde_json::from_slice::<protocol::HeartbeatRequest<'_>>(data);
+    let _ = serde_json::from_slice::<protocol::ActivationRequest>(data);
+}
+
+/// The authority's configuration: never a panic, every error located `file:line:col`.
+pub fn authority_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if ["/dev", "/proc", "/sys"].iter().any(|p| text.contains(p)) {
+        return;
+    }
+    let path = Path::new("/nonexistent-fuzz/authority.toml");
+    if let Err(e) = crate::authority::config::AuthorityConfig::parse(text, path) {
+        for line in e.lines() {
+            let rest = line
+                .strip_prefix("/nonexistent-fuzz/authority.toml:")
+                .unwrap_or_else(|| panic!("unlocated error: {line}"));
+            let mut parts = rest.splitn(3, ':');
+            assert!(
+                parts
+                    .next()
+                    .is_some_and(|l| l.parse::<usize>().is_ok_and(|n| n >= 1))
+                    && parts
+                        .next()
+                        .is_some_and(|c| c.parse::<usize>().is_ok_and(|n| n >= 1)),
+                "no line:col: {line}"
+            );
         }
     }
 }

@@ -304,7 +304,6 @@ fn validate(
     ) as u32;
     let signing = match signing {
         Some(signing) => {
-            let span = signing.span();
             let signing = signing.into_inner();
             let key_path = base_dir.join(signing.key.get_ref());
             match SigningKey::load(&key_path) {
@@ -314,7 +313,6 @@ fn validate(
                         signing.key.span(),
                         format!("signing.key: {e}"),
                     ));
-                    let _ = span;
                     None
                 }
             }

@@ -39,6 +39,15 @@ impl Dialect {
         }
     }
 
+    /// What follows a `SELECT` joining `licenses l` that locks only the license row
+    /// (PostgreSQL `FOR UPDATE OF l`; nothing on SQLite, as [`for_update`](Self::for_update)).
+    pub(crate) fn for_update_of_license(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE OF l",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Dialect::Sqlite => "sqlite",
@@ -169,10 +178,16 @@ CREATE TABLE usage_licenses (
 CREATE INDEX usage_licenses_license ON usage_licenses (license_id);
 "#];
 
-/// The authority's connection pool and what kind of database it is.
+/// The authority's connection pools and what kind of database it is.
+///
+/// On SQLite, write transactions go through a pool of one connection: they queue in
+/// order inside the process instead of meeting at SQLite's lock, whose busy handler
+/// sleeps and retries (long tails under load). Reads use the other connections (WAL
+/// lets them run beside the writer). On PostgreSQL both are the same pool.
 #[derive(Clone)]
 pub struct Db {
     pub(crate) pool: AnyPool,
+    writer: AnyPool,
     pub(crate) dialect: Dialect,
 }
 
@@ -193,26 +208,37 @@ impl Db {
             source,
         };
         let options: AnyConnectOptions = text.parse().map_err(open_error)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(connections)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
+        let pool_of = |size: u32| {
+            AnyPoolOptions::new()
+                .max_connections(size)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if dialect == Dialect::Sqlite {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                            )
+                            .await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(options)
+        };
+        let pool = pool_of(connections)
+            .connect_with(options.clone())
             .await
             .map_err(open_error)?;
-        let db = Db { pool, dialect };
+        let writer = match dialect {
+            Dialect::Sqlite => pool_of(1).connect_with(options).await.map_err(open_error)?,
+            Dialect::Postgres => pool.clone(),
+        };
+        let db = Db {
+            pool,
+            writer,
+            dialect,
+        };
         db.migrate().await?;
         Ok(db)
     }
@@ -221,11 +247,24 @@ impl Db {
         self.dialect
     }
 
+    /// A transaction that will write: SQLite's write lock taken at its start
+    /// (`BEGIN IMMEDIATE`, on the writer connection), PostgreSQL's plain `BEGIN`.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        self.writer.begin_with(self.dialect.begin_write()).await
+    }
+
+    /// The connection pool (the store's queries; bulk seeding in `load/authority`).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Applies the migrations not yet applied, each in its own transaction under a
     /// lock (PostgreSQL: an advisory lock; SQLite: the write lock).
     async fn migrate(&self) -> Result<(), DbError> {
         let known = MIGRATIONS.len() as i64;
-        let mut tx = self.pool.begin_with(self.dialect.begin_write()).await?;
+        let mut tx = self.begin_write().await?;
         if self.dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(7700)")
                 .execute(&mut *tx)

@@ -1,6 +1,7 @@
 //! The `licgate` command line: `serve`, `check`, `demo`, `license`, `instance-id`,
 //! `usage`, `healthcheck`.
 
+pub mod activation;
 pub mod authority;
 pub(crate) mod healthcheck;
 pub mod license;
@@ -74,6 +75,13 @@ pub enum Command {
     /// commands (policies, licenses, activations, offline files, usage, events).
     #[command(subcommand)]
     Authority(Box<authority::AuthorityCommand>),
+    /// Offline activation on this installation: write a request file for the vendor,
+    /// install the vendor's response.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  licgate activation request --config licgate.toml --key LG-… --out request.json\n  licgate activation install --config licgate.toml response.json"
+    )]
+    Activation(activation::ActivationCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,6 +139,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Usage(command) => usage::run(command),
         Command::Healthcheck(args) => healthcheck::run(&args),
         Command::Authority(command) => authority::run(*command),
+        Command::Activation(command) => activation::run(command),
     }
 }
 

@@ -765,3 +765,141 @@ fn authority_check_locates_every_problem() {
         assert!(err.contains(&expected), "{expected}\n{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_air_gapped_gateway_activates_from_files_and_enforces_the_license() {
+    use crate::common::{http_get, run_cli, Gateway, Upstream, BASE_CONFIG};
+    let authority = Authority::start(Backend::Sqlite, NO_EXTRA).await;
+    let (code, _, err) = authority.cli(&[
+        "policy",
+        "create",
+        "--name",
+        "reports",
+        "--tier",
+        "professional",
+        "--feature",
+        "reports",
+        "--max-activations",
+        "1",
+        "--days",
+        "30",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (license_id, key) = authority.license("reports", "default");
+    let upstream = Upstream::start().await;
+    let site = tempfile::tempdir().unwrap();
+    let store = site.path().join("store");
+    let license_section = format!(
+        "[license]\npublic_keys = [{{ path = \"{}\", kid = \"v1\" }}]\nissuer = \"vendor.test\"\nstore_dir = \"{}\"\nscan_interval = \"100ms\"\n[[features]]\nprefix = \"/api/reports\"\nfeature = \"reports\"\n[[features]]\nprefix = \"/api/manufacturing/\"\nfeature = \"manufacturing_module\"\n",
+        authority.dir.join("vendor.pub.pem").display(),
+        store.display()
+    );
+    let template = BASE_CONFIG.replace("mode = \"off\"", "mode = \"enforce\"") + &license_section;
+    let config_path = site.path().join("licgate.toml");
+    std::fs::write(
+        &config_path,
+        template
+            .replace("{listen}", "127.0.0.1:1")
+            .replace("{admin}", "127.0.0.1:2")
+            .replace("{upstream}", &upstream.addr.to_string()),
+    )
+    .unwrap();
+    let config = config_path.to_str().unwrap();
+    let request = site.path().join("request.json");
+    let response = site.path().join("response.json");
+
+    // A typo is caught on the installation, before any file goes to the vendor.
+    let mut typo: Vec<char> = key.chars().collect();
+    let at = typo.len() - 2;
+    typo[at] = if typo[at] == 'A' { 'B' } else { 'A' };
+    let (code, _, err) = run_cli(&[
+        "activation",
+        "request",
+        "--config",
+        config,
+        "--key",
+        &typo.iter().collect::<String>(),
+        "--out",
+        request.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("KEY_CHECK_FAILED"), "{err}");
+
+    let (code, _, err) = run_cli(&[
+        "activation",
+        "request",
+        "--config",
+        config,
+        "--key",
+        &key,
+        "--out",
+        request.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = authority.cli(&[
+        "offline",
+        "activate",
+        request.to_str().unwrap(),
+        "--out",
+        response.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+
+    // A response changed on the way is refused and installs nothing.
+    let tampered = site.path().join("tampered.json");
+    let text = std::fs::read_to_string(&response).unwrap();
+    std::fs::write(
+        &tampered,
+        text.replace(
+            "\"heartbeat_interval\": 3600",
+            "\"heartbeat_interval\": 3601",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&[
+        "activation",
+        "install",
+        "--config",
+        config,
+        tampered.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a response signed by the vendor"), "{err}");
+
+    let (code, _, err) = run_cli(&[
+        "activation",
+        "install",
+        "--config",
+        config,
+        response.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&license_id), "{err}");
+    // The same response again answers no pending request.
+    let (code, _, err) = run_cli(&[
+        "activation",
+        "install",
+        "--config",
+        config,
+        response.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no offline request is pending"), "{err}");
+
+    // The gateway started on that store enforces the license: the app executes the
+    // licensed feature and never sees the other.
+    let gateway = Gateway::start_with(&(template.clone()), upstream.addr).await;
+    let allowed = http_get(gateway.addr, "/api/reports/monthly")
+        .await
+        .unwrap();
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    assert_eq!(allowed.json()["path"], "/api/reports/monthly");
+    let refused = http_get(gateway.addr, "/api/manufacturing/orders")
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.json()["error_code"], "FEATURE_NOT_LICENSED");
+    // The vendor sees the offline activation of this installation.
+    let listed = authority.cli_json(&["activation", "list", "--license", &license_id]);
+    assert_eq!(listed["activations"][0]["offline"], true);
+}

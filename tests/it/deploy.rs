@@ -152,16 +152,31 @@ fn compose_file_matches_the_compose_spec_and_its_files_exist() {
     assert_eq!(authority["build"]["dockerfile"], "deploy/Dockerfile");
     assert_eq!(
         authority["command"],
-        serde_json::json!(["authority", "serve", "--config", "/etc/licgate/authority.toml"])
+        serde_json::json!([
+            "authority",
+            "serve",
+            "--config",
+            "/etc/licgate/authority.toml"
+        ])
     );
     assert_eq!(authority["read_only"], true);
     let authority_config = deploy_toml("compose/authority.toml");
     for (key, secret) in [
         (&authority_config["signing"]["key"], "vendor_signing_key"),
-        (&authority_config["admin"]["token_file"], "authority_admin_token"),
+        (
+            &authority_config["admin"]["token_file"],
+            "authority_admin_token",
+        ),
     ] {
-        assert_eq!(key.as_str(), Some(format!("/run/secrets/{secret}").as_str()));
-        assert!(authority["secrets"].as_array().unwrap().iter().any(|s| s == secret));
+        assert_eq!(
+            key.as_str(),
+            Some(format!("/run/secrets/{secret}").as_str())
+        );
+        assert!(authority["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == secret));
         assert!(compose["secrets"][secret]["file"].is_string());
     }
     assert!(authority["volumes"]
@@ -375,7 +390,12 @@ fn yaml_files_pass_yamllint() {
 #[test]
 fn the_authority_manifests_validate_and_run_two_replicas_on_postgres() {
     let dir = deploy("kubernetes/authority");
-    let resources = ["configmap.yaml", "secret.yaml", "deployment.yaml", "service.yaml"];
+    let resources = [
+        "configmap.yaml",
+        "secret.yaml",
+        "deployment.yaml",
+        "service.yaml",
+    ];
     let paths: Vec<String> = resources
         .iter()
         .map(|f| dir.join(f).to_string_lossy().into_owned())
@@ -432,7 +452,10 @@ fn the_authority_manifests_validate_and_run_two_replicas_on_postgres() {
     let config = toml_document(configmap["data"]["authority.toml"].as_str().unwrap());
     // The PostgreSQL URL, the signing key and the admin token all come from the Secret.
     let keys = secret["stringData"].as_object().unwrap();
-    assert!(keys["database-url"].as_str().unwrap().starts_with("postgres://"));
+    assert!(keys["database-url"]
+        .as_str()
+        .unwrap()
+        .starts_with("postgres://"));
     for path in [
         config["database_file"].as_str().unwrap(),
         config["signing"]["key"].as_str().unwrap(),
@@ -442,7 +465,10 @@ fn the_authority_manifests_validate_and_run_two_replicas_on_postgres() {
         assert_eq!(dir, mount("secret"), "{path}");
         assert!(keys.contains_key(key), "{key} in the Secret");
     }
-    assert!(config.get("database").is_none(), "no password in the ConfigMap");
+    assert!(
+        config.get("database").is_none(),
+        "no password in the ConfigMap"
+    );
     assert_eq!(config["listen"].as_str(), Some("0.0.0.0:7700"));
 }
 

@@ -148,24 +148,25 @@ fn check_nonce(nonce: &str) -> Result<(), Refusal> {
     }
 }
 
-/// The body of a request signed by the instance key of activation `id`.
+/// The body of a request signed by the instance key of activation `id`, with the
+/// activation, its license and policy as read before anything is written.
 async fn signed_body(
     state: &AppState,
     id: &str,
     request: Request,
     now: UnixTime,
-) -> Result<Bytes, Refusal> {
+) -> Result<(Bytes, Granted), Refusal> {
     let method = request.method().as_str().to_string();
     let path = request.uri().path().to_string();
     let headers = request.headers().clone();
     let body = body_bytes(state, request.into_body()).await?;
-    let activation = state.store.activation(id).await.map_err(|e| match e {
-        crate::authority::error::AuthorityError::Refused(Refusal::NotFound { .. }) => {
-            Refusal::ActivationGone
-        }
-        other => super::ApiError::from(other).0,
-    })?;
-    let key = InstancePublicKey::from_pem(&activation.public_key)
+    let context = state
+        .store
+        .activation_context(id, now)
+        .await
+        .map_err(|e| super::ApiError::from(e).0)?
+        .ok_or(Refusal::ActivationGone)?;
+    let key = InstancePublicKey::from_pem(&context.activation.public_key)
         .map_err(|e| Refusal::SignatureInvalid(format!("the registered key: {e}")))?;
     verify_request(
         &key,
@@ -177,7 +178,7 @@ async fn signed_body(
         now,
     )
     .map_err(Refusal::SignatureInvalid)?;
-    Ok(body)
+    Ok((body, context))
 }
 
 /// `POST /v1/activations/{id}/heartbeat` (signed by the instance key).
@@ -197,14 +198,14 @@ pub(super) async fn heartbeat(
 }
 
 async fn beat(state: &AppState, id: &str, request: Request, now: UnixTime) -> ApiResult {
-    let body = signed_body(state, id, request, now).await?;
+    let (body, context) = signed_body(state, id, request, now).await?;
     let input: HeartbeatRequest<'_> = parse_json(&body)?;
     check_nonce(&input.nonce)?;
     let received = match input.usage_report {
         Some(report) => Some(receive(state, report.get().as_bytes(), now).await?),
         None => None,
     };
-    let granted = state.store.heartbeat(id, &input.nonce, now).await?;
+    let granted = state.store.heartbeat(context, &input.nonce, now).await?;
     let status = granted.license.status;
     let (token, expires, refresh) = if status == crate::authority::model::LicenseStatus::Active {
         let minted = mint(&granted, &state.signer, now).map_err(|_| Refusal::Unavailable)?;
@@ -245,7 +246,7 @@ pub(super) async fn deactivate(
     request: Request,
 ) -> ApiResult {
     let now = clock::now();
-    let body = signed_body(&state, &id, request, now).await?;
+    let (body, _) = signed_body(&state, &id, request, now).await?;
     let input: DeactivationRequest = parse_json(&body)?;
     check_nonce(&input.nonce)?;
     let activation = state

@@ -11,14 +11,12 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
 use super::events::{append, NewEvent};
-use super::licenses::{license_of, status_at, COLUMNS as LICENSE_COLUMNS};
-use super::policies::policy_of;
+use super::licenses::{license_of, COLUMNS as LICENSE_COLUMNS};
+use super::policies::{policy_of_joined, JOINED_COLUMNS as POLICY_COLUMNS};
 use super::{check_text, int, new_id, opt_int, text, Store};
 use crate::authority::error::{Outcome, Refusal};
 use crate::authority::key::LicenseKey;
-use crate::authority::model::{
-    Activation, ActivationStatus, License, LicenseOverrides, LicenseStatus, Policy,
-};
+use crate::authority::model::{Activation, ActivationStatus, License, LicenseStatus, Policy};
 use crate::license::UnixTime;
 
 const COLUMNS: &str = "id, license_id, instance_id, public_key, hostname, status, offline, \
@@ -27,18 +25,29 @@ const COLUMNS: &str = "id, license_id, instance_id, public_key, hostname, status
 /// How long a nonce is remembered: beyond it, the request's date is too old anyway.
 pub(crate) const NONCE_MEMORY_SECS: i64 = 900;
 
+/// The activation columns of a query joining `activations a`, named `a_<column>`.
+const JOINED_ACTIVATION_COLUMNS: &str = "a.id AS a_id, a.license_id AS a_license_id, \
+    a.instance_id AS a_instance_id, a.public_key AS a_public_key, a.hostname AS a_hostname, \
+    a.status AS a_status, a.offline AS a_offline, a.first_seen AS a_first_seen, \
+    a.last_seen AS a_last_seen, a.ended_at AS a_ended_at";
+
 fn activation_of(row: &AnyRow) -> Result<Activation, sqlx::Error> {
+    activation_with_prefix(row, "")
+}
+
+fn activation_with_prefix(row: &AnyRow, prefix: &str) -> Result<Activation, sqlx::Error> {
+    let c = |name: &str| format!("{prefix}{name}");
     Ok(Activation {
-        id: text(row, "id")?,
-        license_id: text(row, "license_id")?,
-        instance_id: text(row, "instance_id")?,
-        public_key: text(row, "public_key")?,
-        hostname: text(row, "hostname")?,
-        status: ActivationStatus::from_stored(&text(row, "status")?),
-        offline: int(row, "offline")? != 0,
-        first_seen: int(row, "first_seen")?,
-        last_seen: int(row, "last_seen")?,
-        ended_at: opt_int(row, "ended_at")?,
+        id: text(row, &c("id"))?,
+        license_id: text(row, &c("license_id"))?,
+        instance_id: text(row, &c("instance_id"))?,
+        public_key: text(row, &c("public_key"))?,
+        hostname: text(row, &c("hostname"))?,
+        status: ActivationStatus::from_stored(&text(row, &c("status"))?),
+        offline: int(row, &c("offline"))? != 0,
+        first_seen: int(row, &c("first_seen"))?,
+        last_seen: int(row, &c("last_seen"))?,
+        ended_at: opt_int(row, &c("ended_at"))?,
     })
 }
 
@@ -87,14 +96,11 @@ impl Store {
     ) -> Outcome<Granted> {
         check_text("instance_id", input.instance_id, 200)?;
         check_text("hostname", input.hostname, 255)?;
-        let mut tx = self
-            .db
-            .pool
-            .begin_with(self.db.dialect.begin_write())
-            .await?;
+        let mut tx = self.db.begin_write().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id, status, expires_at, overrides, policy_id FROM licenses WHERE key_hash = $1{}",
-            self.db.dialect.for_update()
+            "SELECT {LICENSE_COLUMNS}, {POLICY_COLUMNS} FROM licenses l \
+             JOIN policies p ON p.id = l.policy_id WHERE l.key_hash = $1{}",
+            self.db.dialect.for_update_of_license()
         )))
         .bind(input.key.hash())
         .fetch_optional(&mut *tx)
@@ -102,23 +108,13 @@ impl Store {
         let Some(row) = row else {
             return Err(Refusal::KeyUnknown.into());
         };
-        let license_id = text(&row, "id")?;
-        let status = status_at(&text(&row, "status")?, opt_int(&row, "expires_at")?, now);
-        if let Some(refusal) = refusal_for(status) {
+        let license = license_of(&row, now)?;
+        if let Some(refusal) = refusal_for(license.status) {
             return Err(refusal.into());
         }
-        let overrides: LicenseOverrides = super::json(&row, "overrides")?;
-        let policy_row = sqlx::query(
-            "SELECT id, name, tier, tier_name, features, limits, feature_limits, flags, \
-             max_activations, duration_days, token_ttl, heartbeat_interval, floating, \
-             heartbeat_timeout, grace_days, read_only_days, created_at, updated_at \
-             FROM policies WHERE id = $1",
-        )
-        .bind(text(&row, "policy_id")?)
-        .fetch_one(&mut *tx)
-        .await?;
-        let policy = policy_of(&policy_row)?;
-        let max = overrides.max_activations.unwrap_or(policy.max_activations);
+        let policy = policy_of_joined(&row)?;
+        let license_id = license.id.clone();
+        let max = license.max_activations;
 
         let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM activations \
@@ -141,7 +137,16 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                return self.granted(&activation.id, false, now).await;
+                return Ok(Granted {
+                    activation: Activation {
+                        last_seen: now,
+                        hostname: input.hostname.to_string(),
+                        ..activation
+                    },
+                    license,
+                    policy,
+                    created: false,
+                });
             }
             let ended = if policy.floating && stale(&activation, &policy, now) {
                 ActivationStatus::Culled
@@ -206,20 +211,47 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        self.granted(&id, true, now).await
+        Ok(Granted {
+            activation: Activation {
+                id,
+                license_id,
+                instance_id: input.instance_id.to_string(),
+                public_key: input.public_key.to_string(),
+                hostname: input.hostname.to_string(),
+                status: ActivationStatus::Active,
+                offline: input.offline,
+                first_seen: now,
+                last_seen: now,
+                ended_at: None,
+            },
+            license: License {
+                active_activations: super::count(active + 1),
+                ..license
+            },
+            policy,
+            created: true,
+        })
     }
 
-    /// Activation `id` with its license and policy.
-    async fn granted(&self, id: &str, created: bool, now: UnixTime) -> Outcome<Granted> {
-        let activation = self.activation(id).await?;
-        let license = self.license(&activation.license_id, now).await?;
-        let policy = self.policy(&license.policy_id).await?;
-        Ok(Granted {
-            activation,
-            license,
-            policy,
-            created,
-        })
+    /// Activation `id` with its license and policy, in one read: what a heartbeat or
+    /// deactivation is checked against before anything is written. `None` when no
+    /// such activation exists.
+    pub async fn activation_context(&self, id: &str, now: UnixTime) -> Outcome<Option<Granted>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOINED_ACTIVATION_COLUMNS}, {LICENSE_COLUMNS}, {POLICY_COLUMNS} \
+             FROM activations a JOIN licenses l ON l.id = a.license_id \
+             JOIN policies p ON p.id = l.policy_id WHERE a.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Granted {
+            activation: activation_with_prefix(&row, "a_")?,
+            license: license_of(&row, now)?,
+            policy: policy_of_joined(&row)?,
+            created: false,
+        }))
     }
 
     /// Activation `id` (in any status).
@@ -257,31 +289,27 @@ impl Store {
         rows.iter().map(activation_of).collect()
     }
 
-    /// Records a heartbeat of activation `id` carrying `nonce` (already authenticated
-    /// by the caller): refuses a nonce seen before, a gone activation, and a floating
-    /// one silent past its timeout (culled now). Returns what its token is made of.
-    pub async fn heartbeat(&self, id: &str, nonce: &str, now: UnixTime) -> Outcome<Granted> {
-        let mut tx = self
-            .db
-            .pool
-            .begin_with(self.db.dialect.begin_write())
-            .await?;
-        remember_nonce(&mut tx, id, nonce, now).await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM activations WHERE id = $1{}",
-            self.db.dialect.for_update()
-        )))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Err(Refusal::ActivationGone.into());
-        };
-        let activation = activation_of(&row)?;
+    /// Records a heartbeat of the activation of `context` (read by
+    /// [`activation_context`](Self::activation_context) and authenticated by the
+    /// caller) carrying `nonce`: refuses a nonce seen before, a gone activation, and a
+    /// floating one silent past its timeout (culled now).
+    pub async fn heartbeat(
+        &self,
+        context: Granted,
+        nonce: &str,
+        now: UnixTime,
+    ) -> Outcome<Granted> {
+        let Granted {
+            activation,
+            license,
+            policy,
+            ..
+        } = context;
         if activation.status != ActivationStatus::Active {
             return Err(Refusal::ActivationGone.into());
         }
-        let (license, policy) = license_and_policy(&mut tx, &activation.license_id, now).await?;
+        let mut tx = self.db.begin_write().await?;
+        remember_nonce(&mut tx, &activation.id, nonce, now).await?;
         if policy.floating && stale(&activation, &policy, now) {
             end(
                 &mut tx,
@@ -294,18 +322,23 @@ impl Store {
             tx.commit().await?;
             return Err(Refusal::ActivationGone.into());
         }
-        sqlx::query("UPDATE activations SET last_seen = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let beat = sqlx::query(
+            "UPDATE activations SET last_seen = $2 WHERE id = $1 AND status = 'active'",
+        )
+        .bind(&activation.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if beat.rows_affected() == 0 {
+            // Deactivated since it was read.
+            return Err(Refusal::ActivationGone.into());
+        }
         tx.commit().await?;
-        let activation = Activation {
-            last_seen: now,
-            ..activation
-        };
         Ok(Granted {
-            activation,
+            activation: Activation {
+                last_seen: now,
+                ..activation
+            },
             license,
             policy,
             created: false,
@@ -320,11 +353,7 @@ impl Store {
         actor: &str,
         now: UnixTime,
     ) -> Outcome<Activation> {
-        let mut tx = self
-            .db
-            .pool
-            .begin_with(self.db.dialect.begin_write())
-            .await?;
+        let mut tx = self.db.begin_write().await?;
         if let Some(nonce) = nonce {
             remember_nonce(&mut tx, id, nonce, now).await?;
         }
@@ -377,11 +406,7 @@ impl Store {
         let mut culled = 0;
         for row in rows {
             let license_id = text(&row, "license_id")?;
-            let mut tx = self
-                .db
-                .pool
-                .begin_with(self.db.dialect.begin_write())
-                .await?;
+            let mut tx = self.db.begin_write().await?;
             let (_, policy) = license_and_policy(&mut tx, &license_id, now).await?;
             culled += cull_license(&mut tx, &license_id, &policy, now).await?;
             tx.commit().await?;
@@ -431,29 +456,20 @@ pub(crate) async fn remember_nonce(
     Ok(())
 }
 
-/// License `id` (locked) and its policy.
+/// License `id` and its policy, read inside `tx`.
 async fn license_and_policy(
     tx: &mut Transaction<'static, Any>,
     id: &str,
     now: UnixTime,
 ) -> Outcome<(License, Policy)> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {LICENSE_COLUMNS} FROM licenses l JOIN policies p ON p.id = l.policy_id WHERE l.id = $1"
+        "SELECT {LICENSE_COLUMNS}, {POLICY_COLUMNS} FROM licenses l \
+         JOIN policies p ON p.id = l.policy_id WHERE l.id = $1"
     )))
     .bind(id)
     .fetch_one(&mut **tx)
     .await?;
-    let license = license_of(&row, now)?;
-    let policy_row = sqlx::query(
-        "SELECT id, name, tier, tier_name, features, limits, feature_limits, flags, \
-         max_activations, duration_days, token_ttl, heartbeat_interval, floating, \
-         heartbeat_timeout, grace_days, read_only_days, created_at, updated_at \
-         FROM policies WHERE id = $1",
-    )
-    .bind(&license.policy_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok((license, policy_of(&policy_row)?))
+    Ok((license_of(&row, now)?, policy_of_joined(&row)?))
 }
 
 /// Ends `activation` with `status` and audits it.

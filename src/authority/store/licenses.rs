@@ -88,11 +88,7 @@ impl Store {
         let key =
             LicenseKey::generate().map_err(|_| AuthorityError::Refused(Refusal::Unavailable))?;
         let id = new_id("lic");
-        let mut tx = self
-            .db
-            .pool
-            .begin_with(self.db.dialect.begin_write())
-            .await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO licenses (id, key_hash, key_hint, policy_id, tenant, customer, email, \
              expires_at, overrides, status, created_at, updated_at) \
@@ -179,11 +175,7 @@ impl Store {
                 return Err(Refusal::BadRequest("a license expires by its date".into()).into())
             }
         };
-        let mut tx = self
-            .db
-            .pool
-            .begin_with(self.db.dialect.begin_write())
-            .await?;
+        let mut tx = self.db.begin_write().await?;
         let current = current_status(&mut tx, id, self.db.dialect).await?;
         if current == "revoked" {
             return Err(Refusal::Conflict(format!("license {id} is revoked for good")).into());
@@ -224,11 +216,7 @@ impl Store {
         if days == 0 {
             return Err(Refusal::BadRequest("renew needs at least 1 day".into()).into());
         }
-        let mut tx = self
-            .db
-            .pool
-            .begin_with(self.db.dialect.begin_write())
-            .await?;
+        let mut tx = self.db.begin_write().await?;
         current_status(&mut tx, id, self.db.dialect).await?;
         let row = sqlx::query("SELECT expires_at FROM licenses WHERE id = $1")
             .bind(id)
@@ -270,11 +258,7 @@ impl Store {
     ) -> Outcome<IssuedLicense> {
         let key =
             LicenseKey::generate().map_err(|_| AuthorityError::Refused(Refusal::Unavailable))?;
-        let mut tx = self
-            .db
-            .pool
-            .begin_with(self.db.dialect.begin_write())
-            .await?;
+        let mut tx = self.db.begin_write().await?;
         current_status(&mut tx, id, self.db.dialect).await?;
         sqlx::query(
             "UPDATE licenses SET key_hash = $2, key_hint = $3, updated_at = $4 WHERE id = $1",

@@ -6,34 +6,54 @@ use super::events::{append, NewEvent};
 use super::{check_text, count, int, json, new_id, opt_int, opt_text, text, to_json, Store};
 use crate::authority::error::{Outcome, Refusal};
 use crate::authority::model::{Policy, PolicySpec};
-use crate::license::claims::{FEATURE_LIMIT_NAMES, LIMIT_NAMES};
 use crate::license::UnixTime;
 
 const COLUMNS: &str = "id, name, tier, tier_name, features, limits, feature_limits, flags, \
     max_activations, duration_days, token_ttl, heartbeat_interval, floating, heartbeat_timeout, \
     grace_days, read_only_days, created_at, updated_at";
 
+/// The policy columns of a query joining `policies p`, named `p_<column>` (read by
+/// [`policy_of_joined`]).
+pub(crate) const JOINED_COLUMNS: &str = "p.id AS p_id, p.name AS p_name, p.tier AS p_tier, \
+    p.tier_name AS p_tier_name, p.features AS p_features, p.limits AS p_limits, \
+    p.feature_limits AS p_feature_limits, p.flags AS p_flags, \
+    p.max_activations AS p_max_activations, p.duration_days AS p_duration_days, \
+    p.token_ttl AS p_token_ttl, p.heartbeat_interval AS p_heartbeat_interval, \
+    p.floating AS p_floating, p.heartbeat_timeout AS p_heartbeat_timeout, \
+    p.grace_days AS p_grace_days, p.read_only_days AS p_read_only_days, \
+    p.created_at AS p_created_at, p.updated_at AS p_updated_at";
+
 pub(crate) fn policy_of(row: &AnyRow) -> Result<Policy, sqlx::Error> {
+    policy_with_prefix(row, "")
+}
+
+/// The policy of a row selected with [`JOINED_COLUMNS`].
+pub(crate) fn policy_of_joined(row: &AnyRow) -> Result<Policy, sqlx::Error> {
+    policy_with_prefix(row, "p_")
+}
+
+fn policy_with_prefix(row: &AnyRow, prefix: &str) -> Result<Policy, sqlx::Error> {
     let small = |n: Option<i64>| n.map(count);
+    let c = |name: &str| format!("{prefix}{name}");
     Ok(Policy {
-        id: text(row, "id")?,
-        name: text(row, "name")?,
-        tier: text(row, "tier")?,
-        tier_name: opt_text(row, "tier_name")?,
-        features: json(row, "features")?,
-        limits: json(row, "limits")?,
-        feature_limits: json(row, "feature_limits")?,
-        flags: json(row, "flags")?,
-        max_activations: count(int(row, "max_activations")?),
-        duration_days: small(opt_int(row, "duration_days")?),
-        token_ttl: int(row, "token_ttl")?.max(0) as u64,
-        heartbeat_interval: int(row, "heartbeat_interval")?.max(0) as u64,
-        floating: int(row, "floating")? != 0,
-        heartbeat_timeout: int(row, "heartbeat_timeout")?.max(0) as u64,
-        grace_days: small(opt_int(row, "grace_days")?),
-        read_only_days: small(opt_int(row, "read_only_days")?),
-        created_at: int(row, "created_at")?,
-        updated_at: int(row, "updated_at")?,
+        id: text(row, &c("id"))?,
+        name: text(row, &c("name"))?,
+        tier: text(row, &c("tier"))?,
+        tier_name: opt_text(row, &c("tier_name"))?,
+        features: json(row, &c("features"))?,
+        limits: json(row, &c("limits"))?,
+        feature_limits: json(row, &c("feature_limits"))?,
+        flags: json(row, &c("flags"))?,
+        max_activations: count(int(row, &c("max_activations"))?),
+        duration_days: small(opt_int(row, &c("duration_days"))?),
+        token_ttl: int(row, &c("token_ttl"))?.max(0) as u64,
+        heartbeat_interval: int(row, &c("heartbeat_interval"))?.max(0) as u64,
+        floating: int(row, &c("floating"))? != 0,
+        heartbeat_timeout: int(row, &c("heartbeat_timeout"))?.max(0) as u64,
+        grace_days: small(opt_int(row, &c("grace_days"))?),
+        read_only_days: small(opt_int(row, &c("read_only_days"))?),
+        created_at: int(row, &c("created_at"))?,
+        updated_at: int(row, &c("updated_at"))?,
     })
 }
 
@@ -122,7 +142,6 @@ fn check(policy: &Policy) -> Result<(), Refusal> {
     for flag in &policy.flags {
         check_text("flag", flag, 100)?;
     }
-    let _ = (LIMIT_NAMES, FEATURE_LIMIT_NAMES);
     if policy.max_activations == 0 {
         return bad("max_activations must be at least 1".into());
     }
@@ -175,11 +194,7 @@ impl Store {
             updated_at: now,
         };
         apply(&mut policy, spec)?;
-        let mut tx = self
-            .db
-            .pool
-            .begin_with(self.db.dialect.begin_write())
-            .await?;
+        let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO policies (id, name, tier, tier_name, features, limits, feature_limits, flags, \
              max_activations, duration_days, token_ttl, heartbeat_interval, floating, heartbeat_timeout, \
@@ -263,11 +278,7 @@ impl Store {
         actor: &str,
         now: UnixTime,
     ) -> Outcome<Policy> {
-        let mut tx = self
-            .db
-            .pool
-            .begin_with(self.db.dialect.begin_write())
-            .await?;
+        let mut tx = self.db.begin_write().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM policies WHERE name = $1 OR id = $1{}",
             self.db.dialect.for_update()

@@ -123,11 +123,7 @@ impl Store {
         let body = std::str::from_utf8(file)
             .map_err(|_| Refusal::BadRequest("the report is not UTF-8".into()))?;
         let r = &verified.report;
-        let mut tx = self
-            .db
-            .pool
-            .begin_with(self.db.dialect.begin_write())
-            .await?;
+        let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO usage_reports (instance_id, sequence, sha256, period_from, period_to, \
              received_at, file) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
