@@ -168,6 +168,8 @@ pub struct AuthorityConfig {
     pub max_body_bytes: usize,
     pub signing_key: SigningKey,
     pub signing_key_path: PathBuf,
+    /// The key's PEM text (the signer keeps an Ed25519 key parsed).
+    pub signing_key_pem: String,
     pub kid: Option<String>,
     pub issuer: String,
     pub admin_token: AdminToken,
@@ -307,7 +309,10 @@ fn validate(
             let signing = signing.into_inner();
             let key_path = base_dir.join(signing.key.get_ref());
             match SigningKey::load(&key_path) {
-                Ok(key) => Some((key, key_path, signing.kid, signing.issuer)),
+                Ok(key) => {
+                    let pem = std::fs::read_to_string(&key_path).unwrap_or_default();
+                    Some((key, key_path, pem, signing.kid, signing.issuer))
+                }
                 Err(e) => {
                     diags.push(Diagnostic::at(
                         signing.key.span(),
@@ -369,7 +374,7 @@ fn validate(
         access_file: None,
         access_overflow: crate::config::AccessOverflow::Drop,
     };
-    let (signing_key, signing_key_path, kid, issuer) = signing?;
+    let (signing_key, signing_key_path, signing_key_pem, kid, issuer) = signing?;
     Some(AuthorityConfig {
         source: path.to_path_buf(),
         listen: listen?,
@@ -379,6 +384,7 @@ fn validate(
         max_body_bytes,
         signing_key,
         signing_key_path,
+        signing_key_pem,
         kid,
         issuer: issuer.unwrap_or_else(|| "licgate-authority".into()),
         admin_token: admin?,

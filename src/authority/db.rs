@@ -213,6 +213,9 @@ impl Db {
                 .max_connections(size)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(10))
+                // No ping before each use: a broken connection fails its query, which
+                // answers 503, and the pool replaces it.
+                .test_before_acquire(false)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if dialect == Dialect::Sqlite {

@@ -162,12 +162,54 @@ pub struct Signer {
     pub key: SigningKey,
     pub kid: Option<String>,
     pub issuer: String,
+    /// The same key parsed once, when it is Ed25519 (jsonwebtoken parses its key at
+    /// every signature, which costs as much again as the signature).
+    ed25519: Option<ring::signature::Ed25519KeyPair>,
 }
 
 impl Signer {
+    /// The signer of `key` (read from the PKCS#8 PEM `pem`, to keep an Ed25519 key
+    /// parsed).
+    pub fn new(key: SigningKey, pem: &str, kid: Option<String>, issuer: String) -> Signer {
+        let ed25519 = match key.alg {
+            Algorithm::EdDSA => crate::license::keys::pem_body(pem, "PRIVATE KEY")
+                .and_then(|der| ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).ok()),
+            Algorithm::ES256 | Algorithm::RS256 => None,
+        };
+        Signer {
+            key,
+            kid,
+            issuer,
+            ed25519,
+        }
+    }
+
+    /// The base64url signature of `message` (the JWS signature encoding).
+    fn signature(&self, message: &[u8]) -> Result<String, jsonwebtoken::errors::Error> {
+        use base64::Engine as _;
+        match &self.ed25519 {
+            Some(pair) => Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(pair.sign(message).as_ref())),
+            None => jsonwebtoken::crypto::sign(message, &self.key.key, self.key.alg.jwt()),
+        }
+    }
+
+    /// `claims` as a signed JWT (the header names the algorithm and `kid`).
+    pub fn token(&self, claims: &crate::license::Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        use base64::Engine as _;
+        let mut header = jsonwebtoken::Header::new(self.key.alg.jwt());
+        header.kid = self.kid.clone();
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let header = serde_json::to_vec(&header).expect("a header serializes");
+        let payload = serde_json::to_vec(&claims.to_json()).expect("claims serialize");
+        let message = format!("{}.{}", b64(&header), b64(&payload));
+        let signature = self.signature(message.as_bytes())?;
+        Ok(format!("{message}.{signature}"))
+    }
+
     /// The `Licgate-Signature` value of an answer whose body is `body`.
     pub fn sign_answer(&self, body: &[u8]) -> Result<String, jsonwebtoken::errors::Error> {
-        let sig = jsonwebtoken::crypto::sign(body, &self.key.key, self.key.alg.jwt())?;
+        let sig = self.signature(body)?;
         Ok(match &self.kid {
             Some(kid) => format!("alg={}, kid={kid}, sig={sig}", self.key.alg.name()),
             None => format!("alg={}, sig={sig}", self.key.alg.name()),
@@ -228,11 +270,12 @@ mod tests {
         let pair = crate::license::keys::generate_ed25519();
         let dir = tempfile::tempdir().unwrap();
         let (private, public) = crate::license::keys::write_key_pair(dir.path(), &pair).unwrap();
-        let signer = Signer {
-            key: SigningKey::load(&private).unwrap(),
-            kid: Some("k1".into()),
-            issuer: "test".into(),
-        };
+        let signer = Signer::new(
+            SigningKey::load(&private).unwrap(),
+            &pair.private_pem,
+            Some("k1".into()),
+            "test".into(),
+        );
         let header = signer.sign_answer(b"{\"nonce\":\"n\"}").unwrap();
         let key = PublicKey::load(&public, Algorithm::EdDSA, Some("k1".into())).unwrap();
         assert!(verify_answer(&header, b"{\"nonce\":\"n\"}", &key));

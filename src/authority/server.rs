@@ -61,11 +61,12 @@ async fn serve(config: AuthorityConfig) -> Result<(), ServeError> {
         })?;
     let state = Arc::new(AppState {
         store: Store::new(db, config.defaults.clone()),
-        signer: Signer {
-            key: config.signing_key,
-            kid: config.kid,
-            issuer: config.issuer,
-        },
+        signer: Signer::new(
+            config.signing_key,
+            &config.signing_key_pem,
+            config.kid,
+            config.issuer,
+        ),
         admin_token: config.admin_token,
         attempts: Attempts::new(config.attempts),
         metrics: AuthorityMetrics::new(),

@@ -6,7 +6,7 @@ use super::model::{License, Policy};
 use super::protocol::Signer;
 use super::store::activations::Granted;
 use crate::license::keys::SignError;
-use crate::license::{sign, Claims, UnixTime};
+use crate::license::{Claims, UnixTime};
 
 /// A token made for an activation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub fn mint(granted: &Granted, signer: &Signer, now: UnixTime) -> Result<Minted,
         &signer.issuer,
         now,
     );
-    let token = sign(&claims, &signer.key, signer.kid.as_deref())?;
+    let token = signer.token(&claims).map_err(SignError::from)?;
     Ok(Minted {
         token,
         expires_at: claims.exp,

@@ -217,10 +217,14 @@ async fn beat(state: &AppState, id: &str, request: Request, now: UnixTime) -> Ap
     } else {
         (None, None, None)
     };
-    let revoked = state
-        .store
-        .revoked_license_ids(&granted.license.tenant)
-        .await?;
+    let revoked = if granted.tenant_has_revoked {
+        state
+            .store
+            .revoked_license_ids(&granted.license.tenant)
+            .await?
+    } else {
+        Vec::new()
+    };
     signed_answer(
         state,
         StatusCode::OK,

@@ -70,6 +70,8 @@ pub struct Granted {
     pub policy: Policy,
     /// `false` when the instance already held a slot and got it back.
     pub created: bool,
+    /// Whether the tenant has revoked licenses (read with heartbeats' context only).
+    pub tenant_has_revoked: bool,
 }
 
 /// The refusal for a license that may not be used at `now`, if any.
@@ -146,6 +148,7 @@ impl Store {
                     license,
                     policy,
                     created: false,
+                    tenant_has_revoked: false,
                 });
             }
             let ended = if policy.floating && stale(&activation, &policy, now) {
@@ -230,6 +233,7 @@ impl Store {
             },
             policy,
             created: true,
+            tenant_has_revoked: false,
         })
     }
 
@@ -238,8 +242,9 @@ impl Store {
     /// such activation exists.
     pub async fn activation_context(&self, id: &str, now: UnixTime) -> Outcome<Option<Granted>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOINED_ACTIVATION_COLUMNS}, {LICENSE_COLUMNS}, {POLICY_COLUMNS} \
-             FROM activations a JOIN licenses l ON l.id = a.license_id \
+            "SELECT {JOINED_ACTIVATION_COLUMNS}, {LICENSE_COLUMNS}, {POLICY_COLUMNS}, \
+             (SELECT COUNT(*) FROM licenses r WHERE r.tenant = l.tenant AND r.status = 'revoked') \
+             AS revoked_in_tenant FROM activations a JOIN licenses l ON l.id = a.license_id \
              JOIN policies p ON p.id = l.policy_id WHERE a.id = $1"
         )))
         .bind(id)
@@ -251,6 +256,7 @@ impl Store {
             license: license_of(&row, now)?,
             policy: policy_of_joined(&row)?,
             created: false,
+            tenant_has_revoked: int(&row, "revoked_in_tenant")? > 0,
         }))
     }
 
@@ -303,6 +309,7 @@ impl Store {
             activation,
             license,
             policy,
+            tenant_has_revoked,
             ..
         } = context;
         if activation.status != ActivationStatus::Active {
@@ -342,6 +349,7 @@ impl Store {
             license,
             policy,
             created: false,
+            tenant_has_revoked,
         })
     }
 
