@@ -118,14 +118,26 @@ impl Store {
         let license_id = license.id.clone();
         let max = license.max_activations;
 
-        let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM activations \
-             WHERE license_id = $1 AND instance_id = $2 AND status = 'active'"
-        )))
+        // One statement after the lock (a fresh snapshot on PostgreSQL): how many
+        // are active, and whether this instance is one of them.
+        let slots = sqlx::query(
+            "SELECT COUNT(*) AS n, MAX(CASE WHEN instance_id = $2 THEN id END) AS mine \
+             FROM activations WHERE license_id = $1 AND status = 'active'",
+        )
         .bind(&license_id)
         .bind(input.instance_id)
-        .fetch_optional(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        let mut active = int(&slots, "n")?;
+        let existing = match super::opt_text(&slots, "mine")? {
+            Some(mine) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM activations WHERE id = $1"
+            )))
+            .bind(mine)
+            .fetch_optional(&mut *tx)
+            .await?,
+            None => None,
+        };
         let mut changed = false;
         if let Some(existing) = existing {
             let activation = activation_of(&existing)?;
@@ -157,20 +169,14 @@ impl Store {
                 ActivationStatus::Replaced
             };
             end(&mut tx, &activation, ended, "authority", now).await?;
+            active -= 1;
             changed = true;
         }
         if policy.floating {
-            changed |= cull_license(&mut tx, &license_id, &policy, now).await? > 0;
+            let culled = cull_license(&mut tx, &license_id, &policy, now).await?;
+            active -= culled as i64;
+            changed |= culled > 0;
         }
-        let active = int(
-            &sqlx::query(
-                "SELECT COUNT(*) AS n FROM activations WHERE license_id = $1 AND status = 'active'",
-            )
-            .bind(&license_id)
-            .fetch_one(&mut *tx)
-            .await?,
-            "n",
-        )?;
         if active >= i64::from(max) {
             if changed {
                 tx.commit().await?;
