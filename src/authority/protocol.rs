@@ -172,8 +172,11 @@ impl Signer {
     /// parsed).
     pub fn new(key: SigningKey, pem: &str, kid: Option<String>, issuer: String) -> Signer {
         let ed25519 = match key.alg {
-            Algorithm::EdDSA => crate::license::keys::pem_body(pem, "PRIVATE KEY")
-                .and_then(|der| ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).ok()),
+            Algorithm::EdDSA => {
+                crate::license::keys::pem_body(pem, "PRIVATE KEY").and_then(|der| {
+                    ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).ok()
+                })
+            }
             Algorithm::ES256 | Algorithm::RS256 => None,
         };
         Signer {
@@ -195,7 +198,10 @@ impl Signer {
     }
 
     /// `claims` as a signed JWT (the header names the algorithm and `kid`).
-    pub fn token(&self, claims: &crate::license::Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn token(
+        &self,
+        claims: &crate::license::Claims,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         use base64::Engine as _;
         let mut header = jsonwebtoken::Header::new(self.key.alg.jwt());
         header.kid = self.kid.clone();

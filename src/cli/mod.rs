@@ -31,6 +31,9 @@ Examples:
   licgate check --config /etc/licgate/licgate.toml
   licgate serve --config /etc/licgate/licgate.toml
   licgate healthcheck --ready                    # exit 0 when /readyz answers 200
+  licgate activation request --config licgate.toml --key LG-… --out request.json
+  licgate authority serve --config authority.toml            # vendor: the license server
+  licgate authority license create --policy pro --tenant acme  # prints the new key
   LICGATE_CONFIG=/etc/licgate/licgate.toml licgate serve
 
 Signals (serve, demo): SIGTERM/SIGINT stop accepting connections, let in-flight

@@ -130,12 +130,14 @@ impl Store {
         .await?;
         let mut active = int(&slots, "n")?;
         let existing = match super::opt_text(&slots, "mine")? {
-            Some(mine) => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM activations WHERE id = $1"
-            )))
-            .bind(mine)
-            .fetch_optional(&mut *tx)
-            .await?,
+            Some(mine) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM activations WHERE id = $1"
+                )))
+                .bind(mine)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
             None => None,
         };
         let mut changed = false;
