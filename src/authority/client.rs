@@ -60,73 +60,51 @@ impl AdminClient {
         })
     }
 
-    /// `method` on `/admin/v1{path}` with an optional JSON body.
+    /// `method` on `/admin/v1{path}` with an optional JSON body; the answer's JSON.
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        let url = format!("{}/admin/v1{path}", self.base);
-        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        let mut request = self.request(method, path);
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
-        answer(response, &self.base).await
+        let (status, text) = self.send(request).await?;
+        serde_json::from_str(&text).map_err(|_| ClientError::NotJson { status })
     }
 
     /// Posts `bytes` verbatim (a file) to `/admin/v1{path}`; returns the body as text.
     pub async fn post_file(&self, path: &str, bytes: Vec<u8>) -> Result<String, ClientError> {
-        let url = format!("{}/admin/v1{path}", self.base);
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
+        let request = self
+            .request(reqwest::Method::POST, path)
             .header("content-type", "application/json")
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
-        if status.is_success() {
-            return Ok(text);
-        }
-        Err(refused(status.as_u16(), &text))
+            .body(bytes);
+        Ok(self.send(request).await?.1)
     }
-}
 
-async fn answer(response: reqwest::Response, base: &str) -> Result<Value, ClientError> {
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|source| ClientError::Unreachable {
-            url: base.to_string(),
-            source,
-        })?;
-    if status.is_success() {
-        return serde_json::from_str(&text).map_err(|_| ClientError::NotJson {
-            status: status.as_u16(),
-        });
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/admin/v1{path}", self.base))
+            .bearer_auth(&self.token)
     }
-    Err(refused(status.as_u16(), &text))
+
+    /// Sends `request`: (status, body) of a success, the refusal otherwise.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, String), ClientError> {
+        let unreachable = |source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(unreachable)?;
+        if (200..300).contains(&status) {
+            Ok((status, text))
+        } else {
+            Err(refused(status, &text))
+        }
+    }
 }
 
 /// The refusal in a problem+json body.

@@ -172,19 +172,7 @@ async fn lifecycle(backend: Backend) {
     let request_path = authority.dir.join("request.json");
     let response_path = authority.dir.join("response.json");
     std::fs::write(&request_path, offline::write_request(&request, &air.key)).unwrap();
-    let (code, _, err) = authority.cli(&[
-        "offline",
-        "activate",
-        request_path.to_str().unwrap(),
-        "--out",
-        response_path.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let response = offline::read_response(
-        &std::fs::read(&response_path).unwrap(),
-        &authority.vendor_key(),
-    )
-    .unwrap();
+    let response = answer_offline(&authority, &request_path, &response_path);
     assert_eq!(response.nonce, request.nonce);
     verified_claims(&authority, response.token.as_deref().unwrap(), "inst-air");
     let listed = authority.cli_json(&["activation", "list", "--license", &other_id]);
@@ -203,19 +191,7 @@ async fn lifecycle(backend: Backend) {
         ..request.clone()
     };
     std::fs::write(&request_path, offline::write_request(&release, &air.key)).unwrap();
-    let (code, _, err) = authority.cli(&[
-        "offline",
-        "activate",
-        request_path.to_str().unwrap(),
-        "--out",
-        response_path.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let receipt = offline::read_response(
-        &std::fs::read(&response_path).unwrap(),
-        &authority.vendor_key(),
-    )
-    .unwrap();
+    let receipt = answer_offline(&authority, &request_path, &response_path);
     assert_eq!(receipt.kind, OfflineKind::Deactivate);
     let ok = Installation::new("inst-h")
         .activate(&authority, &new_key)
@@ -281,6 +257,24 @@ async fn lifecycle(backend: Backend) {
         out.contains("license.revoked") && out.contains("instance:inst-a"),
         "{out}"
     );
+}
+
+/// Answers the offline request at `request` through the vendor CLI; the response,
+/// its vendor signature checked.
+fn answer_offline(
+    authority: &Authority,
+    request: &std::path::Path,
+    response: &std::path::Path,
+) -> offline::OfflineResponse {
+    let (code, _, err) = authority.cli(&[
+        "offline",
+        "activate",
+        request.to_str().unwrap(),
+        "--out",
+        response.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    offline::read_response(&std::fs::read(response).unwrap(), &authority.vendor_key()).unwrap()
 }
 
 /// A usage report of `installation` for day 2026-11-0N, signed by its key.
@@ -564,14 +558,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         beat_body.as_bytes(),
     );
     let stale = a
-        .send(
-            &authority,
-            reqwest::Method::POST,
-            &path,
-            beat_body.as_bytes(),
-            &date,
-            &signature,
-        )
+        .post_signed_as(&authority, &path, beat_body.as_bytes(), (&date, &signature))
         .await;
     assert_eq!(stale.code(), "SIGNATURE_INVALID");
     let (date, signature) = licgate::authority::protocol::sign_request(
@@ -583,36 +570,15 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     );
     let changed = json!({"nonce": nonce()}).to_string();
     let tampered = a
-        .send(
-            &authority,
-            reqwest::Method::POST,
-            &path,
-            changed.as_bytes(),
-            &date,
-            &signature,
-        )
+        .post_signed_as(&authority, &path, changed.as_bytes(), (&date, &signature))
         .await;
     assert_eq!(tampered.code(), "SIGNATURE_INVALID");
     let once = a
-        .send(
-            &authority,
-            reqwest::Method::POST,
-            &path,
-            beat_body.as_bytes(),
-            &date,
-            &signature,
-        )
+        .post_signed_as(&authority, &path, beat_body.as_bytes(), (&date, &signature))
         .await;
     assert_eq!(once.status, 200, "{:?}", once.body);
     let replayed = a
-        .send(
-            &authority,
-            reqwest::Method::POST,
-            &path,
-            beat_body.as_bytes(),
-            &date,
-            &signature,
-        )
+        .post_signed_as(&authority, &path, beat_body.as_bytes(), (&date, &signature))
         .await;
     assert_eq!((replayed.status, replayed.code()), (409, "REPLAYED"));
 

@@ -106,16 +106,13 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        append(
+        audit(
             &mut tx,
-            NewEvent {
-                at: now,
-                actor,
-                action: "license.created",
-                license_id: Some(&id),
-                activation_id: None,
-                detail: json!({"policy": policy.name, "tenant": spec.tenant, "expires_at": expires_at}),
-            },
+            now,
+            actor,
+            "license.created",
+            &id,
+            json!({"policy": policy.name, "tenant": spec.tenant, "expires_at": expires_at}),
         )
         .await?;
         tx.commit().await?;
@@ -187,16 +184,13 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            append(
+            audit(
                 &mut tx,
-                NewEvent {
-                    at: now,
-                    actor,
-                    action,
-                    license_id: Some(id),
-                    activation_id: None,
-                    detail: json!({"from": current, "to": stored}),
-                },
+                now,
+                actor,
+                action,
+                id,
+                json!({"from": current, "to": stored}),
             )
             .await?;
         }
@@ -232,16 +226,13 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        append(
+        audit(
             &mut tx,
-            NewEvent {
-                at: now,
-                actor,
-                action: "license.renewed",
-                license_id: Some(id),
-                activation_id: None,
-                detail: json!({"from": expires_at, "to": renewed, "days": days}),
-            },
+            now,
+            actor,
+            "license.renewed",
+            id,
+            json!({"from": expires_at, "to": renewed, "days": days}),
         )
         .await?;
         tx.commit().await?;
@@ -269,16 +260,13 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        append(
+        audit(
             &mut tx,
-            NewEvent {
-                at: now,
-                actor,
-                action: "license.key_rotated",
-                license_id: Some(id),
-                activation_id: None,
-                detail: json!({"key_hint": key.redacted()}),
-            },
+            now,
+            actor,
+            "license.key_rotated",
+            id,
+            json!({"key_hint": key.redacted()}),
         )
         .await?;
         tx.commit().await?;
@@ -318,6 +306,29 @@ async fn current_status(
         Some(row) => Ok(text(&row, "status")?),
         None => Err(not_found(id)),
     }
+}
+
+/// Appends the audit event `action` of license `id` inside `tx`.
+async fn audit(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    at: UnixTime,
+    actor: &str,
+    action: &str,
+    id: &str,
+    detail: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    append(
+        tx,
+        NewEvent {
+            at,
+            actor,
+            action,
+            license_id: Some(id),
+            activation_id: None,
+            detail,
+        },
+    )
+    .await
 }
 
 fn not_found(id: &str) -> AuthorityError {

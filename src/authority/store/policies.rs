@@ -57,6 +57,33 @@ fn policy_with_prefix(row: &AnyRow, prefix: &str) -> Result<Policy, sqlx::Error>
     })
 }
 
+/// Binds every field of `policy` as `$1` (id) … `$18` (updated_at), in the order of
+/// the table's columns.
+fn bind_policy<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    policy: &'q Policy,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(&policy.id)
+        .bind(&policy.name)
+        .bind(&policy.tier)
+        .bind(&policy.tier_name)
+        .bind(to_json(&policy.features))
+        .bind(to_json(&policy.limits))
+        .bind(to_json(&policy.feature_limits))
+        .bind(to_json(&policy.flags))
+        .bind(i64::from(policy.max_activations))
+        .bind(policy.duration_days.map(i64::from))
+        .bind(policy.token_ttl as i64)
+        .bind(policy.heartbeat_interval as i64)
+        .bind(i64::from(policy.floating))
+        .bind(policy.heartbeat_timeout as i64)
+        .bind(policy.grace_days.map(i64::from))
+        .bind(policy.read_only_days.map(i64::from))
+        .bind(policy.created_at)
+        .bind(policy.updated_at)
+}
+
 /// Applies `spec` over `policy` (fields absent from `spec` stay) and checks the result.
 fn apply(policy: &mut Policy, spec: PolicySpec) -> Result<(), Refusal> {
     let PolicySpec {
@@ -195,31 +222,16 @@ impl Store {
         };
         apply(&mut policy, spec)?;
         let mut tx = self.db.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO policies (id, name, tier, tier_name, features, limits, feature_limits, flags, \
-             max_activations, duration_days, token_ttl, heartbeat_interval, floating, heartbeat_timeout, \
-             grace_days, read_only_days, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
-             ON CONFLICT (name) DO NOTHING",
+        let inserted = bind_policy(
+            sqlx::query(
+                "INSERT INTO policies (id, name, tier, tier_name, features, limits, feature_limits, \
+                 flags, max_activations, duration_days, token_ttl, heartbeat_interval, floating, \
+                 heartbeat_timeout, grace_days, read_only_days, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                 ON CONFLICT (name) DO NOTHING",
+            ),
+            &policy,
         )
-        .bind(&policy.id)
-        .bind(&policy.name)
-        .bind(&policy.tier)
-        .bind(&policy.tier_name)
-        .bind(to_json(&policy.features))
-        .bind(to_json(&policy.limits))
-        .bind(to_json(&policy.feature_limits))
-        .bind(to_json(&policy.flags))
-        .bind(i64::from(policy.max_activations))
-        .bind(policy.duration_days.map(i64::from))
-        .bind(policy.token_ttl as i64)
-        .bind(policy.heartbeat_interval as i64)
-        .bind(i64::from(policy.floating))
-        .bind(policy.heartbeat_timeout as i64)
-        .bind(policy.grace_days.map(i64::from))
-        .bind(policy.read_only_days.map(i64::from))
-        .bind(policy.created_at)
-        .bind(policy.updated_at)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -297,30 +309,17 @@ impl Store {
         let changes = serde_json::to_value(&spec).unwrap_or_default();
         apply(&mut policy, spec)?;
         policy.updated_at = now;
-        let updated = sqlx::query(
-            "UPDATE policies SET name = $2, tier = $3, tier_name = $4, features = $5, limits = $6, \
-             feature_limits = $7, flags = $8, max_activations = $9, duration_days = $10, token_ttl = $11, \
-             heartbeat_interval = $12, floating = $13, heartbeat_timeout = $14, grace_days = $15, \
-             read_only_days = $16, updated_at = $17 \
-             WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM policies p2 WHERE p2.name = $2 AND p2.id <> $1)",
+        let updated = bind_policy(
+            sqlx::query(
+                "UPDATE policies SET name = $2, tier = $3, tier_name = $4, features = $5, limits = $6, \
+                 feature_limits = $7, flags = $8, max_activations = $9, duration_days = $10, \
+                 token_ttl = $11, heartbeat_interval = $12, floating = $13, heartbeat_timeout = $14, \
+                 grace_days = $15, read_only_days = $16, created_at = $17, updated_at = $18 \
+                 WHERE id = $1 AND NOT EXISTS \
+                 (SELECT 1 FROM policies p2 WHERE p2.name = $2 AND p2.id <> $1)",
+            ),
+            &policy,
         )
-        .bind(&policy.id)
-        .bind(&policy.name)
-        .bind(&policy.tier)
-        .bind(&policy.tier_name)
-        .bind(to_json(&policy.features))
-        .bind(to_json(&policy.limits))
-        .bind(to_json(&policy.feature_limits))
-        .bind(to_json(&policy.flags))
-        .bind(i64::from(policy.max_activations))
-        .bind(policy.duration_days.map(i64::from))
-        .bind(policy.token_ttl as i64)
-        .bind(policy.heartbeat_interval as i64)
-        .bind(i64::from(policy.floating))
-        .bind(policy.heartbeat_timeout as i64)
-        .bind(policy.grace_days.map(i64::from))
-        .bind(policy.read_only_days.map(i64::from))
-        .bind(policy.updated_at)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {

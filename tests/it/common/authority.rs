@@ -538,6 +538,25 @@ impl Installation {
         answer(response, &authority.vendor_key()).await
     }
 
+    /// `POST path` with `body` and the given (date, signature) headers.
+    pub(crate) async fn post_signed_as(
+        &self,
+        authority: &Authority,
+        path: &str,
+        body: &[u8],
+        (date, signature): (&str, &str),
+    ) -> Answer {
+        self.send(
+            authority,
+            reqwest::Method::POST,
+            path,
+            body,
+            date,
+            signature,
+        )
+        .await
+    }
+
     /// A heartbeat of `activation_id` with a fresh nonce.
     pub(crate) async fn heartbeat(&self, authority: &Authority, activation_id: &str) -> Answer {
         let body = json!({"nonce": nonce()}).to_string();
