@@ -454,8 +454,17 @@ async fn two_authority_processes_on_one_postgres_count_one_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
-    let authority = Authority::start(Backend::Sqlite, NO_EXTRA).await;
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing_on_sqlite() {
+    bad_input(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing_on_postgres() {
+    bad_input(Backend::Postgres).await;
+}
+
+async fn bad_input(backend: Backend) {
+    let authority = Authority::start(backend, NO_EXTRA).await;
     authority.policy("pro", 2, &[]);
     let (_, key) = authority.license("pro", "acme");
     let a = Installation::new("bad-a");

@@ -19,7 +19,7 @@ use crate::authority::protocol::{
     verify_request, ActivationAnswer, ActivationRequest, DeactivationAnswer, DeactivationRequest,
     HeartbeatAnswer, HeartbeatRequest, DATE_HEADER, SIGNATURE_HEADER,
 };
-use crate::authority::store::activations::{ActivationInput, Granted};
+use crate::authority::store::activations::{check_nonce, ActivationInput, Granted};
 use crate::authority::token::mint;
 use crate::license::instance_key::InstancePublicKey;
 use crate::license::UnixTime;
@@ -135,17 +135,6 @@ pub(super) async fn activate(State(state): Shared, request: Request) -> ApiResul
             server_time: now,
         },
     )
-}
-
-/// A nonce the client made: 16 to 128 visible ASCII characters.
-fn check_nonce(nonce: &str) -> Result<(), Refusal> {
-    if (16..=128).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_graphic()) {
-        Ok(())
-    } else {
-        Err(Refusal::BadRequest(
-            "nonce: 16 to 128 visible ASCII characters, fresh for every request".into(),
-        ))
-    }
 }
 
 /// The body of a request signed by the instance key of activation `id`, with the

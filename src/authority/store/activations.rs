@@ -14,6 +14,7 @@ use super::events::{append, NewEvent};
 use super::licenses::{license_of, COLUMNS as LICENSE_COLUMNS};
 use super::policies::{policy_of_joined, JOINED_COLUMNS as POLICY_COLUMNS};
 use super::{check_text, int, new_id, opt_int, text, Store};
+use crate::authority::db::Dialect;
 use crate::authority::error::{Outcome, Refusal};
 use crate::authority::key::LicenseKey;
 use crate::authority::model::{Activation, ActivationStatus, License, LicenseStatus, Policy};
@@ -323,9 +324,9 @@ impl Store {
         if activation.status != ActivationStatus::Active {
             return Err(Refusal::ActivationGone.into());
         }
-        let mut tx = self.db.begin_write().await?;
-        remember_nonce(&mut tx, &activation.id, nonce, now).await?;
         if policy.floating && stale(&activation, &policy, now) {
+            let mut tx = self.db.begin_write().await?;
+            remember_nonce(&mut tx, &activation.id, nonce, now).await?;
             end(
                 &mut tx,
                 &activation,
@@ -337,18 +338,48 @@ impl Store {
             tx.commit().await?;
             return Err(Refusal::ActivationGone.into());
         }
-        let beat = sqlx::query(
-            "UPDATE activations SET last_seen = $2 WHERE id = $1 AND status = 'active'",
-        )
-        .bind(&activation.id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if beat.rows_affected() == 0 {
-            // Deactivated since it was read.
-            return Err(Refusal::ActivationGone.into());
+        match self.db.dialect {
+            // One statement, one round trip and one commit: the nonce recorded and
+            // `last_seen` moved together, or neither.
+            Dialect::Postgres => {
+                check_nonce(nonce)?;
+                let row = sqlx::query(
+                    "WITH fresh AS (INSERT INTO nonces (scope, nonce, seen_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING RETURNING 1), \
+                     beat AS (UPDATE activations SET last_seen = $3 WHERE id = $1 \
+                     AND status = 'active' AND EXISTS (SELECT 1 FROM fresh) RETURNING 1) \
+                     SELECT (SELECT COUNT(*) FROM fresh) AS fresh, (SELECT COUNT(*) FROM beat) AS beat",
+                )
+                .bind(&activation.id)
+                .bind(nonce)
+                .bind(now)
+                .fetch_one(&self.db.pool)
+                .await?;
+                if int(&row, "fresh")? == 0 {
+                    return Err(Refusal::Replayed.into());
+                }
+                if int(&row, "beat")? == 0 {
+                    // Deactivated since it was read (the nonce stays spent).
+                    return Err(Refusal::ActivationGone.into());
+                }
+            }
+            Dialect::Sqlite => {
+                let mut tx = self.db.begin_write().await?;
+                remember_nonce(&mut tx, &activation.id, nonce, now).await?;
+                let beat = sqlx::query(
+                    "UPDATE activations SET last_seen = $2 WHERE id = $1 AND status = 'active'",
+                )
+                .bind(&activation.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if beat.rows_affected() == 0 {
+                    // Deactivated since it was read.
+                    return Err(Refusal::ActivationGone.into());
+                }
+                tx.commit().await?;
+            }
         }
-        tx.commit().await?;
         Ok(Granted {
             activation: Activation {
                 last_seen: now,
@@ -445,6 +476,17 @@ fn stale(activation: &Activation, policy: &Policy, now: UnixTime) -> bool {
     activation.last_seen < now - policy.heartbeat_timeout as i64
 }
 
+/// A nonce a client made: 16 to 128 visible ASCII characters.
+pub(crate) fn check_nonce(nonce: &str) -> Result<(), Refusal> {
+    if (16..=128).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(Refusal::BadRequest(
+            "nonce: 16 to 128 visible ASCII characters, fresh for every request".into(),
+        ))
+    }
+}
+
 /// Records `nonce` for `scope`; `REPLAYED` when it was seen before.
 pub(crate) async fn remember_nonce(
     tx: &mut Transaction<'static, Any>,
@@ -452,12 +494,7 @@ pub(crate) async fn remember_nonce(
     nonce: &str,
     now: UnixTime,
 ) -> Outcome<()> {
-    if nonce.len() < 16 || nonce.len() > 128 || !nonce.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Refusal::BadRequest(
-            "nonce: 16 to 128 visible ASCII characters, fresh for every request".into(),
-        )
-        .into());
-    }
+    check_nonce(nonce)?;
     let done = sqlx::query(
         "INSERT INTO nonces (scope, nonce, seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     )
