@@ -603,6 +603,20 @@ async fn bad_input(backend: Backend) {
     .unwrap();
     assert_eq!(problem(r).await, (404, "NOT_FOUND".into()));
 
+    // A wrong method and an unknown endpoint answer problem+json too.
+    let r = http
+        .get(format!("{}/v1/activations", authority.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(r).await, (405, "METHOD_NOT_ALLOWED".into()));
+    let r = http
+        .get(format!("{}/v2/nothing", authority.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(r).await, (404, "NOT_FOUND".into()));
+
     // The admin API without the token, or with another one.
     let r = http
         .get(format!("{}/admin/v1/licenses", authority.url))

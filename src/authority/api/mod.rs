@@ -58,6 +58,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -225,6 +226,20 @@ async fn metrics(State(state): Shared) -> Response {
         .header("content-type", "text/plain; version=0.0.4")
         .body(Body::from(state.metrics.encode()))
         .expect("a valid response")
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = LocalResponse::error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this endpoint does not take this method",
+    )
+    .into_http(false)
+    .map(Body::from);
+    response
+        .extensions_mut()
+        .insert(RefusedWith("METHOD_NOT_ALLOWED"));
+    response
 }
 
 async fn not_found() -> Response {
