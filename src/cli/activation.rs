@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::authority::key::{KeyError, LicenseKey};
 use crate::authority::offline::{self, OfflineKind, OfflineRequest, REQUEST_FORMAT};
-use crate::config::{Config, LicenseConfig};
+use crate::config::LicenseConfig;
 use crate::license::clock::{Clock, SystemClock};
 use crate::license::instance_key::InstanceKey;
 use crate::license::store::{write_atomically, Store};
@@ -61,20 +61,11 @@ pub fn run(command: ActivationCommand) -> ExitCode {
         ActivationCommand::Request(args) => request(&args),
         ActivationCommand::Install(args) => install(&args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("licgate: {message}");
-            ExitCode::from(1)
-        }
-    }
+    super::exit_code(result)
 }
 
 fn license_config(path: &Path) -> Result<LicenseConfig, String> {
-    let config = Config::load(path).map_err(|e| e.lines().join("\n"))?;
-    config
-        .license
-        .ok_or_else(|| format!("{} has no [license] section", path.display()))
+    super::license_config(path, "there is no license store to activate")
 }
 
 /// This machine's host name (for the vendor's activation list).

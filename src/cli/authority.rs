@@ -339,13 +339,7 @@ pub fn run(command: AuthorityCommand) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match runtime.block_on(vendor(other)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(message) => {
-                    eprintln!("licgate: {message}");
-                    ExitCode::from(1)
-                }
-            }
+            super::exit_code(runtime.block_on(vendor(other)))
         }
     }
 }

@@ -200,6 +200,29 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// Exit 0 for `Ok`, else 1 with `licgate: <reason>` on stderr (the subcommands' way).
+pub(crate) fn exit_code(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("licgate: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The `[license]` section of the configuration at `path` (`what` says why it is
+/// needed, for the message when it is missing).
+pub(crate) fn license_config(
+    path: &Path,
+    what: &str,
+) -> Result<crate::config::LicenseConfig, String> {
+    let config = Config::load(path).map_err(|e| e.lines().join("\n"))?;
+    config
+        .license
+        .ok_or_else(|| format!("{} has no [license] section: {what}", path.display()))
+}
+
 fn report_config_error(path: &Path, e: &ConfigError) -> ExitCode {
     let lines = e.lines();
     for line in &lines {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::calendar::parse_date;
-use crate::config::{Config, LicenseConfig, DEFAULT_CONFIG_PATH};
+use crate::config::{LicenseConfig, DEFAULT_CONFIG_PATH};
 use crate::database::Database;
 use crate::license::instance_key::{InstanceKey, InstancePublicKey};
 use crate::license::store::{write_atomically, Store};
@@ -105,24 +105,12 @@ pub fn run(command: UsageCommand) -> ExitCode {
         UsageCommand::Export(args) => export_report(&args),
         UsageCommand::Verify(args) => verify_report(&args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("licgate: {message}");
-            ExitCode::from(1)
-        }
-    }
+    super::exit_code(result)
 }
 
 /// The `[license]` section of the configuration at `path`.
 fn license_config(path: &Path) -> Result<LicenseConfig, String> {
-    let config = Config::load(path).map_err(|e| e.lines().join("\n"))?;
-    config.license.ok_or_else(|| {
-        format!(
-            "{} has no [license] section: there is no ledger",
-            path.display()
-        )
-    })
+    super::license_config(path, "there is no ledger")
 }
 
 fn day(name: &str, text: &str) -> Result<i64, String> {

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::{body_bytes, header, json_answer, parse_owned, ApiError, ApiResult, AppState};
+use super::{body_bytes, header, json_answer, parse_json, ApiError, ApiResult, AppState};
 use crate::authority::clock;
 use crate::authority::error::Refusal;
 use crate::authority::model::{LicenseSpec, LicenseStatus, PolicySpec};
@@ -58,7 +58,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     body: Body,
 ) -> Result<T, Refusal> {
     let bytes = body_bytes(state, body).await?;
-    parse_owned(&bytes)
+    parse_json(&bytes)
 }
 
 async fn list_policies(State(state): Shared) -> ApiResult {

@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::attempts::Attempts;
@@ -128,11 +127,6 @@ pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Resu
         .map_err(|e| Refusal::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-/// Parses an owned `T` (admin bodies).
-pub(crate) fn parse_owned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
-    parse_json(bytes)
-}
-
 /// A JSON answer.
 pub(crate) fn json_answer(status: StatusCode, value: &impl Serialize) -> Response {
     LocalResponse::json(status, value)
@@ -182,15 +176,14 @@ async fn observe(
     next: axum::middleware::Next,
 ) -> Response {
     let started = Instant::now();
+    let response = next.run(request).await;
     let endpoint = matched
         .as_ref()
-        .map_or("unmatched", axum::extract::MatchedPath::as_str)
-        .to_string();
-    let response = next.run(request).await;
+        .map_or("unmatched", axum::extract::MatchedPath::as_str);
     state
         .metrics
         .request_duration
-        .with_label_values(&[endpoint.as_str()])
+        .with_label_values(&[endpoint])
         .observe(started.elapsed().as_secs_f64());
     if let Some(RefusedWith(code)) = response.extensions().get::<RefusedWith>() {
         state.metrics.refusals.with_label_values(&[code]).inc();

@@ -81,12 +81,4 @@ impl Store {
         events.reverse();
         Ok(events)
     }
-
-    /// How many events there are (what the bad-input tests compare).
-    pub async fn event_count(&self) -> Result<i64, sqlx::Error> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM events")
-            .fetch_one(&self.db.pool)
-            .await?;
-        int(&row, "n")
-    }
 }
