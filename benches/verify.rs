@@ -32,6 +32,7 @@ fn claims() -> Claims {
         flags: vec![],
         grace_days: None,
         read_only_days: None,
+        license_exp: None,
     }
 }
 

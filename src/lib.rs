@@ -14,6 +14,7 @@
 //! - [`memory`]: giving freed memory back after large rebuilds;
 //! - [`reload`]: live reload of the configuration and the license store;
 //! - [`license`]: license tokens, verification, status, store and snapshot;
+//! - [`link`]: the gateway's side of the license authority (activation by key, heartbeats);
 //! - [`lifecycle`]: readiness, in-flight accounting, signals and draining;
 //! - [`server`]: assembling and running the pingora server;
 //! - [`demo`]: the demo upstream app and `licgate demo`;
@@ -36,6 +37,7 @@ mod forwarding;
 pub mod fuzzing;
 pub mod license;
 pub mod lifecycle;
+pub mod link;
 mod logging;
 pub mod memory;
 pub mod metrics;

@@ -418,6 +418,14 @@ impl Metrics {
         names
     }
 
+    /// Registers `collector`'s families (another module's metrics, e.g. the
+    /// authority link's).
+    pub fn register(&self, collector: Box<dyn Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::error!(error = %e, "cannot register metrics");
+        }
+    }
+
     /// Has `quota_usage_ratio` read from `source` (once; later calls do nothing).
     pub fn set_quota_source(&self, source: Arc<dyn QuotaUseSource>) {
         let _ = self.quota_source.set(source);

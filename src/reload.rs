@@ -209,6 +209,7 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
         features: _,
         model_rules: _,
         odoo: _,
+        authority,
         pages: _,
         quota,
         per_client_share,
@@ -216,6 +217,12 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
         log,
         reload,
     } = running;
+    // Where the URL sits in the file does not matter, only what it says.
+    let link = |a: &Option<crate::config::AuthorityLinkConfig>| {
+        a.as_ref()
+            .map(|a| (a.url.clone(), a.ca_file.clone(), a.timeout, a.grace_warning))
+    };
+    restart("authority", link(authority) != link(&new.authority));
     let ServerConfig {
         listen,
         threads,

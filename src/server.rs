@@ -300,6 +300,10 @@ pub(crate) fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Resul
     if let (Some(manager), Some(license_config)) = (&licenses, &config.license) {
         server.add_service(manager.refresher(license_config.scan_interval));
     }
+    if let Some(link) = &app.link {
+        tracing::info!(authority = link.authority_url(), "license server configured: license keys activate there, heartbeats renew their licenses");
+        server.add_service(link.heartbeats());
+    }
     let reloader = Arc::new(Reloader::new(config.clone(), Arc::clone(&app)));
     reload::take_over_sighup()?;
     server.add_service(background_service(

@@ -33,6 +33,7 @@ pub(crate) fn license(i: usize, features: usize, limits: Limits) -> License {
             flags: vec![],
             grace_days: None,
             read_only_days: None,
+            license_exp: None,
         },
         alg: Algorithm::EdDSA,
         kid: None,

@@ -27,5 +27,6 @@ pub(crate) fn tenant_claims(i: usize, now: i64) -> Claims {
         flags: vec![],
         grace_days: None,
         read_only_days: None,
+        license_exp: None,
     }
 }

@@ -13,9 +13,10 @@ use crate::database::{Database, DatabaseError};
 use crate::license::manager::InstallError;
 use crate::license::TenantSummary;
 use crate::license::{time_text, LicenseManager};
+use crate::link::DeactivateError;
 use crate::policy::outcome::Outcome;
 use crate::policy::tenant::is_tenant_name;
-use crate::proxy::activation::{status_json, MAX_ACTIVATION_BODY};
+use crate::proxy::activation::{activate_key, is_license_key, status_json, MAX_ACTIVATION_BODY};
 use crate::reload::Trigger;
 use crate::request_body::{media_type, read_body, BodyError};
 use crate::request_parts::query_param;
@@ -98,9 +99,13 @@ pub(super) async fn handle(
                 }
                 ["admin", "v1", "tenants", _, "usage"] => method_not_allowed("GET, HEAD"),
                 ["admin", "v1", "tenants", tenant, "license"] if *method == Method::PUT => {
-                    install(session, manager, tenant).await
+                    install(session, &app.app, manager, tenant).await
                 }
                 ["admin", "v1", "tenants", _, "license"] => method_not_allowed("PUT"),
+                ["admin", "v1", "tenants", tenant, "activation"] if *method == Method::DELETE => {
+                    deactivate(&app.app, tenant).await
+                }
+                ["admin", "v1", "tenants", _, "activation"] => method_not_allowed("DELETE"),
                 ["admin", "v1", "tenants", tenant, "licenses", jti]
                     if *method == Method::DELETE =>
                 {
@@ -312,9 +317,38 @@ fn token_of(session: &ServerSession, body: &[u8]) -> Result<String, LocalRespons
     Ok(token)
 }
 
-/// `PUT /admin/v1/tenants/{tenant}/license`: verify and install a license token.
+/// `DELETE /admin/v1/tenants/{tenant}/activation`: frees the tenant's activations at
+/// the license server and removes their licenses here (moving an installation).
+async fn deactivate(app: &App, tenant: &str) -> LocalResponse {
+    let Some(link) = &app.link else {
+        return problem(
+            StatusCode::CONFLICT,
+            "AUTHORITY_NOT_CONFIGURED",
+            "This gateway has no license server configured ([authority] url): write an offline deactivation request instead.",
+        );
+    };
+    match link.deactivate(tenant).await {
+        Ok(done) => LocalResponse::json(
+            StatusCode::OK,
+            &serde_json::json!({"success": true, "deactivated": done}),
+        ),
+        Err(e @ DeactivateError::NoActivation(_)) => {
+            problem(StatusCode::NOT_FOUND, "NOT_FOUND", &e.to_string())
+        }
+        Err(e @ DeactivateError::Call { .. }) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "AUTHORITY_UNAVAILABLE",
+            &e.to_string(),
+        ),
+        Err(e @ DeactivateError::Store(_)) => store_error(e),
+    }
+}
+
+/// `PUT /admin/v1/tenants/{tenant}/license`: verify and install a license token, or
+/// activate a license key at the license server.
 async fn install(
     session: &mut ServerSession,
+    app: &App,
     manager: Arc<LicenseManager>,
     tenant: &str,
 ) -> LocalResponse {
@@ -333,6 +367,20 @@ async fn install(
         Ok(t) => t,
         Err(response) => return response,
     };
+    if is_license_key(&token) {
+        return match activate_key(app, Some(tenant), &token).await {
+            Ok(activated) => LocalResponse::json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "success": true,
+                    "installed": activated.record.license_id,
+                    "activation_id": activated.record.activation_id,
+                    "license": status_json(Some(&activated.summary)),
+                }),
+            ),
+            Err(rejected) => rejected.problem(),
+        };
+    }
     let tenant = tenant.to_string();
     let outcome = tokio::task::spawn_blocking(move || {
         manager.install_for(&token, &tenant).map_err(|e| match e {

@@ -18,6 +18,7 @@ use crate::config::{Config, LogFormat, QuotaConfig};
 use crate::license::instance_key::InstanceKey;
 use crate::license::LicenseManager;
 use crate::lifecycle::Inflight;
+use crate::link::Link;
 use crate::metrics::{Metrics, QuotaUseSource, UNKNOWN_TENANT};
 use crate::quota::durable::{CountStore, CountWriter};
 use crate::quota::local::LocalQuotas;
@@ -64,6 +65,8 @@ pub(crate) struct App {
     pub usage: Option<UsageRecorder>,
     /// The installation's key pair (with licensing): signs its usage reports.
     pub instance_key: Option<Arc<InstanceKey>>,
+    /// The link to the license authority (`[authority]`, with licensing).
+    pub link: Option<Arc<Link>>,
     /// Signs the activation form's CSRF tokens (the store's secret; without a store, one
     /// made at start).
     pub csrf_key: ring::hmac::Key,
@@ -177,6 +180,15 @@ impl App {
             )),
             None => None,
         };
+        let link = match (&config.authority, &config.license, &licenses, &instance_key) {
+            (Some(authority), Some(license), Some(manager), Some(key)) => {
+                let link = Link::new(authority, license, Arc::clone(manager), Arc::clone(key))
+                    .map_err(std::io::Error::other)?;
+                metrics.register(link.collector());
+                Some(link)
+            }
+            _ => None,
+        };
         if matches!(config.quota, QuotaConfig::Local) {
             metrics.set_quota_source(Arc::new(LocalQuotaUse {
                 tenants: Arc::clone(&tenants),
@@ -187,6 +199,7 @@ impl App {
             count_writer: Mutex::new(counts),
             usage,
             instance_key,
+            link,
             tenants,
             inflight,
             access_log,

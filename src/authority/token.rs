@@ -8,6 +8,9 @@ use super::store::activations::Granted;
 use crate::license::keys::SignError;
 use crate::license::{Claims, UnixTime};
 
+/// The `license_exp` of a perpetual license: 9999-12-31T23:59:59Z.
+pub const PERPETUAL: UnixTime = 253_402_300_799;
+
 /// A token made for an activation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Minted {
@@ -54,6 +57,7 @@ pub fn claims(
         flags: policy.flags.clone(),
         grace_days: policy.grace_days,
         read_only_days: policy.read_only_days,
+        license_exp: Some(license.expires_at.unwrap_or(PERPETUAL)),
     }
 }
 

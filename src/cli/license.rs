@@ -200,6 +200,7 @@ pub fn issue_claims(args: &IssueArgs, now: UnixTime) -> Result<Claims, String> {
         flags: args.flags.clone(),
         grace_days: args.grace_days,
         read_only_days: args.read_only_days,
+        license_exp: None,
     })
 }
 

@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod authority;
+pub mod deactivate;
 pub(crate) mod healthcheck;
 pub mod license;
 mod table;
@@ -32,6 +33,7 @@ Examples:
   licgate serve --config /etc/licgate/licgate.toml
   licgate healthcheck --ready                    # exit 0 when /readyz answers 200
   licgate activation request --config licgate.toml --key LG-… --out request.json
+  licgate deactivate --config licgate.toml      # free the slot at the license server
   licgate authority serve --config authority.toml            # vendor: the license server
   licgate authority license create --policy pro --tenant acme  # prints the new key
   LICGATE_CONFIG=/etc/licgate/licgate.toml licgate serve
@@ -85,6 +87,13 @@ pub enum Command {
         after_help = "Examples:\n  licgate activation request --config licgate.toml --key LG-… --out request.json\n  licgate activation install --config licgate.toml response.json"
     )]
     Activation(activation::ActivationCommand),
+    /// Free this installation's activations at the license server and remove their
+    /// licenses (to move the installation); --offline-request writes a request file
+    /// for the vendor instead.
+    #[command(
+        after_help = "Examples:\n  licgate deactivate --config licgate.toml\n  licgate deactivate --config licgate.toml --tenant acme --offline-request deactivate.json"
+    )]
+    Deactivate(deactivate::DeactivateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -143,6 +152,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Healthcheck(args) => healthcheck::run(&args),
         Command::Authority(command) => authority::run(*command),
         Command::Activation(command) => activation::run(command),
+        Command::Deactivate(args) => deactivate::run(&args),
     }
 }
 
@@ -187,16 +197,52 @@ fn instance_id(path: &Path, public_key: bool) -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            if let Some(authority) = &config.authority {
+                if let Err(problem) = resolve_authority(authority) {
+                    let source = std::fs::read_to_string(path).unwrap_or_default();
+                    let located = crate::config::locate(
+                        &path.display().to_string(),
+                        &source,
+                        vec![crate::config::Diagnostic::at(
+                            authority.url_span.clone(),
+                            format!("authority.url: {problem}"),
+                        )],
+                    );
+                    for line in located {
+                        eprintln!("{line}");
+                    }
+                    eprintln!("licgate: 1 problem(s) in {}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
             println!(
-                "{}: configuration is valid (mode {:?}, {} listener(s), upstream {})",
+                "{}: configuration is valid (mode {:?}, {} listener(s), upstream {}{})",
                 path.display(),
                 config.mode,
                 config.server.listen.len(),
-                config.upstream.address
+                config.upstream.address,
+                config
+                    .authority
+                    .as_ref()
+                    .map(|a| format!(", license server {}", a.url))
+                    .unwrap_or_default()
             );
             ExitCode::SUCCESS
         }
         Err(e) => report_config_error(path, &e),
+    }
+}
+
+/// Resolves the license server's host name (`licgate check`): `Err` says why not.
+fn resolve_authority(authority: &crate::config::AuthorityLinkConfig) -> Result<(), String> {
+    use std::net::ToSocketAddrs as _;
+    let host = authority.url.host_str().unwrap_or_default();
+    let port = authority.url.port_or_known_default().unwrap_or(443);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match (host, port).to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!("{host} resolves to no address")),
+        Err(e) => Err(format!("cannot resolve {host}: {e}")),
     }
 }
 

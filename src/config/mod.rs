@@ -69,6 +69,9 @@ pub struct Config {
     pub usage: UsageConfig,
     /// `[odoo]`: the inspection of Odoo's RPC bodies.
     pub odoo: OdooConfig,
+    /// `[authority]`: the vendor's license server; `None` without the section (only
+    /// signed tokens are then installed).
+    pub authority: Option<AuthorityLinkConfig>,
     pub log: LogConfig,
     pub reload: ReloadConfig,
 }
@@ -114,6 +117,22 @@ impl Default for OdooConfig {
             max_rpc_body: DEFAULT_MAX_RPC_BODY,
         }
     }
+}
+
+/// `[authority]`: where the gateway activates license keys and sends heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorityLinkConfig {
+    /// The authority's base URL (`http://` or `https://`, no query or fragment).
+    pub url: reqwest::Url,
+    /// Where `authority.url` is in the file (`licgate check` points at it).
+    pub url_span: std::ops::Range<usize>,
+    /// Extra CA certificates (PEM) trusted for the authority's TLS certificate.
+    pub ca_file: Option<PathBuf>,
+    /// The most one call to the authority may take (`authority.timeout`, default 10 s).
+    pub timeout: Duration,
+    /// While the authority cannot be reached, responses warn once less than this much
+    /// of the token's life is left (`authority.grace_warning`, default 7 days).
+    pub grace_warning: Duration,
 }
 
 /// `[quota]` backend.
@@ -447,6 +466,9 @@ pub fn parse_raw(text: &str) -> Result<(RawConfig, Vec<Diagnostic>), Vec<Diagnos
             "quota" => raw.quota = section("quota", value, &mut diagnostics, &mut raw.failed_keys),
             "usage" => raw.usage = section("usage", value, &mut diagnostics, &mut raw.failed_keys),
             "odoo" => raw.odoo = section("odoo", value, &mut diagnostics, &mut raw.failed_keys),
+            "authority" => {
+                raw.authority = section("authority", value, &mut diagnostics, &mut raw.failed_keys)
+            }
             "log" => raw.log = section("log", value, &mut diagnostics, &mut raw.failed_keys),
             "reload" => {
                 raw.reload = section("reload", value, &mut diagnostics, &mut raw.failed_keys)

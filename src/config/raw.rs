@@ -32,14 +32,29 @@ pub struct RawConfig {
     pub quota: Option<RawQuota>,
     pub usage: Option<RawUsage>,
     pub odoo: Option<RawOdoo>,
+    pub authority: Option<Spanned<RawAuthority>>,
     pub log: Option<RawLog>,
     pub reload: Option<RawReload>,
 }
 
 /// Top-level keys accepted in the file, in documentation order.
 pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
-    "mode", "server", "upstream", "admin", "license", "tenants", "paths", "public", "features",
-    "pages", "quota", "usage", "odoo", "log", "reload",
+    "mode",
+    "server",
+    "upstream",
+    "admin",
+    "license",
+    "tenants",
+    "paths",
+    "public",
+    "features",
+    "pages",
+    "quota",
+    "usage",
+    "odoo",
+    "authority",
+    "log",
+    "reload",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -186,6 +201,15 @@ pub struct RawUsage {
 pub struct RawOdoo {
     pub enabled: Option<bool>,
     pub max_rpc_body: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [authority]")]
+pub struct RawAuthority {
+    pub url: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub grace_warning: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,8 +10,8 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::raw::{
-    OneOrMany, RawAccessOverflow, RawAdmin, RawConfig, RawFeature, RawLicense, RawLog,
-    RawLogFormat, RawMode, RawOdoo, RawPages, RawPaths, RawPublic, RawPublicKey, RawQuota,
+    OneOrMany, RawAccessOverflow, RawAdmin, RawAuthority, RawConfig, RawFeature, RawLicense,
+    RawLog, RawLogFormat, RawMode, RawOdoo, RawPages, RawPaths, RawPublic, RawPublicKey, RawQuota,
     RawRedis, RawServer, RawTenants, RawUpstream, RawUsage,
 };
 use super::{
@@ -22,7 +22,7 @@ use super::{
 use super::{
     AccessOverflow, AdminToken, OnRedisError, QuotaConfig, RedisConfig, RedisMode, ReloadConfig,
 };
-use super::{ModelPattern, ModelRule, OdooConfig, DEFAULT_MAX_RPC_BODY};
+use super::{AuthorityLinkConfig, ModelPattern, ModelRule, OdooConfig, DEFAULT_MAX_RPC_BODY};
 use crate::license::{Algorithm, PublicKey, StatusPolicy};
 use crate::policy::path::{MethodOverride, PathOptions, PathParams};
 
@@ -50,6 +50,7 @@ impl TryFrom<RawConfig> for Config {
             quota,
             usage,
             odoo,
+            authority,
             log,
             reload,
         } = raw;
@@ -76,6 +77,8 @@ impl TryFrom<RawConfig> for Config {
         let (mut paths, method_override) = validate_paths(paths.unwrap_or_default(), &mut diags);
         let public_paths = validate_public(public.unwrap_or_default(), &mut diags);
         let odoo = validate_odoo(odoo.unwrap_or_default(), &mut diags);
+        let authority =
+            authority.and_then(|a| validate_authority(a, license.is_some(), &base_dir, &mut diags));
         let (features, model_rules) =
             validate_features(features.unwrap_or_default(), odoo.enabled, &mut diags);
         paths.method_override =
@@ -109,6 +112,7 @@ impl TryFrom<RawConfig> for Config {
                     per_client_share,
                     usage,
                     odoo,
+                    authority,
                     log,
                     reload: ReloadConfig {
                         watch: reload.and_then(|r| r.watch).unwrap_or(true),
@@ -263,7 +267,7 @@ fn validate_upstream(
         Some(a) => upstream_address(&a, diags),
     };
     let tls = tls.unwrap_or(false);
-    let ca_file = ca_file.and_then(|f| ca_bundle(&f, base_dir, diags));
+    let ca_file = ca_file.and_then(|f| ca_bundle(&f, "upstream.ca_file", base_dir, diags));
     let sni = match sni {
         Some(s) if s.get_ref().is_empty() || s.get_ref().contains(char::is_whitespace) => {
             diags.push(Diagnostic::at(
@@ -864,6 +868,86 @@ fn validate_features(
     (rules, model_rules)
 }
 
+/// `[authority]` (`licensed`: whether there is a `[license]` section to install into).
+fn validate_authority(
+    raw: Spanned<RawAuthority>,
+    licensed: bool,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<AuthorityLinkConfig> {
+    let section = raw.span();
+    let RawAuthority {
+        url,
+        ca_file,
+        timeout,
+        grace_warning,
+    } = raw.into_inner();
+    let start = diags.len();
+    if !licensed {
+        diags.push(Diagnostic::at(
+            section.clone(),
+            "[authority] needs a [license] section: the licenses it issues are kept in license.store_dir and verified with license.public_keys",
+        ));
+    }
+    let url = match url {
+        None => {
+            diags.push(Diagnostic::at(
+                section,
+                "authority.url is required: the license server's address, e.g. \"https://licenses.example.com\"",
+            ));
+            None
+        }
+        Some(raw_url) => match authority_url(raw_url.get_ref()) {
+            Ok(parsed) => Some((parsed, raw_url.span())),
+            Err(problem) => {
+                diags.push(Diagnostic::at(
+                    raw_url.span(),
+                    format!("authority.url: {problem}"),
+                ));
+                None
+            }
+        },
+    };
+    let ca_file = ca_file.and_then(|f| ca_bundle(&f, "authority.ca_file", base_dir, diags));
+    let timeout = duration(timeout, "authority.timeout", Duration::from_secs(10), diags);
+    let grace_warning = duration_or_zero(
+        grace_warning,
+        "authority.grace_warning",
+        Duration::from_secs(7 * 86_400),
+        diags,
+    );
+    let (url, url_span) = url?;
+    (diags.len() == start).then_some(AuthorityLinkConfig {
+        url,
+        url_span,
+        ca_file,
+        timeout,
+        grace_warning,
+    })
+}
+
+/// The authority's base URL: http or https, a host, no credentials, query or fragment.
+fn authority_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| {
+        format!("`{text}` is not a URL ({e}): expected e.g. \"https://licenses.example.com\"")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}`: the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{text}` has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "`{text}` carries credentials: the authority's gateway API needs none"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{text}` must not have a query or a fragment"));
+    }
+    Ok(url)
+}
+
 /// `[odoo]`.
 fn validate_odoo(raw: RawOdoo, diags: &mut Vec<Diagnostic>) -> OdooConfig {
     let RawOdoo {
@@ -1272,6 +1356,7 @@ fn parse_host_port(s: &str) -> Option<UpstreamAddress> {
 /// at least one certificate.
 fn ca_bundle(
     raw: &Spanned<String>,
+    key: &str,
     base_dir: &Path,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<PathBuf> {
@@ -1291,10 +1376,7 @@ fn ca_bundle(
     };
     match problem {
         Some(problem) => {
-            diags.push(Diagnostic::at(
-                raw.span(),
-                format!("upstream.ca_file: {problem}"),
-            ));
+            diags.push(Diagnostic::at(raw.span(), format!("{key}: {problem}")));
             None
         }
         None => Some(path),

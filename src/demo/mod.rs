@@ -105,6 +105,7 @@ pub fn prepare_demo_license(dir: &Path, now: UnixTime) -> Result<String, ServeEr
         flags: vec!["trial".into()],
         grace_days: None,
         read_only_days: None,
+        license_exp: None,
     };
     let token = crate::license::sign(&claims, &signing, None).map_err(|e| other(e.to_string()))?;
     Store::open(&dir.join("store"))?.install(&claims.tenant, &claims.jti, &token)?;

@@ -170,6 +170,11 @@ pub struct Claims {
     pub grace_days: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_only_days: Option<u32>,
+    /// On a token the license server renews with heartbeats: when the license itself
+    /// ends (`exp` is only the token's end, the offline grace). `EXPIRING_SOON`
+    /// follows this date, not `exp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_exp: Option<UnixTime>,
 }
 
 /// Why the claims of a token are not acceptable.
@@ -231,6 +236,7 @@ impl TryFrom<&Value> for Claims {
             flags: optional(map, "flags")?.unwrap_or_default(),
             grace_days: optional(map, "grace_days")?,
             read_only_days: optional(map, "read_only_days")?,
+            license_exp: optional_date(map, "license_exp")?,
         })
     }
 }

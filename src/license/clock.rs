@@ -90,6 +90,11 @@ impl RollbackGuard {
         }
     }
 
+    /// Takes `time` (from a trusted source) as seen: licenses are not judged before it.
+    pub fn observe(&self, time: UnixTime) {
+        self.high_water.fetch_max(time, Ordering::AcqRel);
+    }
+
     /// The latest time seen.
     pub fn high_water(&self) -> UnixTime {
         self.high_water.load(Ordering::Acquire)

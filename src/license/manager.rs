@@ -72,6 +72,11 @@ struct State {
     /// Feature and tier names shared by the summaries of every snapshot.
     names: Names,
     revoked: HashSet<String>,
+    /// Licenses the license server suspended (refused until reinstated).
+    suspended: HashSet<String>,
+    /// Warnings set from outside the store (the license server unreachable), shown
+    /// first among a tenant's warnings.
+    notices: HashMap<Box<str>, String>,
     persisted_high_water: UnixTime,
     last_reload: ReloadCounts,
 }
@@ -268,6 +273,11 @@ impl LicenseManager {
             .map(|installed| installed.summary)
     }
 
+    /// [`install`](Self::install), telling the license id as well.
+    pub fn install_any(&self, token: &str) -> Result<Installed, InstallError> {
+        self.install_checked(token, None)
+    }
+
     /// [`install`](Self::install), for `tenant` only: a license for another tenant is
     /// refused with [`InstallError::TenantMismatch`] (verified once, nothing written).
     pub fn install_for(&self, token: &str, tenant: &str) -> Result<Installed, InstallError> {
@@ -361,6 +371,57 @@ impl LicenseManager {
         Ok(())
     }
 
+    /// Suspends (`true`) or reinstates license `jti` (persisted) and publishes its
+    /// tenant's new summary: a suspended license grants nothing (`SUSPENDED`).
+    pub fn set_suspended(&self, jti: &str, suspended: bool) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.store.set_suspended(jti, suspended, now)? {
+            return Ok(());
+        }
+        state.fingerprint = None;
+        if suspended {
+            state.suspended.insert(jti.to_string());
+        } else {
+            state.suspended.remove(jti);
+        }
+        let tenant = state.licenses.with_jti(jti).map(|k| k.tenant().to_string());
+        self.publish(&mut state, Changes::of(tenant.as_deref()), now);
+        tracing::info!(jti, suspended, "license suspension changed");
+        Ok(())
+    }
+
+    /// Sets (or, `None`, clears) the notice shown first among `tenant`'s warnings
+    /// (`X-Licgate-Warning`); publishes (and returns `true`) only when it changed.
+    pub fn set_notice(&self, tenant: &str, notice: Option<String>) -> bool {
+        let now = self.now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = match notice {
+            Some(text) => state.notices.insert(Box::from(tenant), text.clone()) != Some(text),
+            None => state.notices.remove(tenant).is_some(),
+        };
+        if changed {
+            self.publish(&mut state, Changes::of([tenant]), now);
+        }
+        changed
+    }
+
+    /// Takes `time` (a time the license server signed, in answer to a fresh nonce) as
+    /// a trusted sample for the clock-rollback defence: licenses are never judged
+    /// before it.
+    pub fn observe_trusted_time(&self, time: UnixTime) {
+        self.guard.observe(time);
+    }
+
+    /// Whether license `jti` is revoked here.
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revoked
+            .contains(jti)
+    }
+
     /// Removes the files of license `jti` of `tenant`; `false` when there were none.
     pub fn remove(&self, tenant: &str, jti: &str) -> Result<bool, StoreError> {
         let now = self.now();
@@ -387,6 +448,14 @@ impl LicenseManager {
     /// a change made while reading is seen by the next refresh.
     /// Problems are logged once per reload and kept for the snapshot; none is fatal.
     fn reload(&self, state: &mut State, verify: Verify, listing: Listing) -> Changes {
+        let suspended_before = std::mem::take(&mut state.suspended);
+        state.suspended = match self.store.suspensions() {
+            Ok(list) => list.into_iter().map(|s| s.jti).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read suspensions; keeping the previous list");
+                suspended_before.clone()
+            }
+        };
         let revoked_before = std::mem::take(&mut state.revoked);
         state.revoked = match self.store.revocations() {
             Ok(list) => list.into_iter().map(|r| r.jti).collect(),
@@ -476,7 +545,11 @@ impl LicenseManager {
             "license store loaded"
         );
         state.licenses = LicenseSet::new(licenses);
-        for jti in state.revoked.symmetric_difference(&revoked_before) {
+        for jti in state
+            .revoked
+            .symmetric_difference(&revoked_before)
+            .chain(state.suspended.symmetric_difference(&suspended_before))
+        {
             if let Some(kept) = state.licenses.with_jti(jti) {
                 changed.insert(kept.tenant().into());
             }
@@ -528,6 +601,8 @@ impl LicenseManager {
                     licenses,
                     problems,
                     revoked,
+                    suspended,
+                    notices,
                     names,
                     ..
                 } = &mut *state;
@@ -536,7 +611,11 @@ impl LicenseManager {
                         .tenants()
                         .map(|(tenant, kept)| (tenant, parsed(tenant, kept))),
                     problems,
-                    revoked,
+                    &Overlay {
+                        revoked,
+                        suspended,
+                        notices,
+                    },
                     &settings.policy,
                     now,
                     names,
@@ -712,7 +791,11 @@ pub fn build_snapshot(
     let tenants = tenant_map(
         by_tenant.into_iter(),
         problems,
-        revoked,
+        &Overlay {
+            revoked,
+            suspended: &HashSet::new(),
+            notices: &HashMap::new(),
+        },
         policy,
         now,
         &mut Names::default(),
@@ -720,12 +803,40 @@ pub fn build_snapshot(
     LicenseSnapshot::new(instance_id.to_string(), tenants, now, problems.to_vec())
 }
 
+/// What changes summaries besides the licenses: revocations, suspensions, notices.
+struct Overlay<'a> {
+    revoked: &'a HashSet<String>,
+    suspended: &'a HashSet<String>,
+    notices: &'a HashMap<Box<str>, String>,
+}
+
+impl Overlay<'_> {
+    /// The summary of `tenant` from its licenses' `claims` (and `invalid` files).
+    fn summary<C: AsRef<Claims>>(
+        &self,
+        tenant: Arc<str>,
+        claims: &[C],
+        invalid: usize,
+        policy: &StatusPolicy,
+        now: UnixTime,
+        names: &mut Names,
+    ) -> TenantSummary {
+        let combined = combine(claims, invalid, self.revoked, self.suspended, policy, now);
+        let notice = self.notices.get(&*tenant).cloned();
+        let mut summary = TenantSummary::build(tenant, combined, names);
+        if let Some(notice) = notice {
+            summary.warnings.insert(0, notice);
+        }
+        summary
+    }
+}
+
 /// The summaries of `groups` (each tenant once, with its licenses' claims) and of
 /// the tenants that only have unverifiable files in `problems`.
 fn tenant_map<'a, C: AsRef<Claims>>(
     groups: impl Iterator<Item = (&'a str, Vec<C>)>,
     problems: &'a [StoreProblem],
-    revoked: &HashSet<String>,
+    overlay: &Overlay<'_>,
     policy: &StatusPolicy,
     now: UnixTime,
     names: &mut Names,
@@ -738,9 +849,8 @@ fn tenant_map<'a, C: AsRef<Claims>>(
     }
     let mut summaries: Vec<(Arc<str>, Arc<TenantSummary>)> = Vec::new();
     let mut add = |tenant: &str, claims: &[C], invalid_count: usize| {
-        let combined = combine(claims, invalid_count, revoked, policy, now);
         let name: Arc<str> = Arc::from(tenant);
-        let summary = TenantSummary::build(Arc::clone(&name), combined, names);
+        let summary = overlay.summary(Arc::clone(&name), claims, invalid_count, policy, now, names);
         summaries.push((name, Arc::new(summary)));
     };
     for (tenant, claims) in groups {
@@ -788,10 +898,17 @@ fn summary_of(
     if claims.is_empty() && invalid == 0 && state.licenses.of_tenant(tenant).next().is_none() {
         return None;
     }
-    let combined = combine(&claims, invalid, &state.revoked, policy, now);
-    Some(TenantSummary::build(
+    let overlay = Overlay {
+        revoked: &state.revoked,
+        suspended: &state.suspended,
+        notices: &state.notices,
+    };
+    Some(overlay.summary(
         Arc::from(tenant),
-        combined,
+        &claims,
+        invalid,
+        policy,
+        now,
         &mut state.names,
     ))
 }

@@ -23,6 +23,8 @@ pub enum Status {
     ReadOnly,
     Expired,
     Revoked,
+    /// The license server suspended the license: refused until it is reinstated.
+    Suspended,
     NotYetValid,
     /// Only licenses that fail verification are installed.
     Invalid,
@@ -30,7 +32,7 @@ pub enum Status {
 
 impl Status {
     /// Every status, in documentation order.
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::Unlicensed,
         Status::Valid,
         Status::ExpiringSoon,
@@ -38,6 +40,7 @@ impl Status {
         Status::ReadOnly,
         Status::Expired,
         Status::Revoked,
+        Status::Suspended,
         Status::NotYetValid,
         Status::Invalid,
     ];
@@ -52,6 +55,7 @@ impl Status {
             Status::ReadOnly => "READ_ONLY",
             Status::Expired => "EXPIRED",
             Status::Revoked => "REVOKED",
+            Status::Suspended => "SUSPENDED",
             Status::NotYetValid => "NOT_YET_VALID",
             Status::Invalid => "INVALID",
         }
@@ -117,7 +121,12 @@ impl StatusPolicy {
             }
         }
         let exp = claims.exp;
-        let warn_from = exp.saturating_sub(i64::from(self.expiry_warning_days) * DAY);
+        let warning = i64::from(self.expiry_warning_days) * DAY;
+        // A renewed token warns of the license's end, never of its own.
+        let warn_from = match claims.license_exp {
+            None => exp.saturating_sub(warning),
+            Some(end) => end.saturating_sub(warning).min(exp),
+        };
         let grace_until = exp.saturating_add(self.grace_days(claims) * DAY);
         let read_only_until = self.usable_until(claims);
         if now < warn_from {
@@ -164,12 +173,13 @@ pub struct Combined {
 /// Licenses in force are those verified, not revoked, past `nbf` and not yet fully
 /// `EXPIRED`; they contribute the union of features, the sum of limits, and the
 /// latest expiry, and the tenant's status follows that latest expiry. When none is in
-/// force the status says why: `NOT_YET_VALID`, else `REVOKED`, else `EXPIRED`, else
+/// force the status says why: `NOT_YET_VALID`, else `SUSPENDED`, else `REVOKED`, else `EXPIRED`, else
 /// `INVALID` (only unverifiable licenses), else `UNLICENSED`.
 pub(crate) fn combine<C: AsRef<Claims>>(
     licenses: &[C],
     invalid_count: usize,
     revoked: &HashSet<String>,
+    suspended: &HashSet<String>,
     policy: &StatusPolicy,
     now: UnixTime,
 ) -> Combined {
@@ -181,11 +191,16 @@ pub(crate) fn combine<C: AsRef<Claims>>(
     };
     let mut in_force: Vec<&Claims> = Vec::new();
     let (mut any_not_yet, mut any_revoked, mut any_expired) = (false, false, false);
+    let mut any_suspended = false;
     let mut latest_exp_overall: Option<UnixTime> = None;
     for claims in licenses.iter().map(C::as_ref) {
         latest_exp_overall = Some(latest_exp_overall.map_or(claims.exp, |e| e.max(claims.exp)));
         if revoked.contains(&claims.jti) {
             any_revoked = true;
+            continue;
+        }
+        if suspended.contains(&claims.jti) {
+            any_suspended = true;
             continue;
         }
         let (status, change) = policy.status_of(claims, now);
@@ -199,6 +214,8 @@ pub(crate) fn combine<C: AsRef<Claims>>(
     let Some(latest) = in_force.iter().copied().max_by_key(|c| (c.exp, c.iat)) else {
         let status = if any_not_yet {
             Status::NotYetValid
+        } else if any_suspended {
+            Status::Suspended
         } else if any_revoked {
             Status::Revoked
         } else if any_expired {

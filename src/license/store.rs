@@ -121,6 +121,18 @@ struct RevocationsFile {
     revoked: Vec<Revocation>,
 }
 
+/// A license the license server suspended (refused until it is reinstated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    pub jti: String,
+    pub suspended_at: UnixTime,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SuspensionsFile {
+    suspended: Vec<Suspension>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct ClockFile {
     high_water: UnixTime,
@@ -155,6 +167,10 @@ impl Store {
 
     fn revocations_path(&self) -> PathBuf {
         self.dir.join("revocations.json")
+    }
+
+    fn suspensions_path(&self) -> PathBuf {
+        self.dir.join("suspensions.json")
     }
 
     fn clock_path(&self) -> PathBuf {
@@ -230,6 +246,9 @@ impl Store {
         }
         if let Ok(meta) = fs::metadata(self.revocations_path()) {
             add(b"../revocations.json", meta.len(), modified_nanos(&meta));
+        }
+        if let Ok(meta) = fs::metadata(self.suspensions_path()) {
+            add(b"../suspensions.json", meta.len(), modified_nanos(&meta));
         }
         let mut out = [0u8; 32];
         out.copy_from_slice(digest.finish().as_ref());
@@ -329,6 +348,48 @@ impl Store {
         });
         let body = serde_json::to_vec_pretty(&RevocationsFile { revoked }).expect("serializes");
         write_atomically(&self.revocations_path(), &body)
+    }
+
+    /// The suspended license ids.
+    pub fn suspensions(&self) -> Result<Vec<Suspension>, StoreError> {
+        let path = self.suspensions_path();
+        match fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io_error(&path)(e)),
+            Ok(bytes) => serde_json::from_slice::<SuspensionsFile>(&bytes)
+                .map(|f| f.suspended)
+                .map_err(|e| StoreError::Corrupt {
+                    path,
+                    reason: format!("not a suspension list: {e}"),
+                }),
+        }
+    }
+
+    /// Adds (`suspended`) or removes `jti` from the suspension list; `false` when it
+    /// was already so (nothing written).
+    pub fn set_suspended(
+        &self,
+        jti: &str,
+        suspended: bool,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut list = self.suspensions()?;
+        let present = list.iter().any(|s| s.jti == jti);
+        if present == suspended {
+            return Ok(false);
+        }
+        if suspended {
+            list.push(Suspension {
+                jti: jti.to_string(),
+                suspended_at: now,
+            });
+        } else {
+            list.retain(|s| s.jti != jti);
+        }
+        let body =
+            serde_json::to_vec_pretty(&SuspensionsFile { suspended: list }).expect("serializes");
+        write_atomically(&self.suspensions_path(), &body)?;
+        Ok(true)
     }
 
     /// The persisted clock high-water mark (0 when none or unreadable).
@@ -540,7 +601,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_error(dir))
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::DirBuilderExt as _;
     match fs::DirBuilder::new()
         .recursive(true)

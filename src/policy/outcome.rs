@@ -74,7 +74,7 @@ pub enum Refusal {
 }
 
 /// Every [`Refusal`], in label order.
-pub const REFUSALS: [Refusal; 11] = [
+pub const REFUSALS: [Refusal; 12] = [
     Refusal::License(DenyReason::LicenseMissing),
     Refusal::License(DenyReason::LicenseExpired),
     Refusal::License(DenyReason::LicenseRevoked),
@@ -86,6 +86,7 @@ pub const REFUSALS: [Refusal; 11] = [
     Refusal::ConcurrencyLimit,
     Refusal::QuotaUnavailable,
     Refusal::ClientShare,
+    Refusal::License(DenyReason::LicenseSuspended),
 ];
 
 impl Refusal {
@@ -111,6 +112,7 @@ impl Refusal {
                 DenyReason::LicenseNotYetValid => 4,
                 DenyReason::LicenseReadOnly => 5,
                 DenyReason::FeatureNotLicensed => 6,
+                DenyReason::LicenseSuspended => 11,
             },
             Refusal::UsageLimit => 7,
             Refusal::ConcurrencyLimit => 8,

@@ -61,6 +61,9 @@ pub(crate) async fn handle(
                         s.expires_at.map(time_text).unwrap_or_default()
                     ),
                     crate::license::Status::Revoked => "The license was revoked.".into(),
+                    crate::license::Status::Suspended => {
+                        "The vendor suspended the license: the site is served again as soon as it is reinstated.".into()
+                    }
                     crate::license::Status::Invalid => {
                         "The installed license could not be verified.".into()
                     }
@@ -274,7 +277,11 @@ async fn activate(
         }
         (submission.license_key, Some(next))
     };
-    let outcome = install(app, tenant, key).await;
+    let outcome = if is_license_key(&key) {
+        activate_key(app, tenant, &key).await.map(|a| a.summary)
+    } else {
+        install(app, tenant, key).await.map_err(Rejected::token)
+    };
     count(match outcome {
         Ok(_) => ActivationResult::Installed,
         Err(_) => ActivationResult::Rejected,
@@ -285,23 +292,108 @@ async fn activate(
             &serde_json::json!({"success": true, "license": status_json(Some(&installed))}),
         ),
         (Ok(_), false) => LocalResponse::redirect(&rules.after_activation),
-        (Err(reason), true) => LocalResponse::problem(
-            StatusCode::BAD_REQUEST,
-            "LICENSE_INVALID",
-            "License rejected",
-            &reason,
-            serde_json::json!({"reason": reason}),
-        ),
-        (Err(reason), false) => activation_page(
+        (Err(rejected), true) => rejected.problem(),
+        (Err(rejected), false) => activation_page(
             app,
             rules,
             summary,
             next.as_deref().unwrap_or("/"),
             &csrf_cookie(session).unwrap_or_else(new_csrf_nonce),
-            Some(&format!("This license key was not accepted: {reason}.")),
-            StatusCode::BAD_REQUEST,
+            Some(&rejected.page_text()),
+            rejected.status,
         ),
     }
+}
+
+/// Why a submission was not installed.
+#[derive(Debug)]
+pub(crate) struct Rejected {
+    pub status: StatusCode,
+    pub code: String,
+    /// What the person activating reads.
+    pub reason: String,
+    pub details: serde_json::Value,
+    /// Whether a signed token was refused (rather than a key at the license server).
+    pub token: bool,
+}
+
+impl Rejected {
+    /// A signed token refused here for `reason`.
+    fn token(reason: String) -> Rejected {
+        Rejected {
+            status: StatusCode::BAD_REQUEST,
+            code: "LICENSE_INVALID".into(),
+            reason,
+            details: serde_json::json!({}),
+            token: true,
+        }
+    }
+
+    /// The JSON answer.
+    pub(crate) fn problem(&self) -> LocalResponse {
+        let mut details = self.details.clone();
+        if let Some(map) = details.as_object_mut() {
+            map.insert("reason".into(), self.reason.clone().into());
+        }
+        LocalResponse::problem(
+            self.status,
+            &self.code,
+            "License not activated",
+            &self.reason,
+            details,
+        )
+    }
+
+    /// The page's line.
+    fn page_text(&self) -> String {
+        if self.token {
+            format!("This license key was not accepted: {}.", self.reason)
+        } else {
+            self.reason.clone()
+        }
+    }
+}
+
+/// Whether `text` is a license key (`LG-…`) rather than a signed license token.
+pub(crate) fn is_license_key(text: &str) -> bool {
+    let text = text.trim();
+    text.len() < 64 && text.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("LG-"))
+}
+
+/// Activates the license key `key` for `tenant` at the license server.
+pub(crate) async fn activate_key(
+    app: &App,
+    tenant: Option<&str>,
+    key: &str,
+) -> Result<crate::link::Activated, Rejected> {
+    let refuse = |status, code: &str, reason: &str| Rejected {
+        status,
+        code: code.into(),
+        reason: reason.into(),
+        details: serde_json::json!({}),
+        token: false,
+    };
+    let Some(link) = &app.link else {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            "AUTHORITY_NOT_CONFIGURED",
+            "This gateway has no license server configured ([authority] url), so it cannot activate license keys: paste the signed license your vendor sent, or activate offline (licgate activation request).",
+        ));
+    };
+    let Some(tenant) = tenant else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "LICENSE_INVALID",
+            "This site's tenant cannot be determined.",
+        ));
+    };
+    link.activate_key(key, tenant).await.map_err(|e| Rejected {
+        status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY),
+        code: e.code(),
+        reason: e.explanation(),
+        details: e.details(),
+        token: false,
+    })
 }
 
 /// What an activation request submits.

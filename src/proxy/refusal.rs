@@ -276,6 +276,7 @@ fn license_answer(
             }
             DenyReason::LicenseExpired
             | DenyReason::LicenseRevoked
+            | DenyReason::LicenseSuspended
             | DenyReason::LicenseInvalid
             | DenyReason::LicenseNotYetValid => {
                 return LocalResponse::redirect(&format!(
@@ -408,6 +409,10 @@ pub(crate) fn human(
         DenyReason::LicenseRevoked => (
             "License revoked",
             "The license for this site was revoked. Activate a new license to continue.".into(),
+        ),
+        DenyReason::LicenseSuspended => (
+            "License suspended",
+            "The vendor suspended the license for this site. It is served again as soon as the vendor reinstates it.".into(),
         ),
         DenyReason::LicenseInvalid => (
             "License invalid",

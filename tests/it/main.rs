@@ -16,6 +16,7 @@ mod fuzz_corpus;
 mod hardening;
 mod license;
 mod lifecycle;
+mod link;
 mod operations;
 mod prometheus;
 mod proxy;

@@ -142,13 +142,13 @@ pub(super) async fn activate(State(state): Shared, request: Request) -> ApiResul
 async fn signed_body(
     state: &AppState,
     id: &str,
-    request: Request,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
     now: UnixTime,
-) -> Result<(Bytes, Granted), Refusal> {
-    let method = request.method().as_str().to_string();
-    let path = request.uri().path().to_string();
-    let headers = request.headers().clone();
-    let body = body_bytes(state, request.into_body()).await?;
+) -> Result<Granted, Refusal> {
+    let method = parts.method.as_str();
+    let path = parts.uri.path();
+    let headers = &parts.headers;
     let context = state
         .store
         .activation_context(id, now)
@@ -159,15 +159,52 @@ async fn signed_body(
         .map_err(|e| Refusal::SignatureInvalid(format!("the registered key: {e}")))?;
     verify_request(
         &key,
-        &method,
-        &path,
-        header(&headers, DATE_HEADER),
-        header(&headers, SIGNATURE_HEADER),
-        &body,
+        method,
+        path,
+        header(headers, DATE_HEADER),
+        header(headers, SIGNATURE_HEADER),
+        body,
         now,
     )
     .map_err(Refusal::SignatureInvalid)?;
-    Ok((body, context))
+    Ok(context)
+}
+
+/// A signed request's body and parts (read whole, within the size limit).
+async fn read_signed(
+    state: &AppState,
+    request: Request,
+) -> Result<(axum::http::request::Parts, Bytes), Refusal> {
+    let (parts, body) = request.into_parts();
+    let body = body_bytes(state, body).await?;
+    Ok((parts, body))
+}
+
+/// `result`, with `ACTIVATION_GONE` signed by the vendor key and carrying the
+/// request's nonce (taken from `body`): the installation removes its license on
+/// that answer only, never on an unsigned one.
+fn sign_gone(
+    state: &AppState,
+    id: &str,
+    result: ApiResult,
+    body: &[u8],
+    now: UnixTime,
+) -> ApiResult {
+    match result {
+        Err(super::ApiError(Refusal::ActivationGone)) => {
+            #[derive(serde::Deserialize)]
+            struct Nonce {
+                nonce: String,
+            }
+            match serde_json::from_slice::<Nonce>(body) {
+                Ok(n) if check_nonce(&n.nonce).is_ok() => {
+                    super::signed_refusal(state, Refusal::ActivationGone, id, &n.nonce, now)
+                }
+                _ => Err(super::ApiError(Refusal::ActivationGone)),
+            }
+        }
+        other => other,
+    }
 }
 
 /// `POST /v1/activations/{id}/heartbeat` (signed by the instance key).
@@ -177,7 +214,9 @@ pub(super) async fn heartbeat(
     request: Request,
 ) -> ApiResult {
     let now = clock::now();
-    let result = beat(&state, &id, request, now).await;
+    let (parts, body) = read_signed(&state, request).await?;
+    let result = beat(&state, &id, &parts, &body, now).await;
+    let result = sign_gone(&state, &id, result, &body, now);
     let label = match &result {
         Ok(_) => "ok",
         Err(e) => e.0.code(),
@@ -186,9 +225,15 @@ pub(super) async fn heartbeat(
     result
 }
 
-async fn beat(state: &AppState, id: &str, request: Request, now: UnixTime) -> ApiResult {
-    let (body, context) = signed_body(state, id, request, now).await?;
-    let input: HeartbeatRequest<'_> = parse_json(&body)?;
+async fn beat(
+    state: &AppState,
+    id: &str,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+    now: UnixTime,
+) -> ApiResult {
+    let context = signed_body(state, id, parts, body, now).await?;
+    let input: HeartbeatRequest<'_> = parse_json(body)?;
     check_nonce(&input.nonce)?;
     let received = match input.usage_report {
         Some(report) => Some(receive(state, report.get().as_bytes(), now).await?),
@@ -239,15 +284,27 @@ pub(super) async fn deactivate(
     request: Request,
 ) -> ApiResult {
     let now = clock::now();
-    let (body, _) = signed_body(&state, &id, request, now).await?;
-    let input: DeactivationRequest = parse_json(&body)?;
+    let (parts, body) = read_signed(&state, request).await?;
+    let result = release(&state, &id, &parts, &body, now).await;
+    sign_gone(&state, &id, result, &body, now)
+}
+
+async fn release(
+    state: &AppState,
+    id: &str,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+    now: UnixTime,
+) -> ApiResult {
+    signed_body(state, id, parts, body, now).await?;
+    let input: DeactivationRequest = parse_json(body)?;
     check_nonce(&input.nonce)?;
     let activation = state
         .store
-        .deactivate(&id, Some(&input.nonce), "instance", now)
+        .deactivate(id, Some(&input.nonce), "instance", now)
         .await?;
     signed_answer(
-        &state,
+        state,
         StatusCode::OK,
         &DeactivationAnswer {
             activation_id: activation.id,

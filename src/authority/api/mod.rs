@@ -154,6 +154,46 @@ pub(crate) fn signed_answer(
         .expect("a valid response"))
 }
 
+/// `refusal` as a problem+json answer signed like [`signed_answer`], its details
+/// carrying the activation, the request's `nonce` and the server time (the installation acts on a
+/// refusal that takes something away only when it is signed and fresh).
+pub(crate) fn signed_refusal(
+    state: &AppState,
+    refusal: Refusal,
+    activation_id: &str,
+    nonce: &str,
+    now: crate::license::UnixTime,
+) -> ApiResult {
+    let mut details = refusal.details();
+    if let Some(map) = details.as_object_mut() {
+        map.insert("activation_id".into(), activation_id.into());
+        map.insert("nonce".into(), nonce.into());
+        map.insert("server_time".into(), now.into());
+    }
+    let problem = LocalResponse::problem(
+        refusal.status(),
+        refusal.code(),
+        refusal.status().canonical_reason().unwrap_or(""),
+        &refusal.to_string(),
+        details,
+    );
+    let signature = state.signer.sign_answer(&problem.body).map_err(|e| {
+        tracing::error!(target: "licgate::authority", error = %e, "cannot sign an answer");
+        Refusal::Unavailable
+    })?;
+    let mut response = Response::builder()
+        .status(refusal.status())
+        .header("content-type", problem.content_type)
+        .header("cache-control", "no-store")
+        .header(SIGNATURE_HEADER, signature)
+        .body(Body::from(problem.body))
+        .expect("a valid response");
+    response
+        .extensions_mut()
+        .insert(RefusedWith(refusal.code()));
+    Ok(response)
+}
+
 /// The client's address (from the connection).
 pub(crate) fn peer(request: &Request) -> Option<SocketAddr> {
     request

@@ -23,6 +23,7 @@ fn license(jti: &str, exp: UnixTime) -> License {
             flags: vec![],
             grace_days: None,
             read_only_days: None,
+            license_exp: None,
         },
         alg: Algorithm::EdDSA,
         kid: None,
@@ -30,7 +31,15 @@ fn license(jti: &str, exp: UnixTime) -> License {
 }
 
 fn status(licenses: &[License], now: UnixTime) -> Status {
-    combine(licenses, 0, &HashSet::new(), &StatusPolicy::default(), now).status
+    combine(
+        licenses,
+        0,
+        &HashSet::new(),
+        &HashSet::new(),
+        &StatusPolicy::default(),
+        now,
+    )
+    .status
 }
 
 #[test]
@@ -54,7 +63,7 @@ fn each_threshold_is_crossed_exactly_on_time() {
 fn next_change_points_at_the_next_threshold() {
     let l = [license("a", NOW)];
     let policy = StatusPolicy::default();
-    let at = |now| combine(&l, 0, &HashSet::new(), &policy, now).next_change;
+    let at = |now| combine(&l, 0, &HashSet::new(), &HashSet::new(), &policy, now).next_change;
     assert_eq!(at(NOW - 20 * DAY), Some(NOW - 14 * DAY));
     assert_eq!(at(NOW - DAY), Some(NOW));
     assert_eq!(at(NOW), Some(NOW + 7 * DAY));
@@ -80,7 +89,7 @@ fn configured_thresholds_apply() {
         read_only_days: 3,
     };
     let l = [license("a", NOW)];
-    let s = |now| combine(&l, 0, &HashSet::new(), &policy, now).status;
+    let s = |now| combine(&l, 0, &HashSet::new(), &HashSet::new(), &policy, now).status;
     assert_eq!(s(NOW - DAY - 1), Status::Valid);
     assert_eq!(s(NOW - DAY), Status::ExpiringSoon);
     assert_eq!(s(NOW + 2 * DAY), Status::ReadOnly);
@@ -91,11 +100,11 @@ fn configured_thresholds_apply() {
 fn nothing_installed_is_unlicensed_and_only_invalid_is_invalid() {
     let policy = StatusPolicy::default();
     assert_eq!(
-        combine::<License>(&[], 0, &HashSet::new(), &policy, NOW).status,
+        combine::<License>(&[], 0, &HashSet::new(), &HashSet::new(), &policy, NOW).status,
         Status::Unlicensed
     );
     assert_eq!(
-        combine::<License>(&[], 2, &HashSet::new(), &policy, NOW).status,
+        combine::<License>(&[], 2, &HashSet::new(), &HashSet::new(), &policy, NOW).status,
         Status::Invalid
     );
 }
@@ -106,13 +115,13 @@ fn revoked_and_not_yet_valid() {
     let revoked: HashSet<String> = ["a".to_string()].into();
     let l = [license("a", NOW + 100 * DAY)];
     assert_eq!(
-        combine(&l, 0, &revoked, &policy, NOW).status,
+        combine(&l, 0, &revoked, &HashSet::new(), &policy, NOW).status,
         Status::Revoked
     );
     let mut future = license("b", NOW + 100 * DAY);
     future.claims.nbf = Some(NOW + 10);
     let f = [future];
-    let c = combine(&f, 0, &HashSet::new(), &policy, NOW);
+    let c = combine(&f, 0, &HashSet::new(), &HashSet::new(), &policy, NOW);
     assert_eq!(c.status, Status::NotYetValid);
     assert_eq!(c.next_change, Some(NOW + 10));
     assert_eq!(status(&f, NOW + 10), Status::Valid);
@@ -146,7 +155,14 @@ fn licenses_combine_features_limits_and_latest_expiry() {
             ..FeatureLimits::default()
         },
     );
-    let c = combine(&[a, b], 0, &HashSet::new(), &StatusPolicy::default(), NOW);
+    let c = combine(
+        &[a, b],
+        0,
+        &HashSet::new(),
+        &HashSet::new(),
+        &StatusPolicy::default(),
+        NOW,
+    );
     assert_eq!(c.status, Status::Valid);
     assert_eq!(
         c.tier.as_deref(),
@@ -174,6 +190,7 @@ fn an_expired_license_stops_contributing_and_a_live_one_carries_on() {
         &[old, new],
         0,
         &HashSet::new(),
+        &HashSet::new(),
         &StatusPolicy::default(),
         NOW,
     );
@@ -196,6 +213,13 @@ fn a_grant_without_quota_makes_the_feature_unlimited() {
     );
     let mut b = license("b", NOW + DAY * 30);
     b.claims.features = vec!["reports".into()];
-    let c = combine(&[a, b], 0, &HashSet::new(), &StatusPolicy::default(), NOW);
+    let c = combine(
+        &[a, b],
+        0,
+        &HashSet::new(),
+        &HashSet::new(),
+        &StatusPolicy::default(),
+        NOW,
+    );
     assert!(!c.feature_limits.contains_key("reports"));
 }

@@ -219,10 +219,28 @@ impl Authority {
     /// Starts the process on `dir` (its authority.toml gets a free port) and waits for
     /// `/readyz`.
     async fn spawn(dir: &Path, database: &str) -> Authority {
+        Authority::spawn_on(dir, database, None).await
+    }
+
+    /// Kills the process and starts it again on the same address, directory and
+    /// database (an outage of the license server).
+    pub(crate) async fn restart(&mut self) {
+        self.kill9();
+        let addr: std::net::SocketAddr = self.url.trim_start_matches("http://").parse().unwrap();
+        let mut fresh = Authority::spawn_on(&self.dir, &self.database, Some(addr)).await;
+        std::mem::swap(&mut self.child, &mut fresh.child);
+    }
+
+    /// [`spawn`](Self::spawn) on `fixed` when given (else a free port).
+    async fn spawn_on(
+        dir: &Path,
+        database: &str,
+        fixed: Option<std::net::SocketAddr>,
+    ) -> Authority {
         let config_path = dir.join("authority.toml");
         let template = std::fs::read_to_string(&config_path).unwrap();
         for _ in 0..5 {
-            let addr = free_addr();
+            let addr = fixed.unwrap_or_else(free_addr);
             let text = template
                 .lines()
                 .filter(|l| !l.starts_with("listen ="))

@@ -487,6 +487,7 @@ pub(crate) fn test_claims(
         flags: vec![],
         grace_days: None,
         read_only_days: None,
+        license_exp: None,
     }
 }
 

@@ -1,0 +1,405 @@
+//! The gateway with `[authority]`: license keys activated at a real `licgate
+//! authority` process, heartbeats that renew tokens and bring revocations and
+//! suspensions, an authority that goes away and comes back, deactivation that moves
+//! a slot, and answers the gateway must not trust. The app behind is the demo echo:
+//! what it saw is asserted, not only what the gateway answered.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::authority::{Authority, Backend, NO_EXTRA};
+use crate::common::*;
+
+const ADMIN_TOKEN: &str = "link-admin-token-0123456789abcdef";
+
+/// An installation: its store, its config file (for the CLI) and its gateway.
+struct Site {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    gateway: Gateway,
+}
+
+/// The template of a gateway in front of `upstream` that activates at `authority_url`
+/// (`extra` appended).
+fn template(authority: &Authority, dir: &std::path::Path, extra: &str) -> String {
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+    BASE_CONFIG
+        .replace("mode = \"off\"", "mode = \"enforce\"")
+        .replace(
+            "[admin]\n",
+            &format!("[admin]\ntoken_file = \"{}\"\n", token_file.display()),
+        )
+        + &format!(
+            "[license]\npublic_keys = [{{ path = \"{}\", kid = \"v1\" }}]\nissuer = \"vendor.test\"\nstore_dir = \"{}\"\nscan_interval = \"100ms\"\ngrace_days = 0\nread_only_days = 0\n[authority]\nurl = \"{}\"\ntimeout = \"2s\"\n{extra}\n",
+            authority.dir.join("vendor.pub.pem").display(),
+            dir.join("store").display(),
+            authority.url,
+        )
+}
+
+impl Site {
+    async fn start(authority: &Authority, upstream: &Upstream, extra: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let template = template(authority, dir.path(), extra);
+        let config = dir.path().join("licgate.toml");
+        std::fs::write(
+            &config,
+            template
+                .replace("{listen}", "127.0.0.1:1")
+                .replace("{admin}", "127.0.0.1:2")
+                .replace("{upstream}", &upstream.addr.to_string()),
+        )
+        .unwrap();
+        let gateway = Gateway::start_with(&template, upstream.addr).await;
+        Site {
+            dir,
+            config,
+            gateway,
+        }
+    }
+
+    /// `POST /_licgate/activate` with JSON `{"license_key": key}`.
+    async fn activate(&self, key: &str) -> RawResponse {
+        let body = json!({ "license_key": key }).to_string();
+        request(
+            self.gateway.addr,
+            "POST",
+            "/_licgate/activate",
+            None,
+            body.as_bytes(),
+        )
+        .await
+    }
+
+    /// An API request to the app (`Accept: application/json`).
+    async fn get(&self, path: &str) -> RawResponse {
+        request(self.gateway.addr, "GET", path, None, b"").await
+    }
+
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = args.to_vec();
+        all.extend(["--config", self.config.to_str().unwrap()]);
+        run_cli(&all)
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> RawResponse {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let mut bytes = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(body);
+    raw_request(addr, &bytes).await.unwrap()
+}
+
+/// Waits (up to `within`) until `GET path` answers `status`; returns how long it took.
+async fn until_status(site: &Site, path: &str, status: u16, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let response = site.get(path).await;
+        if response.status == status {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{path} still answers {} (not {status}) after {within:?}: {}\n{}",
+            response.status,
+            response.text(),
+            site.gateway.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_license_key_activates_and_its_one_slot_moves_between_installations() {
+    let authority = Authority::start(Backend::Sqlite, NO_EXTRA).await;
+    authority.policy("pro", 1, &[]);
+    let (license_id, key) = authority.license("pro", "default");
+    let upstream = Upstream::start().await;
+    let first = Site::start(&authority, &upstream, "").await;
+    let second = Site::start(&authority, &upstream, "").await;
+
+    let refused = first.get("/api/orders").await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(refused.json()["error_code"], "LICENSE_MISSING");
+
+    // A typo is caught here, before the license server is asked.
+    let mut typo: Vec<char> = key.chars().collect();
+    let at = typo.len() - 2;
+    typo[at] = if typo[at] == 'A' { 'B' } else { 'A' };
+    let typo: String = typo.into_iter().collect();
+    let answer = first.activate(&typo).await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert_eq!(answer.json()["error_code"], "KEY_CHECK_FAILED");
+
+    let answer = first.activate(&key.to_lowercase()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["license"]["status"], "VALID");
+    assert_eq!(answer.json()["license"]["tier"], "professional");
+    let served = first.get("/api/orders").await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_eq!(served.json()["path"], "/api/orders", "the app executed it");
+    assert!(
+        !first.gateway.logs().contains(&key[3..]),
+        "the key reached a log line"
+    );
+    assert!(!http_get(first.gateway.admin, "/metrics")
+        .await
+        .unwrap()
+        .text()
+        .contains(&key[3..]));
+
+    // The second installation finds the only slot taken.
+    let answer = second.activate(&key).await;
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    let body = answer.json();
+    assert_eq!(body["error_code"], "ACTIVATION_LIMIT_REACHED");
+    assert_eq!(body["details"]["max_activations"], 1);
+    assert_eq!(body["details"]["active"], 1);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("This key is active on 1 of 1 installations. Deactivate one, or ask your vendor for more."),
+        "{body}"
+    );
+    assert_eq!(second.get("/api/orders").await.status, 403);
+
+    // Deactivating the first frees the slot and removes its license.
+    let (code, out, err) = first.cli(&["deactivate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&license_id) && out.contains("deactivated"),
+        "{out}"
+    );
+    until_status(&first, "/api/orders", 403, Duration::from_secs(5)).await;
+    assert_eq!(
+        first.get("/api/orders").await.json()["error_code"],
+        "LICENSE_MISSING"
+    );
+    let answer = second.activate(&key).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        second.get("/api/orders").await.json()["path"],
+        "/api/orders"
+    );
+
+    // The admin API moves it back the same way.
+    let released = request(
+        second.gateway.admin,
+        "DELETE",
+        "/admin/v1/tenants/default/activation",
+        Some(ADMIN_TOKEN),
+        b"",
+    )
+    .await;
+    assert_eq!(released.status, 200, "{}", released.text());
+    assert_eq!(released.json()["deactivated"][0]["license_id"], license_id);
+    assert_eq!(second.get("/api/orders").await.status, 403);
+    let again = request(
+        second.gateway.admin,
+        "DELETE",
+        "/admin/v1/tenants/default/activation",
+        Some(ADMIN_TOKEN),
+        b"",
+    )
+    .await;
+    assert_eq!(again.status, 404, "{}", again.text());
+    // And the admin API activates a key as well.
+    let installed = request(
+        first.gateway.admin,
+        "PUT",
+        "/admin/v1/tenants/default/license",
+        Some(ADMIN_TOKEN),
+        json!({ "license_key": key }).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(installed.status, 200, "{}", installed.text());
+    assert_eq!(installed.json()["installed"], license_id);
+    assert_eq!(first.get("/api/orders").await.status, 200);
+    let listed = authority.cli_json(&["activation", "list", "--license", &license_id]);
+    let active: Vec<&Value> = listed["activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["status"] == "active")
+        .collect();
+    assert_eq!(active.len(), 1, "{listed}");
+    assert!(
+        first
+            .store()
+            .join("activations")
+            .read_dir()
+            .unwrap()
+            .count()
+            == 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_suspension_arrive_within_one_heartbeat() {
+    let authority = Authority::start(Backend::Sqlite, NO_EXTRA).await;
+    authority.policy(
+        "beat",
+        2,
+        &["--heartbeat-interval", "2s", "--token-ttl", "1h"],
+    );
+    let (revoked_id, revoked_key) = authority.license("beat", "default");
+    let upstream = Upstream::start().await;
+    let site = Site::start(&authority, &upstream, "").await;
+    assert_eq!(site.activate(&revoked_key).await.status, 200);
+    assert_eq!(site.get("/api/orders").await.status, 200);
+
+    // Suspended: refused at the next heartbeat; reinstated: served again.
+    let (code, _, err) = authority.cli(&["license", "suspend", &revoked_id]);
+    assert_eq!(code, 0, "{err}");
+    until_status(&site, "/api/orders", 403, Duration::from_secs(5)).await;
+    assert_eq!(
+        site.get("/api/orders").await.json()["error_code"],
+        "LICENSE_SUSPENDED"
+    );
+    let (code, _, err) = authority.cli(&["license", "reinstate", &revoked_id]);
+    assert_eq!(code, 0, "{err}");
+    until_status(&site, "/api/orders", 200, Duration::from_secs(5)).await;
+
+    // Revoked: refused within one heartbeat interval (2 s, ±10 %) of the revocation.
+    let (code, _, err) = authority.cli(&["license", "revoke", &revoked_id]);
+    assert_eq!(code, 0, "{err}");
+    let took = until_status(&site, "/api/orders", 403, Duration::from_secs(5)).await;
+    assert!(
+        took < Duration::from_millis(2600),
+        "revocation took {took:?}"
+    );
+    eprintln!("revocation to refusal: {took:?}");
+    assert_eq!(
+        site.get("/api/orders").await.json()["error_code"],
+        "LICENSE_REVOKED"
+    );
+    // Revocation is final here too: the same token cannot be installed again, and
+    // heartbeats for it stopped.
+    assert!(site.store().join("revocations.json").exists());
+    let beats = site
+        .gateway
+        .metric("licgate_authority_requests_total")
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        site.gateway
+            .metric("licgate_authority_requests_total")
+            .await,
+        beats
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_authority_leaves_the_token_in_force_until_it_expires() {
+    let mut authority = Authority::start(Backend::Sqlite, NO_EXTRA).await;
+    authority.policy(
+        "short",
+        1,
+        &["--heartbeat-interval", "2s", "--token-ttl", "60s"],
+    );
+    let (_, key) = authority.license("short", "default");
+    // Tokens are minted 44 s in the authority's past: they expire 16 s from now.
+    authority.set_clock_offset(-44);
+    let upstream = Upstream::start().await;
+    let site = Site::start(&authority, &upstream, "grace_warning = \"8s\"").await;
+    assert_eq!(site.activate(&key).await.status, 200);
+    let served = site.get("/api/orders").await;
+    assert_eq!(served.status, 200);
+    assert!(served.header("x-licgate-warning").is_none());
+
+    authority.kill9();
+    // Still served while the token lives; warned once less than 8 s are left.
+    let warned_by = Instant::now() + Duration::from_secs(14);
+    let warning = loop {
+        let response = site.get("/api/orders").await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.json()["path"], "/api/orders");
+        if let Some(w) = response.header("x-licgate-warning") {
+            break w.to_string();
+        }
+        assert!(
+            Instant::now() < warned_by,
+            "no warning: {}",
+            site.gateway.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        warning.contains("license server has not been reached"),
+        "{warning}"
+    );
+    assert!(site
+        .gateway
+        .logs()
+        .contains("the license server has not been reached since"));
+    assert!(
+        site.gateway
+            .metric("licgate_license_grace_remaining_seconds")
+            .await
+            <= 8.0
+    );
+    // Then the usual expiry journey: browsers to the activation-required page.
+    until_status(&site, "/api/orders", 403, Duration::from_secs(15)).await;
+    assert_eq!(
+        site.get("/api/orders").await.json()["error_code"],
+        "LICENSE_EXPIRED"
+    );
+    let browser = raw_request(
+        site.gateway.addr,
+        format!(
+            "GET /orders HTTP/1.1\r\nHost: {}\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+            site.gateway.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(browser.status, 303);
+    assert!(browser
+        .header("location")
+        .unwrap()
+        .starts_with("/_licgate/activation-required"));
+
+    // The authority is back (its clock right again): the next heartbeat restores a
+    // fresh token without anyone doing anything.
+    authority.set_clock_offset(0);
+    authority.restart().await;
+    until_status(&site, "/api/orders", 200, Duration::from_secs(10)).await;
+    let served = site.get("/api/orders").await;
+    assert!(
+        served.header("x-licgate-warning").is_none(),
+        "{:?}",
+        served.headers
+    );
+    assert!(
+        site.gateway
+            .metric("licgate_license_grace_remaining_seconds")
+            .await
+            > 50.0
+    );
+    assert!(
+        site.gateway
+            .metric("licgate_authority_last_success_timestamp_seconds")
+            .await
+            > 0.0
+    );
+}
