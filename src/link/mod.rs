@@ -242,6 +242,18 @@ impl Link {
         key_text: &str,
         tenant: &str,
     ) -> Result<Activated, ActivateError> {
+        let outcome = self.activate_parsed(key_text, tenant).await;
+        if let Err(e) = &outcome {
+            tracing::warn!(tenant, code = %e.code(), reason = %e, "license key not activated");
+        }
+        outcome
+    }
+
+    async fn activate_parsed(
+        self: &Arc<Self>,
+        key_text: &str,
+        tenant: &str,
+    ) -> Result<Activated, ActivateError> {
         let key = LicenseKey::parse(key_text).map_err(ActivateError::Key)?;
         let request = ActivationRequest {
             license_key: key.to_string(),

@@ -22,9 +22,13 @@ struct Site {
     gateway: Gateway,
 }
 
-/// The template of a gateway in front of `upstream` that activates at `authority_url`
-/// (`extra` appended).
+/// The template of a gateway that activates at `authority` (`extra` appended).
 fn template(authority: &Authority, dir: &std::path::Path, extra: &str) -> String {
+    template_for(&authority.dir.join("vendor.pub.pem"), &authority.url, dir, extra)
+}
+
+/// The template of a gateway trusting `vendor_pub` and activating at `url`.
+fn template_for(vendor_pub: &std::path::Path, url: &str, dir: &std::path::Path, extra: &str) -> String {
     let token_file = dir.join("admin.token");
     std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
     BASE_CONFIG
@@ -35,9 +39,9 @@ fn template(authority: &Authority, dir: &std::path::Path, extra: &str) -> String
         )
         + &format!(
             "[license]\npublic_keys = [{{ path = \"{}\", kid = \"v1\" }}]\nissuer = \"vendor.test\"\nstore_dir = \"{}\"\nscan_interval = \"100ms\"\ngrace_days = 0\nread_only_days = 0\n[authority]\nurl = \"{}\"\ntimeout = \"2s\"\n{extra}\n",
-            authority.dir.join("vendor.pub.pem").display(),
+            vendor_pub.display(),
             dir.join("store").display(),
-            authority.url,
+            url,
         )
 }
 
@@ -45,6 +49,17 @@ impl Site {
     async fn start(authority: &Authority, upstream: &Upstream, extra: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let template = template(authority, dir.path(), extra);
+        Site::start_with(dir, template, upstream).await
+    }
+
+    /// A site trusting `vendor_pub`, activating at `url`.
+    async fn start_at(vendor_pub: &std::path::Path, url: &str, upstream: &Upstream) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let template = template_for(vendor_pub, url, dir.path(), "");
+        Site::start_with(dir, template, upstream).await
+    }
+
+    async fn start_with(dir: tempfile::TempDir, template: String, upstream: &Upstream) -> Site {
         let config = dir.path().join("licgate.toml");
         std::fs::write(
             &config,
@@ -402,4 +417,182 @@ async fn an_unreachable_authority_leaves_the_token_in_force_until_it_expires() {
             .await
             > 0.0
     );
+}
+
+/// What the stand-in authority answers to `POST /v1/activations`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Trick {
+    /// A 200 that is not JSON.
+    Garbage,
+    /// A well-formed answer signed by a key the gateway does not trust.
+    OtherKey,
+    /// A signed answer to an earlier request (another nonce).
+    Replayed,
+    /// A fresh, signed answer whose token is bound to another instance.
+    OtherInstance,
+}
+
+/// A stand-in license server playing `trick`; counts the deactivations it gets.
+struct FakeAuthority {
+    url: String,
+    vendor_pub: PathBuf,
+    deactivations: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeAuthority {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeAuthority {
+    async fn start(trick: Trick) -> FakeAuthority {
+        use axum::routing::{delete, post};
+        use licgate::authority::protocol::Signer;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let pair = licgate::license::keys::generate_ed25519();
+        let (private, public) = licgate::license::keys::write_key_pair(dir.path(), &pair).unwrap();
+        let signer_of = |pem: &str, path: &std::path::Path| {
+            Signer::new(
+                licgate::license::keys::SigningKey::load(path).unwrap(),
+                pem,
+                Some("v1".into()),
+                "vendor.test".into(),
+            )
+        };
+        let vendor = Arc::new(signer_of(&pair.private_pem, &private));
+        let stranger_dir = dir.path().join("stranger");
+        std::fs::create_dir_all(&stranger_dir).unwrap();
+        let stranger_pair = licgate::license::keys::generate_ed25519();
+        let (stranger_private, _) =
+            licgate::license::keys::write_key_pair(&stranger_dir, &stranger_pair).unwrap();
+        let stranger = Arc::new(signer_of(&stranger_pair.private_pem, &stranger_private));
+        let deactivations = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&deactivations);
+        let activate = move |body: axum::body::Bytes| {
+            let (vendor, stranger) = (Arc::clone(&vendor), Arc::clone(&stranger));
+            async move {
+                let request: Value = serde_json::from_slice(&body).unwrap();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                let instance = request["instance_id"].as_str().unwrap().to_string();
+                let mut claims = test_claims("default", &["sales"], now - 60, now + 86_400);
+                claims.iss = Some("vendor.test".into());
+                claims.aud = vec![if trick == Trick::OtherInstance {
+                    "another-instance".into()
+                } else {
+                    instance.clone()
+                }];
+                claims.jti = "lic_fake".into();
+                let answer = json!({
+                    "activation_id": "act_fake",
+                    "license_id": "lic_fake",
+                    "instance_id": instance,
+                    "token": vendor.token(&claims).unwrap(),
+                    "heartbeat_interval": 3600,
+                    "refresh_before": now + 43_200,
+                    "token_expires_at": now + 86_400,
+                    "nonce": if trick == Trick::Replayed { "0123456789abcdef0123456789abcdef".to_string() } else { request["nonce"].as_str().unwrap().to_string() },
+                    "server_time": now,
+                });
+                // Garbage, signed all the same: the signature alone proves nothing.
+                let body = if trick == Trick::Garbage {
+                    b"<html>welcome to nginx</html>".to_vec()
+                } else {
+                    serde_json::to_vec(&answer).unwrap()
+                };
+                let signer = if trick == Trick::OtherKey { &stranger } else { &vendor };
+                let signature = signer.sign_answer(&body).unwrap();
+                axum::response::Response::builder()
+                    .status(201)
+                    .header("content-type", "application/json")
+                    .header("licgate-signature", signature)
+                    .body(axum::body::Body::from(body))
+                    .unwrap()
+            }
+        };
+        let deactivate = move || {
+            let counted = Arc::clone(&counted);
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::GONE
+            }
+        };
+        let app = axum::Router::new()
+            .route("/v1/activations", post(activate))
+            .route("/v1/activations/{id}", delete(deactivate));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeAuthority {
+            url,
+            vendor_pub: public,
+            deactivations,
+            _dir: dir,
+            task,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_cannot_be_trusted_install_nothing() {
+    let upstream = Upstream::start().await;
+    // A well-formed key (its check character right) for the stand-in servers.
+    let key = licgate::authority::key::LicenseKey::generate()
+        .unwrap()
+        .to_string();
+    for (trick, status, code, says) in [
+        (Trick::Garbage, 502, "AUTHORITY_ANSWER_INVALID", "not JSON"),
+        (Trick::OtherKey, 502, "AUTHORITY_ANSWER_INVALID", "not by a vendor key"),
+        (Trick::Replayed, 502, "AUTHORITY_ANSWER_INVALID", "a replay"),
+        (Trick::OtherInstance, 422, "LICENSE_INVALID", "instance"),
+    ] {
+        let fake = FakeAuthority::start(trick).await;
+        let site = Site::start_at(&fake.vendor_pub, &fake.url, &upstream).await;
+        let answer = site.activate(&key).await;
+        assert_eq!(answer.status, status, "{trick:?}: {}", answer.text());
+        assert_eq!(answer.json()["error_code"], code, "{trick:?}");
+        assert!(
+            answer.json()["detail"].as_str().unwrap().contains(says),
+            "{trick:?}: {}",
+            answer.text()
+        );
+        // Nothing installed: no license file, no record, the app never reached.
+        let licenses = site.store().join("licenses");
+        assert_eq!(std::fs::read_dir(&licenses).unwrap().count(), 0, "{trick:?}");
+        assert_eq!(
+            std::fs::read_dir(site.store().join("activations")).unwrap().count(),
+            0
+        );
+        let refused = site.get("/api/orders").await;
+        assert_eq!(refused.status, 403, "{trick:?}");
+        assert_eq!(refused.json()["error_code"], "LICENSE_MISSING");
+        site.gateway.until_logged("license key not activated").await;
+        // A token refused here gives its slot back at once.
+        let given_back = fake
+            .deactivations
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(given_back, usize::from(trick == Trick::OtherInstance), "{trick:?}");
+        assert!(!site.gateway.logs().contains(&key[3..]));
+    }
+
+    // No license server at all: a clear 503 that points to offline activation.
+    let dead = format!("http://{}", dead_addr());
+    let fake = FakeAuthority::start(Trick::Garbage).await;
+    let site = Site::start_at(&fake.vendor_pub, &dead, &upstream).await;
+    let answer = site.activate(&key).await;
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert_eq!(answer.json()["error_code"], "AUTHORITY_UNAVAILABLE");
+    assert!(answer.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("activate offline"));
 }
