@@ -107,6 +107,11 @@ impl Verifier {
         }
     }
 
+    /// The keys that verify licenses (and the license server's answers).
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+
     pub fn instance_id(&self) -> &str {
         &self.instance_id
     }

@@ -52,6 +52,26 @@ pub(crate) async fn handle(
         "/_licgate/activate" if method == Method::POST => {
             activate(session, app, rules, tenant, summary, peer).await
         }
+        "/_licgate/activate/offline-request" | "/_licgate/activate/offline-response"
+            if method == Method::POST =>
+        {
+            let offline = super::offline::Offline {
+                app,
+                rules,
+                tenant,
+                page: PageState {
+                    summary,
+                    next: &next,
+                    csrf_nonce: csrf_cookie(session),
+                },
+                peer,
+            };
+            if path.ends_with("request") {
+                super::offline::request_file(session, offline).await
+            } else {
+                super::offline::install_file(session, offline).await
+            }
+        }
         "/_licgate/activation-required" if readable => {
             let reason = summary.map_or(
                 "No license is installed for this site.".to_string(),
@@ -100,6 +120,8 @@ pub(crate) async fn handle(
             body: Bytes::copy_from_slice(rules.templates.stylesheet().as_bytes()),
         },
         "/_licgate/activate"
+        | "/_licgate/activate/offline-request"
+        | "/_licgate/activate/offline-response"
         | "/_licgate/activation-required"
         | "/_licgate/status"
         | "/_licgate/assets/licgate.css" => LocalResponse::problem(
@@ -152,7 +174,17 @@ pub(crate) fn status_json(summary: Option<&TenantSummary>) -> serde_json::Value 
     }
 }
 
-fn activation_page(
+/// What the activation page shows again after a failed submission.
+pub(crate) struct PageState<'a> {
+    pub summary: Option<&'a TenantSummary>,
+    /// Where to go after activation.
+    pub next: &'a str,
+    /// The CSRF cookie's nonce, when the browser sent one.
+    pub csrf_nonce: Option<String>,
+}
+
+/// The activation page (with `error`, when a submission failed).
+pub(crate) fn activation_page(
     app: &App,
     rules: &Rules,
     summary: Option<&TenantSummary>,
@@ -181,6 +213,8 @@ fn activation_page(
                 next,
                 instance_id => app.instance_id(),
                 status => summary.map_or("UNLICENSED", |s| s.status.as_str()),
+                offline => app.licenses.is_some() && app.instance_key.is_some(),
+                license_server => app.link.is_some(),
             },
         ),
     )
@@ -256,14 +290,7 @@ async fn activate(
         let next = submission.next.unwrap_or_else(|| "/".to_string());
         // The form's token is the HMAC of the cookie's nonce under this installation's
         // secret: a cookie tossed in from a sibling site cannot come with a valid token.
-        let submitted = submission.csrf_token.unwrap_or_default();
-        let valid = csrf_cookie(session).is_some_and(|nonce| {
-            constant_time_eq(
-                csrf_form_token(app, &nonce).as_bytes(),
-                submitted.as_bytes(),
-            )
-        });
-        if !valid {
+        if !csrf_valid(session, app, submission.csrf_token.as_deref()) {
             count(ActivationResult::BadRequest);
             return activation_page(
                 app,
@@ -460,6 +487,17 @@ async fn install(app: &App, tenant: Option<&str>, key: String) -> Result<TenantS
     outcome.unwrap_or_else(|_| Err("the installation failed unexpectedly".into()))
 }
 
+/// Whether `submitted` is the form token of the session's CSRF cookie.
+pub(crate) fn csrf_valid(session: &Session, app: &App, submitted: Option<&str>) -> bool {
+    let submitted = submitted.unwrap_or_default();
+    csrf_cookie(session).is_some_and(|nonce| {
+        constant_time_eq(
+            csrf_form_token(app, &nonce).as_bytes(),
+            submitted.as_bytes(),
+        )
+    })
+}
+
 /// The CSRF cookie's value, when present and well-formed.
 fn csrf_cookie(session: &Session) -> Option<String> {
     crate::request_parts::cookie(session.req_header(), CSRF_COOKIE)
@@ -475,7 +513,7 @@ fn csrf_form_token(app: &App, nonce: &str) -> String {
 }
 
 /// A fresh cookie nonce: 16 random bytes as hex.
-fn new_csrf_nonce() -> String {
+pub(crate) fn new_csrf_nonce() -> String {
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)

@@ -5,6 +5,7 @@
 
 pub(crate) mod activation;
 mod inspect;
+mod offline;
 pub(crate) mod refusal;
 pub(crate) mod verdict;
 

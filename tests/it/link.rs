@@ -24,11 +24,21 @@ struct Site {
 
 /// The template of a gateway that activates at `authority` (`extra` appended).
 fn template(authority: &Authority, dir: &std::path::Path, extra: &str) -> String {
-    template_for(&authority.dir.join("vendor.pub.pem"), &authority.url, dir, extra)
+    template_for(
+        &authority.dir.join("vendor.pub.pem"),
+        &authority.url,
+        dir,
+        extra,
+    )
 }
 
 /// The template of a gateway trusting `vendor_pub` and activating at `url`.
-fn template_for(vendor_pub: &std::path::Path, url: &str, dir: &std::path::Path, extra: &str) -> String {
+fn template_for(
+    vendor_pub: &std::path::Path,
+    url: &str,
+    dir: &std::path::Path,
+    extra: &str,
+) -> String {
     let token_file = dir.join("admin.token");
     std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
     BASE_CONFIG
@@ -507,7 +517,11 @@ impl FakeAuthority {
                 } else {
                     serde_json::to_vec(&answer).unwrap()
                 };
-                let signer = if trick == Trick::OtherKey { &stranger } else { &vendor };
+                let signer = if trick == Trick::OtherKey {
+                    &stranger
+                } else {
+                    &vendor
+                };
                 let signature = signer.sign_answer(&body).unwrap();
                 axum::response::Response::builder()
                     .status(201)
@@ -551,7 +565,12 @@ async fn answers_that_cannot_be_trusted_install_nothing() {
         .to_string();
     for (trick, status, code, says) in [
         (Trick::Garbage, 502, "AUTHORITY_ANSWER_INVALID", "not JSON"),
-        (Trick::OtherKey, 502, "AUTHORITY_ANSWER_INVALID", "not by a vendor key"),
+        (
+            Trick::OtherKey,
+            502,
+            "AUTHORITY_ANSWER_INVALID",
+            "not by a vendor key",
+        ),
         (Trick::Replayed, 502, "AUTHORITY_ANSWER_INVALID", "a replay"),
         (Trick::OtherInstance, 422, "LICENSE_INVALID", "instance"),
     ] {
@@ -567,9 +586,15 @@ async fn answers_that_cannot_be_trusted_install_nothing() {
         );
         // Nothing installed: no license file, no record, the app never reached.
         let licenses = site.store().join("licenses");
-        assert_eq!(std::fs::read_dir(&licenses).unwrap().count(), 0, "{trick:?}");
         assert_eq!(
-            std::fs::read_dir(site.store().join("activations")).unwrap().count(),
+            std::fs::read_dir(&licenses).unwrap().count(),
+            0,
+            "{trick:?}"
+        );
+        assert_eq!(
+            std::fs::read_dir(site.store().join("activations"))
+                .unwrap()
+                .count(),
             0
         );
         let refused = site.get("/api/orders").await;
@@ -577,10 +602,12 @@ async fn answers_that_cannot_be_trusted_install_nothing() {
         assert_eq!(refused.json()["error_code"], "LICENSE_MISSING");
         site.gateway.until_logged("license key not activated").await;
         // A token refused here gives its slot back at once.
-        let given_back = fake
-            .deactivations
-            .load(std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(given_back, usize::from(trick == Trick::OtherInstance), "{trick:?}");
+        let given_back = fake.deactivations.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            given_back,
+            usize::from(trick == Trick::OtherInstance),
+            "{trick:?}"
+        );
         assert!(!site.gateway.logs().contains(&key[3..]));
     }
 
@@ -595,4 +622,161 @@ async fn answers_that_cannot_be_trusted_install_nothing() {
         .as_str()
         .unwrap()
         .contains("activate offline"));
+}
+
+/// The value of `name="…" value="…"` in `html`.
+fn form_value(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_activation_works_from_the_page() {
+    let authority = Authority::start(Backend::Sqlite, NO_EXTRA).await;
+    authority.policy("pro", 1, &[]);
+    let (license_id, key) = authority.license("pro", "default");
+    let upstream = Upstream::start().await;
+    // The gateway's license server is out of reach: the page offers the files.
+    let dead = format!("http://{}", dead_addr());
+    let site = Site::start_at(&authority.dir.join("vendor.pub.pem"), &dead, &upstream).await;
+    let answer = site.activate(&key).await;
+    assert_eq!(answer.status, 503, "{}", answer.text());
+
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http
+        .get(site.gateway.url("/_licgate/activate"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("No connection to the license server?"),
+        "{page}"
+    );
+    assert!(page.contains("Download an activation request"));
+    let csrf = form_value(&page, "csrf_token");
+
+    // Without the page's CSRF token, no request file.
+    let forged = http
+        .post(site.gateway.url("/_licgate/activate/offline-request"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("license_key={key}&csrf_token=forged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+
+    let download = http
+        .post(site.gateway.url("/_licgate/activate/offline-request"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("license_key={key}&csrf_token={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(
+        download.headers()["content-disposition"],
+        "attachment; filename=\"licgate-activation-request.json\""
+    );
+    let request_file = download.text().await.unwrap();
+    assert!(
+        request_file.contains("licgate-offline-request/1"),
+        "{request_file}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (request_path, response_path) = (dir.path().join("req.json"), dir.path().join("resp.json"));
+    std::fs::write(&request_path, &request_file).unwrap();
+    let (code, _, err) = authority.cli(&[
+        "offline",
+        "activate",
+        request_path.to_str().unwrap(),
+        "--out",
+        response_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let response_file = std::fs::read(&response_path).unwrap();
+
+    // The upload, as the browser's form sends it.
+    let boundary = "----licgateTestBoundary7MA4YWxkTrZu0gW";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"response\"; filename=\"resp.json\"\r\nContent-Type: application/json\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&response_file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let tampered: Vec<u8> = String::from_utf8(body.clone())
+        .unwrap()
+        .replace(
+            "\"heartbeat_interval\": 3600",
+            "\"heartbeat_interval\": 3601",
+        )
+        .into_bytes();
+    let refused = http
+        .post(site.gateway.url("/_licgate/activate/offline-response"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("not a response signed by the vendor"));
+    assert_eq!(site.get("/api/orders").await.status, 403);
+
+    let installed = http
+        .post(site.gateway.url("/_licgate/activate/offline-response"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        installed.status(),
+        303,
+        "{}",
+        installed.text().await.unwrap()
+    );
+    assert_eq!(installed.headers()["location"], "/");
+    let served = site.get("/api/orders").await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_eq!(served.json()["path"], "/api/orders");
+    // The same response again answers no pending request (JSON clients send the file).
+    let again = request(
+        site.gateway.addr,
+        "POST",
+        "/_licgate/activate/offline-response",
+        None,
+        &response_file,
+    )
+    .await;
+    assert_eq!(again.status, 400, "{}", again.text());
+    assert!(again.text().contains("no offline request is pending"));
+    let listed = authority.cli_json(&["activation", "list", "--license", &license_id]);
+    assert_eq!(listed["activations"][0]["offline"], true);
+    // The installation remembers the activation: it can give it back later.
+    assert_eq!(
+        std::fs::read_dir(site.store().join("activations"))
+            .unwrap()
+            .count(),
+        1
+    );
 }
