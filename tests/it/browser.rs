@@ -521,3 +521,79 @@ async fn odoos_web_client_shows_its_error_dialog_for_a_refused_model() {
     assert_eq!(models, vec!["sale.order"]);
     let _ = browser.call(reqwest::Method::DELETE, "", None).await;
 }
+
+/// A gateway in front of the Django shop that activates license keys at `authority`.
+async fn shop_gateway(
+    authority: &crate::common::authority::Authority,
+    django: std::net::SocketAddr,
+    store: &std::path::Path,
+) -> Gateway {
+    let config = BASE_CONFIG.replace("mode = \"off\"", "mode = \"enforce\"")
+        + &format!(
+            "[license]\npublic_keys = [{{ path = \"{}\", kid = \"v1\" }}]\nissuer = \"vendor.test\"\nstore_dir = \"{}\"\nscan_interval = \"100ms\"\n[authority]\nurl = \"{}\"\n[tenants]\nmode = \"single\"\ndefault = \"shop\"\n[pages]\nafter_activation = \"/accounts/login/\"\n",
+            authority.dir.join("vendor.pub.pem").display(),
+            store.display(),
+            authority.url
+        );
+    Gateway::start_with(&config, django).await
+}
+
+/// Opens `gw`'s site, pastes `key` on the activation page it lands on, submits.
+async fn paste_key(browser: &Driver, gw: &Gateway, key: &str) {
+    browser.goto(&gw.url("/")).await;
+    let url = browser.url().await;
+    assert!(url.contains("/_licgate/activate"), "{url}");
+    let page = browser.source().await;
+    assert!(
+        page.contains("Activate your license") && !page.contains("Shop sign-in"),
+        "a fresh install shows only the activation page: {page}"
+    );
+    browser.type_into("#license_key", key).await;
+    browser.click("button[type=submit]").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_pasted_in_a_browser_activates_at_the_license_server_and_lands_on_djangos_login() {
+    use crate::common::apps::start_django;
+    use crate::common::authority::{Authority, Backend, NO_EXTRA};
+    let authority = Authority::start(Backend::Sqlite, NO_EXTRA).await;
+    authority.policy("shop", 1, &[]);
+    let (license_id, key) = authority.license("shop", "shop");
+    let django = start_django();
+    let dir = tempfile::tempdir().unwrap();
+    let first = shop_gateway(&authority, django.addr, &dir.path().join("first")).await;
+    let second = shop_gateway(&authority, django.addr, &dir.path().join("second")).await;
+    let browser = Driver::start().await;
+
+    paste_key(&browser, &first, &key).await;
+    browser.until_url("/accounts/login/").await;
+    let login = browser.source().await;
+    assert!(
+        login.contains("Shop sign-in"),
+        "Django rendered its login page: {login}"
+    );
+
+    // A second installation with the same key: the limit page, and still no app.
+    paste_key(&browser, &second, &key).await;
+    let error = browser.until_text(".error").await;
+    assert!(
+        error.contains("This key is active on 1 of 1 installations. Deactivate one, or ask your vendor for more."),
+        "{error}"
+    );
+    assert!(browser.url().await.contains("/_licgate/activate"));
+    browser.goto(&second.url("/accounts/login/")).await;
+    assert!(!browser.source().await.contains("Shop sign-in"));
+
+    // Deactivating the first lets the second activate.
+    let config = first.dir().join("licgate.toml");
+    let (code, out, err) = run_cli(&["deactivate", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&license_id), "{out}");
+    paste_key(&browser, &second, &key).await;
+    browser.until_url("/accounts/login/").await;
+    assert!(browser.source().await.contains("Shop sign-in"));
+    // The first is back to the activation page.
+    browser.goto(&first.url("/")).await;
+    browser.until_url("/_licgate/activate?next=%2F").await;
+    let _ = browser.call(reqwest::Method::DELETE, "", None).await;
+}
