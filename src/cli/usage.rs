@@ -16,7 +16,7 @@ use crate::license::store::{write_atomically, Store};
 use crate::license::time_text;
 use crate::usage::ledger::DAY;
 use crate::usage::query::{read, UsageQuery, UsageRecord};
-use crate::usage::report::{export, verify, VerifyError};
+use crate::usage::report::{export, verify, Reporter, VerifyError};
 use crate::usage::Granularity;
 
 #[derive(Debug, Subcommand)]
@@ -238,10 +238,14 @@ fn export_report(args: &ExportArgs) -> Result<(), String> {
     let key = InstanceKey::load_or_create(&license.instance_key_file).map_err(|e| e.to_string())?;
     let mut db = Database::open(&license.store_dir).map_err(|e| e.to_string())?;
     let now = crate::quota::clock::now();
+    let replica_id = store.replica_id().map_err(|e| e.to_string())?;
     let exported = export(
         &mut db,
-        &key,
-        &instance_id,
+        &Reporter {
+            key: &key,
+            instance_id: &instance_id,
+            replica_id: Some(&replica_id),
+        },
         from_day,
         to_day,
         now.div_euclid(DAY),

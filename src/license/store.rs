@@ -409,7 +409,17 @@ impl Store {
 
     /// The persisted instance id, generated (and persisted) on first use.
     pub fn instance_id(&self) -> Result<String, StoreError> {
-        let path = self.instance_id_path();
+        self.generated_id(self.instance_id_path())
+    }
+
+    /// This store's replica id (gateways sharing a store are one replica; each store
+    /// of a fleet is its own), generated and persisted on first use.
+    pub fn replica_id(&self) -> Result<String, StoreError> {
+        self.generated_id(self.dir.join("replica-id"))
+    }
+
+    /// The id kept in the file at `path`, generated there on first use.
+    fn generated_id(&self, path: PathBuf) -> Result<String, StoreError> {
         match fs::read_to_string(&path) {
             Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
             Ok(_) => Err(StoreError::Corrupt {

@@ -17,6 +17,7 @@ pub mod client;
 pub mod heartbeats;
 pub mod offline;
 pub mod records;
+pub mod usage;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -176,6 +177,29 @@ pub struct Link {
     runtime: tokio::runtime::Handle,
     schedule: Schedule,
     metrics: heartbeats::LinkMetrics,
+    usage: UsageUpload,
+}
+
+/// Which heartbeat carries the usage report, and when reports are tried again.
+struct UsageUpload {
+    reports: usage::UsageReports,
+    /// A heartbeat is carrying (or making) a report.
+    busy: std::sync::atomic::AtomicBool,
+    /// No report before this time (Unix seconds) after a failure.
+    paused_until: std::sync::atomic::AtomicI64,
+}
+
+impl UsageUpload {
+    fn paused(&self) -> bool {
+        let now = crate::license::clock::Clock::now(&crate::license::clock::SystemClock);
+        self.paused_until.load(std::sync::atomic::Ordering::Relaxed) > now
+    }
+
+    fn pause(&self, secs: i64) {
+        let now = crate::license::clock::Clock::now(&crate::license::clock::SystemClock);
+        self.paused_until
+            .store(now + secs, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Link {
@@ -200,6 +224,11 @@ impl Link {
             runtime: link_runtime()?,
             schedule: Schedule::default(),
             metrics: heartbeats::LinkMetrics::new(),
+            usage: UsageUpload {
+                reports: usage::UsageReports::new(manager.store().dir()),
+                busy: Default::default(),
+                paused_until: Default::default(),
+            },
             manager,
         });
         for record in link.records.list() {
@@ -418,18 +447,36 @@ impl Link {
             // Deactivated by `licgate deactivate` or another replica on this store.
             return heartbeats::Beat::Stop;
         }
-        let (client, key, id, now, nonce) = (
-            self.client.clone(),
-            Arc::clone(&self.instance_key),
-            record.activation_id.clone(),
-            crate::license::clock::Clock::now(&crate::license::clock::SystemClock),
-            new_nonce(),
-        );
-        let answer = self
-            .on_link(async move { client.heartbeat(&id, &key, &nonce, None, now).await })
-            .await
-            .and_then(|r| r);
-        self.metrics.count(Call::Heartbeat, &answer);
+        let report = self.usage_to_send().await;
+        let mut answer = self.send_beat(record, report.as_ref()).await;
+        if let (Some(sent), Err(CallError::Refused(r))) = (&report, &answer) {
+            // A report the authority will not take must not hold the heartbeat back.
+            tracing::warn!(sequence = sent.sequence, code = %r.code, reason = %r.message, "usage report refused by the license server; retried in an hour");
+            self.usage.pause(3600);
+            answer = self.send_beat(record, None).await;
+        }
+        if let (
+            Some(sent),
+            Ok(HeartbeatAnswer {
+                usage_report: Some(received),
+                ..
+            }),
+        ) = (&report, &answer)
+        {
+            if received.sequence == sent.sequence {
+                if let Err(e) = self.usage.reports.acknowledge(sent.sequence) {
+                    tracing::warn!(error = %e, "cannot record the acknowledged usage report");
+                }
+                tracing::info!(
+                    sequence = sent.sequence,
+                    stored = received.stored,
+                    "usage report delivered to the license server"
+                );
+            }
+        }
+        self.usage
+            .busy
+            .store(false, std::sync::atomic::Ordering::Release);
         match answer {
             Ok(answer) => self.apply(record, answer).await,
             Err(CallError::Refused(r)) if r.signed && r.code == "ACTIVATION_GONE" => {
@@ -448,6 +495,63 @@ impl Link {
                 }
             }
             Err(e) => heartbeats::Beat::Failed(e.to_string()),
+        }
+    }
+
+    /// One signed heartbeat of `record`, carrying `report` when given.
+    async fn send_beat(
+        &self,
+        record: &ActivationRecord,
+        report: Option<&usage::PendingReport>,
+    ) -> Result<HeartbeatAnswer, CallError> {
+        let (client, key, id, now, nonce, file) = (
+            self.client.clone(),
+            Arc::clone(&self.instance_key),
+            record.activation_id.clone(),
+            crate::license::clock::Clock::now(&crate::license::clock::SystemClock),
+            new_nonce(),
+            report.map(|r| r.file.clone()),
+        );
+        let answer = self
+            .on_link(async move {
+                client
+                    .heartbeat(&id, &key, &nonce, file.as_deref(), now)
+                    .await
+            })
+            .await
+            .and_then(|r| r);
+        self.metrics.count(Call::Heartbeat, &answer);
+        answer
+    }
+
+    /// The usage report this heartbeat carries, if it is the one to carry it (one
+    /// heartbeat at a time carries the installation's report).
+    async fn usage_to_send(&self) -> Option<usage::PendingReport> {
+        use std::sync::atomic::Ordering;
+        if self.usage.paused() || self.usage.busy.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let (reports, key, instance_id) = (
+            self.usage.reports.clone(),
+            Arc::clone(&self.instance_key),
+            self.instance_id.clone(),
+        );
+        let now = crate::quota::clock::now();
+        let next = tokio::task::spawn_blocking(move || reports.next(&key, &instance_id, now))
+            .await
+            .unwrap_or_else(|_| Err("the usage report failed unexpectedly".into()));
+        match next {
+            Ok(Some(report)) => Some(report),
+            Ok(None) => {
+                self.usage.busy.store(false, Ordering::Release);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make the usage report; retried in an hour");
+                self.usage.pause(3600);
+                self.usage.busy.store(false, Ordering::Release);
+                None
+            }
         }
     }
 

@@ -40,6 +40,10 @@ pub struct UsageReport {
     /// SPKI PEM of the key that signs the report.
     pub instance_public_key: String,
     pub instance_key_fingerprint: String,
+    /// The gateway replica (one store) that counted this: replicas of one
+    /// installation each keep their own chain, and the license server sums them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
     /// 1 for an installation's first report, then one more each time.
     pub sequence: u64,
     /// The SHA-256 (hex) of the previous report's file; `null` for the first.
@@ -134,6 +138,14 @@ pub fn last_export(db: &Database) -> Result<Option<LastExport>, DatabaseError> {
         })
 }
 
+/// Who makes a report: the installation's key and id, and the replica (store).
+#[derive(Debug, Clone, Copy)]
+pub struct Reporter<'a> {
+    pub key: &'a InstanceKey,
+    pub instance_id: &'a str,
+    pub replica_id: Option<&'a str>,
+}
+
 /// What [`export`] made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exported {
@@ -150,8 +162,7 @@ pub struct Exported {
 /// report's period gives that same report.
 pub fn export(
     db: &mut Database,
-    key: &InstanceKey,
-    instance_id: &str,
+    reporter: &Reporter<'_>,
     from_day: i64,
     to_day: i64,
     today: i64,
@@ -218,9 +229,10 @@ pub fn export(
         .collect();
     let report = UsageReport {
         format: FORMAT.to_string(),
-        instance_id: instance_id.to_string(),
-        instance_public_key: key.public_key_pem(),
-        instance_key_fingerprint: key.fingerprint(),
+        instance_id: reporter.instance_id.to_string(),
+        instance_public_key: reporter.key.public_key_pem(),
+        instance_key_fingerprint: reporter.key.fingerprint(),
+        replica_id: reporter.replica_id.map(str::to_string),
         sequence: last.as_ref().map_or(1, |l| l.sequence + 1),
         previous_sha256: last.as_ref().map(|l| l.sha256.clone()),
         period: ReportPeriod {
@@ -232,7 +244,7 @@ pub fn export(
         days,
         totals,
     };
-    let file = signed_file(&report, key);
+    let file = signed_file(&report, reporter.key);
     db.connection
         .execute(
             "INSERT INTO usage_exports (sequence, from_day, to_day, sha256, created_at, report)

@@ -295,6 +295,7 @@ fn usage_report(
         instance_id: installation.instance_id.clone(),
         instance_public_key: installation.key.public_key_pem(),
         instance_key_fingerprint: installation.key.fingerprint(),
+        replica_id: None,
         sequence,
         previous_sha256: previous.map(|p| licgate::usage::report::sha256_hex(p.as_bytes())),
         period: ReportPeriod {

@@ -780,3 +780,56 @@ async fn offline_activation_works_from_the_page() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_flows_back_with_heartbeats_and_is_counted_once() {
+    let authority = Authority::start(Backend::Sqlite, NO_EXTRA).await;
+    authority.policy("beat", 1, &["--heartbeat-interval", "2s"]);
+    let (license_id, key) = authority.license("beat", "default");
+    let upstream = Upstream::start().await;
+    let site = Site::start(
+        &authority,
+        &upstream,
+        "[[features]]\nprefix = \"/api/sales/\"\nfeature = \"sales\"\n",
+    )
+    .await;
+    assert_eq!(site.activate(&key).await.status, 200);
+    const N: u64 = 37;
+    for i in 0..N {
+        let response = site.get(&format!("/api/sales/orders/{i}")).await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json()["path"], format!("/api/sales/orders/{i}"));
+    }
+    // Whole days only: once the day is over (the gateway's clock moved to tomorrow,
+    // after the ledger wrote the counts), the next heartbeat carries its report.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    site.gateway.set_quota_clock(now + 86_400);
+    site.gateway
+        .until_logged("usage report delivered to the license server")
+        .await;
+    let sales = |usage: &Value| -> u64 {
+        usage["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["feature"] == "sales")
+            .map(|r| r["allowed"].as_u64().unwrap())
+            .sum()
+    };
+    let usage = authority.cli_json(&["usage", "show", "--tenant", "default"]);
+    assert_eq!(sales(&usage), N, "{usage}");
+    let by_license = authority.cli_json(&["usage", "show", "--license", &license_id]);
+    assert_eq!(sales(&by_license), N, "{by_license}");
+
+    // The acknowledgement lost (a heartbeat retried): the same report goes again, and
+    // the license server keeps counting it once.
+    std::fs::remove_file(site.store().join("usage-acknowledged.json")).unwrap();
+    site.gateway.until_logged("stored=false").await;
+    let usage = authority.cli_json(&["usage", "show", "--tenant", "default"]);
+    assert_eq!(sales(&usage), N, "{usage}");
+    assert!(site.store().join("usage-acknowledged.json").exists());
+}

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::events::{append, NewEvent};
-use super::{int, text, Store};
+use super::{check_text, int, text, Store};
 use crate::authority::error::{Outcome, Refusal};
 use crate::authority::model::UsageRow;
 use crate::license::instance_key::InstancePublicKey;
@@ -53,11 +53,22 @@ impl Store {
         #[derive(serde::Deserialize)]
         struct NamedReport {
             instance_id: String,
+            #[serde(default)]
+            replica_id: Option<String>,
             sequence: u64,
         }
         let named: Named = serde_json::from_slice(file)
             .map_err(|e| Refusal::BadRequest(format!("not a licgate usage report: {e}")))?;
         let instance_id = named.report.instance_id;
+        // Each replica of an installation keeps its own chain of reports; the sums
+        // add them up.
+        let chain = match &named.report.replica_id {
+            Some(replica) => {
+                check_text("replica_id", replica, 200)?;
+                format!("{instance_id}#{replica}")
+            }
+            None => instance_id.clone(),
+        };
         let sequence = named.report.sequence;
         let key_row = sqlx::query(
             "SELECT public_key FROM activations WHERE instance_id = $1 \
@@ -80,7 +91,7 @@ impl Store {
             "SELECT sequence, sha256, file FROM usage_reports WHERE instance_id = $1 \
              AND sequence IN ($2, $3)",
         )
-        .bind(&instance_id)
+        .bind(&chain)
         .bind(sequence as i64)
         .bind(sequence as i64 - 1)
         .fetch_all(&self.db.pool)
@@ -106,7 +117,7 @@ impl Store {
             let earlier = sqlx::query(
                 "SELECT COUNT(*) AS n FROM usage_reports WHERE instance_id = $1 AND sequence < $2",
             )
-            .bind(&instance_id)
+            .bind(&chain)
             .bind(sequence as i64)
             .fetch_one(&self.db.pool)
             .await?;
@@ -128,7 +139,7 @@ impl Store {
             "INSERT INTO usage_reports (instance_id, sequence, sha256, period_from, period_to, \
              received_at, file) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
-        .bind(&instance_id)
+        .bind(&chain)
         .bind(sequence as i64)
         .bind(&sha256)
         .bind(&r.period.from)
@@ -150,7 +161,7 @@ impl Store {
                 "INSERT INTO usage_days (instance_id, sequence, tenant, feature, day, allowed, \
                  limited, refused, peak_concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
-            .bind(&instance_id)
+            .bind(&chain)
             .bind(sequence as i64)
             .bind(&day.tenant)
             .bind(&day.feature)
@@ -168,7 +179,7 @@ impl Store {
                     "INSERT INTO usage_licenses (instance_id, sequence, tenant, license_id) \
                      VALUES ($1, $2, $3, $4)",
                 )
-                .bind(&instance_id)
+                .bind(&chain)
                 .bind(sequence as i64)
                 .bind(tenant)
                 .bind(license)

@@ -22,6 +22,7 @@ fn report(
         instance_id: "i-1".into(),
         instance_public_key: key.public_key_pem(),
         instance_key_fingerprint: key.fingerprint(),
+        replica_id: None,
         sequence,
         previous_sha256: previous.map(|p| sha256_hex(p.as_bytes())),
         period: ReportPeriod {
