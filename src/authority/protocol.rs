@@ -81,6 +81,36 @@ pub struct HeartbeatAnswer {
     pub server_time: UnixTime,
 }
 
+/// `POST /v1/instances/{instance_id}/activations` (signed by the instance key): a
+/// replica of a fleet asks for the installation's activations and their tokens.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceRequest {
+    pub nonce: String,
+}
+
+/// One active activation of an instance, with its current token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceActivation {
+    pub activation_id: String,
+    pub license_id: String,
+    pub tenant: String,
+    /// The license's status: a token only while `active`.
+    pub status: String,
+    pub token: Option<String>,
+    pub token_expires_at: Option<UnixTime>,
+    pub heartbeat_interval: u64,
+}
+
+/// The answer to an instance request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceAnswer {
+    pub instance_id: String,
+    pub activations: Vec<InstanceActivation>,
+    pub nonce: String,
+    pub server_time: UnixTime,
+}
+
 /// `DELETE /v1/activations/{id}` (signed).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

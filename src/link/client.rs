@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::authority::protocol::{
     sign_request, ActivationAnswer, ActivationRequest, DeactivationAnswer, HeartbeatAnswer,
-    DATE_HEADER, SIGNATURE_HEADER,
+    InstanceAnswer, DATE_HEADER, SIGNATURE_HEADER,
 };
 use crate::config::AuthorityLinkConfig;
 use crate::license::instance_key::InstanceKey;
@@ -25,16 +25,24 @@ pub enum Call {
     Activate,
     Heartbeat,
     Deactivate,
+    /// A replica fetching the installation's activations.
+    Sync,
 }
 
 impl Call {
-    pub const ALL: [Call; 3] = [Call::Activate, Call::Heartbeat, Call::Deactivate];
+    pub const ALL: [Call; 4] = [
+        Call::Activate,
+        Call::Heartbeat,
+        Call::Deactivate,
+        Call::Sync,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Call::Activate => "activate",
             Call::Heartbeat => "heartbeat",
             Call::Deactivate => "deactivate",
+            Call::Sync => "sync",
         }
     }
 }
@@ -186,6 +194,36 @@ impl AuthorityClient {
             return Err(CallError::Invalid(format!(
                 "the answer is for activation {}, not {activation_id}",
                 answer.activation_id
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// `POST /v1/instances/{instance_id}/activations`, signed by `key`: the
+    /// instance's active activations with fresh tokens.
+    pub async fn instance(
+        &self,
+        instance_id: &str,
+        key: &InstanceKey,
+        nonce: &str,
+        now: UnixTime,
+    ) -> Result<InstanceAnswer, CallError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "nonce": nonce })).expect("serializes");
+        let path = format!("v1/instances/{}/activations", segment(instance_id));
+        let answer: InstanceAnswer = self
+            .send(
+                reqwest::Method::POST,
+                &path,
+                body,
+                Some((key, now)),
+                nonce,
+                None,
+            )
+            .await?;
+        if answer.instance_id != instance_id {
+            return Err(CallError::Invalid(format!(
+                "the answer is for instance {}, not this one",
+                answer.instance_id
             )));
         }
         Ok(answer)

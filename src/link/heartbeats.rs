@@ -27,6 +27,10 @@ use super::Link;
 /// Beats running at once (10,000 tenants coming back from an outage do not open
 /// 10,000 connections).
 const MAX_CONCURRENT_BEATS: usize = 16;
+/// How often a fleet replica asks the authority for the installation's activations.
+const FLEET_SYNC: Duration = Duration::from_secs(300);
+/// When that failed, the next try.
+const FLEET_RETRY: Duration = Duration::from_secs(15);
 /// How often the schedule is checked against the stored records.
 const RECORDS_SYNC: Duration = Duration::from_secs(30);
 /// The first beats after a start are spread over this much (at most the interval).
@@ -221,9 +225,21 @@ impl Link {
     async fn supervise(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let running = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_BEATS));
         let mut synced = Instant::now();
+        let mut fleet_synced: Option<Instant> = None;
+        let mut fleet_wait = FLEET_SYNC;
         loop {
             if *stop.borrow() {
                 return;
+            }
+            if self.fleet && fleet_synced.is_none_or(|at| at.elapsed() >= fleet_wait) {
+                fleet_wait = match self.sync().await {
+                    Ok(_) => FLEET_SYNC,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot fetch this installation's activations from the license server; retrying");
+                        FLEET_RETRY
+                    }
+                };
+                fleet_synced = Some(Instant::now());
             }
             if synced.elapsed() >= RECORDS_SYNC {
                 let records = self.records.clone();

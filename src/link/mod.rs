@@ -178,6 +178,10 @@ pub struct Link {
     schedule: Schedule,
     metrics: heartbeats::LinkMetrics,
     usage: UsageUpload,
+    /// `license.instance_id` is set: replicas of one installation (one activation
+    /// each license) may run on stores of their own, and each fetches the
+    /// installation's activations from the authority.
+    fleet: bool,
 }
 
 /// Which heartbeat carries the usage report, and when reports are tried again.
@@ -214,6 +218,10 @@ impl Link {
         let client = AuthorityClient::new(config, license.public_keys.clone())?;
         let records = Records::open(manager.store().dir()).map_err(|e| e.to_string())?;
         let instance_id = manager.settings().verifier.instance_id().to_string();
+        let fleet = matches!(
+            license.instance_id,
+            crate::config::InstanceIdSetting::Fixed(_)
+        );
         let link = Arc::new(Link {
             client,
             records,
@@ -224,6 +232,7 @@ impl Link {
             runtime: link_runtime()?,
             schedule: Schedule::default(),
             metrics: heartbeats::LinkMetrics::new(),
+            fleet,
             usage: UsageUpload {
                 reports: usage::UsageReports::new(manager.store().dir()),
                 busy: Default::default(),
@@ -439,6 +448,69 @@ impl Link {
         self.records
             .remove(&record.license_id)
             .map_err(|e| e.to_string())
+    }
+
+    /// Fetches this instance's active activations from the authority and installs
+    /// their tokens (a replica of a fleet starting on an empty store, or learning of
+    /// a key another replica activated). Returns how many were installed.
+    pub async fn sync(self: &Arc<Self>) -> Result<usize, CallError> {
+        let (client, key, instance_id, now, nonce) = (
+            self.client.clone(),
+            Arc::clone(&self.instance_key),
+            self.instance_id.clone(),
+            crate::license::clock::Clock::now(&crate::license::clock::SystemClock),
+            new_nonce(),
+        );
+        let answer = self
+            .on_link(async move { client.instance(&instance_id, &key, &nonce, now).await })
+            .await
+            .and_then(|r| r);
+        self.metrics.count(Call::Sync, &answer);
+        let answer = match answer {
+            Err(CallError::Refused(r)) if r.code == "NOT_FOUND" => return Ok(0),
+            other => other?,
+        };
+        self.manager.observe_trusted_time(answer.server_time);
+        let known = self.records.list();
+        let mut installed = 0;
+        for activation in answer.activations {
+            let Some(token) = activation.token.as_deref() else {
+                if activation.status == "suspended" {
+                    let manager = Arc::clone(&self.manager);
+                    let jti = activation.license_id.clone();
+                    let _ = tokio::task::spawn_blocking(move || manager.set_suspended(&jti, true))
+                        .await;
+                }
+                continue;
+            };
+            if let Err(reason) = self.install(token, &activation.tenant).await {
+                tracing::warn!(tenant = %activation.tenant, license_id = %activation.license_id, reason, "a license from the license server was not installed");
+                continue;
+            }
+            installed += 1;
+            let now = self.now();
+            let before = known.iter().find(|r| r.license_id == activation.license_id);
+            let record = ActivationRecord {
+                activation_id: activation.activation_id.clone(),
+                license_id: activation.license_id.clone(),
+                tenant: activation.tenant.clone(),
+                instance_id: self.instance_id.clone(),
+                heartbeat_interval: activation.heartbeat_interval.max(1),
+                activated_at: before.map_or(now, |b| b.activated_at),
+                last_success: now,
+                token_expires_at: activation.token_expires_at.unwrap_or(0),
+                status: activation.status.clone(),
+                key_hint: before.map(|b| b.key_hint.clone()).unwrap_or_default(),
+            };
+            if let Err(e) = self.records.save(&record) {
+                tracing::warn!(error = %e, "cannot save the activation record");
+            }
+            if before.is_none() {
+                tracing::info!(tenant = %record.tenant, license_id = %record.license_id, activation_id = %record.activation_id, "license of this installation fetched from the license server");
+                self.schedule.insert(record);
+            }
+        }
+        Ok(installed)
     }
 
     /// One heartbeat of `record`: applies the answer, or says why there is none.

@@ -39,6 +39,11 @@ fn template_for(
     dir: &std::path::Path,
     extra: &str,
 ) -> String {
+    // What comes before an `[authority]` line of `extra` goes into `[license]`.
+    let (license_extra, extra) = match extra.split_once("[authority]\n") {
+        Some((license, authority)) => (license, authority),
+        None => ("", extra),
+    };
     let token_file = dir.join("admin.token");
     std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
     BASE_CONFIG
@@ -48,7 +53,7 @@ fn template_for(
             &format!("[admin]\ntoken_file = \"{}\"\n", token_file.display()),
         )
         + &format!(
-            "[license]\npublic_keys = [{{ path = \"{}\", kid = \"v1\" }}]\nissuer = \"vendor.test\"\nstore_dir = \"{}\"\nscan_interval = \"100ms\"\ngrace_days = 0\nread_only_days = 0\n[authority]\nurl = \"{}\"\ntimeout = \"2s\"\n{extra}\n",
+            "[license]\npublic_keys = [{{ path = \"{}\", kid = \"v1\" }}]\nissuer = \"vendor.test\"\nstore_dir = \"{}\"\nscan_interval = \"100ms\"\ngrace_days = 0\nread_only_days = 0\n{license_extra}[authority]\nurl = \"{}\"\ntimeout = \"2s\"\n{extra}\n",
             vendor_pub.display(),
             dir.join("store").display(),
             url,
@@ -832,4 +837,73 @@ async fn usage_flows_back_with_heartbeats_and_is_counted_once() {
     let usage = authority.cli_json(&["usage", "show", "--tenant", "default"]);
     assert_eq!(sales(&usage), N, "{usage}");
     assert!(site.store().join("usage-acknowledged.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_without_a_shared_store_are_one_activation() {
+    let authority = Authority::start(Backend::Sqlite, NO_EXTRA).await;
+    authority.policy("fleet", 1, &["--heartbeat-interval", "2s"]);
+    let (license_id, key) = authority.license("fleet", "default");
+    let upstream = Upstream::start().await;
+    // The installation's identity, as a Kubernetes Secret would mount it in each pod.
+    let secret = tempfile::tempdir().unwrap();
+    let key_file = secret.path().join("instance-key.pem");
+    licgate::license::instance_key::InstanceKey::load_or_create(&key_file).unwrap();
+    let fleet = format!(
+        "instance_id = \"erp-production\"\ninstance_key_file = \"{}\"\n[authority]\n[[features]]\nprefix = \"/api/sales/\"\nfeature = \"sales\"\n",
+        key_file.display()
+    );
+    let first = Site::start(&authority, &upstream, &fleet).await;
+    assert_eq!(first.activate(&key).await.status, 200);
+    // A replica started on an empty store of its own fetches the installation's
+    // license from the license server: no second slot, no shared volume.
+    let second = Site::start(&authority, &upstream, &fleet).await;
+    until_status(&second, "/api/sales/orders", 200, Duration::from_secs(10)).await;
+    let listed = authority.cli_json(&["activation", "list", "--license", &license_id]);
+    let active = listed["activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["status"] == "active")
+        .count();
+    assert_eq!(active, 1, "{listed}");
+
+    // Each replica's usage reaches the license server, summed.
+    for (site, n) in [(&first, 5u64), (&second, 7)] {
+        for i in 0..n {
+            let r = site.get(&format!("/api/sales/orders/{i}")).await;
+            assert_eq!(r.status, 200);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for site in [&first, &second] {
+        site.gateway.set_quota_clock(now + 86_400);
+    }
+    for site in [&first, &second] {
+        site.gateway
+            .until_logged("usage report delivered to the license server")
+            .await;
+    }
+    let usage = authority.cli_json(&["usage", "show", "--tenant", "default"]);
+    let sales: u64 = usage["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["feature"] == "sales")
+        .map(|r| r["allowed"].as_u64().unwrap())
+        .sum();
+    // 5 on the first, 7 on the second plus the one that found its license served
+    // (the refused ones before it are not `allowed`).
+    assert_eq!(sales, 5 + 7 + 1, "{usage}");
+
+    // A revocation reaches every replica.
+    let (code, _, err) = authority.cli(&["license", "revoke", &license_id]);
+    assert_eq!(code, 0, "{err}");
+    for site in [&first, &second] {
+        until_status(site, "/api/sales/orders", 403, Duration::from_secs(5)).await;
+    }
 }

@@ -17,7 +17,8 @@ use crate::authority::key::{KeyError, LicenseKey};
 use crate::authority::offline::{self, OfflineKind, OfflineResponse, RESPONSE_FORMAT};
 use crate::authority::protocol::{
     verify_request, ActivationAnswer, ActivationRequest, DeactivationAnswer, DeactivationRequest,
-    HeartbeatAnswer, HeartbeatRequest, DATE_HEADER, SIGNATURE_HEADER,
+    HeartbeatAnswer, HeartbeatRequest, InstanceActivation, InstanceAnswer, InstanceRequest,
+    DATE_HEADER, SIGNATURE_HEADER,
 };
 use crate::authority::store::activations::{check_nonce, ActivationInput, Granted};
 use crate::authority::token::mint;
@@ -271,6 +272,71 @@ async fn beat(
             revoked_license_ids: revoked,
             next_heartbeat: granted.policy.heartbeat_interval,
             usage_report: received,
+            nonce: input.nonce,
+            server_time: now,
+        },
+    )
+}
+
+/// `POST /v1/instances/{instance_id}/activations` (signed by the instance key of
+/// the instance's newest activation): the instance's active activations with fresh
+/// tokens, for a replica that starts without the installation's store.
+pub(super) async fn instance(
+    State(state): Shared,
+    Path(instance_id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    let now = clock::now();
+    let (parts, body) = read_signed(&state, request).await?;
+    let input: InstanceRequest = parse_json(&body)?;
+    check_nonce(&input.nonce)?;
+    let Some(pem) = state.store.instance_public_key(&instance_id).await? else {
+        return Err(Refusal::NotFound {
+            what: "instance",
+            id: instance_id,
+        }
+        .into());
+    };
+    let key = InstancePublicKey::from_pem(&pem)
+        .map_err(|e| Refusal::SignatureInvalid(format!("the registered key: {e}")))?;
+    verify_request(
+        &key,
+        parts.method.as_str(),
+        parts.uri.path(),
+        header(&parts.headers, DATE_HEADER),
+        header(&parts.headers, SIGNATURE_HEADER),
+        &body,
+        now,
+    )
+    .map_err(Refusal::SignatureInvalid)?;
+    let granted = state
+        .store
+        .instance_activations(&instance_id, &input.nonce, now)
+        .await?;
+    let mut activations = Vec::new();
+    for g in granted.iter().filter(|g| g.activation.public_key == pem) {
+        let status = g.license.status;
+        let minted = if status == crate::authority::model::LicenseStatus::Active {
+            Some(mint(g, &state.signer, now).map_err(|_| Refusal::Unavailable)?)
+        } else {
+            None
+        };
+        activations.push(InstanceActivation {
+            activation_id: g.activation.id.clone(),
+            license_id: g.license.id.clone(),
+            tenant: g.license.tenant.clone(),
+            status: status.as_str().to_string(),
+            token_expires_at: minted.as_ref().map(|m| m.expires_at),
+            token: minted.map(|m| m.token),
+            heartbeat_interval: g.policy.heartbeat_interval,
+        });
+    }
+    signed_answer(
+        &state,
+        StatusCode::OK,
+        &InstanceAnswer {
+            instance_id,
+            activations,
             nonce: input.nonce,
             server_time: now,
         },

@@ -51,6 +51,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(gateway::deactivate),
         )
         .route("/v1/usage", post(gateway::usage))
+        .route(
+            "/v1/instances/{instance_id}/activations",
+            post(gateway::instance),
+        )
         .route("/v1/offline/activations", post(gateway::offline))
         .nest("/admin/v1", admin::router(state.clone()))
         .route("/healthz", get(healthz))

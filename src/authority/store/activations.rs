@@ -269,6 +269,53 @@ impl Store {
         }))
     }
 
+    /// The public key (SPKI PEM) of the newest active activation of `instance_id`.
+    pub async fn instance_public_key(&self, instance_id: &str) -> Outcome<Option<String>> {
+        let row = sqlx::query(
+            "SELECT public_key FROM activations WHERE instance_id = $1 AND status = 'active' \
+             ORDER BY first_seen DESC LIMIT 1",
+        )
+        .bind(instance_id)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => Some(text(&row, "public_key")?),
+            None => None,
+        })
+    }
+
+    /// The active activations of `instance_id`, each with its license and policy
+    /// (newest first), after remembering `nonce` for the instance (`REPLAYED` when
+    /// it was used before).
+    pub async fn instance_activations(
+        &self,
+        instance_id: &str,
+        nonce: &str,
+        now: UnixTime,
+    ) -> Outcome<Vec<Granted>> {
+        check_text("instance_id", instance_id, 200)?;
+        let mut tx = self.db.begin_write().await?;
+        remember_nonce(&mut tx, &format!("instance:{instance_id}"), nonce, now).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOINED_ACTIVATION_COLUMNS}, {LICENSE_COLUMNS}, {POLICY_COLUMNS}              FROM activations a JOIN licenses l ON l.id = a.license_id              JOIN policies p ON p.id = l.policy_id              WHERE a.instance_id = $1 AND a.status = 'active' ORDER BY a.first_seen DESC"
+        )))
+        .bind(instance_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Granted {
+                    activation: activation_with_prefix(row, "a_")?,
+                    license: license_of(row, now)?,
+                    policy: policy_of_joined(row)?,
+                    created: false,
+                    tenant_has_revoked: false,
+                })
+            })
+            .collect()
+    }
+
     /// Activation `id` (in any status).
     pub async fn activation(&self, id: &str) -> Outcome<Activation> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
