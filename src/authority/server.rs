@@ -46,6 +46,56 @@ pub fn run(config: AuthorityConfig) -> Result<(), ServeError> {
 }
 
 async fn serve(config: AuthorityConfig) -> Result<(), ServeError> {
+    bind(config).await?.run(shutdown()).await
+}
+
+/// Starts the authority on a thread of its own (`licgate demo`'s embedded license
+/// server): returns its address once it listens; it runs until the process ends.
+pub fn spawn(config: AuthorityConfig) -> Result<SocketAddr, ServeError> {
+    let (ready, bound) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("licgate-authority-server".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready.send(Err(ServeError::Runtime(e)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match bind(config).await {
+                    Ok(server) => {
+                        let _ = ready.send(Ok(server.local));
+                        if let Err(e) = server.run(std::future::pending()).await {
+                            tracing::error!(target: "licgate::authority", error = %e, "the embedded authority stopped");
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                }
+            });
+        })
+        .map_err(ServeError::Runtime)?;
+    bound
+        .recv()
+        .map_err(|_| ServeError::Runtime(std::io::Error::other("the authority thread ended")))?
+}
+
+/// The authority with its database open and its listener bound.
+struct Bound {
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    local: SocketAddr,
+}
+
+/// Opens (and migrates) the database and binds the listener.
+async fn bind(config: AuthorityConfig) -> Result<Bound, ServeError> {
     let db = Db::open(&config.database, config.database_connections).await?;
     tracing::info!(
         target: "licgate::authority",
@@ -72,16 +122,30 @@ async fn serve(config: AuthorityConfig) -> Result<(), ServeError> {
         metrics: AuthorityMetrics::new(),
         max_body_bytes: config.max_body_bytes,
     });
-    let sweeper = tokio::spawn(sweep(state.clone()));
     let local = listener.local_addr().unwrap_or(config.listen);
-    tracing::info!(target: "licgate::authority", listen = %local, "authority listening");
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await;
-    sweeper.abort();
-    tracing::info!(target: "licgate::authority", "authority stopped");
-    served.map_err(ServeError::Serve)
+    Ok(Bound {
+        listener,
+        state,
+        local,
+    })
+}
+
+impl Bound {
+    /// Serves until `stop` resolves (requests in flight finish).
+    async fn run(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let sweeper = tokio::spawn(sweep(self.state.clone()));
+        tracing::info!(target: "licgate::authority", listen = %self.local, "authority listening");
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(stop)
+            .await;
+        sweeper.abort();
+        tracing::info!(target: "licgate::authority", "authority stopped");
+        served.map_err(ServeError::Serve)
+    }
 }
 
 /// Resolves at SIGTERM or SIGINT.

@@ -16,7 +16,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::{background_service, BackgroundService};
 
 /// The demo configuration template (`@LISTEN@`, `@ADMIN@`, `@APP@`, `@KEY@`,
-/// `@STORE@` are filled in).
+/// `@STORE@`, `@TOKEN@`, `@AUTHORITY@` are filled in).
 pub const DEMO_CONFIG_TEMPLATE: &str = include_str!("../../config/demo.toml");
 
 /// The demo license's plan: professional, without `manufacturing`, 100 requests/hour.
@@ -40,9 +40,11 @@ pub fn demo_config(
     listen: SocketAddr,
     admin: SocketAddr,
     app: SocketAddr,
+    authority: &str,
     dir: &Path,
 ) -> Result<Config, ServeError> {
     let text = DEMO_CONFIG_TEMPLATE
+        .replace("@AUTHORITY@", authority)
         .replace("@LISTEN@", &listen.to_string())
         .replace("@ADMIN@", &admin.to_string())
         .replace("@APP@", &app.to_string())
@@ -130,6 +132,80 @@ pub fn prepare_demo_license(dir: &Path, now: UnixTime) -> Result<String, ServeEr
     Ok(token)
 }
 
+/// The embedded license server of the demo, and what it issued.
+pub struct DemoAuthority {
+    pub url: String,
+    /// Its admin token.
+    pub token: String,
+    /// The demo license key (an add-on with `manufacturing_module`).
+    pub key: String,
+    pub license_id: String,
+}
+
+/// Starts a license server in `dir/authority` (SQLite, signing with the demo vendor
+/// key of `dir/keys`) and issues a license key for tenant `default` that adds
+/// `manufacturing_module` and 100 requests/hour, heartbeats every 10 s.
+pub fn start_demo_authority(dir: &Path) -> Result<DemoAuthority, ServeError> {
+    let other = |e: String| ServeError::Io(std::io::Error::other(e));
+    let home = dir.join("authority");
+    std::fs::create_dir_all(&home)?;
+    let token = random_hex(16);
+    crate::license::store::write_atomically(&home.join("admin.token"), token.as_bytes())?;
+    let config_path = home.join("authority.toml");
+    crate::license::store::write_atomically(
+        &config_path,
+        b"listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://authority.db\"\n[signing]\nkey = \"../keys/vendor.key.pem\"\nissuer = \"licgate demo vendor\"\n[admin]\ntoken_file = \"admin.token\"\n",
+    )?;
+    let config = crate::authority::config::AuthorityConfig::load(&config_path)
+        .map_err(|e| other(e.lines().join("; ")))?;
+    let addr = crate::authority::server::spawn(config).map_err(|e| other(e.to_string()))?;
+    let url = format!("http://{addr}");
+    let client = crate::authority::client::AdminClient::new(&url, &home.join("admin.token"))
+        .map_err(|e| other(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let issued = runtime
+        .block_on(async {
+            client
+                .call(
+                    reqwest::Method::POST,
+                    "/policies",
+                    Some(&serde_json::json!({
+                        "name": "demo-manufacturing",
+                        "tier": "professional",
+                        "tier_name": "Manufacturing add-on",
+                        "features": ["manufacturing_module"],
+                        "limits": {"requests_per_hour": 100},
+                        "max_activations": 1,
+                        "duration_days": 30,
+                        "token_ttl": 3600,
+                        "heartbeat_interval": 10,
+                    })),
+                )
+                .await?;
+            client
+                .call(
+                    reqwest::Method::POST,
+                    "/licenses",
+                    Some(&serde_json::json!({
+                        "policy": "demo-manufacturing",
+                        "tenant": "default",
+                        "customer": "Demo customer",
+                    })),
+                )
+                .await
+        })
+        .map_err(|e| other(format!("the demo license server: {e}")))?;
+    let text = |key: &str| issued[key].as_str().unwrap_or_default().to_string();
+    Ok(DemoAuthority {
+        url,
+        token,
+        key: text("key"),
+        license_id: text("id"),
+    })
+}
+
 /// The demo app as a background service of the gateway's server (it stops when the
 /// server's shutdown begins).
 struct DemoApp(std::sync::Mutex<Option<std::net::TcpListener>>);
@@ -169,7 +245,14 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
     prepare_demo_license(&dir, SystemClock.now())?;
     let token = random_hex(16);
     crate::license::store::write_atomically(&dir.join("admin.token"), token.as_bytes())?;
-    let config = demo_config(options.listen, options.admin, app_addr, &dir)?;
+    let authority = start_demo_authority(&dir)?;
+    let config = demo_config(
+        options.listen,
+        options.admin,
+        app_addr,
+        &authority.url,
+        &dir,
+    )?;
     crate::logging::init(&config.log);
     let gateway = config.server.listen[0];
     println!("licgate demo");
@@ -221,6 +304,34 @@ pub fn run(options: DemoOptions) -> Result<(), ServeError> {
         dir.join("enterprise-license.jwt").display()
     );
     println!("  (or paste the file's content into the activation page)");
+    println!();
+    println!(
+        "License server (embedded, SQLite in {}): {}",
+        dir.join("authority").display(),
+        authority.url
+    );
+    println!("Paste this license key on http://{gateway}/_licgate/activate (it adds manufacturing_module and 100 requests/hour; heartbeats every 10 s):");
+    println!("  {}", authority.key);
+    println!(
+        "  curl -s -H 'Content-Type: application/json' http://{gateway}/_licgate/activate -d '{{\"license_key\": \"{}\"}}'",
+        authority.key
+    );
+    println!("  curl -s http://{gateway}/api/manufacturing/plan    # now served");
+    println!(
+        "Revoke it at the license server and watch the gateway refuse within one heartbeat (10 s):"
+    );
+    println!(
+        "  curl -s -X POST -H 'Authorization: Bearer {}' {}/admin/v1/licenses/{}/revoke",
+        authority.token, authority.url, authority.license_id
+    );
+    println!(
+        "  curl -s http://{gateway}/api/manufacturing/plan    # 403 FEATURE_NOT_LICENSED again"
+    );
+    println!(
+        "  (the vendor CLI: LICGATE_AUTHORITY_URL={} LICGATE_AUTHORITY_TOKEN_FILE={} licgate authority license list)",
+        authority.url,
+        dir.join("authority/admin.token").display()
+    );
     println!("Press Ctrl+C to stop (in-flight requests are drained).");
     let demo_app = DemoApp(std::sync::Mutex::new(Some(listener)));
     server::run_with(config, move |server| {

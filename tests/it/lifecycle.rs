@@ -170,6 +170,60 @@ async fn demo_serves_the_demo_app_with_a_demo_license() {
     assert_eq!(policy, "100;w=3600");
     let again = http_get(listen, "/api/sales/orders").await.unwrap();
     assert_eq!(again.header("ratelimit-remaining"), Some("97"));
+
+    // The embedded license server: the printed key activates, its revocation arrives
+    // within one heartbeat (10 s in the demo).
+    let stdout = std::fs::read_to_string(dir.path().join("out")).unwrap();
+    let key = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("LG-") && w.len() == 32)
+        .unwrap_or_else(|| panic!("no key printed: {stdout}"));
+    let plan = http_get(listen, "/api/manufacturing/plan").await.unwrap();
+    assert_eq!(plan.json()["error_code"], "FEATURE_NOT_LICENSED");
+    let body = format!("{{\"license_key\": \"{key}\"}}");
+    let activated = raw_request(
+        listen,
+        format!(
+            "POST /_licgate/activate HTTP/1.1\r\nHost: {listen}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(activated.status, 200, "{}", activated.text());
+    let plan = http_get(listen, "/api/manufacturing/plan").await.unwrap();
+    assert_eq!(plan.status, 200);
+    assert_eq!(plan.json()["path"], "/api/manufacturing/plan");
+    assert_eq!(
+        plan.header("ratelimit-limit"),
+        Some("200"),
+        "the add-on's 100/hour added"
+    );
+    let revoke = stdout
+        .lines()
+        .find(|l| l.contains("/revoke"))
+        .unwrap()
+        .trim();
+    let words: Vec<&str> = revoke.split('\'').collect();
+    let (auth, url) = (words[1], revoke.rsplit(' ').next().unwrap());
+    let revoked = reqwest::Client::new()
+        .post(url)
+        .header("authorization", auth.trim_start_matches("Authorization: "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let plan = http_get(listen, "/api/manufacturing/plan").await.unwrap();
+        if plan.status == 403 {
+            assert_eq!(plan.json()["error_code"], "FEATURE_NOT_LICENSED");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the revocation did not arrive");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let _ = child.kill();
     let _ = child.wait();
     let stdout = std::fs::read_to_string(dir.path().join("out")).unwrap();
