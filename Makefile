@@ -6,7 +6,7 @@ CARGO ?= cargo
 RELEASE_BIN := target/release/licgate
 DEMO_ARGS ?=
 
-.PHONY: all deps test-deps build release demo test bench load load-authority load-quick slow-headers fuzz fmt fmt-check clippy clean
+.PHONY: all deps test-deps build release demo test bench load load-authority load-heartbeats load-quick slow-headers fuzz fmt fmt-check clippy clean
 
 all: build
 
@@ -71,6 +71,11 @@ fuzz: deps
 ## activations per second at 50 clients with 100,000 licenses (load/results/authority-*)
 load-authority: deps
 	./load/authority $(LOAD_ARGS)
+
+## load-heartbeats: a gateway with 10,000 tenants activated at a license server: CPU
+## per heartbeat, revocation to refusal (load/results/heartbeats-*)
+load-heartbeats: deps
+	./load/heartbeats $(LOAD_ARGS)
 
 ## load-quick: the same in under two minutes
 load-quick: LOAD_ARGS += --quick

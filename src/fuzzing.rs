@@ -361,6 +361,38 @@ pub fn authority_input(data: &[u8]) {
     );
     let _ = serde_json::from_slice::<protocol::HeartbeatRequest<'_>>(data);
     let _ = serde_json::from_slice::<protocol::ActivationRequest>(data);
+    // The gateway's side: an answer is acted on only when the vendor key signed it.
+    let (status, rest) = data
+        .split_first()
+        .map_or((200, data), |(s, r)| (u16::from(*s) + 100, r));
+    let (signature, body) = match std::str::from_utf8(rest)
+        .ok()
+        .and_then(|t| t.split_once('\n'))
+    {
+        Some((header, body)) => (Some(header), body.as_bytes()),
+        None => (None, rest),
+    };
+    let answer = crate::link::client::Answer {
+        status,
+        signature,
+        body,
+    };
+    let checked = crate::link::client::check_answer::<protocol::HeartbeatAnswer>(
+        &answer,
+        std::slice::from_ref(&*VENDOR_KEY),
+        "0123456789abcdef0123456789abcdef",
+        Some("act_x"),
+    );
+    match checked {
+        Ok(_) => panic!("an answer the vendor key did not sign was accepted"),
+        Err(crate::link::client::CallError::Refused(r)) => {
+            assert!(
+                !r.signed,
+                "a refusal the vendor key did not sign counted as signed"
+            )
+        }
+        Err(_) => {}
+    }
 }
 
 /// The authority's configuration: never a panic, every error located `file:line:col`.

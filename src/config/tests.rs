@@ -396,3 +396,74 @@ fn log_access_and_reload_watch_can_be_switched_off() {
         .to_string();
     assert!(err.contains("t.toml:4:1") && err.contains("wach"), "{err}");
 }
+
+#[test]
+fn the_authority_section_is_checked_and_located() {
+    let err = parse(
+        "[upstream]\naddress = \"a:1\"\n[authority]\nurl = \"ftp://licenses.test\"\ntimeout = \"soon\"\n",
+    )
+    .unwrap_err();
+    let lines = err.lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("[authority] needs a [license] section")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "t.toml:4:7: authority.url: `ftp://licenses.test`: the scheme must be http or https"
+        )),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("t.toml:5:11: authority.timeout")),
+        "{lines:?}"
+    );
+    for (url, says) in [
+        ("https://vendor:secret@licenses.test", "carries credentials"),
+        ("https://licenses.test/?x=1", "query or a fragment"),
+        ("licenses.test", "is not a URL"),
+        ("http://", "is not a URL"),
+    ] {
+        let err = parse(&format!(
+            "[upstream]\naddress = \"a:1\"\n[authority]\nurl = \"{url}\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.lines().iter().any(|l| l.contains(says)),
+            "{url}: {:?}",
+            err.lines()
+        );
+    }
+    let err = parse("[upstream]\naddress = \"a:1\"\n[authority]\ntimeout = \"5s\"\n").unwrap_err();
+    assert!(err
+        .lines()
+        .iter()
+        .any(|l| l.contains("authority.url is required")));
+}
+
+#[test]
+fn the_authority_section_with_a_license_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = crate::license::keys::generate_ed25519();
+    crate::license::keys::write_key_pair(dir.path(), &pair).unwrap();
+    let text = format!(
+        "[upstream]\naddress = \"a:1\"\n[license]\npublic_keys = [{{ path = \"{}\" }}]\nstore_dir = \"{}\"\n[authority]\nurl = \"https://licenses.test/licgate\"\n",
+        dir.path().join("vendor.pub.pem").display(),
+        dir.path().join("store").display()
+    );
+    let c = parse(&text).unwrap();
+    let a = c.authority.unwrap();
+    assert_eq!(a.url.as_str(), "https://licenses.test/licgate");
+    assert_eq!(a.timeout, Duration::from_secs(10));
+    assert_eq!(a.grace_warning, Duration::from_secs(7 * 86_400));
+    assert_eq!(a.ca_file, None);
+    assert_eq!(
+        &text[a.url_span.clone()],
+        "\"https://licenses.test/licgate\""
+    );
+}

@@ -290,38 +290,69 @@ impl AuthorityClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let bytes = read_limited(response).await?;
-        if status.is_server_error() {
-            return Err(CallError::Unreachable(format!(
-                "HTTP {status}: {}",
-                problem_text(&bytes).unwrap_or_else(|| "no explanation".into())
-            )));
-        }
-        let signed = signature.as_deref().is_some_and(|s| {
-            self.vendor_keys
-                .iter()
-                .any(|k| crate::authority::protocol::verify_answer(s, &bytes, k))
-        });
-        if !status.is_success() {
-            return Err(CallError::Refused(Box::new(refusal(
-                status, &bytes, signed, nonce, activation,
-            ))));
-        }
-        if !signed {
-            return Err(CallError::Invalid(match signature {
-                None => "it is not signed (no Licgate-Signature)".into(),
-                Some(_) => "its signature is not by a vendor key of license.public_keys".into(),
-            }));
-        }
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| CallError::Invalid(format!("not JSON: {e}")))?;
-        if value.get("nonce").and_then(|n| n.as_str()) != Some(nonce) {
-            return Err(CallError::Invalid(
-                "it answers another request (its nonce is not this request's): a replay".into(),
-            ));
-        }
-        serde_json::from_value(value)
-            .map_err(|e| CallError::Invalid(format!("unexpected answer: {e}")))
+        check_answer(
+            &Answer {
+                status: status.as_u16(),
+                signature: signature.as_deref(),
+                body: &bytes,
+            },
+            &self.vendor_keys,
+            nonce,
+            activation,
+        )
     }
+}
+
+/// An answer as it came from the authority.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub status: u16,
+    /// Its `Licgate-Signature` header.
+    pub signature: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// The answer `T` in `answer` when it is a success signed by one of `vendor_keys`
+/// echoing `nonce`; else why not: a 5xx is `Unreachable`, a 4xx a `Refused` (signed
+/// only when it also echoes the nonce and `activation`). Never panics.
+pub fn check_answer<T: DeserializeOwned>(
+    answer: &Answer<'_>,
+    vendor_keys: &[PublicKey],
+    nonce: &str,
+    activation: Option<&str>,
+) -> Result<T, CallError> {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes = answer.body;
+    if status.is_server_error() {
+        return Err(CallError::Unreachable(format!(
+            "HTTP {status}: {}",
+            problem_text(bytes).unwrap_or_else(|| "no explanation".into())
+        )));
+    }
+    let signed = answer.signature.is_some_and(|s| {
+        vendor_keys
+            .iter()
+            .any(|k| crate::authority::protocol::verify_answer(s, bytes, k))
+    });
+    if !status.is_success() {
+        return Err(CallError::Refused(Box::new(refusal(
+            status, bytes, signed, nonce, activation,
+        ))));
+    }
+    if !signed {
+        return Err(CallError::Invalid(match answer.signature {
+            None => "it is not signed (no Licgate-Signature)".into(),
+            Some(_) => "its signature is not by a vendor key of license.public_keys".into(),
+        }));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| CallError::Invalid(format!("not JSON: {e}")))?;
+    if value.get("nonce").and_then(|n| n.as_str()) != Some(nonce) {
+        return Err(CallError::Invalid(
+            "it answers another request (its nonce is not this request's): a replay".into(),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| CallError::Invalid(format!("unexpected answer: {e}")))
 }
 
 /// `id` as one URL path segment (an id never holds `/`, but the server's input is

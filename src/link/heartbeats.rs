@@ -21,7 +21,7 @@ use prometheus::{IntCounterVec, Opts};
 use tokio::time::Instant;
 
 use super::client::{Call, CallError};
-use super::records::ActivationRecord;
+use super::records::{ActivationRecord, Records};
 use super::Link;
 
 /// Beats running at once (10,000 tenants coming back from an outage do not open
@@ -95,27 +95,28 @@ impl Schedule {
         self.wake.notify_one();
     }
 
-    /// Brings the schedule in line with the stored `records` (the CLI or a replica
-    /// on a shared store may have added or removed some): new ones beat soon, gone
-    /// ones stop, newer ones (another replica's beat) replace the kept copy.
-    fn sync(&self, records: Vec<ActivationRecord>) {
-        let mut added = Vec::new();
+    /// Brings the schedule in line with the stored records (the CLI or a replica on
+    /// a shared store may have added or removed some): new ones beat soon, gone ones
+    /// stop. Only the file names are listed; only new files are read.
+    fn sync(&self, records: &Records) {
+        let names: std::collections::BTreeSet<std::ffi::OsString> =
+            records.file_names().into_iter().collect();
+        let mut known = std::collections::BTreeSet::new();
         {
             let mut slots = self.lock();
-            slots.retain(|id, slot| slot.running || records.iter().any(|r| r.license_id == *id));
-            for record in records {
-                match slots.get_mut(&record.license_id) {
-                    Some(slot) => {
-                        if record.last_success > slot.record.last_success {
-                            slot.record = record;
-                        }
-                    }
-                    None => added.push(record),
+            slots.retain(|id, slot| {
+                let name = records.file_name(id);
+                let keep = slot.running || names.contains(&name);
+                if keep {
+                    known.insert(name);
                 }
-            }
+                keep
+            });
         }
-        for record in added {
-            self.insert_at_start(record);
+        for name in names.difference(&known) {
+            if let Some(record) = records.read(name) {
+                self.insert_at_start(record);
+            }
         }
     }
 
@@ -242,10 +243,9 @@ impl Link {
                 fleet_synced = Some(Instant::now());
             }
             if synced.elapsed() >= RECORDS_SYNC {
-                let records = self.records.clone();
-                if let Ok(list) = tokio::task::spawn_blocking(move || records.list()).await {
-                    self.schedule.sync(list);
-                }
+                let link = Arc::clone(&self);
+                let _ =
+                    tokio::task::spawn_blocking(move || link.schedule.sync(&link.records)).await;
                 synced = Instant::now();
             }
             let room = running.available_permits();

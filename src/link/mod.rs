@@ -328,6 +328,8 @@ impl Link {
             token_expires_at: answer.token_expires_at,
             status: "active".into(),
             key_hint: key.redacted(),
+            claims_digest: records::claims_digest(&answer.token),
+            saved_success: now,
         };
         if let Err(e) = self.records.save(&record) {
             tracing::error!(error = %e, "cannot save the activation record: heartbeats stop at the next restart");
@@ -501,6 +503,8 @@ impl Link {
                 token_expires_at: activation.token_expires_at.unwrap_or(0),
                 status: activation.status.clone(),
                 key_hint: before.map(|b| b.key_hint.clone()).unwrap_or_default(),
+                claims_digest: records::claims_digest(token),
+                saved_success: now,
             };
             if let Err(e) = self.records.save(&record) {
                 tracing::warn!(error = %e, "cannot save the activation record");
@@ -663,21 +667,35 @@ impl Link {
             return heartbeats::Beat::Stop;
         }
         let mut updated = record.clone();
+        let now = self.now();
+        let mut changed = answer.status != record.status
+            || answer.next_heartbeat.max(1) != record.heartbeat_interval;
         if let (Some(token), Some(expires)) = (&answer.token, answer.token_expires_at) {
-            if let Err(reason) = self.install(token, &record.tenant).await {
-                tracing::error!(tenant = %record.tenant, license_id = %record.license_id, reason, "the renewed license was not installed");
-                return heartbeats::Beat::Failed(reason);
+            let digest = records::claims_digest(token);
+            if renewal_due(record, &digest, expires, now) {
+                if let Err(reason) = self.install(token, &record.tenant).await {
+                    tracing::error!(tenant = %record.tenant, license_id = %record.license_id, reason, "the renewed license was not installed");
+                    return heartbeats::Beat::Failed(reason);
+                }
+                updated.token_expires_at = expires;
+                updated.claims_digest = digest;
+                changed = true;
             }
-            updated.token_expires_at = expires;
         }
         if answer.status != record.status {
             tracing::info!(tenant = %record.tenant, license_id = %record.license_id, status = %answer.status, "license status at the license server changed");
         }
         updated.status = answer.status;
-        updated.last_success = self.now();
+        updated.last_success = now;
         updated.heartbeat_interval = answer.next_heartbeat.max(1);
-        if let Err(e) = self.records.save(&updated) {
-            tracing::warn!(error = %e, "cannot save the activation record");
+        // The file follows what matters at once, the last success now and then.
+        let stale = now - record.saved_success
+            >= SAVE_SUCCESS_EVERY.max(10 * record.heartbeat_interval as i64);
+        if changed || stale {
+            match self.records.save(&updated) {
+                Ok(()) => updated.saved_success = now,
+                Err(e) => tracing::warn!(error = %e, "cannot save the activation record"),
+            }
         }
         self.manager.set_notice(&record.tenant, None);
         heartbeats::Beat::Done(updated)
@@ -710,6 +728,19 @@ impl Link {
     pub fn instance_id(&self) -> &str {
         &self.instance_id
     }
+}
+
+/// How often, at most, a record's file is rewritten only for its last success.
+const SAVE_SUCCESS_EVERY: i64 = 3600;
+
+/// Whether a renewed token (claims `digest`, expiring at `expires`) replaces the one
+/// `record` installed at `now`: when it grants something else, or once the installed
+/// one has lost a tenth of the renewed one's life (the offline grace stays at least
+/// nine tenths of `token_ttl`; a heartbeat costs no disk write most of the time).
+fn renewal_due(record: &ActivationRecord, digest: &str, expires: UnixTime, now: UnixTime) -> bool {
+    let life = expires - now;
+    let left = record.token_expires_at - now;
+    digest != record.claims_digest || digest.is_empty() || left < life - life / 10
 }
 
 /// A fresh 128-bit nonce in hex.

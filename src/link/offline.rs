@@ -165,6 +165,8 @@ impl Installation<'_> {
             token_expires_at: response.token_expires_at.unwrap_or(0),
             status: "active".into(),
             key_hint: String::new(),
+            claims_digest: super::records::claims_digest(token),
+            saved_success: now,
         };
         Records::open(self.store.dir())
             .and_then(|records| records.save(&record))

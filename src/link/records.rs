@@ -29,6 +29,38 @@ pub struct ActivationRecord {
     pub status: String,
     /// The key's last characters (`LG-…-ABCDE`), for operators.
     pub key_hint: String,
+    /// The SHA-256 of the installed token's claims less `iat`, `nbf` and `exp`: a
+    /// renewed token that grants the same is not installed again until the installed
+    /// one has lost a tenth of its life.
+    #[serde(default)]
+    pub claims_digest: String,
+    /// The `last_success` last written to the file (0 when read from it: the next
+    /// success writes it again).
+    #[serde(skip)]
+    pub saved_success: UnixTime,
+}
+
+/// The digest of `token`'s claims that a renewal does not change (`iat`, `nbf`, `exp`
+/// left out); empty when the token cannot be read.
+pub fn claims_digest(token: &str) -> String {
+    use base64::Engine as _;
+    let payload = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    let Some(serde_json::Value::Object(mut claims)) = payload else {
+        return String::new();
+    };
+    for moving in ["iat", "nbf", "exp"] {
+        claims.remove(moving);
+    }
+    let canonical = serde_json::to_vec(&claims).unwrap_or_default();
+    crate::usage::report::sha256_hex(&canonical)
 }
 
 /// The records' directory.
@@ -59,10 +91,32 @@ impl Records {
         self.dir.join(format!("{name}.json"))
     }
 
-    /// Every readable record, in file-name order; unreadable files are logged and
-    /// left out (never fatal).
-    pub fn list(&self) -> Vec<ActivationRecord> {
-        let mut names: Vec<PathBuf> = match std::fs::read_dir(&self.dir) {
+    /// The file name of `license_id`'s record.
+    pub fn file_name(&self, license_id: &str) -> std::ffi::OsString {
+        self.path(license_id)
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default()
+    }
+
+    /// The records' file names, in order (nothing is read).
+    pub fn file_names(&self) -> Vec<std::ffi::OsString> {
+        let mut names: Vec<_> = self
+            .paths()
+            .into_iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The record in file `name`, when readable.
+    pub fn read(&self, name: &std::ffi::OsStr) -> Option<ActivationRecord> {
+        read_record(&self.dir.join(name))
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries
                 .flatten()
                 .map(|e| e.path())
@@ -74,25 +128,17 @@ impl Records {
                 .collect(),
             Err(e) => {
                 tracing::error!(dir = %self.dir.display(), error = %e, "cannot list the activation records");
-                return Vec::new();
+                Vec::new()
             }
-        };
-        names.sort();
-        names
-            .into_iter()
-            .filter_map(|path| {
-                let read = std::fs::read(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
-                match read {
-                    Ok(record) => Some(record),
-                    Err(e) => {
-                        tracing::warn!(file = %path.display(), error = %e, "activation record skipped");
-                        None
-                    }
-                }
-            })
-            .collect()
+        }
+    }
+
+    /// Every readable record, in file-name order; unreadable files are logged and
+    /// left out (never fatal).
+    pub fn list(&self) -> Vec<ActivationRecord> {
+        let mut paths = self.paths();
+        paths.sort();
+        paths.iter().filter_map(|p| read_record(p)).collect()
     }
 
     /// The records of `tenant`.
@@ -125,6 +171,20 @@ impl Records {
     }
 }
 
+/// The record at `path`; an unreadable one is logged and `None`.
+fn read_record(path: &Path) -> Option<ActivationRecord> {
+    let read = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+    match read {
+        Ok(record) => Some(record),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "activation record skipped");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +201,8 @@ mod tests {
             token_expires_at: 3,
             status: "active".into(),
             key_hint: "LG-…-ABCDE".into(),
+            claims_digest: String::new(),
+            saved_success: 0,
         }
     }
 

@@ -907,3 +907,35 @@ async fn replicas_without_a_shared_store_are_one_activation() {
         until_status(site, "/api/sales/orders", 403, Duration::from_secs(5)).await;
     }
 }
+
+#[test]
+fn licgate_check_resolves_the_license_servers_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = licgate::license::keys::generate_ed25519();
+    let (_, public) = licgate::license::keys::write_key_pair(dir.path(), &pair).unwrap();
+    let write = |url: &str| {
+        let text = template_for(&public, url, dir.path(), "")
+            .replace("{listen}", "127.0.0.1:1")
+            .replace("{admin}", "127.0.0.1:2")
+            .replace("{upstream}", "127.0.0.1:3");
+        let path = dir.path().join("licgate.toml");
+        std::fs::write(&path, &text).unwrap();
+        let line = text.lines().position(|l| l.starts_with("url = ")).unwrap() + 1;
+        (path, line)
+    };
+    let (path, line) = write("https://no-such-host.invalid");
+    let (code, _, err) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let expected = format!(
+        "{}:{line}:7: authority.url: cannot resolve no-such-host.invalid",
+        path.display()
+    );
+    assert!(err.contains(&expected), "{expected}\n{err}");
+    let (path, _) = write("http://127.0.0.1:7700");
+    let (code, out, err) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("license server http://127.0.0.1:7700/"),
+        "{out}"
+    );
+}
