@@ -106,6 +106,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_trusted_time_sample_is_never_judged_before() {
+        let guard = RollbackGuard::new(0, 60);
+        // The license server signed 5,000 while this clock says 1,000: turned back.
+        guard.observe(5_000);
+        assert_eq!(
+            guard.judge(1_000),
+            Judged {
+                now: 5_000,
+                rolled_back_by: Some(4_000)
+            }
+        );
+        // An older sample changes nothing.
+        guard.observe(10);
+        assert_eq!(guard.high_water(), 5_000);
+        assert_eq!(guard.judge(6_000).now, 6_000);
+    }
+
+    #[test]
     fn small_steps_back_are_tolerated_large_ones_are_not() {
         let guard = RollbackGuard::new(1_000, 60);
         assert_eq!(

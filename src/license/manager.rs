@@ -376,7 +376,10 @@ impl LicenseManager {
     pub fn set_suspended(&self, jti: &str, suspended: bool) -> Result<(), StoreError> {
         let now = self.now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if !self.store.set_suspended(jti, suspended, now)? {
+        // Most calls (every heartbeat of an active license) change nothing.
+        if state.suspended.contains(jti) == suspended
+            || !self.store.set_suspended(jti, suspended, now)?
+        {
             return Ok(());
         }
         state.fingerprint = None;

@@ -191,6 +191,8 @@ struct UsageUpload {
     busy: std::sync::atomic::AtomicBool,
     /// No report before this time (Unix seconds) after a failure.
     paused_until: std::sync::atomic::AtomicI64,
+    /// No look for a new report before this time (the quota clock, Unix seconds).
+    next_check: std::sync::atomic::AtomicI64,
 }
 
 impl UsageUpload {
@@ -237,6 +239,7 @@ impl Link {
                 reports: usage::UsageReports::new(manager.store().dir()),
                 busy: Default::default(),
                 paused_until: Default::default(),
+                next_check: Default::default(),
             },
             manager,
         });
@@ -604,7 +607,11 @@ impl Link {
     /// heartbeat at a time carries the installation's report).
     async fn usage_to_send(&self) -> Option<usage::PendingReport> {
         use std::sync::atomic::Ordering;
-        if self.usage.paused() || self.usage.busy.swap(true, Ordering::AcqRel) {
+        let today_clock = crate::quota::clock::now();
+        if self.usage.paused()
+            || self.usage.next_check.load(Ordering::Relaxed) > today_clock
+            || self.usage.busy.swap(true, Ordering::AcqRel)
+        {
             return None;
         }
         let (reports, key, instance_id) = (
@@ -619,6 +626,10 @@ impl Link {
         match next {
             Ok(Some(report)) => Some(report),
             Ok(None) => {
+                // Nothing new before the day is over: look again in a while.
+                self.usage
+                    .next_check
+                    .store(today_clock + USAGE_CHECK_EVERY, Ordering::Relaxed);
                 self.usage.busy.store(false, Ordering::Release);
                 None
             }
@@ -729,6 +740,10 @@ impl Link {
         &self.instance_id
     }
 }
+
+/// How often, at most, the usage ledger is asked whether a new report is due (reports
+/// cover whole days: a day's report goes at most this long after midnight UTC).
+const USAGE_CHECK_EVERY: i64 = 600;
 
 /// How often, at most, a record's file is rewritten only for its last success.
 const SAVE_SUCCESS_EVERY: i64 = 3600;

@@ -105,6 +105,11 @@ impl Site {
         .await
     }
 
+    /// A request to the admin API with the admin token.
+    async fn admin(&self, method: &str, path: &str, body: &[u8]) -> RawResponse {
+        request(self.gateway.admin, method, path, Some(ADMIN_TOKEN), body).await
+    }
+
     /// An API request to the app (`Accept: application/json`).
     async fn get(&self, path: &str) -> RawResponse {
         request(self.gateway.addr, "GET", path, None, b"").await
@@ -232,35 +237,24 @@ async fn a_license_key_activates_and_its_one_slot_moves_between_installations() 
     );
 
     // The admin API moves it back the same way.
-    let released = request(
-        second.gateway.admin,
-        "DELETE",
-        "/admin/v1/tenants/default/activation",
-        Some(ADMIN_TOKEN),
-        b"",
-    )
-    .await;
+    let released = second
+        .admin("DELETE", "/admin/v1/tenants/default/activation", b"")
+        .await;
     assert_eq!(released.status, 200, "{}", released.text());
     assert_eq!(released.json()["deactivated"][0]["license_id"], license_id);
     assert_eq!(second.get("/api/orders").await.status, 403);
-    let again = request(
-        second.gateway.admin,
-        "DELETE",
-        "/admin/v1/tenants/default/activation",
-        Some(ADMIN_TOKEN),
-        b"",
-    )
-    .await;
+    let again = second
+        .admin("DELETE", "/admin/v1/tenants/default/activation", b"")
+        .await;
     assert_eq!(again.status, 404, "{}", again.text());
     // And the admin API activates a key as well.
-    let installed = request(
-        first.gateway.admin,
-        "PUT",
-        "/admin/v1/tenants/default/license",
-        Some(ADMIN_TOKEN),
-        json!({ "license_key": key }).to_string().as_bytes(),
-    )
-    .await;
+    let installed = first
+        .admin(
+            "PUT",
+            "/admin/v1/tenants/default/license",
+            json!({ "license_key": key }).to_string().as_bytes(),
+        )
+        .await;
     assert_eq!(installed.status, 200, "{}", installed.text());
     assert_eq!(installed.json()["installed"], license_id);
     assert_eq!(first.get("/api/orders").await.status, 200);
@@ -701,15 +695,7 @@ async fn offline_activation_works_from_the_page() {
     let dir = tempfile::tempdir().unwrap();
     let (request_path, response_path) = (dir.path().join("req.json"), dir.path().join("resp.json"));
     std::fs::write(&request_path, &request_file).unwrap();
-    let (code, _, err) = authority.cli(&[
-        "offline",
-        "activate",
-        request_path.to_str().unwrap(),
-        "--out",
-        response_path.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let response_file = std::fs::read(&response_path).unwrap();
+    let response_file = authority.answer_offline(&request_path, &response_path);
 
     // The upload, as the browser's form sends it.
     let boundary = "----licgateTestBoundary7MA4YWxkTrZu0gW";

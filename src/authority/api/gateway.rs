@@ -147,28 +147,36 @@ async fn signed_body(
     body: &[u8],
     now: UnixTime,
 ) -> Result<Granted, Refusal> {
-    let method = parts.method.as_str();
-    let path = parts.uri.path();
-    let headers = &parts.headers;
     let context = state
         .store
         .activation_context(id, now)
         .await
         .map_err(|e| super::ApiError::from(e).0)?
         .ok_or(Refusal::ActivationGone)?;
-    let key = InstancePublicKey::from_pem(&context.activation.public_key)
+    check_signature(&context.activation.public_key, parts, body, now)?;
+    Ok(context)
+}
+
+/// Checks that the instance key `pem` (SPKI) signed the request of `parts` and `body`
+/// within the allowed clock skew of `now`.
+fn check_signature(
+    pem: &str,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+    now: UnixTime,
+) -> Result<(), Refusal> {
+    let key = InstancePublicKey::from_pem(pem)
         .map_err(|e| Refusal::SignatureInvalid(format!("the registered key: {e}")))?;
     verify_request(
         &key,
-        method,
-        path,
-        header(headers, DATE_HEADER),
-        header(headers, SIGNATURE_HEADER),
+        parts.method.as_str(),
+        parts.uri.path(),
+        header(&parts.headers, DATE_HEADER),
+        header(&parts.headers, SIGNATURE_HEADER),
         body,
         now,
     )
-    .map_err(Refusal::SignatureInvalid)?;
-    Ok(context)
+    .map_err(Refusal::SignatureInvalid)
 }
 
 /// A signed request's body and parts (read whole, within the size limit).
@@ -297,18 +305,7 @@ pub(super) async fn instance(
         }
         .into());
     };
-    let key = InstancePublicKey::from_pem(&pem)
-        .map_err(|e| Refusal::SignatureInvalid(format!("the registered key: {e}")))?;
-    verify_request(
-        &key,
-        parts.method.as_str(),
-        parts.uri.path(),
-        header(&parts.headers, DATE_HEADER),
-        header(&parts.headers, SIGNATURE_HEADER),
-        &body,
-        now,
-    )
-    .map_err(Refusal::SignatureInvalid)?;
+    check_signature(&pem, &parts, &body, now)?;
     let granted = state
         .store
         .instance_activations(&instance_id, &input.nonce, now)

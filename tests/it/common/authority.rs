@@ -313,6 +313,20 @@ impl Authority {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
     }
 
+    /// Answers the offline request file `request` with `licgate authority offline
+    /// activate`, writing `response`; returns the response file's bytes.
+    pub(crate) fn answer_offline(&self, request: &Path, response: &Path) -> Vec<u8> {
+        let (code, _, err) = self.cli(&[
+            "offline",
+            "activate",
+            request.to_str().unwrap(),
+            "--out",
+            response.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        std::fs::read(response).unwrap()
+    }
+
     /// A policy `name` with `max` activations, created through the CLI.
     pub(crate) fn policy(&self, name: &str, max: u32, extra: &[&str]) {
         let max = max.to_string();
