@@ -488,13 +488,19 @@ impl Link {
                 }
                 continue;
             };
+            let now = self.now();
+            let before = known.iter().find(|r| r.license_id == activation.license_id);
+            let digest = records::claims_digest(token);
+            let expires = activation.token_expires_at.unwrap_or(0);
+            // What this replica holds already is renewed by its own heartbeats.
+            if before.is_some_and(|b| !renewal_due(b, &digest, expires, now)) {
+                continue;
+            }
             if let Err(reason) = self.install(token, &activation.tenant).await {
                 tracing::warn!(tenant = %activation.tenant, license_id = %activation.license_id, reason, "a license from the license server was not installed");
                 continue;
             }
             installed += 1;
-            let now = self.now();
-            let before = known.iter().find(|r| r.license_id == activation.license_id);
             let record = ActivationRecord {
                 activation_id: activation.activation_id.clone(),
                 license_id: activation.license_id.clone(),
@@ -503,10 +509,10 @@ impl Link {
                 heartbeat_interval: activation.heartbeat_interval.max(1),
                 activated_at: before.map_or(now, |b| b.activated_at),
                 last_success: now,
-                token_expires_at: activation.token_expires_at.unwrap_or(0),
+                token_expires_at: expires,
                 status: activation.status.clone(),
                 key_hint: before.map(|b| b.key_hint.clone()).unwrap_or_default(),
-                claims_digest: records::claims_digest(token),
+                claims_digest: digest,
                 saved_success: now,
             };
             if let Err(e) = self.records.save(&record) {
