@@ -6,153 +6,46 @@
 //!   nonce, instance);
 //! - [`records`]: the activations remembered in the store;
 //! - [`heartbeats`]: the supervised schedule of heartbeats, with back-off while the
-//!   authority cannot be reached, and the metrics of the link.
+//!   authority cannot be reached, and the metrics of the link;
+//! - `beat`: one heartbeat and what its answer changes here;
+//! - [`offline`]: offline request and response files;
+//! - [`usage`]: the usage reports heartbeats carry;
+//! - `error`: why an activation or deactivation did not happen.
 //!
 //! Every call runs on the link's own runtime (one thread), whichever runtime asks:
 //! the HTTP client's connections never outlive the runtime they were made on. A
 //! license key is sent to the authority and nowhere else: never logged, never
 //! stored, never a metric label.
 
+mod beat;
 pub mod client;
+mod error;
 pub mod heartbeats;
 pub mod offline;
 pub mod records;
 pub mod usage;
 
+pub use error::{ActivateError, DeactivateError};
+
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::authority::key::{KeyError, LicenseKey};
-use crate::authority::protocol::{ActivationRequest, HeartbeatAnswer};
+use crate::authority::key::LicenseKey;
+use crate::authority::protocol::ActivationRequest;
 use crate::config::{AuthorityLinkConfig, LicenseConfig};
 use crate::license::instance_key::InstanceKey;
 use crate::license::manager::InstallError;
 use crate::license::{LicenseManager, TenantSummary, UnixTime};
-use client::{AuthorityClient, Call, CallError, Refused};
+use beat::{renewal_due, UsageUpload};
+use client::{AuthorityClient, Call, CallError};
 use heartbeats::Schedule;
 use records::{ActivationRecord, Records};
-
-/// Why a license key was not activated. Nothing is installed in every case.
-#[derive(Debug, thiserror::Error)]
-pub enum ActivateError {
-    /// The text is not of the key's form, or its check character is wrong.
-    #[error("{0}")]
-    Key(KeyError),
-    #[error(transparent)]
-    Call(#[from] CallError),
-    /// The authority's token was refused here (another tenant, bad signature…); the
-    /// slot it took was given back.
-    #[error("the license server's license was not installed: {0}")]
-    Install(String),
-}
-
-impl ActivateError {
-    /// The HTTP status of the JSON answer.
-    pub fn status(&self) -> u16 {
-        match self {
-            ActivateError::Key(_) => 400,
-            ActivateError::Call(CallError::Refused(r)) if r.status < 500 => r.status,
-            ActivateError::Call(CallError::Refused(_) | CallError::Unreachable(_)) => 503,
-            ActivateError::Call(CallError::Invalid(_)) => 502,
-            ActivateError::Install(_) => 422,
-        }
-    }
-
-    /// The `error_code` (the authority's own for its refusals).
-    pub fn code(&self) -> String {
-        match self {
-            ActivateError::Key(KeyError::Check) => "KEY_CHECK_FAILED".into(),
-            ActivateError::Key(KeyError::Format) => "LICENSE_INVALID".into(),
-            ActivateError::Call(CallError::Refused(r)) => r.code.clone(),
-            ActivateError::Call(CallError::Unreachable(_)) => "AUTHORITY_UNAVAILABLE".into(),
-            ActivateError::Call(CallError::Invalid(_)) => "AUTHORITY_ANSWER_INVALID".into(),
-            ActivateError::Install(_) => "LICENSE_INVALID".into(),
-        }
-    }
-
-    /// Whether offline activation is the way forward (the authority cannot be
-    /// reached or cannot be trusted from here).
-    pub fn offers_offline(&self) -> bool {
-        matches!(
-            self,
-            ActivateError::Call(CallError::Unreachable(_) | CallError::Invalid(_))
-        )
-    }
-
-    /// What the person activating reads.
-    pub fn explanation(&self) -> String {
-        match self {
-            ActivateError::Key(KeyError::Check) => "This license key has a typo: its last character does not match the others. Compare it with the key your vendor sent.".into(),
-            ActivateError::Key(KeyError::Format) => "This is neither a license key (LG-XXXXX-XXXXX-XXXXX-XXXXX-XXXXX) nor a signed license.".into(),
-            ActivateError::Call(CallError::Refused(r)) => refusal_text(r),
-            ActivateError::Call(CallError::Unreachable(why)) => format!(
-                "The license server cannot be reached ({why}). Try again later, or activate offline with an activation request file."
-            ),
-            ActivateError::Call(CallError::Invalid(why)) => format!(
-                "The license server's answer could not be trusted ({why}); nothing was installed. Activate offline, or ask your vendor."
-            ),
-            ActivateError::Install(why) => format!("The license server's license was not installed: {why}."),
-        }
-    }
-
-    /// Details for the JSON answer (the authority's, for its refusals).
-    pub fn details(&self) -> serde_json::Value {
-        match self {
-            ActivateError::Call(CallError::Refused(r)) => {
-                let mut details = r.details.clone();
-                if let Some(map) = details.as_object_mut() {
-                    map.remove("nonce");
-                    map.remove("server_time");
-                }
-                details
-            }
-            _ => serde_json::json!({}),
-        }
-    }
-}
-
-/// A refusal of the authority in the words the activation page uses.
-fn refusal_text(r: &Refused) -> String {
-    let number = |key: &str| r.details.get(key).and_then(|v| v.as_u64());
-    match r.code.as_str() {
-        "ACTIVATION_LIMIT_REACHED" => match (number("active"), number("max_activations")) {
-            (Some(active), Some(max)) => format!(
-                "This key is active on {active} of {max} installations. Deactivate one, or ask your vendor for more."
-            ),
-            _ => "This key is active on as many installations as it allows. Deactivate one, or ask your vendor for more.".into(),
-        },
-        "LICENSE_KEY_UNKNOWN" => "The license server does not know this key. Compare it with the key your vendor sent.".into(),
-        "KEY_CHECK_FAILED" => "This license key has a typo: its last character does not match the others.".into(),
-        "LICENSE_SUSPENDED" => "This license is suspended. Ask your vendor to reinstate it.".into(),
-        "LICENSE_REVOKED" => "This license was revoked by the vendor.".into(),
-        "LICENSE_EXPIRED" => "This license has expired. Ask your vendor to renew it.".into(),
-        "RATE_LIMITED" => "Too many activation attempts: wait a minute and try again.".into(),
-        _ => format!("The license server refused: {} ({}).", r.message, r.code),
-    }
-}
 
 /// A key activated and its license installed.
 #[derive(Debug)]
 pub struct Activated {
     pub summary: TenantSummary,
     pub record: ActivationRecord,
-}
-
-/// Why a deactivation did not happen (what was done before stays done).
-#[derive(Debug, thiserror::Error)]
-pub enum DeactivateError {
-    #[error("tenant {0} has no activation at the license server")]
-    NoActivation(String),
-    /// The authority could not be told: the license stays installed.
-    #[error("{error}; nothing was removed for license {license_id} (write an offline deactivation request instead)")]
-    Call {
-        license_id: String,
-        #[source]
-        error: CallError,
-    },
-    /// The slot was freed but the license could not be removed here.
-    #[error("deactivated at the license server, but the license could not be removed here: {0}")]
-    Store(String),
 }
 
 /// What a deactivation did.
@@ -182,30 +75,6 @@ pub struct Link {
     /// each license) may run on stores of their own, and each fetches the
     /// installation's activations from the authority.
     fleet: bool,
-}
-
-/// Which heartbeat carries the usage report, and when reports are tried again.
-struct UsageUpload {
-    reports: usage::UsageReports,
-    /// A heartbeat is carrying (or making) a report.
-    busy: std::sync::atomic::AtomicBool,
-    /// No report before this time (Unix seconds) after a failure.
-    paused_until: std::sync::atomic::AtomicI64,
-    /// No look for a new report before this time (the quota clock, Unix seconds).
-    next_check: std::sync::atomic::AtomicI64,
-}
-
-impl UsageUpload {
-    fn paused(&self) -> bool {
-        let now = crate::license::clock::Clock::now(&crate::license::clock::SystemClock);
-        self.paused_until.load(std::sync::atomic::Ordering::Relaxed) > now
-    }
-
-    fn pause(&self, secs: i64) {
-        let now = crate::license::clock::Clock::now(&crate::license::clock::SystemClock);
-        self.paused_until
-            .store(now + secs, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 impl Link {
@@ -526,242 +395,10 @@ impl Link {
         Ok(installed)
     }
 
-    /// One heartbeat of `record`: applies the answer, or says why there is none.
-    pub(crate) async fn beat(self: &Arc<Self>, record: &ActivationRecord) -> heartbeats::Beat {
-        if !self.records.contains(&record.license_id) {
-            // Deactivated by `licgate deactivate` or another replica on this store.
-            return heartbeats::Beat::Stop;
-        }
-        let report = self.usage_to_send().await;
-        let mut answer = self.send_beat(record, report.as_ref()).await;
-        if let (Some(sent), Err(CallError::Refused(r))) = (&report, &answer) {
-            // A report the authority will not take must not hold the heartbeat back.
-            tracing::warn!(sequence = sent.sequence, code = %r.code, reason = %r.message, "usage report refused by the license server; retried in an hour");
-            self.usage.pause(3600);
-            answer = self.send_beat(record, None).await;
-        }
-        if let (
-            Some(sent),
-            Ok(HeartbeatAnswer {
-                usage_report: Some(received),
-                ..
-            }),
-        ) = (&report, &answer)
-        {
-            if received.sequence == sent.sequence {
-                if let Err(e) = self.usage.reports.acknowledge(sent.sequence) {
-                    tracing::warn!(error = %e, "cannot record the acknowledged usage report");
-                }
-                tracing::info!(
-                    sequence = sent.sequence,
-                    stored = received.stored,
-                    "usage report delivered to the license server"
-                );
-            }
-        }
-        self.usage
-            .busy
-            .store(false, std::sync::atomic::Ordering::Release);
-        match answer {
-            Ok(answer) => self.apply(record, answer).await,
-            Err(CallError::Refused(r)) if r.signed && r.code == "ACTIVATION_GONE" => {
-                tracing::warn!(
-                    tenant = %record.tenant,
-                    license_id = %record.license_id,
-                    activation_id = %record.activation_id,
-                    "the license server says this activation was deactivated: its license is removed"
-                );
-                match self.forget(record).await {
-                    Ok(()) => heartbeats::Beat::Stop,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot remove the deactivated license");
-                        heartbeats::Beat::Failed(e)
-                    }
-                }
-            }
-            Err(e) => heartbeats::Beat::Failed(e.to_string()),
-        }
-    }
-
-    /// One signed heartbeat of `record`, carrying `report` when given.
-    async fn send_beat(
-        &self,
-        record: &ActivationRecord,
-        report: Option<&usage::PendingReport>,
-    ) -> Result<HeartbeatAnswer, CallError> {
-        let (client, key, id, now, nonce, file) = (
-            self.client.clone(),
-            Arc::clone(&self.instance_key),
-            record.activation_id.clone(),
-            crate::license::clock::Clock::now(&crate::license::clock::SystemClock),
-            new_nonce(),
-            report.map(|r| r.file.clone()),
-        );
-        let answer = self
-            .on_link(async move {
-                client
-                    .heartbeat(&id, &key, &nonce, file.as_deref(), now)
-                    .await
-            })
-            .await
-            .and_then(|r| r);
-        self.metrics.count(Call::Heartbeat, &answer);
-        answer
-    }
-
-    /// The usage report this heartbeat carries, if it is the one to carry it (one
-    /// heartbeat at a time carries the installation's report).
-    async fn usage_to_send(&self) -> Option<usage::PendingReport> {
-        use std::sync::atomic::Ordering;
-        let today_clock = crate::quota::clock::now();
-        if self.usage.paused()
-            || self.usage.next_check.load(Ordering::Relaxed) > today_clock
-            || self.usage.busy.swap(true, Ordering::AcqRel)
-        {
-            return None;
-        }
-        let (reports, key, instance_id) = (
-            self.usage.reports.clone(),
-            Arc::clone(&self.instance_key),
-            self.instance_id.clone(),
-        );
-        let now = crate::quota::clock::now();
-        let next = tokio::task::spawn_blocking(move || reports.next(&key, &instance_id, now))
-            .await
-            .unwrap_or_else(|_| Err("the usage report failed unexpectedly".into()));
-        match next {
-            Ok(Some(report)) => Some(report),
-            Ok(None) => {
-                // Nothing new before the day is over: look again in a while.
-                self.usage
-                    .next_check
-                    .store(today_clock + USAGE_CHECK_EVERY, Ordering::Relaxed);
-                self.usage.busy.store(false, Ordering::Release);
-                None
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot make the usage report; retried in an hour");
-                self.usage.pause(3600);
-                self.usage.busy.store(false, Ordering::Release);
-                None
-            }
-        }
-    }
-
-    /// Applies a heartbeat's answer: a renewed token, the license's status, the
-    /// tenant's revocations, the signed time.
-    async fn apply(
-        self: &Arc<Self>,
-        record: &ActivationRecord,
-        answer: HeartbeatAnswer,
-    ) -> heartbeats::Beat {
-        self.manager.observe_trusted_time(answer.server_time);
-        let manager = Arc::clone(&self.manager);
-        let jti = record.license_id.clone();
-        let revoked = answer.revoked_license_ids.clone();
-        let status = answer.status.clone();
-        let changes = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            for id in revoked.iter().filter(|id| !manager.is_revoked(id)) {
-                manager.revoke(id).map_err(|e| e.to_string())?;
-            }
-            match status.as_str() {
-                "suspended" => manager.set_suspended(&jti, true),
-                "active" => manager.set_suspended(&jti, false),
-                _ => Ok(()),
-            }
-            .map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|_| Err("applying the answer failed unexpectedly".into()));
-        if let Err(e) = changes {
-            return heartbeats::Beat::Failed(e);
-        }
-        if answer.status == "revoked" || answer.revoked_license_ids.contains(&record.license_id) {
-            tracing::warn!(tenant = %record.tenant, license_id = %record.license_id, "the license server revoked this license");
-            self.schedule.remove(&record.license_id);
-            let _ = self.records.remove(&record.license_id);
-            self.manager.set_notice(&record.tenant, None);
-            return heartbeats::Beat::Stop;
-        }
-        let mut updated = record.clone();
-        let now = self.now();
-        let mut changed = answer.status != record.status
-            || answer.next_heartbeat.max(1) != record.heartbeat_interval;
-        if let (Some(token), Some(expires)) = (&answer.token, answer.token_expires_at) {
-            let digest = records::claims_digest(token);
-            if renewal_due(record, &digest, expires, now) {
-                if let Err(reason) = self.install(token, &record.tenant).await {
-                    tracing::error!(tenant = %record.tenant, license_id = %record.license_id, reason, "the renewed license was not installed");
-                    return heartbeats::Beat::Failed(reason);
-                }
-                updated.token_expires_at = expires;
-                updated.claims_digest = digest;
-                changed = true;
-            }
-        }
-        if answer.status != record.status {
-            tracing::info!(tenant = %record.tenant, license_id = %record.license_id, status = %answer.status, "license status at the license server changed");
-        }
-        updated.status = answer.status;
-        updated.last_success = now;
-        updated.heartbeat_interval = answer.next_heartbeat.max(1);
-        // The file follows what matters at once, the last success now and then.
-        let stale = now - record.saved_success
-            >= SAVE_SUCCESS_EVERY.max(10 * record.heartbeat_interval as i64);
-        if changed || stale {
-            match self.records.save(&updated) {
-                Ok(()) => updated.saved_success = now,
-                Err(e) => tracing::warn!(error = %e, "cannot save the activation record"),
-            }
-        }
-        self.manager.set_notice(&record.tenant, None);
-        heartbeats::Beat::Done(updated)
-    }
-
-    /// After a failed heartbeat of `record`: warns (header, and a log line when the
-    /// warning begins) once less than `authority.grace_warning` of its token's life
-    /// is left.
-    pub(crate) fn offline_notice(&self, record: &ActivationRecord) {
-        let left = record.token_expires_at - self.now();
-        if left > self.grace_warning || left <= 0 {
-            return;
-        }
-        let text = format!(
-            "the license server has not been reached since {}; this license stops working on {} unless it is",
-            crate::license::time_text(record.last_success),
-            crate::license::time_text(record.token_expires_at)
-        );
-        if self.manager.set_notice(&record.tenant, Some(text.clone())) {
-            tracing::warn!(
-                tenant = %record.tenant,
-                license_id = %record.license_id,
-                seconds_left = left,
-                "{text}"
-            );
-        }
-    }
-
     /// This installation's instance id.
     pub fn instance_id(&self) -> &str {
         &self.instance_id
     }
-}
-
-/// How often, at most, the usage ledger is asked whether a new report is due (reports
-/// cover whole days: a day's report goes at most this long after midnight UTC).
-const USAGE_CHECK_EVERY: i64 = 600;
-
-/// How often, at most, a record's file is rewritten only for its last success.
-const SAVE_SUCCESS_EVERY: i64 = 3600;
-
-/// Whether a renewed token (claims `digest`, expiring at `expires`) replaces the one
-/// `record` installed at `now`: when it grants something else, or once the installed
-/// one has lost a tenth of the renewed one's life (the offline grace stays at least
-/// nine tenths of `token_ttl`; a heartbeat costs no disk write most of the time).
-fn renewal_due(record: &ActivationRecord, digest: &str, expires: UnixTime, now: UnixTime) -> bool {
-    let life = expires - now;
-    let left = record.token_expires_at - now;
-    digest != record.claims_digest || digest.is_empty() || left < life - life / 10
 }
 
 /// A fresh 128-bit nonce in hex.
