@@ -57,15 +57,41 @@ struct Slot {
     running: bool,
 }
 
+/// The slots by license id, and their due times in order.
+///
+/// The queue may hold stale entries (a slot removed, rescheduled or running since):
+/// an entry counts only while its slot exists, is not running and is due at that very
+/// instant; others are dropped when they come up. Finding what is due costs what is
+/// due, not the number of activations.
+#[derive(Debug, Default)]
+struct Slots {
+    by_id: HashMap<String, Slot>,
+    queue: std::collections::BTreeSet<(Instant, String)>,
+}
+
+impl Slots {
+    fn insert(&mut self, id: String, slot: Slot) {
+        self.queue.insert((slot.due, id.clone()));
+        self.by_id.insert(id, slot);
+    }
+
+    /// Whether the queue entry (`due`, `id`) is the slot's current one.
+    fn current(&self, due: Instant, id: &str) -> bool {
+        self.by_id
+            .get(id)
+            .is_some_and(|s| !s.running && s.due == due)
+    }
+}
+
 /// Every activation's next beat.
 #[derive(Debug, Default)]
 pub struct Schedule {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<Slots>,
     wake: tokio::sync::Notify,
 }
 
 impl Schedule {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -104,7 +130,7 @@ impl Schedule {
         let mut known = std::collections::BTreeSet::new();
         {
             let mut slots = self.lock();
-            slots.retain(|id, slot| {
+            slots.by_id.retain(|id, slot| {
                 let name = records.file_name(id);
                 let keep = slot.running || names.contains(&name);
                 if keep {
@@ -122,33 +148,38 @@ impl Schedule {
 
     /// Takes `license_id` out of the schedule.
     pub fn remove(&self, license_id: &str) {
-        self.lock().remove(license_id);
+        self.lock().by_id.remove(license_id);
     }
 
-    /// The records due now (marked running), and when the next other one is due.
+    /// The records due now (at most `room`, marked running), and when the next other
+    /// one is due.
     fn take_due(&self, now: Instant, room: usize) -> (Vec<ActivationRecord>, Option<Instant>) {
         let mut slots = self.lock();
         let mut due = Vec::new();
-        let mut next: Option<Instant> = None;
-        for slot in slots.values_mut() {
-            if slot.running {
+        loop {
+            let Some((at, id)) = slots.queue.first().cloned() else {
+                return (due, None);
+            };
+            if !slots.current(at, &id) {
+                slots.queue.pop_first();
                 continue;
             }
-            if slot.due <= now && due.len() < room {
+            if at > now || due.len() >= room {
+                return (due, Some(at));
+            }
+            slots.queue.pop_first();
+            if let Some(slot) = slots.by_id.get_mut(&id) {
                 slot.running = true;
                 due.push(slot.record.clone());
-            } else {
-                next = Some(next.map_or(slot.due, |n| n.min(slot.due)));
             }
         }
-        (due, next)
     }
 
     /// Records how the beat of `license_id` ended; returns the slot's record and
     /// whether this is its first failure in a row.
     fn finish(&self, license_id: &str, beat: &Beat) -> Option<(ActivationRecord, bool)> {
         let mut slots = self.lock();
-        let slot = slots.get_mut(license_id)?;
+        let slot = slots.by_id.get_mut(license_id)?;
         slot.running = false;
         let now = Instant::now();
         let out = match beat {
@@ -164,10 +195,14 @@ impl Schedule {
                 Some((slot.record.clone(), slot.failures == 1))
             }
             Beat::Stop => {
-                slots.remove(license_id);
+                slots.by_id.remove(license_id);
                 None
             }
         };
+        if let Some(slot) = slots.by_id.get(license_id) {
+            let entry = (slot.due, license_id.to_string());
+            slots.queue.insert(entry);
+        }
         drop(slots);
         self.wake.notify_one();
         out
@@ -177,6 +212,7 @@ impl Schedule {
     fn states(&self) -> Vec<(String, i64, i64)> {
         let mut out: Vec<(String, i64, i64)> = self
             .lock()
+            .by_id
             .values()
             .map(|s| {
                 (
@@ -441,6 +477,57 @@ mod tests {
         assert_eq!(secs(backoff(3600, 500)), 3600.0);
         assert_eq!(secs(backoff(2, 1)), 1.0);
         assert_eq!(secs(backoff(2, 3)), 2.0);
+    }
+
+    fn record(id: &str) -> ActivationRecord {
+        ActivationRecord {
+            activation_id: format!("act_{id}"),
+            license_id: id.into(),
+            tenant: "t".into(),
+            instance_id: "i".into(),
+            heartbeat_interval: 60,
+            activated_at: 0,
+            last_success: 0,
+            token_expires_at: 0,
+            status: "active".into(),
+            key_hint: String::new(),
+            claims_digest: String::new(),
+            saved_success: 0,
+        }
+    }
+
+    #[test]
+    fn the_schedule_hands_out_what_is_due_in_order_and_skips_what_is_gone() {
+        let schedule = Schedule::default();
+        let start = Instant::now();
+        for (id, secs) in [("c", 30), ("a", 10), ("b", 20), ("gone", 5)] {
+            schedule.put(record(id), start + Duration::from_secs(secs));
+        }
+        schedule.remove("gone");
+        let ids = |due: Vec<ActivationRecord>| -> Vec<String> {
+            due.into_iter().map(|r| r.license_id).collect()
+        };
+        let (due, next) = schedule.take_due(start + Duration::from_secs(1), 16);
+        assert!(due.is_empty());
+        assert_eq!(next, Some(start + Duration::from_secs(10)));
+        // Two are due, room for one: the earlier, and the other is due now.
+        let (due, next) = schedule.take_due(start + Duration::from_secs(25), 1);
+        assert_eq!(ids(due), ["a"]);
+        assert_eq!(next, Some(start + Duration::from_secs(20)));
+        let (due, next) = schedule.take_due(start + Duration::from_secs(25), 16);
+        assert_eq!(ids(due), ["b"]);
+        assert_eq!(next, Some(start + Duration::from_secs(30)));
+        // A running beat is not handed out twice; finished, it is due one interval on.
+        assert!(schedule
+            .take_due(start + Duration::from_secs(25), 16)
+            .0
+            .is_empty());
+        schedule.finish("a", &Beat::Done(record("a")));
+        schedule.finish("b", &Beat::Stop);
+        let (due, _) = schedule.take_due(start + Duration::from_secs(40), 16);
+        assert_eq!(ids(due), ["c"]);
+        let (due, _) = schedule.take_due(Instant::now() + Duration::from_secs(67), 16);
+        assert_eq!(ids(due), ["a"], "b stopped");
     }
 
     #[test]
