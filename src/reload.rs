@@ -479,14 +479,18 @@ struct Touched {
     store: bool,
 }
 
-/// Files the gateway itself writes in the store that do not change licenses
-/// (the clock high-water mark, temporary files of atomic writes).
+/// Files the gateway itself writes in the store that do not change licenses (the
+/// clock high-water mark, the authority link's bookkeeping, temporary files of atomic
+/// writes).
 fn is_store_bookkeeping(path: &Path) -> bool {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     name == "clock.json"
+        || name == "usage-acknowledged.json"
+        || name == "offline-request.json"
+        || name == "activations"
         || name == crate::quota::durable::DIR
         || name.starts_with('.')
         || name.ends_with(".tmp")
