@@ -69,9 +69,12 @@ impl Link {
                 );
             }
         }
-        self.usage
-            .busy
-            .store(false, std::sync::atomic::Ordering::Release);
+        // Only the beat that took the report (and the flag) gives the flag back.
+        if report.is_some() {
+            self.usage
+                .busy
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
         match answer {
             Ok(answer) => self.apply(record, answer).await,
             Err(CallError::Refused(r)) if r.signed && r.code == "ACTIVATION_GONE" => {

@@ -42,15 +42,6 @@ impl ActivateError {
         }
     }
 
-    /// Whether offline activation is the way forward (the authority cannot be
-    /// reached or cannot be trusted from here).
-    pub fn offers_offline(&self) -> bool {
-        matches!(
-            self,
-            ActivateError::Call(CallError::Unreachable(_) | CallError::Invalid(_))
-        )
-    }
-
     /// What the person activating reads.
     pub fn explanation(&self) -> String {
         match self {

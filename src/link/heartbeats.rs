@@ -346,7 +346,7 @@ pub struct LinkMetrics {
 }
 
 impl LinkMetrics {
-    pub fn new() -> LinkMetrics {
+    pub(super) fn new() -> LinkMetrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "licgate_authority_requests_total",
@@ -372,12 +372,6 @@ impl LinkMetrics {
         self.requests
             .with_label_values(&[call.label(), label])
             .inc();
-    }
-}
-
-impl Default for LinkMetrics {
-    fn default() -> Self {
-        LinkMetrics::new()
     }
 }
 

@@ -394,11 +394,6 @@ impl Link {
         }
         Ok(installed)
     }
-
-    /// This installation's instance id.
-    pub fn instance_id(&self) -> &str {
-        &self.instance_id
-    }
 }
 
 /// A fresh 128-bit nonce in hex.
