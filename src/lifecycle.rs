@@ -124,29 +124,73 @@ impl Drop for InflightGuard {
 }
 
 /// Signal handling: SIGTERM and SIGINT both drain in-flight requests then exit
-/// (pingora's default treats SIGINT as an immediate stop).
-pub struct SignalWatch;
+/// (pingora's default treats SIGINT as an immediate stop). The handlers are installed
+/// by [`SignalWatch::install`], before any listener opens: pingora asks for the signal
+/// only once its services run, and a SIGTERM in between would end the process
+/// without a drain.
+pub struct SignalWatch {
+    received: tokio::sync::watch::Receiver<bool>,
+}
+
+impl SignalWatch {
+    /// Installs the SIGTERM and SIGINT handlers now, on a thread of their own.
+    pub fn install() -> std::io::Result<SignalWatch> {
+        let (installed_tx, installed) = std::sync::mpsc::channel();
+        let (received_tx, received) = tokio::sync::watch::channel(false);
+        std::thread::Builder::new()
+            .name("licgate-signals".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = installed_tx.send(Err(e));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let (mut term, mut int) = match (
+                        signal(SignalKind::terminate()),
+                        signal(SignalKind::interrupt()),
+                    ) {
+                        (Ok(term), Ok(int)) => (term, int),
+                        (Err(e), _) | (_, Err(e)) => {
+                            let _ = installed_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = installed_tx.send(Ok(()));
+                    tokio::select! {
+                        _ = term.recv() => {
+                            tracing::info!("SIGTERM received: draining in-flight requests");
+                        }
+                        _ = int.recv() => {
+                            tracing::info!("SIGINT received: draining in-flight requests");
+                        }
+                    }
+                    let _ = received_tx.send(true);
+                    // Further signals while draining are ignored (the handlers stay).
+                    std::future::pending::<()>().await;
+                });
+            })?;
+        installed
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the signal thread ended")))?;
+        Ok(SignalWatch { received })
+    }
+}
 
 #[async_trait]
 impl ShutdownSignalWatch for SignalWatch {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers; shutting down");
+        let mut received = self.received.clone();
+        if received.wait_for(|r| *r).await.is_err() {
+            tracing::error!("the signal thread ended; shutting down");
             return ShutdownSignal::FastShutdown;
-        };
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!("SIGTERM received: draining in-flight requests");
-                ShutdownSignal::GracefulTerminate
-            }
-            _ = int.recv() => {
-                tracing::info!("SIGINT received: draining in-flight requests");
-                ShutdownSignal::GracefulTerminate
-            }
         }
+        ShutdownSignal::GracefulTerminate
     }
 }
 

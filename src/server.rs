@@ -354,11 +354,12 @@ pub(crate) fn run_with(config: Config, extra: impl FnOnce(&mut Server)) -> Resul
     // as the drain is done (the caller then ends the process, whatever is left of
     // pingora's grace period).
     let (ended, server_ended) = tokio::sync::oneshot::channel();
+    let signals = SignalWatch::install()?;
     std::thread::Builder::new()
         .name("licgate-server".into())
         .spawn(move || {
             server.run(RunArgs {
-                shutdown_signal: Box::new(SignalWatch),
+                shutdown_signal: Box::new(signals),
             });
             let _ = ended.send(());
         })?;

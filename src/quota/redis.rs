@@ -250,6 +250,52 @@ enum Taken {
     Failed(String),
 }
 
+/// How long a call that timed out is still waited for, and its give-back with it.
+const LATE_REPLY_WAIT: Duration = Duration::from_secs(30);
+
+/// One script call with owned keys and arguments, so it can outlive its caller.
+struct ScriptCall {
+    script: Arc<redis::Script>,
+    keys: Vec<String>,
+    args: Vec<i64>,
+}
+
+impl ScriptCall {
+    /// Runs the script on `connection`; gives the keys back with the reply.
+    async fn run(self, mut connection: ConnectionManager) -> CallOutput {
+        let mut invocation = self.script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in &self.args {
+            invocation.arg(*arg);
+        }
+        let reply = invocation.invoke_async(&mut connection).await;
+        (self.keys, reply)
+    }
+}
+
+/// What a script call gives back: its keys and Redis's reply.
+type CallOutput = (Vec<String>, redis::RedisResult<Vec<i64>>);
+
+/// A script call still running after the timeout.
+struct LateCall {
+    running: std::pin::Pin<Box<dyn std::future::Future<Output = CallOutput> + Send>>,
+    connection: ConnectionManager,
+}
+
+/// What a script call came to within the timeout.
+enum Reply {
+    Done(Vec<i64>),
+    Failed(String),
+    Late(LateCall),
+}
+
+/// `value` as a script argument (limits beyond `i64::MAX` are unlimited anyway).
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 impl Slice {
     fn new(tenant: Arc<str>, feature: Option<Box<str>>, rules: Arc<Rules>) -> Slice {
         Slice {
@@ -358,9 +404,9 @@ pub(crate) struct RedisQuotas {
     client: redis::Client,
     connection: ArcSwapOption<ConnectionManager>,
     connecting: tokio::sync::Mutex<()>,
-    count_script: redis::Script,
-    reserve_script: redis::Script,
-    give_back_script: redis::Script,
+    count_script: Arc<redis::Script>,
+    reserve_script: Arc<redis::Script>,
+    give_back_script: Arc<redis::Script>,
     add_script: redis::Script,
     breaker: Breaker,
     /// The fallback for `on_error = "local"`, with this gateway's share of the limits.
@@ -393,9 +439,9 @@ impl RedisQuotas {
             client: redis::Client::open(config.url.as_str())?,
             connection: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
-            count_script: redis::Script::new(COUNT_LUA),
-            reserve_script: redis::Script::new(RESERVE_LUA),
-            give_back_script: redis::Script::new(GIVE_BACK_LUA),
+            count_script: Arc::new(redis::Script::new(COUNT_LUA)),
+            reserve_script: Arc::new(redis::Script::new(RESERVE_LUA)),
+            give_back_script: Arc::new(redis::Script::new(GIVE_BACK_LUA)),
             add_script: redis::Script::new(ADD_LUA),
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             fallback: LocalQuotas::with_share(config.fleet_size),
@@ -443,11 +489,11 @@ impl RedisQuotas {
         let prefix = &self.config.key_prefix;
         let mut windows: Vec<(WindowRule, bool)> = Vec::new();
         let mut policy = Policy::default();
-        let mut invocation = self.count_script.prepare_invoke();
+        let mut keys = Vec::with_capacity(4);
         policy.extend(&tenant.rate_rules, now);
         for rule in tenant.rate_rules.windows.iter() {
             let index = rule.window.index(now);
-            invocation.key(window_key(
+            keys.push(window_key(
                 prefix,
                 tenant.tenant(),
                 None,
@@ -460,7 +506,7 @@ impl RedisQuotas {
             policy.extend(rules, now);
             for rule in rules.windows.iter() {
                 let index = rule.window.index(now);
-                invocation.key(window_key(
+                keys.push(window_key(
                     prefix,
                     tenant.tenant(),
                     Some(name),
@@ -472,25 +518,40 @@ impl RedisQuotas {
         }
         let smooth = tenant.rate_rules.smooth;
         if smooth.is_some() {
-            invocation.key(format!("{prefix}{}:burst", tenant.tenant()));
+            keys.push(format!("{prefix}{}:burst", tenant.tenant()));
         }
-        invocation.arg(windows.len()).arg(now_ms);
+        let mut args = Vec::with_capacity(2 + 2 * windows.len() + 2);
+        args.push(saturating_i64(windows.len() as u64));
+        args.push(now_ms);
         for (rule, _) in &windows {
             let end = rule.window.end(rule.window.index(now));
-            invocation.arg(rule.limit).arg(end + KEY_SLACK_SECS);
+            args.push(saturating_i64(rule.limit));
+            args.push(end + KEY_SLACK_SECS);
         }
         if let Some(s) = smooth {
-            let period_ms = super::saturating_u64(s.period.as_millis()).max(1);
-            invocation.arg(period_ms).arg(s.burst);
+            args.push(saturating_i64(
+                super::saturating_u64(s.period.as_millis()).max(1),
+            ));
+            args.push(i64::from(s.burst));
         }
-        let call = async {
-            let mut connection = self.connection().await?;
-            invocation.invoke_async::<Vec<i64>>(&mut connection).await
+        let call = ScriptCall {
+            script: Arc::clone(&self.count_script),
+            keys,
+            args,
         };
-        let reply = match tokio::time::timeout(self.config.timeout, call).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return self.failed(&e.to_string(), tenant, feature),
-            Err(_) => return self.failed("timed out", tenant, feature),
+        let reply = match self.call_script(call).await {
+            Reply::Done(reply) => reply,
+            Reply::Failed(e) => return self.failed(&e, tenant, feature),
+            Reply::Late(late) => {
+                // The request is decided by `on_error`; a count the script made once
+                // it runs is taken back unless that decision let it through uncounted.
+                let keep_one = self.config.on_error == OnRedisError::Allow;
+                self.settle_late(late, windows.len(), move |reply| match reply {
+                    [1, ..] if !keep_one => 1,
+                    _ => 0,
+                });
+                return self.failed("timed out", tenant, feature);
+            }
         };
         self.breaker.success();
         match reply.as_slice() {
@@ -663,8 +724,9 @@ impl RedisQuotas {
         // What is left of the previous reservation goes back to the windows it shares
         // with the new one.
         let unspent = slice.left.swap(0, Ordering::AcqRel);
-        let mut invocation = self.reserve_script.prepare_invoke();
-        invocation.arg(self.config.fleet_size);
+        let mut keys = Vec::with_capacity(slice.rules.windows.len());
+        let mut args = Vec::with_capacity(1 + 4 * slice.rules.windows.len());
+        args.push(i64::from(self.config.fleet_size));
         let mut valid_until = i64::MAX;
         let mut indexes = [0u64; 4];
         for (i, rule) in slice.rules.windows.iter().enumerate() {
@@ -677,27 +739,39 @@ impl RedisQuotas {
             } else {
                 0
             };
-            invocation
-                .key(window_key(
-                    prefix,
-                    &slice.tenant,
-                    slice.feature.as_deref(),
-                    rule.window,
-                    index,
-                ))
-                .arg(rule.limit)
-                .arg(end + KEY_SLACK_SECS)
-                .arg(give_back)
-                .arg(max_slice(rule.limit));
+            keys.push(window_key(
+                prefix,
+                &slice.tenant,
+                slice.feature.as_deref(),
+                rule.window,
+                index,
+            ));
+            args.extend([
+                saturating_i64(rule.limit),
+                end + KEY_SLACK_SECS,
+                saturating_i64(give_back),
+                saturating_i64(max_slice(rule.limit)),
+            ]);
         }
-        let call = async {
-            let mut connection = self.connection().await?;
-            invocation.invoke_async::<Vec<i64>>(&mut connection).await
+        let n_keys = keys.len();
+        let call = ScriptCall {
+            script: Arc::clone(&self.reserve_script),
+            keys,
+            args,
         };
-        let reply = match tokio::time::timeout(self.config.timeout, call).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return Taken::Failed(e.to_string()),
-            Err(_) => return Taken::Failed("timed out".into()),
+        let reply = match self.call_script(call).await {
+            Reply::Done(reply) => reply,
+            Reply::Failed(e) => return Taken::Failed(e),
+            Reply::Late(late) => {
+                // The request is decided by `on_error`; the slice the script reserves
+                // once it runs goes back (less this request if it was let through).
+                let keep_one = u64::from(self.config.on_error == OnRedisError::Allow);
+                self.settle_late(late, n_keys, move |reply| match reply {
+                    [grant, ..] if *grant > 0 => super::saturating_u64(*grant) - keep_one,
+                    _ => 0,
+                });
+                return Taken::Failed("timed out".into());
+            }
         };
         self.breaker.success();
         let n = slice.rules.windows.len();
@@ -943,6 +1017,67 @@ impl RedisQuotas {
         let manager = ConnectionManager::new(self.client.clone()).await?;
         self.connection.store(Some(Arc::new(manager.clone())));
         Ok(manager)
+    }
+
+    /// Runs `call` within the timeout (connecting included). A call still running
+    /// then is not dropped: once sent, Redis runs it anyway, so its reply is awaited
+    /// by [`Self::settle_late`] to undo what it did.
+    async fn call_script(&self, call: ScriptCall) -> Reply {
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let connection = match tokio::time::timeout_at(deadline, self.connection()).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => return Reply::Failed(e.to_string()),
+            Err(_) => return Reply::Failed("timed out".into()),
+        };
+        let mut running = Box::pin(call.run(connection.clone()));
+        match tokio::time::timeout_at(deadline, &mut running).await {
+            Ok((_, Ok(reply))) => Reply::Done(reply),
+            Ok((_, Err(e))) => Reply::Failed(e.to_string()),
+            Err(_) => Reply::Late(LateCall {
+                running,
+                connection,
+            }),
+        }
+    }
+
+    /// Waits (in a task of its own, [`LATE_REPLY_WAIT`] at most) for a call that
+    /// timed out, then gives back `back(reply)` requests to the first `n_keys` keys
+    /// it counted on, so a reply that came too late counts nothing twice.
+    fn settle_late(
+        &self,
+        late: LateCall,
+        n_keys: usize,
+        back: impl FnOnce(&[i64]) -> u64 + Send + 'static,
+    ) {
+        let give_back = Arc::clone(&self.give_back_script);
+        let errors = self.errors.clone();
+        tokio::spawn(async move {
+            let LateCall {
+                running,
+                connection,
+            } = late;
+            let Ok((mut keys, Ok(reply))) = tokio::time::timeout(LATE_REPLY_WAIT, running).await
+            else {
+                return;
+            };
+            let amount = back(&reply);
+            if amount == 0 {
+                return;
+            }
+            keys.truncate(n_keys);
+            let call = ScriptCall {
+                script: give_back,
+                keys,
+                args: vec![saturating_i64(amount)],
+            };
+            match tokio::time::timeout(LATE_REPLY_WAIT, call.run(connection)).await {
+                Ok((_, Ok(_))) => {}
+                _ => {
+                    errors.inc();
+                    tracing::warn!(amount, "a late quota reply could not be given back");
+                }
+            }
+        });
     }
 
     fn failed(&self, reason: &str, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome {

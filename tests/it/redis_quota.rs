@@ -80,6 +80,19 @@ async fn gateway(
     fleet_size: u32,
     mode: &str,
 ) -> Gateway {
+    gateway_with_timeout(upstream, dir, url, per_minute, fleet_size, mode, "25ms").await
+}
+
+/// [`gateway`] with the Redis call `timeout` given.
+async fn gateway_with_timeout(
+    upstream: SocketAddr,
+    dir: &std::path::Path,
+    url: &str,
+    per_minute: u64,
+    fleet_size: u32,
+    mode: &str,
+    timeout: &str,
+) -> Gateway {
     let keys = dir.join("keys");
     if !keys.exists() {
         let (private, _) = write_key_pair(&keys, &generate_ed25519()).unwrap();
@@ -104,7 +117,7 @@ feature = "manufacturing_module"
 backend = "redis"
 [quota.redis]
 url = "{url}"
-timeout = "25ms"
+timeout = "{timeout}"
 fleet_size = {fleet_size}
 breaker_failures = 2
 breaker_cooldown = "200ms"
@@ -183,8 +196,11 @@ async fn two_gateways_share_one_limit_in_slices_and_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let prefix_free = redis.command(&["FLUSHALL"]).await;
         assert!(prefix_free.is_ok());
-        let a = gateway(upstream.addr, dir.path(), &redis.url(), 1_000, 2, mode).await;
-        let b = gateway(upstream.addr, dir.path(), &redis.url(), 1_000, 2, mode).await;
+        // Exactness with Redis answering: a generous timeout, so a loaded machine does
+        // not turn a slow reply into the local fallback (which is exact per gateway only).
+        let (url, t) = (redis.url(), "1s");
+        let a = gateway_with_timeout(upstream.addr, dir.path(), &url, 1_000, 2, mode, t).await;
+        let b = gateway_with_timeout(upstream.addr, dir.path(), &url, 1_000, 2, mode, t).await;
         away_from_a_minute_edge(25).await;
         let key = minute_key();
         let allowed = load_until_refused(&[&a, &b], 4, 30).await;
@@ -298,8 +314,11 @@ async fn a_paused_redis_costs_at_most_the_timeout() {
     let redis = RedisServer::start_on(free_addr().port()).await;
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(upstream.addr, dir.path(), &redis.url(), 60_000, 1, "exact").await;
+    away_from_a_minute_edge(20).await;
+    let key = minute_key();
     assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
     redis.command(&["CLIENT", "PAUSE", "3000"]).await.unwrap();
+    let paused = Instant::now();
     for _ in 0..5 {
         let started = Instant::now();
         let resp = http_get(gw.addr, "/x").await.unwrap();
@@ -308,6 +327,133 @@ async fn a_paused_redis_costs_at_most_the_timeout() {
         assert!(
             took < Duration::from_millis(500),
             "took {took:?} with Redis paused"
+        );
+    }
+    // Redis runs the calls that timed out once the pause ends; what they counted is
+    // given back, and the fallback's own counts are added: each request counted once.
+    tokio::time::sleep(Duration::from_millis(3_300).saturating_sub(paused.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let count = redis_count(&redis, &key).await;
+        if count == 7
+            && gw
+                .logs()
+                .contains("counts made while Redis was unavailable")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "7 requests served, {count} counted: {}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(redis_count(&redis, &key).await, 7, "counted once each");
+}
+
+/// A TCP relay to Redis that passes commands at once and holds Redis's replies back
+/// for `delay_ms` (set while running): Redis has run a command the gateway hears of late.
+struct SlowReplies {
+    addr: SocketAddr,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowReplies {
+    async fn start(redis: SocketAddr) -> SlowReplies {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let delay_ms = std::sync::Arc::new(AtomicU64::new(0));
+        let delay = std::sync::Arc::clone(&delay_ms);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(redis).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let delay = std::sync::Arc::clone(&delay);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match server_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let wait = delay.load(Ordering::Relaxed);
+                        if wait > 0 {
+                            tokio::time::sleep(Duration::from_millis(wait)).await;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowReplies { addr, delay_ms }
+    }
+
+    fn delay(&self, ms: u64) {
+        self.delay_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_comes_too_late_counts_nothing_twice() {
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start_on(free_addr().port()).await;
+    let relay = SlowReplies::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    for mode in ["exact", "slice"] {
+        let dir = tempfile::tempdir().unwrap();
+        redis.command(&["FLUSHALL"]).await.unwrap();
+        let url = format!("redis://{}/", relay.addr);
+        // 100 a minute: slices of one request, so each request asks Redis.
+        let mut gw = gateway(upstream.addr, dir.path(), &url, 100, 1, mode).await;
+        away_from_a_minute_edge(20).await;
+        let key = minute_key();
+        let mut served = 0;
+        let send = |n: usize| {
+            let addr = gw.addr;
+            async move {
+                for _ in 0..n {
+                    assert_eq!(http_get(addr, "/x").await.unwrap().status, 200);
+                }
+                n
+            }
+        };
+        served += send(3).await;
+        // Redis counts (or reserves) at once; the gateway hears after its timeout and
+        // serves these from the local fallback.
+        relay.delay(400);
+        served += send(4).await;
+        relay.delay(0);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        served += send(3).await;
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while !gw
+            .logs()
+            .contains("counts made while Redis was unavailable were added")
+        {
+            assert!(Instant::now() < deadline, "{mode}: {}", gw.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Slices unspent go back at shutdown: Redis then holds what was served.
+        gw.signal("TERM");
+        assert!(gw.wait_exit(Duration::from_secs(15)).await.is_some());
+        assert_eq!(
+            redis_count(&redis, &key).await,
+            served as i64,
+            "{mode}: every request served counted once, none that was not"
         );
     }
 }
