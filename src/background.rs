@@ -9,6 +9,31 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::{background_service, BackgroundService, GenBackgroundService};
 
+/// Starts a thread named `name` running a current-thread runtime until the process
+/// ends, and returns the runtime's handle (work spawned on it runs on that thread).
+pub fn runtime_thread(name: &str) -> std::io::Result<tokio::runtime::Handle> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = sender.send(Err(e));
+                    return;
+                }
+            };
+            let _ = sender.send(Ok(runtime.handle().clone()));
+            runtime.block_on(std::future::pending::<()>());
+        })?;
+    receiver
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the thread ended at start")))
+}
+
 /// Waits `wait`, or less when shutdown begins; true when it began.
 pub async fn sleep_or_shutdown(wait: Duration, shutdown: &mut ShutdownWatch) -> bool {
     if *shutdown.borrow() {

@@ -135,49 +135,27 @@ pub struct SignalWatch {
 impl SignalWatch {
     /// Installs the SIGTERM and SIGINT handlers now, on a thread of their own.
     pub fn install() -> std::io::Result<SignalWatch> {
-        let (installed_tx, installed) = std::sync::mpsc::channel();
+        let runtime = crate::background::runtime_thread("licgate-signals")?;
+        let (mut term, mut int) = {
+            let _entered = runtime.enter();
+            (
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            )
+        };
         let (received_tx, received) = tokio::sync::watch::channel(false);
-        std::thread::Builder::new()
-            .name("licgate-signals".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = installed_tx.send(Err(e));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let (mut term, mut int) = match (
-                        signal(SignalKind::terminate()),
-                        signal(SignalKind::interrupt()),
-                    ) {
-                        (Ok(term), Ok(int)) => (term, int),
-                        (Err(e), _) | (_, Err(e)) => {
-                            let _ = installed_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = installed_tx.send(Ok(()));
-                    tokio::select! {
-                        _ = term.recv() => {
-                            tracing::info!("SIGTERM received: draining in-flight requests");
-                        }
-                        _ = int.recv() => {
-                            tracing::info!("SIGINT received: draining in-flight requests");
-                        }
-                    }
-                    let _ = received_tx.send(true);
-                    // Further signals while draining are ignored (the handlers stay).
-                    std::future::pending::<()>().await;
-                });
-            })?;
-        installed
-            .recv()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the signal thread ended")))?;
+        // Further signals while draining are ignored (the handlers stay installed).
+        runtime.spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM received: draining in-flight requests");
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT received: draining in-flight requests");
+                }
+            }
+            let _ = received_tx.send(true);
+        });
         Ok(SignalWatch { received })
     }
 }

@@ -100,7 +100,8 @@ impl Link {
             instance_id,
             hostname: hostname(),
             grace_warning: i64::try_from(config.grace_warning.as_secs()).unwrap_or(i64::MAX),
-            runtime: link_runtime()?,
+            runtime: crate::background::runtime_thread("licgate-authority")
+                .map_err(|e| format!("cannot start the authority link's thread: {e}"))?,
             schedule: Schedule::default(),
             metrics: heartbeats::LinkMetrics::new(),
             fleet,
@@ -411,31 +412,4 @@ pub fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// Starts the link's thread (a current-thread runtime that runs until the process
-/// ends) and returns its handle.
-fn link_runtime() -> Result<tokio::runtime::Handle, String> {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("licgate-authority".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = sender.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let _ = sender.send(Ok(runtime.handle().clone()));
-            runtime.block_on(std::future::pending::<()>());
-        })
-        .map_err(|e| format!("cannot start the authority link's thread: {e}"))?;
-    receiver
-        .recv()
-        .map_err(|_| "the authority link's thread did not start".to_string())?
-        .map_err(|e| format!("cannot start the authority link's runtime: {e}"))
 }

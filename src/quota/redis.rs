@@ -543,11 +543,8 @@ impl RedisQuotas {
             Reply::Done(reply) => reply,
             Reply::Failed(e) => return self.failed(&e, tenant, feature),
             Reply::Late(late) => {
-                // The request is decided by `on_error`; a count the script made once
-                // it runs is taken back unless that decision let it through uncounted.
-                let keep_one = self.config.on_error == OnRedisError::Allow;
-                self.settle_late(late, windows.len(), move |reply| match reply {
-                    [1, ..] if !keep_one => 1,
+                self.settle_late(late, windows.len(), |reply| match reply {
+                    [1, ..] => 1,
                     _ => 0,
                 });
                 return self.failed("timed out", tenant, feature);
@@ -763,11 +760,8 @@ impl RedisQuotas {
             Reply::Done(reply) => reply,
             Reply::Failed(e) => return Taken::Failed(e),
             Reply::Late(late) => {
-                // The request is decided by `on_error`; the slice the script reserves
-                // once it runs goes back (less this request if it was let through).
-                let keep_one = u64::from(self.config.on_error == OnRedisError::Allow);
-                self.settle_late(late, n_keys, move |reply| match reply {
-                    [grant, ..] if *grant > 0 => super::saturating_u64(*grant) - keep_one,
+                self.settle_late(late, n_keys, |reply| match reply {
+                    [grant, ..] if *grant > 0 => super::saturating_u64(*grant),
                     _ => 0,
                 });
                 return Taken::Failed("timed out".into());
@@ -1041,14 +1035,12 @@ impl RedisQuotas {
     }
 
     /// Waits (in a task of its own, [`LATE_REPLY_WAIT`] at most) for a call that
-    /// timed out, then gives back `back(reply)` requests to the first `n_keys` keys
-    /// it counted on, so a reply that came too late counts nothing twice.
-    fn settle_late(
-        &self,
-        late: LateCall,
-        n_keys: usize,
-        back: impl FnOnce(&[i64]) -> u64 + Send + 'static,
-    ) {
+    /// timed out, then gives back the `counted(reply)` requests it counted or reserved
+    /// to the first `n_keys` keys, so a reply that came too late counts nothing twice.
+    /// The request itself was decided by `on_error`: under `allow` it was served
+    /// uncounted, so one of them stays counted.
+    fn settle_late(&self, late: LateCall, n_keys: usize, counted: fn(&[i64]) -> u64) {
+        let served_uncounted = u64::from(self.config.on_error == OnRedisError::Allow);
         let give_back = Arc::clone(&self.give_back_script);
         let errors = self.errors.clone();
         tokio::spawn(async move {
@@ -1060,7 +1052,7 @@ impl RedisQuotas {
             else {
                 return;
             };
-            let amount = back(&reply);
+            let amount = counted(&reply).saturating_sub(served_uncounted);
             if amount == 0 {
                 return;
             }
