@@ -29,6 +29,7 @@ fn claims() -> Claims {
             ..Limits::default()
         },
         feature_limits: Default::default(),
+        restrictions: Default::default(),
         flags: vec![],
         grace_days: None,
         read_only_days: None,

@@ -49,6 +49,7 @@ mod reload;
 mod request_body;
 mod request_parts;
 mod response;
+pub mod restrictions;
 mod server;
 pub mod sharded;
 pub mod tenants;

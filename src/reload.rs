@@ -209,6 +209,7 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
         features: _,
         model_rules: _,
         odoo: _,
+        geoip: _,
         authority,
         pages: _,
         quota,

@@ -57,6 +57,7 @@ impl TenantEntry {
                 license.tier.as_deref().unwrap_or(""),
                 &license.features_text(),
                 &license.license_ids.join(","),
+                &license.flags.join(","),
             ),
             warning_header: license.warnings.first().map(|w| Box::new(header_value(w))),
             quota: TenantQuota::with_cache(license, slots, rules),
@@ -195,24 +196,26 @@ impl TenantCounterSource for Tenants {
 }
 
 /// The names of the headers in [`UpstreamHeaders`], in order.
-pub static UPSTREAM_HEADER_NAMES: [PreparsedHeaderName; 5] = [
+pub static UPSTREAM_HEADER_NAMES: [PreparsedHeaderName; 6] = [
     PreparsedHeaderName::from_static("x-licgate-tenant", "X-Licgate-Tenant"),
     PreparsedHeaderName::from_static("x-licgate-status", "X-Licgate-Status"),
     PreparsedHeaderName::from_static("x-licgate-tier", "X-Licgate-Tier"),
     PreparsedHeaderName::from_static("x-licgate-features", "X-Licgate-Features"),
     PreparsedHeaderName::from_static("x-licgate-license-id", "X-Licgate-License-Id"),
+    PreparsedHeaderName::from_static("x-licgate-flags", "X-Licgate-Flags"),
 ];
 
 /// The values of the `X-Licgate-*` headers sent upstream (names in
-/// [`UPSTREAM_HEADER_NAMES`]), compact: the four variable values one after another in
-/// one buffer, and where they end (about 50 bytes per tenant). Each request writes
+/// [`UPSTREAM_HEADER_NAMES`]), compact: the five variable values one after another in
+/// one buffer, and where they end (about 50 bytes per tenant). `X-Licgate-Flags` is
+/// sent only when the license has flags. Each request writes
 /// them as header lines after the request's own headers ([`Self::write_lines`]).
 #[derive(Debug, Clone)]
 pub struct UpstreamHeaders {
-    /// Tenant, tier, features and license ids, each a valid header value.
+    /// Tenant, tier, features, license ids and flags, each a valid header value.
     text: Box<[u8]>,
-    /// Where the tenant, tier and features end in `text`.
-    ends: [u32; 3],
+    /// Where the tenant, tier, features and license ids end in `text`.
+    ends: [u32; 4],
     status: Status,
 }
 
@@ -225,9 +228,10 @@ impl UpstreamHeaders {
         tier: &str,
         features: &str,
         license_ids: &str,
+        flags: &str,
     ) -> UpstreamHeaders {
-        let parts = [tenant, tier, features, license_ids].map(encoded_header_text);
-        let mut ends = [0u32; 3];
+        let parts = [tenant, tier, features, license_ids, flags].map(encoded_header_text);
+        let mut ends = [0u32; 4];
         let mut end = 0;
         for (slot, part) in ends.iter_mut().zip(&parts) {
             end += part.len();
@@ -239,24 +243,31 @@ impl UpstreamHeaders {
 
     /// Writes the headers, in order, as lines for the upstream request.
     pub fn write_lines(&self, lines: &mut AppendedHeadersBuilder) {
-        let [tenant, tier, features] = self.ends.map(|e| e as usize);
+        let [tenant, tier, features, ids] = self.ends.map(|e| e as usize);
         let bounds = [
             Some((0, tenant)),
             None,
             Some((tenant, tier)),
             Some((tier, features)),
-            Some((features, self.text.len())),
+            Some((features, ids)),
+            Some((ids, self.text.len())),
         ];
-        for (name, bounds) in UPSTREAM_HEADER_NAMES.iter().zip(bounds) {
+        for (i, (name, bounds)) in UPSTREAM_HEADER_NAMES.iter().zip(bounds).enumerate() {
             let value = match bounds {
                 None => self.status.as_str().as_bytes(),
                 Some((from, to)) => &self.text[from..to],
             };
+            if i == FLAGS && value.is_empty() {
+                continue;
+            }
             // Each part was checked (or percent-encoded) by `encoded_header_text`.
             lines.checked_value_bytes(name, value);
         }
     }
 }
+
+/// The position of `X-Licgate-Flags` in [`UPSTREAM_HEADER_NAMES`].
+const FLAGS: usize = 5;
 
 /// `text` as a header value's text: as is when it is visible ASCII (or spaces
 /// inside), percent-encoded otherwise.

@@ -30,6 +30,7 @@ pub(crate) fn license(i: usize, features: usize, limits: Limits) -> License {
             features: (0..features).map(|f| format!("feature_{f}")).collect(),
             limits,
             feature_limits: Default::default(),
+            restrictions: Default::default(),
             flags: vec![],
             grace_days: None,
             read_only_days: None,

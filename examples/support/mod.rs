@@ -24,6 +24,7 @@ pub(crate) fn tenant_claims(i: usize, now: i64) -> Claims {
             ..Limits::default()
         },
         feature_limits: Default::default(),
+        restrictions: Default::default(),
         flags: vec![],
         grace_days: None,
         read_only_days: None,

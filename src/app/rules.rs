@@ -3,6 +3,7 @@
 //! its first phase to its last.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::upstreams::peer::HttpPeer;
@@ -30,6 +31,10 @@ pub(crate) struct Rules {
     pub after_activation: String,
     /// `pages.public_status`: the full summary on `/_licgate/status`.
     pub public_status: bool,
+    /// `pages.flag_banner`.
+    pub flag_banner: bool,
+    /// `[geoip] database`, for `restrictions.allowed_countries`.
+    pub geoip: Option<Arc<crate::restrictions::GeoIp>>,
     pub forwarding: ForwardingPolicy,
     /// The upstream peer, cloned for each request.
     pub peer: HttpPeer,
@@ -60,6 +65,8 @@ impl Rules {
             templates: Templates::load(config.pages.templates_dir.as_deref())?,
             after_activation: config.pages.after_activation.clone(),
             public_status: config.pages.public_status,
+            flag_banner: config.pages.flag_banner,
+            geoip: config.geoip.clone(),
             forwarding: ForwardingPolicy {
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 host_header: config.upstream.host_header.clone(),

@@ -54,6 +54,7 @@ pub fn claims(
             .clone()
             .unwrap_or_else(|| policy.limits.clone()),
         feature_limits: policy.feature_limits.clone(),
+        restrictions: Default::default(),
         flags: policy.flags.clone(),
         grace_days: policy.grace_days,
         read_only_days: policy.read_only_days,

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use crate::license::sign;
 use clap::{Args, Subcommand};
 
-use crate::license::claims::{Claims, FeatureLimits, FEATURE_LIMIT_NAMES, LIMIT_NAMES};
+use crate::license::claims::{
+    Claims, CountryCode, FeatureLimits, Restrictions, FEATURE_LIMIT_NAMES,
+};
 use crate::license::clock::{Clock, SystemClock};
 use crate::license::keys::{self, spki_algorithm, PublicKey, SigningKey};
 use crate::license::store::generate_instance_id;
@@ -55,7 +57,7 @@ pub struct IssueArgs {
     /// A limit NAME=N (repeatable): requests_per_minute, requests_per_hour,
     /// requests_per_day, requests_per_month (counts per calendar window, UTC),
     /// requests_per_second, burst (optional smoothing), max_concurrent_connections,
-    /// max_users.
+    /// max_users, max_seats, max_active_users, overage (a factor such as 1.25).
     #[arg(long = "limit", value_name = "NAME=N")]
     pub limits: Vec<String>,
     /// A per-feature quota FEATURE:NAME=N (repeatable): NAME is requests_per_minute,
@@ -77,6 +79,16 @@ pub struct IssueArgs {
     /// A flag such as trial or non_production (repeatable).
     #[arg(long = "flag", value_name = "FLAG")]
     pub flags: Vec<String>,
+    /// Only clients in this network (CIDR, IPv4 or IPv6; repeatable).
+    #[arg(long = "allowed-network", value_name = "CIDR")]
+    pub allowed_networks: Vec<String>,
+    /// Never clients in this network (CIDR; repeatable).
+    #[arg(long = "denied-network", value_name = "CIDR")]
+    pub denied_networks: Vec<String>,
+    /// Only clients in this country (ISO 3166-1 alpha-2, e.g. DE; repeatable; the
+    /// gateway needs a GeoIP database for it).
+    #[arg(long = "allowed-country", value_name = "CC")]
+    pub allowed_countries: Vec<String>,
     /// Issuer (`iss`), e.g. the vendor's name.
     #[arg(long)]
     pub issuer: Option<String>,
@@ -197,10 +209,38 @@ pub fn issue_claims(args: &IssueArgs, now: UnixTime) -> Result<Claims, String> {
         features,
         limits,
         feature_limits,
+        restrictions: parse_restrictions(args)?,
         flags: args.flags.clone(),
         grace_days: args.grace_days,
         read_only_days: args.read_only_days,
         license_exp: None,
+    })
+}
+
+/// `--allowed-network`, `--denied-network` and `--allowed-country` as restrictions.
+fn parse_restrictions(args: &IssueArgs) -> Result<Restrictions, String> {
+    let networks = |option: &str, specs: &[String]| {
+        specs
+            .iter()
+            .map(|spec| {
+                spec.trim().parse::<ipnet::IpNet>().map_err(|_| {
+                    format!("--{option} {spec:?}: expected a network such as 10.0.0.0/8 or 2001:db8::/32")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(Restrictions {
+        allowed_networks: networks("allowed-network", &args.allowed_networks)?,
+        denied_networks: networks("denied-network", &args.denied_networks)?,
+        allowed_countries: args
+            .allowed_countries
+            .iter()
+            .map(|spec| {
+                CountryCode::parse(spec.trim()).ok_or_else(|| {
+                    format!("--allowed-country {spec:?}: expected a two-letter code such as DE")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
     })
 }
 
@@ -211,16 +251,9 @@ pub(crate) fn parse_limits(specs: &[String]) -> Result<crate::license::Limits, S
         let (name, value) = spec
             .split_once('=')
             .ok_or_else(|| format!("--limit {spec:?}: expected NAME=N"))?;
-        let value: u64 = value
-            .trim()
-            .parse()
-            .map_err(|_| format!("--limit {spec:?}: N must be a whole number"))?;
-        if !limits.set(name.trim(), value) {
-            return Err(format!(
-                "--limit {spec:?}: unknown limit; use one of {}",
-                LIMIT_NAMES.join(", ")
-            ));
-        }
+        limits
+            .set_text(name.trim(), value)
+            .map_err(|problem| format!("--limit {spec:?}: {problem}"))?;
     }
     Ok(limits)
 }

@@ -69,6 +69,9 @@ pub struct Config {
     pub usage: UsageConfig,
     /// `[odoo]`: the inspection of Odoo's RPC bodies.
     pub odoo: OdooConfig,
+    /// `[geoip] database`: the country of client addresses, for licenses with
+    /// `restrictions.allowed_countries` (`None`: countries are not checked).
+    pub geoip: Option<std::sync::Arc<crate::restrictions::GeoIp>>,
     /// `[authority]`: the vendor's license server; `None` without the section (only
     /// signed tokens are then installed).
     pub authority: Option<AuthorityLinkConfig>,
@@ -193,6 +196,9 @@ pub struct PagesConfig {
     /// Whether `/_licgate/status` shows everyone the full summary (features, limits,
     /// expiry); by default it shows only status and tier.
     pub public_status: bool,
+    /// `pages.flag_banner`: a top bar in the app's HTML pages for `trial` and
+    /// `non_production` licenses.
+    pub flag_banner: bool,
 }
 
 /// Where licenses come from and how they are judged.
@@ -466,6 +472,7 @@ pub fn parse_raw(text: &str) -> Result<(RawConfig, Vec<Diagnostic>), Vec<Diagnos
             "quota" => raw.quota = section("quota", value, &mut diagnostics, &mut raw.failed_keys),
             "usage" => raw.usage = section("usage", value, &mut diagnostics, &mut raw.failed_keys),
             "odoo" => raw.odoo = section("odoo", value, &mut diagnostics, &mut raw.failed_keys),
+            "geoip" => raw.geoip = section("geoip", value, &mut diagnostics, &mut raw.failed_keys),
             "authority" => {
                 raw.authority = section("authority", value, &mut diagnostics, &mut raw.failed_keys)
             }

@@ -32,6 +32,7 @@ pub struct RawConfig {
     pub quota: Option<RawQuota>,
     pub usage: Option<RawUsage>,
     pub odoo: Option<RawOdoo>,
+    pub geoip: Option<RawGeoIp>,
     pub authority: Option<Spanned<RawAuthority>>,
     pub log: Option<RawLog>,
     pub reload: Option<RawReload>,
@@ -52,6 +53,7 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "quota",
     "usage",
     "odoo",
+    "geoip",
     "authority",
     "log",
     "reload",
@@ -179,6 +181,7 @@ pub struct RawPages {
     pub after_activation: Option<Spanned<String>>,
     pub templates_dir: Option<Spanned<String>>,
     pub public_status: Option<bool>,
+    pub flag_banner: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,6 +197,12 @@ pub struct RawQuota {
 pub struct RawUsage {
     pub enabled: Option<bool>,
     pub retention_days: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [geoip]")]
+pub struct RawGeoIp {
+    pub database: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

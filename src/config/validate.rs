@@ -50,6 +50,7 @@ impl TryFrom<RawConfig> for Config {
             quota,
             usage,
             odoo,
+            geoip,
             authority,
             log,
             reload,
@@ -77,6 +78,9 @@ impl TryFrom<RawConfig> for Config {
         let (mut paths, method_override) = validate_paths(paths.unwrap_or_default(), &mut diags);
         let public_paths = validate_public(public.unwrap_or_default(), &mut diags);
         let odoo = validate_odoo(odoo.unwrap_or_default(), &mut diags);
+        let geoip = geoip
+            .and_then(|g| g.database)
+            .and_then(|path| validate_geoip(path, &base_dir, &mut diags));
         let authority =
             authority.and_then(|a| validate_authority(a, license.is_some(), &base_dir, &mut diags));
         let (features, model_rules) =
@@ -112,6 +116,7 @@ impl TryFrom<RawConfig> for Config {
                     per_client_share,
                     usage,
                     odoo,
+                    geoip,
                     authority,
                     log,
                     reload: ReloadConfig {
@@ -971,6 +976,7 @@ fn validate_pages(raw: RawPages, base_dir: &Path, diags: &mut Vec<Diagnostic>) -
         after_activation,
         templates_dir,
         public_status,
+        flag_banner,
     } = raw;
     let after_activation = match after_activation {
         None => "/".to_string(),
@@ -999,6 +1005,27 @@ fn validate_pages(raw: RawPages, base_dir: &Path, diags: &mut Vec<Diagnostic>) -
         after_activation,
         templates_dir,
         public_status: public_status.unwrap_or(false),
+        flag_banner: flag_banner.unwrap_or(false),
+    }
+}
+
+/// `[geoip] database`: a MaxMind-format file (relative to the config file), opened
+/// to be sure it is one.
+fn validate_geoip(
+    path: Spanned<String>,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<std::sync::Arc<crate::restrictions::GeoIp>> {
+    let file = base_dir.join(path.get_ref());
+    match crate::restrictions::GeoIp::open(&file) {
+        Ok(db) => Some(std::sync::Arc::new(db)),
+        Err(problem) => {
+            diags.push(Diagnostic::at(
+                path.span(),
+                format!("geoip.database: {problem}"),
+            ));
+            None
+        }
     }
 }
 

@@ -104,6 +104,7 @@ pub fn prepare_demo_license(dir: &Path, now: UnixTime) -> Result<String, ServeEr
         features: DEMO_FEATURES.iter().map(|f| f.to_string()).collect(),
         limits,
         feature_limits,
+        restrictions: Default::default(),
         flags: vec!["trial".into()],
         grace_days: None,
         read_only_days: None,

@@ -29,8 +29,155 @@ pub struct Limits {
     pub burst: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_connections: Option<u64>,
+    /// The older name of `max_active_users` (the smaller of the two applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_users: Option<u64>,
+    /// Concurrent seats: identities seen within `seats.idle_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seats: Option<u64>,
+    /// Distinct identities seen within `seats.active_window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_users: Option<u64>,
+    /// The overage allowance on seats and active users (e.g. `1.25`: up to 125 % is
+    /// served, with a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overage: Option<Overage>,
+}
+
+/// An overage allowance: a factor from 1 to 10, kept in thousandths (exact, `Eq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Overage(u32);
+
+impl Overage {
+    /// The largest factor accepted.
+    pub const MAX: f64 = 10.0;
+
+    /// The factor `value`; `None` unless 1 ≤ `value` ≤ [`Overage::MAX`].
+    pub fn new(value: f64) -> Option<Overage> {
+        (value.is_finite() && (1.0..=Overage::MAX).contains(&value))
+            .then(|| Overage((value * 1000.0).round() as u32))
+    }
+
+    /// The factor.
+    pub fn factor(self) -> f64 {
+        f64::from(self.0) / 1000.0
+    }
+
+    /// The most served under `limit` with this allowance (`limit` × factor, rounded
+    /// down, never below `limit`).
+    pub fn allowed(self, limit: u64) -> u64 {
+        let scaled = u128::from(limit) * u128::from(self.0) / 1000;
+        u64::try_from(scaled).unwrap_or(u64::MAX).max(limit)
+    }
+}
+
+impl Serialize for Overage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.factor())
+    }
+}
+
+impl<'de> Deserialize<'de> for Overage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Overage, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        Overage::new(value).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "overage {value} is not a factor from 1 to {}",
+                Overage::MAX
+            ))
+        })
+    }
+}
+
+/// Where a license may be used from (`restrictions`): CIDR lists on the original
+/// client address, and ISO 3166 country codes (with a GeoIP database).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restrictions {
+    /// Empty: any network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_networks: Vec<ipnet::IpNet>,
+    /// Two-letter codes, upper case; empty: any country.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_countries: Vec<CountryCode>,
+}
+
+impl Restrictions {
+    /// Whether nothing is restricted.
+    pub fn is_empty(&self) -> bool {
+        self.allowed_networks.is_empty()
+            && self.denied_networks.is_empty()
+            && self.allowed_countries.is_empty()
+    }
+
+    /// The restrictions of two licenses of one tenant in force together: a network
+    /// or country either allows is allowed (an unrestricted side allows all); a
+    /// network either denies is denied.
+    pub fn combine(&self, other: &Restrictions) -> Restrictions {
+        fn union<T: Clone + Ord>(a: &[T], b: &[T]) -> Vec<T> {
+            if a.is_empty() || b.is_empty() {
+                return Vec::new();
+            }
+            let mut all: Vec<T> = a.iter().chain(b).cloned().collect();
+            all.sort();
+            all.dedup();
+            all
+        }
+        let mut denied: Vec<ipnet::IpNet> = self
+            .denied_networks
+            .iter()
+            .chain(&other.denied_networks)
+            .copied()
+            .collect();
+        denied.sort();
+        denied.dedup();
+        Restrictions {
+            allowed_networks: union(&self.allowed_networks, &other.allowed_networks),
+            denied_networks: denied,
+            allowed_countries: union(&self.allowed_countries, &other.allowed_countries),
+        }
+    }
+}
+
+/// An ISO 3166-1 alpha-2 country code, upper case (`DE`, `US`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CountryCode([u8; 2]);
+
+impl CountryCode {
+    /// The code of `text` (two ASCII letters, any case).
+    pub fn parse(text: &str) -> Option<CountryCode> {
+        match text.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => Some(CountryCode([
+                a.to_ascii_uppercase(),
+                b.to_ascii_uppercase(),
+            ])),
+            _ => None,
+        }
+    }
+
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl Serialize for CountryCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for CountryCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<CountryCode, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        CountryCode::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a two-letter country code (ISO 3166-1 alpha-2)"
+            ))
+        })
+    }
 }
 
 /// The names accepted in `limits` (and by `licgate license issue --limit`).
@@ -43,10 +190,42 @@ pub const LIMIT_NAMES: &[&str] = &[
     "burst",
     "max_concurrent_connections",
     "max_users",
+    "max_seats",
+    "max_active_users",
+    "overage",
 ];
 
 impl Limits {
-    /// Sets limit `name` to `value`; `false` when `name` is not a known limit.
+    /// Sets limit `name` to the text `value` (a whole number; for `overage` a factor
+    /// from 1 to 10), or says why not.
+    pub fn set_text(&mut self, name: &str, value: &str) -> Result<(), String> {
+        if name == "overage" {
+            let factor: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| "overage must be a number such as 1.25".to_string())?;
+            self.overage = Some(
+                Overage::new(factor)
+                    .ok_or_else(|| format!("overage must be from 1 to {}", Overage::MAX))?,
+            );
+            return Ok(());
+        }
+        let value: u64 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name} must be a whole number"))?;
+        if self.set(name, value) {
+            Ok(())
+        } else {
+            Err(format!(
+                "unknown limit {name:?}; use one of {}",
+                LIMIT_NAMES.join(", ")
+            ))
+        }
+    }
+
+    /// Sets limit `name` to `value`; `false` when `name` is not a known whole-number
+    /// limit.
     pub fn set(&mut self, name: &str, value: u64) -> bool {
         let slot = match name {
             "requests_per_minute" => &mut self.requests_per_minute,
@@ -57,6 +236,8 @@ impl Limits {
             "burst" => &mut self.burst,
             "max_concurrent_connections" => &mut self.max_concurrent_connections,
             "max_users" => &mut self.max_users,
+            "max_seats" => &mut self.max_seats,
+            "max_active_users" => &mut self.max_active_users,
             _ => return false,
         };
         *slot = Some(value);
@@ -78,6 +259,18 @@ impl Limits {
                 other.max_concurrent_connections,
             ),
             max_users: sum(self.max_users, other.max_users),
+            max_seats: sum(self.max_seats, other.max_seats),
+            max_active_users: sum(self.max_active_users, other.max_active_users),
+            overage: self.overage.max(other.overage),
+        }
+    }
+
+    /// The limit on distinct active users: the smaller of `max_active_users` and its
+    /// older name `max_users`.
+    pub fn active_users(&self) -> Option<u64> {
+        match (self.max_active_users, self.max_users) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -164,6 +357,8 @@ pub struct Claims {
     pub limits: Limits,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub feature_limits: BTreeMap<String, FeatureLimits>,
+    #[serde(skip_serializing_if = "Restrictions::is_empty")]
+    pub restrictions: Restrictions,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -233,6 +428,7 @@ impl TryFrom<&Value> for Claims {
             features: optional(map, "features")?.unwrap_or_default(),
             limits: optional(map, "limits")?.unwrap_or_default(),
             feature_limits: optional(map, "feature_limits")?.unwrap_or_default(),
+            restrictions: optional(map, "restrictions")?.unwrap_or_default(),
             flags: optional(map, "flags")?.unwrap_or_default(),
             grace_days: optional(map, "grace_days")?,
             read_only_days: optional(map, "read_only_days")?,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::claims::{FeatureLimits, Limits, UnixTime};
+use super::claims::{FeatureLimits, Limits, Restrictions, UnixTime};
 use super::status::{Combined, Status};
 use super::store::StoreProblem;
 use super::time_text;
@@ -29,6 +29,8 @@ pub struct TenantSummary {
     pub features: Box<[Arc<str>]>,
     pub limits: Limits,
     pub feature_limits: std::collections::BTreeMap<String, FeatureLimits>,
+    /// Where the tenant's licenses may be used from (`None`: anywhere).
+    pub restrictions: Option<Arc<Restrictions>>,
     pub flags: Vec<String>,
     pub expires_at: Option<UnixTime>,
     /// `jti` of the licenses in force.
@@ -74,6 +76,7 @@ impl TenantSummary {
                 features: Default::default(),
                 limits,
                 feature_limits,
+                restrictions: Default::default(),
                 flags: Default::default(),
                 expires_at: None,
                 grace_until: None,
@@ -115,6 +118,8 @@ impl TenantSummary {
             features: features.iter().map(|f| names.get(f)).collect(),
             limits: combined.limits,
             feature_limits: combined.feature_limits,
+            restrictions: (!combined.restrictions.is_empty())
+                .then(|| Arc::new(combined.restrictions)),
             flags: combined.flags.into_iter().collect(),
             expires_at: combined.expires_at,
             license_ids: combined.license_ids,

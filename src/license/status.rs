@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::Serialize;
 
-use super::claims::{Claims, FeatureLimits, Limits, UnixTime};
+use super::claims::{Claims, FeatureLimits, Limits, Restrictions, UnixTime};
 
 const DAY: i64 = 86_400;
 
@@ -155,6 +155,8 @@ pub struct Combined {
     /// Sum of the limits of the licenses in force.
     pub limits: Limits,
     pub feature_limits: BTreeMap<String, FeatureLimits>,
+    /// Where the licenses in force may be used from (see [`Restrictions::combine`]).
+    pub restrictions: Restrictions,
     pub flags: BTreeSet<String>,
     /// Latest `exp` among the licenses in force (or among all, when none is).
     pub expires_at: Option<UnixTime>,
@@ -232,6 +234,7 @@ pub(crate) fn combine<C: AsRef<Claims>>(
             features: BTreeSet::new(),
             limits: Limits::default(),
             feature_limits: BTreeMap::new(),
+            restrictions: Restrictions::default(),
             flags: BTreeSet::new(),
             expires_at: latest_exp_overall,
             grace_until: None,
@@ -242,6 +245,7 @@ pub(crate) fn combine<C: AsRef<Claims>>(
     };
     let (status, _) = policy.status_of(latest, now);
     let mut limits: Option<Limits> = None;
+    let mut restrictions: Option<Restrictions> = None;
     let mut feature_limits: BTreeMap<String, FeatureLimits> = BTreeMap::new();
     let mut features = BTreeSet::new();
     let mut flags = BTreeSet::new();
@@ -249,6 +253,10 @@ pub(crate) fn combine<C: AsRef<Claims>>(
         limits = Some(match limits {
             None => claims.limits.clone(),
             Some(sum) => sum.add(&claims.limits),
+        });
+        restrictions = Some(match restrictions {
+            None => claims.restrictions.clone(),
+            Some(both) => both.combine(&claims.restrictions),
         });
         features.extend(claims.features.iter().cloned());
         flags.extend(claims.flags.iter().cloned());
@@ -273,6 +281,7 @@ pub(crate) fn combine<C: AsRef<Claims>>(
         features,
         limits: limits.unwrap_or_default(),
         feature_limits,
+        restrictions: restrictions.unwrap_or_default(),
         flags,
         expires_at: Some(latest.exp),
         grace_until: Some(latest.exp.saturating_add(policy.grace_days(latest) * DAY)),

@@ -71,10 +71,12 @@ pub enum Refusal {
     QuotaUnavailable,
     /// A client over its `quota.per_client_share`.
     ClientShare,
+    /// A client outside the networks (or countries) the license allows.
+    Network,
 }
 
 /// Every [`Refusal`], in label order.
-pub const REFUSALS: [Refusal; 12] = [
+pub const REFUSALS: [Refusal; 13] = [
     Refusal::License(DenyReason::LicenseMissing),
     Refusal::License(DenyReason::LicenseExpired),
     Refusal::License(DenyReason::LicenseRevoked),
@@ -87,6 +89,7 @@ pub const REFUSALS: [Refusal; 12] = [
     Refusal::QuotaUnavailable,
     Refusal::ClientShare,
     Refusal::License(DenyReason::LicenseSuspended),
+    Refusal::Network,
 ];
 
 impl Refusal {
@@ -98,6 +101,7 @@ impl Refusal {
             Refusal::ConcurrencyLimit => "CONCURRENCY_LIMIT_EXCEEDED",
             Refusal::QuotaUnavailable => "QUOTA_UNAVAILABLE",
             Refusal::ClientShare => "CLIENT_SHARE_EXCEEDED",
+            Refusal::Network => "NETWORK_NOT_LICENSED",
         }
     }
 
@@ -118,6 +122,7 @@ impl Refusal {
             Refusal::ConcurrencyLimit => 8,
             Refusal::QuotaUnavailable => 9,
             Refusal::ClientShare => 10,
+            Refusal::Network => 12,
         }
     }
 }

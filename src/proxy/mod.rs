@@ -4,6 +4,7 @@
 //! locally (refusals, the gateway's pages), or report an upstream failure clearly.
 
 pub(crate) mod activation;
+mod banner;
 mod inspect;
 mod offline;
 pub(crate) mod refusal;
@@ -70,6 +71,8 @@ pub(crate) struct RequestCtx {
     /// When the request was sent upstream, and how long the response header took.
     upstream_sent: Option<Instant>,
     upstream_elapsed: Option<Duration>,
+    /// The flag banner going into this response's HTML (`pages.flag_banner`).
+    banner: Option<banner::Injection>,
 }
 
 /// The pace of a request body that holds a concurrent slot.
@@ -376,6 +379,7 @@ impl ProxyHttp for Gateway {
             rate_limit: None,
             upstream_sent: None,
             upstream_elapsed: None,
+            banner: None,
         }
     }
 
@@ -483,13 +487,27 @@ impl ProxyHttp for Gateway {
     }
 
     /// Adds `X-Licgate-Warning` while the license is expiring, in grace or read-only,
-    /// and `RateLimit-*` on quota-governed responses.
+    /// and `RateLimit-*` on quota-governed responses; readies the flag banner for an
+    /// HTML page (its length changes: sent chunked, or to the connection's end).
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.rules.flag_banner {
+            let banner = ctx
+                .tenant
+                .as_ref()
+                .and_then(|t| banner::banner_for(t.license()));
+            if let Some(text) = banner.filter(|_| banner::is_plain_html(upstream_response)) {
+                upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+                if session.req_header().version == http::Version::HTTP_11 {
+                    upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                }
+                ctx.banner = Some(banner::Injection::new(text));
+            }
+        }
         let warning = ctx
             .tenant
             .as_ref()
@@ -533,6 +551,20 @@ impl ProxyHttp for Gateway {
         }
         upstream_response.set_appended_headers(lines.build());
         Ok(())
+    }
+
+    /// Puts the flag banner into the page, when [`Self::response_filter`] readied it.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(injection) = &mut ctx.banner {
+            injection.pass(body, end_of_stream);
+        }
+        Ok(None)
     }
 
     /// pingora's own per-request error line is replaced by the throttled one in

@@ -14,6 +14,7 @@ use crate::quota::share::ShareRefusal;
 use crate::quota::window::{clock_text, duration_text};
 use crate::quota::{Policy, Rule};
 use crate::response::{ClientKind, LocalResponse};
+use crate::restrictions::NetworkRefusal;
 
 /// Why the gateway answers a request itself, with what the answer says.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +48,8 @@ pub(crate) enum Refused<'r> {
     QuotaUnavailable,
     /// An Odoo endpoint's request cannot be read with certainty (400, 413, 415).
     Rpc(RpcRefusal),
+    /// The client is outside the networks or countries the license allows (403).
+    Network(NetworkRefusal),
 }
 
 /// Who reads the gateway's answer, and so its shape.
@@ -71,6 +74,7 @@ impl Refused<'_> {
             Refused::ClientShare(_) => Some(Refusal::ClientShare),
             Refused::Usage { .. } => Some(Refusal::UsageLimit),
             Refused::QuotaUnavailable => Some(Refusal::QuotaUnavailable),
+            Refused::Network(_) => Some(Refusal::Network),
         }
     }
 
@@ -91,7 +95,7 @@ impl Refused<'_> {
     pub(crate) fn outcome(&self) -> Outcome {
         match self {
             Refused::BadPath(_) | Refused::MethodOverride(_) | Refused::Rpc(_) => Outcome::Rejected,
-            Refused::License { .. } => Outcome::Denied,
+            Refused::License { .. } | Refused::Network(_) => Outcome::Denied,
             Refused::Concurrency { .. } | Refused::ClientShare(_) | Refused::Usage { .. } => {
                 Outcome::Limited
             }
@@ -215,6 +219,15 @@ impl Refused<'_> {
                     ),
                 }
             }
+            Refused::Network(refusal) => {
+                let (message, details) = network_text(*refusal);
+                answer(
+                    StatusCode::FORBIDDEN,
+                    "Not licensed for this network",
+                    &message,
+                    details,
+                )
+            }
             Refused::QuotaUnavailable => answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",
@@ -222,6 +235,33 @@ impl Refused<'_> {
                 serde_json::json!({}),
             )
             .with_header("Retry-After", "1"),
+        }
+    }
+}
+
+/// The message and details of a network refusal (the client's own address, which
+/// it knows anyway, and the country when one was looked up).
+fn network_text(refusal: NetworkRefusal) -> (String, serde_json::Value) {
+    match refusal {
+        NetworkRefusal::NoAddress => (
+            "This license may only be used from certain networks, and this connection's address is unknown.".to_string(),
+            serde_json::json!({}),
+        ),
+        NetworkRefusal::Denied(ip) => (
+            format!("This license may not be used from {ip}. Ask your administrator or vendor."),
+            serde_json::json!({"client_address": ip.to_string()}),
+        ),
+        NetworkRefusal::NotAllowed(ip, country) => {
+            let mut details = serde_json::json!({"client_address": ip.to_string()});
+            if let Some(c) = country {
+                details["country"] = c.as_str().into();
+            }
+            (
+                format!(
+                    "This license may only be used from the networks or countries it names, and {ip} is not among them. Ask your administrator or vendor."
+                ),
+                details,
+            )
         }
     }
 }

@@ -389,6 +389,16 @@ async fn charge<'r>(
         }};
     }
     if let (Some(entry), true) = (&tenant, governed && shadowed.is_none()) {
+        if let Some(restrictions) = &entry.license().restrictions {
+            let client = rules.forwarding.original_client(req, peer);
+            if let Err(refusal) =
+                crate::restrictions::permits(restrictions, client, rules.geoip.as_deref())
+            {
+                refuse_or_shadow!(Refused::Network(refusal));
+            }
+        }
+    }
+    if let (Some(entry), true) = (&tenant, governed && shadowed.is_none()) {
         let quota = &entry.quota;
         match app.quotas.acquire(quota) {
             Ok(lease) => forward.lease = lease,

@@ -22,5 +22,6 @@ mod prometheus;
 mod proxy;
 mod quota;
 mod redis_quota;
+mod restrictions;
 mod tls_upstream;
 mod usage;

@@ -20,6 +20,7 @@ fn license(jti: &str, exp: UnixTime) -> License {
             features: vec![],
             limits: Limits::default(),
             feature_limits: BTreeMap::new(),
+            restrictions: Default::default(),
             flags: vec![],
             grace_days: None,
             read_only_days: None,

@@ -17,6 +17,7 @@ fn summary(tenant: &str, status: Status, features: &[&str]) -> TenantSummary {
         },
         limits: Limits::default(),
         feature_limits: BTreeMap::new(),
+        restrictions: Default::default(),
         flags: vec![],
         expires_at: Some(2_000_000_000),
         license_ids: vec!["L1".into()],

@@ -6,6 +6,7 @@
 
 pub(crate) mod apps;
 pub(crate) mod authority;
+pub(crate) mod mmdb;
 pub(crate) mod setup;
 
 use std::net::SocketAddr;
@@ -484,6 +485,7 @@ pub(crate) fn test_claims(
         features: features.iter().map(|f| f.to_string()).collect(),
         limits: licgate::license::Limits::default(),
         feature_limits: Default::default(),
+        restrictions: Default::default(),
         flags: vec![],
         grace_days: None,
         read_only_days: None,
