@@ -618,4 +618,29 @@ mod tests {
             "unlimited on one side stays unlimited"
         );
     }
+
+    #[test]
+    fn seats_add_and_the_larger_overage_applies() {
+        let a = Limits {
+            max_seats: Some(25),
+            max_users: Some(10),
+            max_active_users: Some(30),
+            overage: Overage::new(1.1),
+            ..Limits::default()
+        };
+        let b = Limits {
+            max_seats: Some(5),
+            max_active_users: Some(5),
+            overage: Overage::new(1.5),
+            ..Limits::default()
+        };
+        let both = a.add(&b);
+        assert_eq!(both.max_seats, Some(30));
+        assert_eq!(both.overage, Overage::new(1.5));
+        assert_eq!(a.active_users(), Some(10), "the smaller of the two names");
+        assert_eq!(Overage::new(1.5).unwrap().allowed(2), 3);
+        assert_eq!(Overage::new(1.0).unwrap().allowed(7), 7);
+        assert!(Overage::new(0.99).is_none() && Overage::new(f64::NAN).is_none());
+        assert!(Overage::new(10.5).is_none());
+    }
 }

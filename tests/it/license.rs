@@ -1216,3 +1216,80 @@ fn verifying_many_tokens_at_once_gives_each_the_answer_of_verifying_it_alone() {
     assert_eq!(alone[302].as_ref().unwrap().kid.as_deref(), Some("k2"));
     assert_eq!(alone[304].as_ref().unwrap().alg, Algorithm::ES256);
 }
+
+#[test]
+fn seats_overage_and_restrictions_are_issued_and_read_back() {
+    let mut args = issue_args("acme", 30);
+    args.limits = vec![
+        "max_seats=25".into(),
+        "max_active_users=40".into(),
+        "overage=1.25".into(),
+    ];
+    args.allowed_networks = vec!["10.0.0.0/8".into(), "2001:db8::/32".into()];
+    args.denied_networks = vec!["10.66.0.0/16".into()];
+    args.allowed_countries = vec!["de".into()];
+    let claims = issue_claims(&args, 1_900_000_000).unwrap();
+    assert_eq!(claims.limits.max_seats, Some(25));
+    assert_eq!(claims.limits.active_users(), Some(40));
+    let overage = claims.limits.overage.unwrap();
+    assert_eq!(overage.allowed(25), 31, "125 % of 25, rounded down");
+    assert_eq!(claims.restrictions.allowed_countries[0].as_str(), "DE");
+    // Through the token's JSON and back, unchanged.
+    let json = claims.to_json();
+    assert_eq!(json["limits"]["overage"], 1.25);
+    assert_eq!(json["restrictions"]["allowed_networks"][1], "2001:db8::/32");
+    assert_eq!(Claims::try_from(&json).unwrap(), claims);
+
+    for (limits, networks, countries, expected) in [
+        (
+            vec!["overage=0.5"],
+            vec![],
+            vec![],
+            "overage must be from 1 to 10",
+        ),
+        (
+            vec!["overage=lots"],
+            vec![],
+            vec![],
+            "overage must be a number",
+        ),
+        (
+            vec!["max_seats=2.5"],
+            vec![],
+            vec![],
+            "max_seats must be a whole number",
+        ),
+        (vec!["seats=3"], vec![], vec![], "unknown limit \"seats\""),
+        (
+            vec![],
+            vec!["10.0.0.0/33"],
+            vec![],
+            "--allowed-network \"10.0.0.0/33\"",
+        ),
+        (
+            vec![],
+            vec![],
+            vec!["Germany"],
+            "--allowed-country \"Germany\"",
+        ),
+    ] {
+        let mut args = issue_args("acme", 30);
+        args.limits = limits.into_iter().map(String::from).collect();
+        args.allowed_networks = networks.into_iter().map(String::from).collect();
+        args.allowed_countries = countries.into_iter().map(String::from).collect();
+        let err = issue_claims(&args, 1_900_000_000).unwrap_err();
+        assert!(err.contains(expected), "{err}");
+    }
+    // A token whose restriction is not a network names the claim.
+    let mut bad = claims.to_json();
+    bad["restrictions"]["denied_networks"] = serde_json::json!(["everywhere"]);
+    let err = Claims::try_from(&bad).unwrap_err().to_string();
+    assert!(err.starts_with("claim `restrictions` is invalid"), "{err}");
+    let mut bad = claims.to_json();
+    bad["limits"]["overage"] = serde_json::json!(50);
+    let err = Claims::try_from(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("overage 50 is not a factor from 1 to 10"),
+        "{err}"
+    );
+}
