@@ -50,6 +50,7 @@ mod request_body;
 mod request_parts;
 mod response;
 pub mod restrictions;
+pub mod seats;
 mod server;
 pub mod sharded;
 pub mod tenants;

@@ -1,0 +1,441 @@
+//! One gateway's seat book: per tenant, the identities (keyed hashes only) that hold a
+//! seat, when each was first and last seen, and from where. A known identity is
+//! admitted with one map read and one atomic store; only a new identity (or one
+//! back after its seat freed) counts the others, under the tenant's admission lock,
+//! so two new identities can never both take the last seat.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+
+use super::limits::SeatLimits;
+use super::SeatId;
+
+/// Seconds since 1970.
+pub type UnixTime = i64;
+
+/// One identity's seat.
+#[derive(Debug)]
+struct Seat {
+    first_seen: UnixTime,
+    last_seen: AtomicI64,
+    /// Where it was last admitted from.
+    client: Mutex<Option<IpAddr>>,
+    /// Admitted beyond the nominal limit (within the overage allowance).
+    over: AtomicBool,
+}
+
+/// A seat as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SeatInfo {
+    /// The keyed hash's first bytes, in hex (the id `DELETE` takes).
+    pub id: String,
+    pub first_seen: UnixTime,
+    pub last_seen: UnixTime,
+    pub client_address: Option<String>,
+    /// Whether it holds a concurrent seat now (seen within the idle timeout).
+    pub in_use: bool,
+    /// Admitted within the overage allowance.
+    pub overage: bool,
+}
+
+/// What the book says about one request's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The identity holds (or now took) a seat; `over`: beyond the nominal limit,
+    /// within the overage allowance (served with a warning).
+    Seated { over: bool },
+    /// A new identity beyond the limit.
+    Full(SeatsFull),
+}
+
+/// Why a new identity gets no seat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatsFull {
+    /// `Seats`: concurrent seats; `ActiveUsers`: distinct users in the window.
+    pub kind: SeatKind,
+    /// The license's limit (without the overage allowance).
+    pub limit: u64,
+    /// Identities counted against it now.
+    pub in_use: u64,
+    /// When the oldest of them stops counting (Unix seconds).
+    pub frees_at: UnixTime,
+}
+
+/// Which seat limit refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatKind {
+    Seats,
+    ActiveUsers,
+}
+
+/// How long seats last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatTimes {
+    /// A seat is in use while its identity was seen this recently (seconds).
+    pub idle_timeout: i64,
+    /// An identity counts as an active user while seen this recently (seconds).
+    pub active_window: i64,
+}
+
+/// One tenant's seats.
+#[derive(Debug, Default)]
+pub struct TenantSeats {
+    seats: DashMap<SeatId, Seat>,
+    /// Held while a new identity is counted and added.
+    admission: Mutex<()>,
+}
+
+impl TenantSeats {
+    /// Admits `id` (from `client`) at `now` under `limits`.
+    pub fn admit(
+        &self,
+        id: SeatId,
+        client: Option<IpAddr>,
+        now: UnixTime,
+        limits: &SeatLimits,
+        times: SeatTimes,
+    ) -> Admission {
+        if let Some(seat) = self.seats.get(&id) {
+            if holds(&seat, now, limits, times) {
+                seat.last_seen.fetch_max(now, Ordering::Relaxed);
+                return Admission::Seated {
+                    over: seat.over.load(Ordering::Relaxed),
+                };
+            }
+        }
+        let _admitting = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget what no longer counts for anything.
+        let keep = if limits.max_active.is_some() {
+            times.active_window
+        } else {
+            times.idle_timeout
+        };
+        self.seats
+            .retain(|_, s| now - s.last_seen.load(Ordering::Relaxed) < keep);
+        let mut over = false;
+        let checks = [
+            (SeatKind::Seats, limits.max_seats, times.idle_timeout),
+            (
+                SeatKind::ActiveUsers,
+                limits.max_active,
+                times.active_window,
+            ),
+        ];
+        for (kind, limit, span) in checks {
+            let Some(limit) = limit else { continue };
+            let (in_use, oldest) = self.counted(id, now, span);
+            if in_use >= limits.allowed(limit) {
+                return Admission::Full(SeatsFull {
+                    kind,
+                    limit,
+                    in_use,
+                    frees_at: oldest.map_or(now, |t| t + span),
+                });
+            }
+            over |= in_use >= limit;
+        }
+        match self.seats.get(&id) {
+            Some(seat) => {
+                seat.last_seen.store(now, Ordering::Relaxed);
+                seat.over.store(over, Ordering::Relaxed);
+                *seat.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
+            }
+            None => {
+                self.seats.insert(
+                    id,
+                    Seat {
+                        first_seen: now,
+                        last_seen: AtomicI64::new(now),
+                        client: Mutex::new(client),
+                        over: AtomicBool::new(over),
+                    },
+                );
+            }
+        }
+        Admission::Seated { over }
+    }
+
+    /// Identities other than `id` seen within `span` of `now`, and the oldest
+    /// last-seen among them.
+    fn counted(&self, id: SeatId, now: UnixTime, span: i64) -> (u64, Option<UnixTime>) {
+        let mut count = 0;
+        let mut oldest: Option<UnixTime> = None;
+        for entry in self.seats.iter() {
+            let last = entry.last_seen.load(Ordering::Relaxed);
+            if *entry.key() != id && now - last < span {
+                count += 1;
+                oldest = Some(oldest.map_or(last, |o| o.min(last)));
+            }
+        }
+        (count, oldest)
+    }
+
+    /// Seats in use (seen within the idle timeout) and distinct identities in the
+    /// active window, at `now`.
+    pub fn in_use(&self, now: UnixTime, times: SeatTimes) -> (u64, u64) {
+        let mut seats = 0;
+        let mut active = 0;
+        for entry in self.seats.iter() {
+            let age = now - entry.last_seen.load(Ordering::Relaxed);
+            seats += u64::from(age < times.idle_timeout);
+            active += u64::from(age < times.active_window);
+        }
+        (seats, active)
+    }
+
+    /// Releases the seat whose id starts with `prefix` (hex, at least 8 digits);
+    /// `false` when none or more than one does.
+    pub fn release(&self, prefix: &str) -> bool {
+        if prefix.len() < 8 {
+            return false;
+        }
+        let prefix = prefix.to_ascii_lowercase();
+        let _admitting = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        let mut matching = self
+            .seats
+            .iter()
+            .filter(|e| e.key().hex().starts_with(&prefix))
+            .map(|e| *e.key());
+        match (matching.next(), matching.next()) {
+            (Some(id), None) => self.seats.remove(&id).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Every seat, most recently seen first.
+    pub fn list(&self, now: UnixTime, times: SeatTimes) -> Vec<SeatInfo> {
+        let mut all: Vec<SeatInfo> = self
+            .seats
+            .iter()
+            .map(|e| {
+                let last_seen = e.last_seen.load(Ordering::Relaxed);
+                SeatInfo {
+                    id: e.key().hex()[..SeatId::SHOWN_HEX].to_string(),
+                    first_seen: e.first_seen,
+                    last_seen,
+                    client_address: e
+                        .client
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .map(|ip| ip.to_string()),
+                    in_use: now - last_seen < times.idle_timeout,
+                    overage: e.over.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        all.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
+        all
+    }
+
+    /// Seats kept.
+    pub fn len(&self) -> usize {
+        self.seats.len()
+    }
+
+    /// Whether no seat is kept.
+    pub fn is_empty(&self) -> bool {
+        self.seats.is_empty()
+    }
+}
+
+/// Whether `seat` still counts for every limit in `limits` at `now`.
+fn holds(seat: &Seat, now: UnixTime, limits: &SeatLimits, times: SeatTimes) -> bool {
+    let age = now - seat.last_seen.load(Ordering::Relaxed);
+    (limits.max_seats.is_none() || age < times.idle_timeout)
+        && (limits.max_active.is_none() || age < times.active_window)
+}
+
+/// Every tenant's seats on this gateway.
+#[derive(Debug, Default)]
+pub struct SeatBook {
+    tenants: DashMap<Arc<str>, Arc<TenantSeats>>,
+}
+
+impl SeatBook {
+    /// The seats of `tenant`, created empty on first use.
+    pub fn tenant(&self, tenant: &Arc<str>) -> Arc<TenantSeats> {
+        if let Some(seats) = self.tenants.get(&**tenant) {
+            return Arc::clone(&seats);
+        }
+        Arc::clone(self.tenants.entry(Arc::clone(tenant)).or_default().value())
+    }
+
+    /// The seats of `tenant`, if it has any state.
+    pub fn get(&self, tenant: &str) -> Option<Arc<TenantSeats>> {
+        self.tenants.get(tenant).map(|s| Arc::clone(&s))
+    }
+
+    /// Tenants with seat state.
+    pub fn tenants(&self) -> usize {
+        self.tenants.len()
+    }
+
+    /// Every tenant's seats, by name (for saving and the ledger).
+    pub fn all(&self) -> HashMap<Arc<str>, Arc<TenantSeats>> {
+        self.tenants
+            .iter()
+            .map(|e| (Arc::clone(e.key()), Arc::clone(e.value())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::license::claims::Overage;
+
+    const TIMES: SeatTimes = SeatTimes {
+        idle_timeout: 1_800,
+        active_window: 30 * 86_400,
+    };
+
+    fn id(n: u8) -> SeatId {
+        SeatId([n; 16])
+    }
+
+    fn seats(max_seats: u64, overage: Option<f64>) -> SeatLimits {
+        SeatLimits {
+            max_seats: Some(max_seats),
+            max_active: None,
+            overage: overage.and_then(Overage::new),
+        }
+    }
+
+    #[test]
+    fn seats_fill_then_refuse_new_identities_and_keep_the_seated() {
+        let book = TenantSeats::default();
+        let limits = seats(2, None);
+        let now = 1_000_000;
+        for n in 1..=2 {
+            assert_eq!(
+                book.admit(id(n), None, now + i64::from(n), &limits, TIMES),
+                Admission::Seated { over: false }
+            );
+        }
+        match book.admit(id(3), None, now + 10, &limits, TIMES) {
+            Admission::Full(full) => {
+                assert_eq!((full.limit, full.in_use), (2, 2));
+                assert_eq!(full.frees_at, now + 1 + TIMES.idle_timeout);
+                assert_eq!(full.kind, SeatKind::Seats);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            book.admit(id(1), None, now + 20, &limits, TIMES),
+            Admission::Seated { over: false },
+            "a seated identity keeps working"
+        );
+        // Identity 2 idles past the timeout; 3 takes its seat.
+        let later = now + 2 + TIMES.idle_timeout;
+        assert!(matches!(
+            book.admit(id(3), None, later, &limits, TIMES),
+            Admission::Seated { .. }
+        ));
+        assert_eq!(book.in_use(later, TIMES).0, 2);
+    }
+
+    #[test]
+    fn overage_serves_with_a_warning_then_refuses() {
+        let book = TenantSeats::default();
+        let limits = seats(2, Some(1.5));
+        let now = 5_000;
+        let admitted: Vec<_> = (1..=4)
+            .map(|n| book.admit(id(n), None, now, &limits, TIMES))
+            .collect();
+        assert_eq!(admitted[0], Admission::Seated { over: false });
+        assert_eq!(admitted[1], Admission::Seated { over: false });
+        assert_eq!(admitted[2], Admission::Seated { over: true });
+        assert!(matches!(admitted[3], Admission::Full(f) if f.limit == 2 && f.in_use == 3));
+        assert_eq!(
+            book.admit(id(3), None, now + 1, &limits, TIMES),
+            Admission::Seated { over: true },
+            "the warned identity stays warned"
+        );
+    }
+
+    #[test]
+    fn active_users_count_distinct_identities_in_the_window() {
+        let book = TenantSeats::default();
+        let limits = SeatLimits {
+            max_seats: None,
+            max_active: Some(2),
+            overage: None,
+        };
+        let day = 86_400;
+        assert!(matches!(
+            book.admit(id(1), None, 0, &limits, TIMES),
+            Admission::Seated { .. }
+        ));
+        assert!(matches!(
+            book.admit(id(2), None, day, &limits, TIMES),
+            Admission::Seated { .. }
+        ));
+        // Idle for days, still active users within the window: a third is refused.
+        match book.admit(id(3), None, 10 * day, &limits, TIMES) {
+            Admission::Full(full) => {
+                assert_eq!(full.kind, SeatKind::ActiveUsers);
+                assert_eq!(full.frees_at, TIMES.active_window);
+            }
+            other => panic!("{other:?}"),
+        }
+        // After the first user's window ends, the third gets in.
+        assert!(matches!(
+            book.admit(id(3), None, TIMES.active_window + 1, &limits, TIMES),
+            Admission::Seated { .. }
+        ));
+        assert_eq!(book.len(), 2, "the first user is forgotten");
+    }
+
+    #[test]
+    fn release_by_prefix_and_list() {
+        let book = TenantSeats::default();
+        let limits = seats(1, None);
+        let client: IpAddr = "10.1.2.3".parse().unwrap();
+        book.admit(id(0xab), Some(client), 100, &limits, TIMES);
+        assert!(matches!(
+            book.admit(id(0xcd), None, 101, &limits, TIMES),
+            Admission::Full(_)
+        ));
+        let listed = book.list(101, TIMES);
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, "abababababab");
+        assert_eq!(listed[0].client_address.as_deref(), Some("10.1.2.3"));
+        assert!(!book.release("abab"), "too short a prefix");
+        assert!(!book.release("cdcdcdcd"), "no such seat");
+        assert!(book.release("ABABABAB"));
+        assert!(matches!(
+            book.admit(id(0xcd), None, 102, &limits, TIMES),
+            Admission::Seated { .. }
+        ));
+    }
+
+    #[test]
+    fn racing_new_identities_never_exceed_the_limit() {
+        let book = Arc::new(TenantSeats::default());
+        let limits = seats(10, None);
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let book = Arc::clone(&book);
+                std::thread::spawn(move || {
+                    (0..50u8)
+                        .filter(|n| {
+                            let mut raw = [t; 16];
+                            raw[1] = *n;
+                            matches!(
+                                book.admit(SeatId(raw), None, 7, &limits, TIMES),
+                                Admission::Seated { .. }
+                            )
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let seated: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(seated, 10);
+        assert_eq!(book.len(), 10);
+    }
+}
