@@ -9,6 +9,9 @@
 //!     usage_refusals(key, hour, code, count)
 //!     usage_licenses(tenant, day, license_ids)        day = Unix time / 86400
 //!     usage_exports(sequence, from_day, to_day, sha256, created_at, report)
+//! v3  seats(tenant, id, first_seen, last_seen, client, overage)  id = keyed hash
+//!     usage_seat_hours(tenant, hour, peak_seats)
+//!     usage_seat_days(tenant, day, distinct_users)
 //! ```
 //!
 //! Each writer (the quota counts', the ledger's) has a connection of its own; readers
@@ -26,7 +29,7 @@ pub const DIR: &str = "usage";
 pub const FILE: &str = "usage.sqlite3";
 
 /// The schema version this build writes ([`Database::open`] migrates older ones).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +215,36 @@ impl Database {
                          report TEXT NOT NULL
                      );
                      PRAGMA user_version = 2;
+                     COMMIT;",
+                )
+                .map_err(|e| self.sqlite(e))?;
+        }
+        if version < 3 {
+            self.connection
+                .execute_batch(
+                    "BEGIN;
+                     CREATE TABLE IF NOT EXISTS seats (
+                         tenant TEXT NOT NULL,
+                         id BLOB NOT NULL,
+                         first_seen INTEGER NOT NULL,
+                         last_seen INTEGER NOT NULL,
+                         client TEXT,
+                         overage INTEGER NOT NULL DEFAULT 0,
+                         PRIMARY KEY (tenant, id)
+                     ) WITHOUT ROWID;
+                     CREATE TABLE IF NOT EXISTS usage_seat_hours (
+                         tenant TEXT NOT NULL,
+                         hour INTEGER NOT NULL,
+                         peak_seats INTEGER NOT NULL DEFAULT 0,
+                         PRIMARY KEY (tenant, hour)
+                     ) WITHOUT ROWID;
+                     CREATE TABLE IF NOT EXISTS usage_seat_days (
+                         tenant TEXT NOT NULL,
+                         day INTEGER NOT NULL,
+                         distinct_users INTEGER NOT NULL DEFAULT 0,
+                         PRIMARY KEY (tenant, day)
+                     ) WITHOUT ROWID;
+                     PRAGMA user_version = 3;
                      COMMIT;",
                 )
                 .map_err(|e| self.sqlite(e))?;

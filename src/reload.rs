@@ -210,6 +210,9 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
         model_rules: _,
         odoo: _,
         geoip: _,
+        // The identity and the times apply at once; turning seats on or off (the
+        // seat book and its writer) takes a restart.
+        seats,
         authority,
         pages: _,
         quota,
@@ -224,6 +227,7 @@ pub(crate) fn restart_required(running: &Config, new: &Config) -> Vec<&'static s
             .map(|a| (a.url.clone(), a.ca_file.clone(), a.timeout, a.grace_warning))
     };
     restart("authority", link(authority) != link(&new.authority));
+    restart("seats", seats.is_some() != new.seats.is_some());
     let ServerConfig {
         listen,
         threads,

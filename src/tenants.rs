@@ -31,6 +31,8 @@ pub struct TenantEntry {
     /// The last day (days since 1970-01-01, UTC) the usage ledger recorded the
     /// licenses of this entry in force (0: not yet; a new license makes a new entry).
     pub ledger_day: AtomicU32,
+    /// The license's seat limits (`None`: no seat state is kept for the tenant).
+    pub seat_limits: Option<crate::seats::limits::SeatLimits>,
 }
 
 impl TenantEntry {
@@ -60,6 +62,7 @@ impl TenantEntry {
                 &license.flags.join(","),
             ),
             warning_header: license.warnings.first().map(|w| Box::new(header_value(w))),
+            seat_limits: crate::seats::limits::SeatLimits::of(&license.limits),
             quota: TenantQuota::with_cache(license, slots, rules),
             counters,
             ledger_day: AtomicU32::new(0),

@@ -16,6 +16,7 @@ use crate::license::{time_text, LicenseManager};
 use crate::link::DeactivateError;
 use crate::policy::outcome::Outcome;
 use crate::policy::tenant::is_tenant_name;
+use crate::seats::book::SeatTimes;
 use crate::proxy::activation::{activate_key, is_license_key, status_json, MAX_ACTIVATION_BODY};
 use crate::reload::Trigger;
 use crate::request_body::{media_type, read_body, BodyError};
@@ -102,6 +103,14 @@ pub(super) async fn handle(
                     install(session, &app.app, manager, tenant).await
                 }
                 ["admin", "v1", "tenants", _, "license"] => method_not_allowed("PUT"),
+                ["admin", "v1", "tenants", tenant, "seats"] if readable => {
+                    list_seats(&app.app, tenant)
+                }
+                ["admin", "v1", "tenants", _, "seats"] => method_not_allowed("GET, HEAD"),
+                ["admin", "v1", "tenants", tenant, "seats", id] if *method == Method::DELETE => {
+                    release_seat(&app.app, tenant, id)
+                }
+                ["admin", "v1", "tenants", _, "seats", _] => method_not_allowed("DELETE"),
                 ["admin", "v1", "tenants", tenant, "activation"] if *method == Method::DELETE => {
                     deactivate(&app.app, tenant).await
                 }
@@ -315,6 +324,83 @@ fn token_of(session: &ServerSession, body: &[u8]) -> Result<String, LocalRespons
         return Err(bad("the request carries no license token"));
     }
     Ok(token)
+}
+
+/// The seat book and times, or the answer saying seats are not counted here.
+fn seat_state(app: &App) -> Result<(&crate::seats::Seats, SeatTimes), LocalResponse> {
+    let rules = app.rules.load();
+    match (&app.seats, &rules.seats) {
+        (Some(seats), Some(seat_rules)) => Ok((seats, seat_rules.times)),
+        _ => Err(problem(
+            StatusCode::CONFLICT,
+            "SEATS_NOT_CONFIGURED",
+            "This gateway counts no seats (no [seats] section).",
+        )),
+    }
+}
+
+/// `GET /admin/v1/tenants/{tenant}/seats`: the tenant's seat limits, the seats and
+/// active users counted now, and every seat (hash prefix, first and last seen,
+/// client address), most recently seen first.
+fn list_seats(app: &App, tenant: &str) -> LocalResponse {
+    let (seats, times) = match seat_state(app) {
+        Ok(state) => state,
+        Err(answer) => return answer,
+    };
+    let entry = app.tenants.load().get(tenant).cloned();
+    let Some(entry) = entry else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("No license is installed for tenant `{tenant}`."),
+        );
+    };
+    let now = crate::quota::clock::now();
+    let book = seats.book.get(tenant);
+    let (in_use, active) = book.as_ref().map_or((0, 0), |b| b.in_use(now, times));
+    let limits = entry.seat_limits;
+    LocalResponse::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "tenant": tenant,
+            "max_seats": limits.and_then(|l| l.max_seats),
+            "max_active_users": limits.and_then(|l| l.max_active),
+            "overage": limits.and_then(|l| l.overage).map(|o| o.factor()),
+            "idle_timeout_seconds": times.idle_timeout,
+            "active_window_seconds": times.active_window,
+            "in_use": in_use,
+            "active_users": active,
+            "seats": book.map(|b| b.list(now, times)).unwrap_or_default(),
+        }),
+    )
+}
+
+/// `DELETE /admin/v1/tenants/{tenant}/seats/{id}`: releases the seat whose id starts
+/// with `id` (at least 8 hex digits, as listed); its identity takes a seat again on
+/// its next request, if one is free.
+fn release_seat(app: &App, tenant: &str, id: &str) -> LocalResponse {
+    let (seats, _) = match seat_state(app) {
+        Ok(state) => state,
+        Err(answer) => return answer,
+    };
+    if id.len() < 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "A seat id is at least 8 hex digits of the id listed by GET …/seats.",
+        );
+    }
+    match seats.book.get(tenant) {
+        Some(book) if book.release(id) => LocalResponse::json(
+            StatusCode::OK,
+            &serde_json::json!({"success": true, "released": id.to_ascii_lowercase()}),
+        ),
+        _ => problem(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("Tenant `{tenant}` has no single seat whose id starts with `{id}`."),
+        ),
+    }
 }
 
 /// `DELETE /admin/v1/tenants/{tenant}/activation`: frees the tenant's activations at

@@ -67,6 +67,8 @@ pub(crate) struct App {
     pub instance_key: Option<Arc<InstanceKey>>,
     /// The link to the license authority (`[authority]`, with licensing).
     pub link: Option<Arc<Link>>,
+    /// The seats counted per `[seats]` (with licensing).
+    pub seats: Option<crate::seats::Seats>,
     /// Signs the activation form's CSRF tokens (the store's secret; without a store, one
     /// made at start).
     pub csrf_key: ring::hmac::Key,
@@ -189,6 +191,17 @@ impl App {
             }
             _ => None,
         };
+        let seats = match (&config.seats, &instance_key) {
+            (Some(seats), Some(key)) => Some(
+                crate::seats::Seats::open(
+                    licenses.as_ref().map(|m| m.store().dir()),
+                    crate::seats::SeatSecret::of_instance(|m| key.sign(m)),
+                    crate::seats::book::SeatTimes::of(seats),
+                )
+                .map_err(|e| std::io::Error::other(format!("seats: {e}")))?,
+            ),
+            _ => None,
+        };
         if matches!(config.quota, QuotaConfig::Local) {
             metrics.set_quota_source(Arc::new(LocalQuotaUse {
                 tenants: Arc::clone(&tenants),
@@ -200,6 +213,7 @@ impl App {
             usage,
             instance_key,
             link,
+            seats,
             tenants,
             inflight,
             access_log,
@@ -231,6 +245,9 @@ impl App {
     pub(crate) fn finish_counts(&self) {
         if let Some(usage) = &self.usage {
             usage.finish();
+        }
+        if let Some(seats) = &self.seats {
+            seats.finish();
         }
         if let Some(mut writer) = self
             .count_writer

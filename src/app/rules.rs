@@ -35,6 +35,8 @@ pub(crate) struct Rules {
     pub flag_banner: bool,
     /// `[geoip] database`, for `restrictions.allowed_countries`.
     pub geoip: Option<Arc<crate::restrictions::GeoIp>>,
+    /// `[seats]`: where a person is recognized, and how long seats last.
+    pub seats: Option<crate::seats::identity::SeatRules>,
     pub forwarding: ForwardingPolicy,
     /// The upstream peer, cloned for each request.
     pub peer: HttpPeer,
@@ -67,6 +69,13 @@ impl Rules {
             public_status: config.pages.public_status,
             flag_banner: config.pages.flag_banner,
             geoip: config.geoip.clone(),
+            seats: config.seats.as_ref().map(|seats| {
+                crate::seats::identity::SeatRules::new(
+                    seats,
+                    &config.tenants,
+                    &config.server.trusted_proxies,
+                )
+            }),
             forwarding: ForwardingPolicy {
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 host_header: config.upstream.host_header.clone(),

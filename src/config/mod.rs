@@ -72,12 +72,41 @@ pub struct Config {
     /// `[geoip] database`: the country of client addresses, for licenses with
     /// `restrictions.allowed_countries` (`None`: countries are not checked).
     pub geoip: Option<std::sync::Arc<crate::restrictions::GeoIp>>,
+    /// `[seats]`: how a person is recognized for the license's seat limits (`None`:
+    /// seats are not counted).
+    pub seats: Option<SeatsConfig>,
     /// `[authority]`: the vendor's license server; `None` without the section (only
     /// signed tokens are then installed).
     pub authority: Option<AuthorityLinkConfig>,
     pub log: LogConfig,
     pub reload: ReloadConfig,
 }
+
+/// `[seats]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatsConfig {
+    /// `seats.identity`: where a person is recognized.
+    pub identity: SeatIdentity,
+    /// A seat is in use while its identity was seen this recently (default 30 min).
+    pub idle_timeout: Duration,
+    /// An identity is an active user while seen this recently (default 30 days).
+    pub active_window: Duration,
+}
+
+/// Where a request's person is recognized (`seats.identity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeatIdentity {
+    /// `cookie:NAME`: a session cookie's value.
+    Cookie(String),
+    /// `jwt:CLAIM`: a claim of the bearer token verified with `tenants.jwt_keys`.
+    Jwt(String),
+    /// `header:NAME`: a header set by a trusted proxy (`server.trusted_proxies`).
+    Header(http::HeaderName),
+}
+
+/// `seats.idle_timeout` and `seats.active_window` by default.
+pub const DEFAULT_SEAT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_SEAT_ACTIVE_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 
 /// `[usage]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -473,6 +502,7 @@ pub fn parse_raw(text: &str) -> Result<(RawConfig, Vec<Diagnostic>), Vec<Diagnos
             "usage" => raw.usage = section("usage", value, &mut diagnostics, &mut raw.failed_keys),
             "odoo" => raw.odoo = section("odoo", value, &mut diagnostics, &mut raw.failed_keys),
             "geoip" => raw.geoip = section("geoip", value, &mut diagnostics, &mut raw.failed_keys),
+            "seats" => raw.seats = section("seats", value, &mut diagnostics, &mut raw.failed_keys),
             "authority" => {
                 raw.authority = section("authority", value, &mut diagnostics, &mut raw.failed_keys)
             }

@@ -33,6 +33,7 @@ pub struct RawConfig {
     pub usage: Option<RawUsage>,
     pub odoo: Option<RawOdoo>,
     pub geoip: Option<RawGeoIp>,
+    pub seats: Option<RawSeats>,
     pub authority: Option<Spanned<RawAuthority>>,
     pub log: Option<RawLog>,
     pub reload: Option<RawReload>,
@@ -54,6 +55,7 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "usage",
     "odoo",
     "geoip",
+    "seats",
     "authority",
     "log",
     "reload",
@@ -203,6 +205,14 @@ pub struct RawUsage {
 #[serde(deny_unknown_fields, expecting = "a table [geoip]")]
 pub struct RawGeoIp {
     pub database: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table [seats]")]
+pub struct RawSeats {
+    pub identity: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub active_window: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,13 +12,14 @@ use toml::Spanned;
 use super::raw::{
     OneOrMany, RawAccessOverflow, RawAdmin, RawAuthority, RawConfig, RawFeature, RawLicense,
     RawLog, RawLogFormat, RawMode, RawOdoo, RawPages, RawPaths, RawPublic, RawPublicKey, RawQuota,
-    RawRedis, RawServer, RawTenants, RawUpstream, RawUsage,
+    RawRedis, RawSeats, RawServer, RawTenants, RawUpstream, RawUsage,
 };
 use super::{
     default_threads, AdminConfig, Config, Diagnostic, FeatureRule, HostPattern, InstanceIdSetting,
     LicenseConfig, LogConfig, LogFormat, Mode, PagesConfig, ServerConfig, TenantsConfig,
     UpstreamAddress, UpstreamConfig, UsageConfig,
 };
+use super::{SeatIdentity, SeatsConfig, DEFAULT_SEAT_ACTIVE_WINDOW, DEFAULT_SEAT_IDLE_TIMEOUT};
 use super::{
     AccessOverflow, AdminToken, OnRedisError, QuotaConfig, RedisConfig, RedisMode, ReloadConfig,
 };
@@ -51,6 +52,7 @@ impl TryFrom<RawConfig> for Config {
             usage,
             odoo,
             geoip,
+            seats,
             authority,
             log,
             reload,
@@ -95,6 +97,7 @@ impl TryFrom<RawConfig> for Config {
         let (quota, per_client_share) = validate_quota(quota.unwrap_or_default(), &mut diags);
         let usage = validate_usage(usage.unwrap_or_default(), &mut diags);
         let log = validate_log(log.unwrap_or_default(), &base_dir, &mut diags);
+        let seats = seats.and_then(|s| validate_seats(s, &server, &tenants, &mut diags));
         match (server, upstream, admin, tenants, log) {
             (Some(server), Some(upstream), Some(admin), Some(tenants), Some(log))
                 if diags.is_empty() =>
@@ -117,6 +120,7 @@ impl TryFrom<RawConfig> for Config {
                     usage,
                     odoo,
                     geoip,
+                    seats,
                     authority,
                     log,
                     reload: ReloadConfig {
@@ -1027,6 +1031,101 @@ fn validate_geoip(
             None
         }
     }
+}
+
+/// `[seats]`: `identity` is required; a `jwt:` identity needs `tenants.mode =
+/// "jwt_claim"` (whose keys verify the token), a `header:` identity needs
+/// `server.trusted_proxies` (only they may send it).
+fn validate_seats(
+    raw: RawSeats,
+    server: &Option<ServerConfig>,
+    tenants: &Option<TenantsConfig>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<SeatsConfig> {
+    let RawSeats {
+        identity,
+        idle_timeout,
+        active_window,
+    } = raw;
+    let start = diags.len();
+    let idle_timeout = duration(
+        idle_timeout,
+        "seats.idle_timeout",
+        DEFAULT_SEAT_IDLE_TIMEOUT,
+        diags,
+    );
+    let window_span = active_window.as_ref().map(|w| w.span());
+    let active_window = duration(
+        active_window,
+        "seats.active_window",
+        DEFAULT_SEAT_ACTIVE_WINDOW,
+        diags,
+    );
+    if active_window < idle_timeout {
+        let message = "seats.active_window must be at least seats.idle_timeout";
+        diags.push(match window_span {
+            Some(span) => Diagnostic::at(span, message),
+            None => Diagnostic::whole_file(message),
+        });
+    }
+    let Some(identity) = identity else {
+        diags.push(Diagnostic::whole_file(
+            "[seats] needs seats.identity, e.g. identity = \"cookie:sessionid\" (or \"jwt:sub\", \"header:X-Remote-User\")",
+        ));
+        return None;
+    };
+    let span = identity.span();
+    let (kind, name) = identity
+        .get_ref()
+        .split_once(':')
+        .map_or((identity.get_ref().as_str(), ""), |(k, n)| (k, n.trim()));
+    let parsed = match kind {
+        "cookie" if !name.is_empty() && name.bytes().all(is_cookie_name_byte) => {
+            Ok(SeatIdentity::Cookie(name.to_string()))
+        }
+        "cookie" => Err("seats.identity: `cookie:` needs a cookie name, e.g. \"cookie:sessionid\"".to_string()),
+        "jwt" if name.is_empty() => {
+            Err("seats.identity: `jwt:` needs a claim name, e.g. \"jwt:sub\"".to_string())
+        }
+        "jwt" if !matches!(tenants, Some(TenantsConfig::JwtClaim { .. }) | None) => Err(
+            "seats.identity = \"jwt:…\" needs tenants.mode = \"jwt_claim\" (its tenants.jwt_keys verify the token)".to_string(),
+        ),
+        "jwt" => Ok(SeatIdentity::Jwt(name.to_string())),
+        "header" => match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) if h.as_str().starts_with("x-licgate-") => {
+                Err("seats.identity: the header cannot be an X-Licgate-* header".to_string())
+            }
+            Ok(_)
+                if server
+                    .as_ref()
+                    .is_some_and(|s| s.trusted_proxies.is_empty()) =>
+            {
+                Err("seats.identity = \"header:…\" needs server.trusted_proxies: only a trusted proxy may say who the user is".to_string())
+            }
+            Ok(h) => Ok(SeatIdentity::Header(h)),
+            Err(_) => Err("seats.identity: `header:` needs a header name, e.g. \"header:X-Remote-User\"".to_string()),
+        },
+        other => Err(format!(
+            "seats.identity: unknown source `{other}`, expected \"cookie:NAME\", \"jwt:CLAIM\" or \"header:NAME\""
+        )),
+    };
+    match parsed {
+        Ok(identity) if diags.len() == start => Some(SeatsConfig {
+            identity,
+            idle_timeout,
+            active_window,
+        }),
+        Ok(_) => None,
+        Err(message) => {
+            diags.push(Diagnostic::at(span, message));
+            None
+        }
+    }
+}
+
+/// A byte of a cookie name (an RFC 6265 token).
+fn is_cookie_name_byte(b: u8) -> bool {
+    b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
 }
 
 fn validate_usage(raw: RawUsage, diags: &mut Vec<Diagnostic>) -> UsageConfig {

@@ -73,10 +73,12 @@ pub enum Refusal {
     ClientShare,
     /// A client outside the networks (or countries) the license allows.
     Network,
+    /// A new identity beyond the license's seats or active users.
+    Seats,
 }
 
 /// Every [`Refusal`], in label order.
-pub const REFUSALS: [Refusal; 13] = [
+pub const REFUSALS: [Refusal; 14] = [
     Refusal::License(DenyReason::LicenseMissing),
     Refusal::License(DenyReason::LicenseExpired),
     Refusal::License(DenyReason::LicenseRevoked),
@@ -90,6 +92,7 @@ pub const REFUSALS: [Refusal; 13] = [
     Refusal::ClientShare,
     Refusal::License(DenyReason::LicenseSuspended),
     Refusal::Network,
+    Refusal::Seats,
 ];
 
 impl Refusal {
@@ -102,6 +105,7 @@ impl Refusal {
             Refusal::QuotaUnavailable => "QUOTA_UNAVAILABLE",
             Refusal::ClientShare => "CLIENT_SHARE_EXCEEDED",
             Refusal::Network => "NETWORK_NOT_LICENSED",
+            Refusal::Seats => "SEAT_LIMIT_EXCEEDED",
         }
     }
 
@@ -123,6 +127,7 @@ impl Refusal {
             Refusal::QuotaUnavailable => 9,
             Refusal::ClientShare => 10,
             Refusal::Network => 12,
+            Refusal::Seats => 13,
         }
     }
 }

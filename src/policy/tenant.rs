@@ -99,13 +99,13 @@ impl TenantResolver {
                 keys,
                 issuer,
                 audience,
-            } => TenantResolver::JwtClaim(JwtTenants {
-                claim: claim.clone(),
-                keys: keys.clone(),
-                issuer: issuer.clone(),
-                audience: audience.clone(),
-                cache: DashMap::new(),
-            }),
+            } => TenantResolver::JwtClaim(JwtTenants::new(
+                claim,
+                keys,
+                issuer.clone(),
+                audience.clone(),
+                is_tenant_name,
+            )),
         }
     }
 
@@ -146,20 +146,22 @@ impl TenantResolver {
                 }
                 Some(Cow::Borrowed(value))
             }
-            TenantResolver::JwtClaim(jwt) => {
-                let auth = req
-                    .headers
-                    .get(http::header::AUTHORIZATION)?
-                    .to_str()
-                    .ok()?;
-                let (scheme, token) = auth.trim().split_once(' ')?;
-                if !scheme.eq_ignore_ascii_case("bearer") {
-                    return None;
-                }
-                jwt.tenant_of(token.trim()).map(Cow::Owned)
-            }
+            TenantResolver::JwtClaim(jwt) => jwt.tenant_of(bearer_token(req)?).map(Cow::Owned),
         }
     }
+}
+
+/// The token of the request's `Authorization: Bearer …` header.
+pub(crate) fn bearer_token(req: &RequestHeader) -> Option<&str> {
+    let auth = req
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// A tenant name as accepted from a request: 1-63 letters, digits, `-`, `_`, `.`.
@@ -170,20 +172,42 @@ pub(crate) fn is_tenant_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Tenants taken from a claim of a verified bearer token.
+/// A string claim of a verified bearer token: the tenant of `tenants.mode =
+/// "jwt_claim"`, or the person of `seats.identity = "jwt:CLAIM"`.
 pub(crate) struct JwtTenants {
     claim: String,
     keys: Vec<PublicKey>,
     issuer: Option<String>,
     audience: Option<String>,
-    /// SHA-256 of a verified token → (tenant, exp).
+    /// Whether a claim's value is acceptable.
+    accepts: fn(&str) -> bool,
+    /// SHA-256 of a verified token → (claim, exp).
     cache: DashMap<[u8; 32], (String, i64)>,
 }
 
 impl JwtTenants {
-    /// The tenant named by `token`'s claim, only if the token verifies with a
-    /// configured key (pinned algorithm), has not expired, and passes the issuer and
-    /// audience checks. Verified tokens are cached by hash until their `exp`.
+    /// Reads `claim` of tokens verified with `keys` (and `issuer`, `audience`),
+    /// keeping only values `accepts` accepts.
+    pub(crate) fn new(
+        claim: &str,
+        keys: &[PublicKey],
+        issuer: Option<String>,
+        audience: Option<String>,
+        accepts: fn(&str) -> bool,
+    ) -> JwtTenants {
+        JwtTenants {
+            claim: claim.to_string(),
+            keys: keys.to_vec(),
+            issuer,
+            audience,
+            accepts,
+            cache: DashMap::new(),
+        }
+    }
+
+    /// The claim's value in `token`, only if the token verifies with a configured
+    /// key (pinned algorithm), has not expired, and passes the issuer and audience
+    /// checks. Verified tokens are cached by hash until their `exp`.
     pub(crate) fn tenant_of(&self, token: &str) -> Option<String> {
         if token.len() > crate::license::verify::MAX_TOKEN_BYTES {
             return None;
@@ -233,8 +257,8 @@ impl JwtTenants {
         if exp <= now {
             return None;
         }
-        let tenant = claims.get(&self.claim)?.as_str()?;
-        is_tenant_name(tenant).then(|| (tenant.to_string(), exp))
+        let value = claims.get(&self.claim)?.as_str()?;
+        (self.accepts)(value).then(|| (value.to_string(), exp))
     }
 }
 

@@ -36,9 +36,11 @@ use crate::quota::share::ShareLease;
 use crate::response::{ClientKind, LocalResponse};
 use crate::tenants::TenantEntry;
 use crate::throttle::LogThrottle;
+use crate::seats::book::Admission as SeatAdmission;
+use crate::seats::identity::SessionCookie;
 use crate::usage::UsageEvent;
 use refusal::{Audience, Refused};
-use verdict::{Action, RateLimit, Verdict};
+use verdict::{Action, RateLimit, SeatHold, Verdict};
 
 /// State of one request, carried across pingora's phases.
 pub(crate) struct RequestCtx {
@@ -73,6 +75,9 @@ pub(crate) struct RequestCtx {
     upstream_elapsed: Option<Duration>,
     /// The flag banner going into this response's HTML (`pages.flag_banner`).
     banner: Option<banner::Injection>,
+    /// The request's seat, when its response may change it (or it is over the
+    /// nominal limit).
+    seat: Option<SeatHold>,
 }
 
 /// The pace of a request body that holds a concurrent slot.
@@ -102,6 +107,11 @@ pub(crate) struct Gateway {
     /// Upstream failures are logged at most once a second (with a count of the rest).
     upstream_failure_log: Arc<LogThrottle>,
 }
+
+/// `X-Licgate-Warning` of a request admitted within the seats' overage allowance.
+const SEAT_OVERAGE_WARNING: http::HeaderValue = http::HeaderValue::from_static(
+    "seats in use exceed the license's limit (within its overage allowance)",
+);
 
 /// Room for the lines added to a request (`X-Forwarded-*`, `X-Licgate-*`) and to a
 /// response (`RateLimit-*`, `X-Licgate-Warning`) before their buffer grows.
@@ -189,6 +199,7 @@ impl Gateway {
                 ctx._lease = forward.lease;
                 ctx._share_lease = forward.share_lease;
                 ctx.rate_limit = forward.rate_limit;
+                ctx.seat = forward.seat;
                 None
             }
             Action::Refuse => refused.map(|r| {
@@ -226,6 +237,76 @@ impl Gateway {
         ctx.outcome = outcome;
         ctx.tenant = tenant;
         response
+    }
+
+    /// Follows what the upstream's response does to the session cookie of seats
+    /// (`seats.identity = "cookie:…"`): a logout releases the request's seat; a new
+    /// session (a login, or a rotated one) takes a seat, the rotated session's
+    /// passing to it. A login while every seat is taken is answered with the seats
+    /// page instead, without its `Set-Cookie` (no half-open session is left), and
+    /// the upstream's response is dropped.
+    async fn seat_response(
+        &self,
+        session: &mut Session,
+        upstream_response: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(hold), Some(rules), Some(seats)) =
+            (&mut ctx.seat, &ctx.rules.seats, &self.app.seats)
+        else {
+            return Ok(());
+        };
+        let now = crate::quota::clock::now();
+        let new_id = match rules.session_cookie(upstream_response, now) {
+            SessionCookie::Untouched => return Ok(()),
+            SessionCookie::Deleted => {
+                if let Some(id) = hold.id {
+                    hold.seats.remove(id);
+                }
+                return Ok(());
+            }
+            SessionCookie::Set(value) => seats.id(&value),
+        };
+        if hold.id == Some(new_id) {
+            return Ok(());
+        }
+        if let Some(old) = hold.id {
+            hold.seats.remove(old);
+        }
+        let client = ctx
+            .rules
+            .forwarding
+            .original_client(session.req_header(), client_ip(session));
+        let full = match hold.seats.admit(new_id, client, now, &hold.limits, rules.times) {
+            SeatAdmission::Seated { over } => {
+                hold.over |= over;
+                return Ok(());
+            }
+            SeatAdmission::Full(full) => full,
+        };
+        let refused = Refused::Seats(full);
+        let counters = ctx
+            .tenant
+            .as_ref()
+            .map_or(&self.app.metrics.unknown, |t| &t.counters);
+        let enforced = ctx.rules.mode != crate::config::Mode::Shadow;
+        if let Some(refusal) = refused.refusal() {
+            counters.refusal(refusal, enforced);
+        }
+        if !enforced {
+            return Ok(());
+        }
+        ctx.outcome = refused.outcome();
+        ctx.seat = None;
+        let response = refused.respond(
+            Audience::Client(ClientKind::of(session.req_header())),
+            ctx.tenant.as_ref().map(|t| &**t.license()),
+            &ctx.rules.templates,
+        );
+        response.write_to(session).await?;
+        // The upstream's response (and its session cookie) goes no further.
+        Error::e_explain(ErrorType::ConnectionClosed, "login refused: every seat is taken")
+            .map_err(|e| e.into_down())
     }
 
     /// Queues the access-log line of a finished request (formatted and written by the
@@ -380,6 +461,7 @@ impl ProxyHttp for Gateway {
             upstream_sent: None,
             upstream_elapsed: None,
             banner: None,
+            seat: None,
         }
     }
 
@@ -495,6 +577,9 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.seat.is_some() {
+            self.seat_response(session, upstream_response, ctx).await?;
+        }
         if ctx.rules.flag_banner {
             let banner = ctx
                 .tenant
@@ -512,15 +597,21 @@ impl ProxyHttp for Gateway {
             .tenant
             .as_ref()
             .and_then(|t| t.warning_header.as_deref());
-        if warning.is_none() && ctx.rate_limit.is_none() {
+        let seat_over = ctx.seat.as_ref().is_some_and(|s| s.over);
+        if warning.is_none() && ctx.rate_limit.is_none() && !seat_over {
             return Ok(());
         }
         // Written as lines after the upstream's headers; the upstream's own copies of
         // these headers, if any, are dropped (the gateway's values replace them).
         let mut lines = AppendedHeadersBuilder::with_capacity(APPENDED_RESPONSE_LINES_CAPACITY);
-        if let Some(warning) = warning {
+        if warning.is_some() || seat_over {
             remove_present(upstream_response, &[&WARNING]);
+        }
+        if let Some(warning) = warning {
             lines.header(&WARNING, warning);
+        }
+        if seat_over {
+            lines.header(&WARNING, &SEAT_OVERAGE_WARNING);
         }
         if let Some(RateLimit {
             limit,

@@ -15,6 +15,7 @@ use crate::quota::window::{clock_text, duration_text};
 use crate::quota::{Policy, Rule};
 use crate::response::{ClientKind, LocalResponse};
 use crate::restrictions::NetworkRefusal;
+use crate::seats::book::{SeatKind, SeatsFull};
 
 /// Why the gateway answers a request itself, with what the answer says.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +51,10 @@ pub(crate) enum Refused<'r> {
     Rpc(RpcRefusal),
     /// The client is outside the networks or countries the license allows (403).
     Network(NetworkRefusal),
+    /// A new identity beyond the license's seats (403).
+    Seats(SeatsFull),
+    /// The request names its person twice, differently (400 `BAD_REQUEST`).
+    AmbiguousIdentity(&'static str),
 }
 
 /// Who reads the gateway's answer, and so its shape.
@@ -68,7 +73,11 @@ impl Refused<'_> {
     /// The refusal as `denials_total` counts it (`None`: a malformed request).
     pub(crate) fn refusal(&self) -> Option<Refusal> {
         match self {
-            Refused::BadPath(_) | Refused::MethodOverride(_) | Refused::Rpc(_) => None,
+            Refused::BadPath(_)
+            | Refused::MethodOverride(_)
+            | Refused::Rpc(_)
+            | Refused::AmbiguousIdentity(_) => None,
+            Refused::Seats(_) => Some(Refusal::Seats),
             Refused::License { reason, .. } => Some(Refusal::License(*reason)),
             Refused::Concurrency { .. } => Some(Refusal::ConcurrencyLimit),
             Refused::ClientShare(_) => Some(Refusal::ClientShare),
@@ -94,8 +103,11 @@ impl Refused<'_> {
     /// What the gateway did when it enforced this refusal.
     pub(crate) fn outcome(&self) -> Outcome {
         match self {
-            Refused::BadPath(_) | Refused::MethodOverride(_) | Refused::Rpc(_) => Outcome::Rejected,
-            Refused::License { .. } | Refused::Network(_) => Outcome::Denied,
+            Refused::BadPath(_)
+            | Refused::MethodOverride(_)
+            | Refused::Rpc(_)
+            | Refused::AmbiguousIdentity(_) => Outcome::Rejected,
+            Refused::License { .. } | Refused::Network(_) | Refused::Seats(_) => Outcome::Denied,
             Refused::Concurrency { .. } | Refused::ClientShare(_) | Refused::Usage { .. } => {
                 Outcome::Limited
             }
@@ -107,7 +119,9 @@ impl Refused<'_> {
     pub(crate) fn error_code(&self) -> &'static str {
         match self {
             Refused::BadPath(_) => "BAD_REQUEST_PATH",
-            Refused::MethodOverride(_) | Refused::Rpc(_) => "BAD_REQUEST",
+            Refused::MethodOverride(_) | Refused::Rpc(_) | Refused::AmbiguousIdentity(_) => {
+                "BAD_REQUEST"
+            }
             _ => self.refusal().map_or("BAD_REQUEST", Refusal::error_code),
         }
     }
@@ -228,6 +242,31 @@ impl Refused<'_> {
                     details,
                 )
             }
+            Refused::Seats(full) => {
+                let (title, message) = seats_text(full);
+                answer(
+                    StatusCode::FORBIDDEN,
+                    &title,
+                    &message,
+                    serde_json::json!({
+                        "limit": full.limit,
+                        "in_use": full.in_use,
+                        "kind": match full.kind {
+                            SeatKind::Seats => "seats",
+                            SeatKind::ActiveUsers => "active_users",
+                        },
+                        "frees_at": full.frees_at,
+                    }),
+                )
+            }
+            Refused::AmbiguousIdentity(what) => answer(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                &format!(
+                    "The request carries {what} twice with different values; send it once."
+                ),
+                serde_json::json!({}),
+            ),
             Refused::QuotaUnavailable => answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",
@@ -236,6 +275,27 @@ impl Refused<'_> {
             )
             .with_header("Retry-After", "1"),
         }
+    }
+}
+
+/// The title and message of a seat refusal.
+fn seats_text(full: &SeatsFull) -> (String, String) {
+    let frees = clock_text(full.frees_at, crate::quota::clock::now());
+    match full.kind {
+        SeatKind::Seats => (
+            format!("All {} seats of this license are in use", full.limit),
+            format!(
+                "All {} seats of this license are in use. A seat frees when someone stops using the application for a while (the next at {frees}), or when an administrator releases one.",
+                full.limit
+            ),
+        ),
+        SeatKind::ActiveUsers => (
+            format!("All {} users of this license are taken", full.limit),
+            format!(
+                "This license allows {} active users, and all are taken. The next place frees at {frees}; an administrator can release one sooner.",
+                full.limit
+            ),
+        ),
     }
 }
 

@@ -21,6 +21,10 @@ use crate::policy::path::{normalize, MethodOverride, Target};
 use crate::quota::local::Lease;
 use crate::quota::share::ShareLease;
 use crate::quota::{Policy, QuotaBackend, QuotaOutcome};
+use crate::seats::book::{Admission as SeatAdmission, TenantSeats};
+use crate::seats::identity::Identity;
+use crate::seats::limits::SeatLimits;
+use crate::seats::SeatId;
 use crate::tenants::TenantEntry;
 
 /// What the gateway decided about one request.
@@ -71,6 +75,21 @@ pub(crate) struct Forward {
     pub share_lease: Option<ShareLease>,
     /// `RateLimit-*` for a quota-governed response.
     pub rate_limit: Option<RateLimit>,
+    /// The request's seat, when the tenant's seats follow a session cookie (its
+    /// response may log in, rotate or log out the session) or the request holds
+    /// one within the overage allowance.
+    pub seat: Option<SeatHold>,
+}
+
+/// A request's identity among its tenant's seats.
+#[derive(Debug)]
+pub(crate) struct SeatHold {
+    pub seats: Arc<TenantSeats>,
+    pub limits: SeatLimits,
+    /// The request's identity, when it has one.
+    pub id: Option<SeatId>,
+    /// Admitted beyond the nominal limit (the response carries a warning).
+    pub over: bool,
 }
 
 /// The `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy` values of an allowed
@@ -395,6 +414,40 @@ async fn charge<'r>(
                 crate::restrictions::permits(restrictions, client, rules.geoip.as_deref())
             {
                 refuse_or_shadow!(Refused::Network(refusal));
+            }
+        }
+    }
+    if let (Some(entry), Some(seat_rules), Some(seats)) = (&tenant, &rules.seats, &app.seats) {
+        if let Some(limits) = entry.seat_limits {
+            let id = match seat_rules.identity(req, peer) {
+                Identity::Anonymous => None,
+                Identity::Known(value) => Some(seats.id(&value)),
+                Identity::Ambiguous(what) if governed => {
+                    return Verdict::refuse_feature(
+                        Refused::AmbiguousIdentity(what),
+                        tenant,
+                        feature_name,
+                    )
+                }
+                Identity::Ambiguous(_) => None,
+            };
+            let book = seats.book.tenant(&entry.license().tenant);
+            let mut over = false;
+            if let (Some(id), true) = (id, governed && shadowed.is_none()) {
+                let client = rules.forwarding.original_client(req, peer);
+                let now = crate::quota::clock::now();
+                match book.admit(id, client, now, &limits, seat_rules.times) {
+                    SeatAdmission::Seated { over: o } => over = o,
+                    SeatAdmission::Full(full) => refuse_or_shadow!(Refused::Seats(full)),
+                }
+            }
+            if over || (seat_rules.cookie_name().is_some() && shadowed.is_none()) {
+                forward.seat = Some(SeatHold {
+                    seats: book,
+                    limits,
+                    id,
+                    over,
+                });
             }
         }
     }

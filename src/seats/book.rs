@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -81,12 +81,39 @@ pub struct SeatTimes {
     pub active_window: i64,
 }
 
+/// How long an idle identity is remembered at least: two days, so the distinct
+/// identities of a day can be counted for the ledger.
+pub const KEPT_AT_LEAST: i64 = 2 * 86_400;
+
+impl SeatTimes {
+    /// The times of `[seats]`, in whole seconds (at least 1).
+    pub fn of(config: &crate::config::SeatsConfig) -> SeatTimes {
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(1);
+        SeatTimes {
+            idle_timeout: secs(config.idle_timeout),
+            active_window: secs(config.active_window),
+        }
+    }
+}
+
 /// One tenant's seats.
 #[derive(Debug, Default)]
 pub struct TenantSeats {
     seats: DashMap<SeatId, Seat>,
     /// Held while a new identity is counted and added.
     admission: Mutex<()>,
+    /// Counts seats added and removed (what a save must write beyond last-seen times).
+    changes: AtomicU64,
+}
+
+/// A seat as saved to disk and restored at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedSeat {
+    pub id: SeatId,
+    pub first_seen: UnixTime,
+    pub last_seen: UnixTime,
+    pub client: Option<IpAddr>,
+    pub over: bool,
 }
 
 impl TenantSeats {
@@ -113,7 +140,8 @@ impl TenantSeats {
             times.active_window
         } else {
             times.idle_timeout
-        };
+        }
+        .max(KEPT_AT_LEAST);
         self.seats
             .retain(|_, s| now - s.last_seen.load(Ordering::Relaxed) < keep);
         let mut over = false;
@@ -145,6 +173,7 @@ impl TenantSeats {
                 *seat.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
             }
             None => {
+                self.changes.fetch_add(1, Ordering::Relaxed);
                 self.seats.insert(
                     id,
                     Seat {
@@ -201,9 +230,64 @@ impl TenantSeats {
             .filter(|e| e.key().hex().starts_with(&prefix))
             .map(|e| *e.key());
         match (matching.next(), matching.next()) {
-            (Some(id), None) => self.seats.remove(&id).is_some(),
+            (Some(id), None) => {
+                self.changes.fetch_add(1, Ordering::Relaxed);
+                self.seats.remove(&id).is_some()
+            }
             _ => false,
         }
+    }
+
+    /// Releases the seat of `id` (a logout, or the old id of a rotated session).
+    pub fn remove(&self, id: SeatId) -> bool {
+        let _admitting = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        let removed = self.seats.remove(&id).is_some();
+        if removed {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Seats added or removed so far (a save is due when this moved).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
+    /// Every seat, to be saved.
+    pub fn snapshot(&self) -> Vec<SavedSeat> {
+        self.seats
+            .iter()
+            .map(|e| SavedSeat {
+                id: *e.key(),
+                first_seen: e.first_seen,
+                last_seen: e.last_seen.load(Ordering::Relaxed),
+                client: *e.client.lock().unwrap_or_else(|p| p.into_inner()),
+                over: e.over.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Puts saved seats back (at start, before requests).
+    pub fn restore(&self, saved: impl IntoIterator<Item = SavedSeat>) {
+        for seat in saved {
+            self.seats.insert(
+                seat.id,
+                Seat {
+                    first_seen: seat.first_seen,
+                    last_seen: AtomicI64::new(seat.last_seen),
+                    client: Mutex::new(seat.client),
+                    over: AtomicBool::new(seat.over),
+                },
+            );
+        }
+    }
+
+    /// Identities seen at or after `since` (the distinct users of a day).
+    pub fn seen_since(&self, since: UnixTime) -> u64 {
+        self.seats
+            .iter()
+            .filter(|e| e.last_seen.load(Ordering::Relaxed) >= since)
+            .count() as u64
     }
 
     /// Every seat, most recently seen first.

@@ -5,9 +5,97 @@
 //! against [`limits`].
 
 pub mod book;
+pub(crate) mod identity;
 pub mod limits;
+pub mod store;
 
 use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use book::{SeatBook, SeatTimes, KEPT_AT_LEAST};
+use store::{SeatStore, SeatWriter};
+
+/// How often seats and the ledger's seat figures are saved.
+const SAVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The gateway's seats: the book, the key of its hashes, and the writer keeping
+/// them on disk.
+pub struct Seats {
+    pub book: Arc<SeatBook>,
+    secret: SeatSecret,
+    writer: Mutex<Option<SeatWriter>>,
+}
+
+impl std::fmt::Debug for Seats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seats")
+            .field("tenants", &self.book.tenants())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Seats {
+    /// The seats of the store at `store_dir` (restored from its database, and saved
+    /// there from now on), hashing with `secret`; seats time out per `times`.
+    pub fn open(
+        store_dir: Option<&Path>,
+        secret: SeatSecret,
+        times: SeatTimes,
+    ) -> Result<Seats, crate::database::DatabaseError> {
+        let book = Arc::new(SeatBook::default());
+        let writer = match store_dir {
+            Some(dir) => {
+                let store = SeatStore::open(dir)?;
+                let now = crate::quota::clock::now();
+                let saved = store.load(now, times.active_window.max(KEPT_AT_LEAST))?;
+                let restored = saved.len();
+                let mut by_tenant: std::collections::HashMap<String, Vec<_>> =
+                    std::collections::HashMap::new();
+                for (tenant, seat) in saved {
+                    by_tenant.entry(tenant).or_default().push(seat);
+                }
+                for (tenant, seats) in by_tenant {
+                    book.tenant(&Arc::from(tenant)).restore(seats);
+                }
+                if restored > 0 {
+                    tracing::info!(seats = restored, "seats restored");
+                }
+                Some(
+                    SeatWriter::start(Arc::clone(&book), store, move || times, SAVE_INTERVAL)
+                        .map_err(|source| crate::database::DatabaseError::Io {
+                            path: dir.to_path_buf(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Seats {
+            book,
+            secret,
+            writer: Mutex::new(writer),
+        })
+    }
+
+    /// The seat id of `identity`.
+    pub fn id(&self, identity: &[u8]) -> SeatId {
+        SeatId::of(&self.secret, identity)
+    }
+
+    /// Saves every seat and stops saving (at shutdown, after the drain).
+    pub fn finish(&self) {
+        if let Some(mut writer) = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            writer.finish();
+        }
+    }
+}
 
 /// The keyed hash of one identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,6 +136,15 @@ impl SeatSecret {
     /// The key of `bytes` (32 random bytes kept by the installation).
     pub fn new(bytes: &[u8]) -> SeatSecret {
         SeatSecret(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes))
+    }
+
+    /// The installation's key, derived from its instance key: replicas of one
+    /// installation (one instance key) hash an identity alike, and nothing else
+    /// can. `sign` is the instance key's (deterministic, Ed25519) signature.
+    pub fn of_instance(sign: impl FnOnce(&[u8]) -> [u8; 64]) -> SeatSecret {
+        let signature = sign(b"licgate seat identities v1");
+        let digest = ring::digest::digest(&ring::digest::SHA256, &signature);
+        SeatSecret::new(digest.as_ref())
     }
 }
 
