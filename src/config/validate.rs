@@ -19,11 +19,11 @@ use super::{
     LicenseConfig, LogConfig, LogFormat, Mode, PagesConfig, ServerConfig, TenantsConfig,
     UpstreamAddress, UpstreamConfig, UsageConfig,
 };
-use super::{SeatIdentity, SeatsConfig, DEFAULT_SEAT_ACTIVE_WINDOW, DEFAULT_SEAT_IDLE_TIMEOUT};
 use super::{
     AccessOverflow, AdminToken, OnRedisError, QuotaConfig, RedisConfig, RedisMode, ReloadConfig,
 };
 use super::{AuthorityLinkConfig, ModelPattern, ModelRule, OdooConfig, DEFAULT_MAX_RPC_BODY};
+use super::{SeatIdentity, SeatsConfig, DEFAULT_SEAT_ACTIVE_WINDOW, DEFAULT_SEAT_IDLE_TIMEOUT};
 use crate::license::{Algorithm, PublicKey, StatusPolicy};
 use crate::policy::path::{MethodOverride, PathOptions, PathParams};
 

@@ -34,10 +34,10 @@ use crate::policy::outcome::Outcome;
 use crate::quota::local::Lease;
 use crate::quota::share::ShareLease;
 use crate::response::{ClientKind, LocalResponse};
-use crate::tenants::TenantEntry;
-use crate::throttle::LogThrottle;
 use crate::seats::book::Admission as SeatAdmission;
 use crate::seats::identity::SessionCookie;
+use crate::tenants::TenantEntry;
+use crate::throttle::LogThrottle;
 use crate::usage::UsageEvent;
 use refusal::{Audience, Refused};
 use verdict::{Action, RateLimit, SeatHold, Verdict};
@@ -277,7 +277,10 @@ impl Gateway {
             .rules
             .forwarding
             .original_client(session.req_header(), client_ip(session));
-        let full = match hold.seats.admit(new_id, client, now, &hold.limits, rules.times) {
+        let full = match hold
+            .seats
+            .admit(new_id, client, now, &hold.limits, rules.times)
+        {
             SeatAdmission::Seated { over } => {
                 hold.over |= over;
                 return Ok(());
@@ -305,8 +308,11 @@ impl Gateway {
         );
         response.write_to(session).await?;
         // The upstream's response (and its session cookie) goes no further.
-        Error::e_explain(ErrorType::ConnectionClosed, "login refused: every seat is taken")
-            .map_err(|e| e.into_down())
+        Error::e_explain(
+            ErrorType::ConnectionClosed,
+            "login refused: every seat is taken",
+        )
+        .map_err(|e| e.into_down())
     }
 
     /// Queues the access-log line of a finished request (formatted and written by the

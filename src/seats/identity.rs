@@ -106,7 +106,11 @@ impl SeatRules {
     }
 
     /// Who `req` (from `peer`, the direct peer) says it is.
-    pub(crate) fn identity<'r>(&self, req: &'r RequestHeader, peer: Option<IpAddr>) -> Identity<'r> {
+    pub(crate) fn identity<'r>(
+        &self,
+        req: &'r RequestHeader,
+        peer: Option<IpAddr>,
+    ) -> Identity<'r> {
         match &self.source {
             Source::Cookie(name) => cookie_identity(req, name),
             Source::Jwt(jwt) => match bearer_token(req).and_then(|t| jwt.tenant_of(t)) {
@@ -251,9 +255,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(60),
                 active_window: Duration::from_secs(600),
             },
-            &TenantsConfig::Single {
-                tenant: "t".into(),
-            },
+            &TenantsConfig::Single { tenant: "t".into() },
             &["10.0.0.0/8".parse().unwrap()],
         )
     }
@@ -298,7 +300,10 @@ mod tests {
             "x-remote-user",
         )));
         let r = request(&[("X-Remote-User", "alice")]);
-        assert_eq!(seats.identity(&r, Some([203, 0, 113, 9].into())), Identity::Anonymous);
+        assert_eq!(
+            seats.identity(&r, Some([203, 0, 113, 9].into())),
+            Identity::Anonymous
+        );
         assert_eq!(
             seats.identity(&r, Some([10, 0, 0, 1].into())),
             Identity::Known(Cow::Borrowed(b"alice"))
@@ -321,13 +326,25 @@ mod tests {
             r
         };
         let now = 1_800_000_000;
-        let r = response(&["csrftoken=x; Path=/", "sessionid=new1; HttpOnly; Path=/; Max-Age=1209600"]);
-        assert_eq!(seats.session_cookie(&r, now), SessionCookie::Set(b"new1".to_vec()));
+        let r = response(&[
+            "csrftoken=x; Path=/",
+            "sessionid=new1; HttpOnly; Path=/; Max-Age=1209600",
+        ]);
+        assert_eq!(
+            seats.session_cookie(&r, now),
+            SessionCookie::Set(b"new1".to_vec())
+        );
         let django_logout =
             "sessionid=\"\"; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/";
-        assert_eq!(seats.session_cookie(&response(&[django_logout]), now), SessionCookie::Deleted);
+        assert_eq!(
+            seats.session_cookie(&response(&[django_logout]), now),
+            SessionCookie::Deleted
+        );
         let expired = "sessionid=v; Expires=Thu, 01 Jan 1970 00:00:00 GMT";
-        assert_eq!(seats.session_cookie(&response(&[expired]), now), SessionCookie::Deleted);
+        assert_eq!(
+            seats.session_cookie(&response(&[expired]), now),
+            SessionCookie::Deleted
+        );
         let max_age_wins = "sessionid=v; Max-Age=60; Expires=Thu, 01 Jan 1970 00:00:00 GMT";
         assert_eq!(
             seats.session_cookie(&response(&[max_age_wins]), now),
@@ -338,6 +355,9 @@ mod tests {
             SessionCookie::Untouched
         );
         let last_wins = ["sessionid=a", django_logout];
-        assert_eq!(seats.session_cookie(&response(&last_wins), now), SessionCookie::Deleted);
+        assert_eq!(
+            seats.session_cookie(&response(&last_wins), now),
+            SessionCookie::Deleted
+        );
     }
 }

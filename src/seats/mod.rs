@@ -86,12 +86,7 @@ impl Seats {
 
     /// Saves every seat and stops saving (at shutdown, after the drain).
     pub fn finish(&self) {
-        if let Some(mut writer) = self
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(mut writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             writer.finish();
         }
     }

@@ -23,5 +23,6 @@ mod proxy;
 mod quota;
 mod redis_quota;
 mod restrictions;
+mod seats;
 mod tls_upstream;
 mod usage;

@@ -107,6 +107,11 @@ impl Drop for AppProcess {
 /// superuser [`DJANGO_USER`], served by gunicorn (one worker, four threads; methods
 /// case-folded).
 pub(crate) fn start_django() -> AppProcess {
+    start_django_with_users(&[])
+}
+
+/// [`start_django`] with more users (`users`, each with [`DJANGO_PASSWORD`]).
+pub(crate) fn start_django_with_users(users: &[&str]) -> AppProcess {
     let project = repo_root().join("tests/e2e/django_shop");
     let dir = tempfile::tempdir().unwrap();
     let manage = |args: &[&str]| {
@@ -133,6 +138,16 @@ pub(crate) fn start_django() -> AppProcess {
         "--email",
         "alice@shop.test",
     ]);
+    for user in users {
+        manage(&[
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            user,
+            "--email",
+            "u@shop.test",
+        ]);
+    }
     let addr = free_addr();
     let mut command = Command::new(venv_bin("gunicorn"));
     command

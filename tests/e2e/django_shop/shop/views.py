@@ -67,6 +67,7 @@ def whoami(request):
             "secure": request.is_secure(),
             "host": request.get_host(),
             "remote_addr": request.META.get("REMOTE_ADDR"),
+            "user": request.user.username if request.user.is_authenticated else None,
             "forwarded_proto": request.META.get("HTTP_X_FORWARDED_PROTO"),
             "forwarded": request.META.get("HTTP_FORWARDED"),
         }
