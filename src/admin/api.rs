@@ -21,7 +21,8 @@ use crate::reload::Trigger;
 use crate::request_body::{media_type, read_body, BodyError};
 use crate::request_parts::query_param;
 use crate::response::LocalResponse;
-use crate::seats::book::SeatTimes;
+use crate::seats::book::{SeatInfo, SeatTimes};
+use crate::seats::SeatId;
 use crate::tenants::{TenantEntry, Tenants};
 use crate::usage::advice::{advise, UNUSED_DAYS};
 use crate::usage::series::{tenant_series, DayRange, SeriesError};
@@ -104,11 +105,11 @@ pub(super) async fn handle(
                 }
                 ["admin", "v1", "tenants", _, "license"] => method_not_allowed("PUT"),
                 ["admin", "v1", "tenants", tenant, "seats"] if readable => {
-                    list_seats(&app.app, tenant)
+                    list_seats(&app.app, tenant).await
                 }
                 ["admin", "v1", "tenants", _, "seats"] => method_not_allowed("GET, HEAD"),
                 ["admin", "v1", "tenants", tenant, "seats", id] if *method == Method::DELETE => {
-                    release_seat(&app.app, tenant, id)
+                    release_seat(&app.app, tenant, id).await
                 }
                 ["admin", "v1", "tenants", _, "seats", _] => method_not_allowed("DELETE"),
                 ["admin", "v1", "tenants", tenant, "activation"] if *method == Method::DELETE => {
@@ -342,7 +343,7 @@ fn seat_state(app: &App) -> Result<(&crate::seats::Seats, SeatTimes), LocalRespo
 /// `GET /admin/v1/tenants/{tenant}/seats`: the tenant's seat limits, the seats and
 /// active users counted now, and every seat (hash prefix, first and last seen,
 /// client address), most recently seen first.
-fn list_seats(app: &App, tenant: &str) -> LocalResponse {
+async fn list_seats(app: &App, tenant: &str) -> LocalResponse {
     let (seats, times) = match seat_state(app) {
         Ok(state) => state,
         Err(answer) => return answer,
@@ -356,13 +357,54 @@ fn list_seats(app: &App, tenant: &str) -> LocalResponse {
         );
     };
     let now = crate::quota::clock::now();
-    let book = seats.book.get(tenant);
-    let (in_use, active) = book.as_ref().map_or((0, 0), |b| b.in_use(now, times));
+    let local = seats
+        .book
+        .get(tenant)
+        .map(|b| b.list(now, times))
+        .unwrap_or_default();
+    let (listed, scope) = match (&seats.fleet, &app.redis) {
+        (Some(fleet), Some(redis)) => match fleet.list(redis, tenant).await {
+            Ok(all) => {
+                // The fleet's seats, with what this gateway saw of each.
+                let mut listed: Vec<SeatInfo> = all
+                    .iter()
+                    .map(|seat| {
+                        let id = seat.id.hex()[..SeatId::SHOWN_HEX].to_string();
+                        let mine = local.iter().find(|l| l.id == id);
+                        SeatInfo {
+                            first_seen: mine.map_or(seat.last_seen, |m| m.first_seen),
+                            client_address: mine.and_then(|m| m.client_address.clone()),
+                            overage: mine.is_some_and(|m| m.overage),
+                            in_use: now - seat.last_seen < times.idle_timeout,
+                            last_seen: seat.last_seen,
+                            id,
+                        }
+                    })
+                    .collect();
+                listed.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
+                (listed, "fleet")
+            }
+            Err(reason) => {
+                return problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "QUOTA_UNAVAILABLE",
+                    &format!("The fleet's seats cannot be read from Redis: {reason}."),
+                )
+            }
+        },
+        _ => (local, "gateway"),
+    };
+    let in_use = listed.iter().filter(|s| s.in_use).count();
+    let active = listed
+        .iter()
+        .filter(|s| now - s.last_seen < times.active_window)
+        .count();
     let limits = entry.seat_limits;
     LocalResponse::json(
         StatusCode::OK,
         &serde_json::json!({
             "tenant": tenant,
+            "counted_by": scope,
             "max_seats": limits.and_then(|l| l.max_seats),
             "max_active_users": limits.and_then(|l| l.max_active),
             "overage": limits.and_then(|l| l.overage).map(|o| o.factor()),
@@ -370,15 +412,15 @@ fn list_seats(app: &App, tenant: &str) -> LocalResponse {
             "active_window_seconds": times.active_window,
             "in_use": in_use,
             "active_users": active,
-            "seats": book.map(|b| b.list(now, times)).unwrap_or_default(),
+            "seats": listed,
         }),
     )
 }
 
 /// `DELETE /admin/v1/tenants/{tenant}/seats/{id}`: releases the seat whose id starts
-/// with `id` (at least 8 hex digits, as listed); its identity takes a seat again on
-/// its next request, if one is free.
-fn release_seat(app: &App, tenant: &str, id: &str) -> LocalResponse {
+/// with `id` (at least 8 hex digits, as listed), fleet-wide with Redis; its identity
+/// takes a seat again on its next request, if one is free.
+async fn release_seat(app: &App, tenant: &str, id: &str) -> LocalResponse {
     let (seats, _) = match seat_state(app) {
         Ok(state) => state,
         Err(answer) => return answer,
@@ -390,16 +432,44 @@ fn release_seat(app: &App, tenant: &str, id: &str) -> LocalResponse {
             "A seat id is at least 8 hex digits of the id listed by GET …/seats.",
         );
     }
-    match seats.book.get(tenant) {
-        Some(book) if book.release(id) => LocalResponse::json(
+    let prefix = id.to_ascii_lowercase();
+    let released = match (&seats.fleet, &app.redis) {
+        (Some(fleet), Some(redis)) => {
+            let all = match fleet.list(redis, tenant).await {
+                Ok(all) => all,
+                Err(reason) => {
+                    return problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "QUOTA_UNAVAILABLE",
+                        &format!("The fleet's seats cannot be read from Redis: {reason}."),
+                    )
+                }
+            };
+            let mut matching = all.iter().filter(|s| s.id.hex().starts_with(&prefix));
+            match (matching.next(), matching.next()) {
+                (Some(seat), None) => fleet
+                    .remove(redis, &seats.book, tenant, seat.id)
+                    .await
+                    .unwrap_or(false),
+                _ => false,
+            }
+        }
+        _ => seats
+            .book
+            .get(tenant)
+            .is_some_and(|book| book.release(&prefix)),
+    };
+    if released {
+        LocalResponse::json(
             StatusCode::OK,
-            &serde_json::json!({"success": true, "released": id.to_ascii_lowercase()}),
-        ),
-        _ => problem(
+            &serde_json::json!({"success": true, "released": prefix}),
+        )
+    } else {
+        problem(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             &format!("Tenant `{tenant}` has no single seat whose id starts with `{id}`."),
-        ),
+        )
     }
 }
 

@@ -197,6 +197,7 @@ impl App {
                     licenses.as_ref().map(|m| m.store().dir()),
                     crate::seats::SeatSecret::of_instance(|m| key.sign(m)),
                     crate::seats::book::SeatTimes::of(seats),
+                    matches!(config.quota, QuotaConfig::Redis(_)),
                 )
                 .map_err(|e| std::io::Error::other(format!("seats: {e}")))?,
             ),

@@ -35,6 +35,7 @@ use crate::quota::local::Lease;
 use crate::quota::share::ShareLease;
 use crate::response::{ClientKind, LocalResponse};
 use crate::seats::book::Admission as SeatAdmission;
+use crate::seats::fleet::FleetAdmission;
 use crate::seats::identity::SessionCookie;
 use crate::tenants::TenantEntry;
 use crate::throttle::LogThrottle;
@@ -256,12 +257,20 @@ impl Gateway {
         else {
             return Ok(());
         };
+        let Some((tenant, limits)) = ctx
+            .tenant
+            .as_ref()
+            .and_then(|t| Some((Arc::clone(&t.license().tenant), t.seat_limits?)))
+        else {
+            return Ok(());
+        };
+        let redis = self.app.redis.as_ref();
         let now = crate::quota::clock::now();
         let new_id = match rules.session_cookie(upstream_response, now) {
             SessionCookie::Untouched => return Ok(()),
             SessionCookie::Deleted => {
                 if let Some(id) = hold.id {
-                    hold.seats.remove(id);
+                    seats.remove(redis, &tenant, id).await;
                 }
                 return Ok(());
             }
@@ -271,23 +280,23 @@ impl Gateway {
             return Ok(());
         }
         if let Some(old) = hold.id {
-            hold.seats.remove(old);
+            seats.remove(redis, &tenant, old).await;
         }
         let client = ctx
             .rules
             .forwarding
             .original_client(session.req_header(), client_ip(session));
-        let full = match hold
-            .seats
-            .admit(new_id, client, now, &hold.limits, rules.times)
+        let refused = match seats
+            .admit(redis, &tenant, new_id, client, now, &limits, rules.times)
+            .await
         {
-            SeatAdmission::Seated { over } => {
+            FleetAdmission::Decided(SeatAdmission::Seated { over }) => {
                 hold.over |= over;
                 return Ok(());
             }
-            SeatAdmission::Full(full) => full,
+            FleetAdmission::Decided(SeatAdmission::Full(full)) => Refused::Seats(full),
+            FleetAdmission::Unavailable => Refused::QuotaUnavailable,
         };
-        let refused = Refused::Seats(full);
         let counters = ctx
             .tenant
             .as_ref()

@@ -21,9 +21,9 @@ use crate::policy::path::{normalize, MethodOverride, Target};
 use crate::quota::local::Lease;
 use crate::quota::share::ShareLease;
 use crate::quota::{Policy, QuotaBackend, QuotaOutcome};
-use crate::seats::book::{Admission as SeatAdmission, TenantSeats};
+use crate::seats::book::Admission as SeatAdmission;
+use crate::seats::fleet::FleetAdmission;
 use crate::seats::identity::Identity;
-use crate::seats::limits::SeatLimits;
 use crate::seats::SeatId;
 use crate::tenants::TenantEntry;
 
@@ -47,6 +47,8 @@ pub(crate) struct Verdict<'r> {
 }
 
 /// What carrying out a verdict takes.
+// One per request, on the stack: boxing the forward would allocate per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Action {
     /// Send the request upstream.
@@ -84,8 +86,6 @@ pub(crate) struct Forward {
 /// A request's identity among its tenant's seats.
 #[derive(Debug)]
 pub(crate) struct SeatHold {
-    pub seats: Arc<TenantSeats>,
-    pub limits: SeatLimits,
     /// The request's identity, when it has one.
     pub id: Option<SeatId>,
     /// Admitted beyond the nominal limit (the response carries a warning).
@@ -431,23 +431,32 @@ async fn charge<'r>(
                 }
                 Identity::Ambiguous(_) => None,
             };
-            let book = seats.book.tenant(&entry.license().tenant);
             let mut over = false;
             if let (Some(id), true) = (id, governed && shadowed.is_none()) {
                 let client = rules.forwarding.original_client(req, peer);
                 let now = crate::quota::clock::now();
-                match book.admit(id, client, now, &limits, seat_rules.times) {
-                    SeatAdmission::Seated { over: o } => over = o,
-                    SeatAdmission::Full(full) => refuse_or_shadow!(Refused::Seats(full)),
+                let tenant_name = &entry.license().tenant;
+                let admission = seats
+                    .admit(
+                        app.redis.as_ref(),
+                        tenant_name,
+                        id,
+                        client,
+                        now,
+                        &limits,
+                        seat_rules.times,
+                    )
+                    .await;
+                match admission {
+                    FleetAdmission::Decided(SeatAdmission::Seated { over: o }) => over = o,
+                    FleetAdmission::Decided(SeatAdmission::Full(full)) => {
+                        refuse_or_shadow!(Refused::Seats(full))
+                    }
+                    FleetAdmission::Unavailable => refuse_or_shadow!(Refused::QuotaUnavailable),
                 }
             }
             if over || (seat_rules.cookie_name().is_some() && shadowed.is_none()) {
-                forward.seat = Some(SeatHold {
-                    seats: book,
-                    limits,
-                    id,
-                    over,
-                });
+                forward.seat = Some(SeatHold { id, over });
             }
         }
     }

@@ -457,6 +457,60 @@ impl RedisQuotas {
         })
     }
 
+    /// Runs `script` on `keys` with `args` for another part of the gateway (the
+    /// fleet's seats) under this backend's timeout and breaker; a failure or a late
+    /// reply is an `Err` (counted in the backend's errors). The key prefix is
+    /// `quota.redis.key_prefix`.
+    pub(crate) async fn run(
+        &self,
+        script: &Arc<redis::Script>,
+        keys: Vec<String>,
+        args: Vec<i64>,
+    ) -> Result<Vec<i64>, String> {
+        if !self.breaker.allow() {
+            return Err("the breaker is open".into());
+        }
+        let call = ScriptCall {
+            script: Arc::clone(script),
+            keys,
+            args,
+        };
+        match self.call_script(call).await {
+            Reply::Done(reply) => {
+                self.breaker.success();
+                Ok(reply)
+            }
+            Reply::Failed(reason) => Err(self.failed_call(reason)),
+            Reply::Late(_) => Err(self.failed_call("timed out".into())),
+        }
+    }
+
+    /// Counts a failed call of [`Self::run`]; gives its reason back.
+    fn failed_call(&self, reason: String) -> String {
+        self.errors.inc();
+        self.connection.store(None);
+        let opened = self.breaker.failure();
+        if opened || self.error_log.permit().is_some() {
+            tracing::warn!(
+                reason,
+                on_error = ?self.config.on_error,
+                breaker_open = self.breaker.is_open(),
+                "redis unavailable for seats; following on_error"
+            );
+        }
+        reason
+    }
+
+    /// `quota.redis.key_prefix`.
+    pub(crate) fn key_prefix(&self) -> &str {
+        &self.config.key_prefix
+    }
+
+    /// `quota.redis.on_error`.
+    pub(crate) fn on_error(&self) -> OnRedisError {
+        self.config.on_error
+    }
+
     /// Redis calls that failed or timed out so far.
     pub(crate) fn errors(&self) -> u64 {
         self.errors.get()

@@ -238,6 +238,23 @@ impl TenantSeats {
         }
     }
 
+    /// Notes `id` as seated at `now` (by the fleet's count), without counting here.
+    pub fn note(&self, id: SeatId, client: Option<IpAddr>, now: UnixTime, over: bool) {
+        if let Some(seat) = self.seats.get(&id) {
+            seat.last_seen.fetch_max(now, Ordering::Relaxed);
+            seat.over.store(over, Ordering::Relaxed);
+            return;
+        }
+        let _admitting = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.seats.entry(id).or_insert_with(|| Seat {
+            first_seen: now,
+            last_seen: AtomicI64::new(now),
+            client: Mutex::new(client),
+            over: AtomicBool::new(over),
+        });
+    }
+
     /// Releases the seat of `id` (a logout, or the old id of a rotated session).
     pub fn remove(&self, id: SeatId) -> bool {
         let _admitting = self.admission.lock().unwrap_or_else(|e| e.into_inner());
@@ -311,7 +328,7 @@ impl TenantSeats {
                 }
             })
             .collect();
-        all.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
+        all.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
         all
     }
 

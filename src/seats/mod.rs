@@ -5,6 +5,7 @@
 //! against [`limits`].
 
 pub mod book;
+pub(crate) mod fleet;
 pub(crate) mod identity;
 pub mod limits;
 pub mod store;
@@ -24,6 +25,8 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(5);
 /// them on disk.
 pub struct Seats {
     pub book: Arc<SeatBook>,
+    /// The fleet's seats, counted in Redis (`quota.backend = "redis"`).
+    pub(crate) fleet: Option<fleet::FleetSeats>,
     secret: SeatSecret,
     writer: Mutex<Option<SeatWriter>>,
 }
@@ -43,6 +46,7 @@ impl Seats {
         store_dir: Option<&Path>,
         secret: SeatSecret,
         times: SeatTimes,
+        fleet: bool,
     ) -> Result<Seats, crate::database::DatabaseError> {
         let book = Arc::new(SeatBook::default());
         let writer = match store_dir {
@@ -74,9 +78,57 @@ impl Seats {
         };
         Ok(Seats {
             book,
+            fleet: fleet.then(fleet::FleetSeats::default),
             secret,
             writer: Mutex::new(writer),
         })
+    }
+
+    /// Admits `id` of `tenant`: fleet-wide when seats are counted in Redis
+    /// (`redis`), else by this gateway's book.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn admit(
+        &self,
+        redis: Option<&crate::quota::redis::RedisQuotas>,
+        tenant: &Arc<str>,
+        id: SeatId,
+        client: Option<std::net::IpAddr>,
+        now: book::UnixTime,
+        limits: &limits::SeatLimits,
+        times: SeatTimes,
+    ) -> fleet::FleetAdmission {
+        match (&self.fleet, redis) {
+            (Some(fleet), Some(redis)) => {
+                fleet
+                    .admit(redis, &self.book, tenant, id, client, now, limits, times)
+                    .await
+            }
+            _ => fleet::FleetAdmission::Decided(
+                self.book
+                    .tenant(tenant)
+                    .admit(id, client, now, limits, times),
+            ),
+        }
+    }
+
+    /// Releases the seat of `id` (a logout, a rotated session), fleet-wide too.
+    pub(crate) async fn remove(
+        &self,
+        redis: Option<&crate::quota::redis::RedisQuotas>,
+        tenant: &str,
+        id: SeatId,
+    ) {
+        match (&self.fleet, redis) {
+            (Some(fleet), Some(redis)) => {
+                // Redis unreachable: the seat idles out there instead.
+                let _ = fleet.remove(redis, &self.book, tenant, id).await;
+            }
+            _ => {
+                if let Some(book) = self.book.get(tenant) {
+                    book.remove(id);
+                }
+            }
+        }
     }
 
     /// The seat id of `identity`.

@@ -85,11 +85,7 @@ impl SeatStore {
     /// Replaces the saved seats of each tenant in `tenants` with its seats (when
     /// given; `None` keeps the saved ones), and raises the ledger's seat rows of
     /// `now`'s hour and day; one transaction.
-    pub fn save(
-        &mut self,
-        tenants: &[(Arc<str>, Option<Vec<SavedSeat>>, SeatFigures, u64)],
-        now: UnixTime,
-    ) -> Result<(), DatabaseError> {
+    pub fn save(&mut self, tenants: &[TenantSave], now: UnixTime) -> Result<(), DatabaseError> {
         let path = self.db.path().to_path_buf();
         let sqlite = |source| DatabaseError::Sqlite {
             path: path.clone(),
@@ -120,7 +116,13 @@ impl SeatStore {
                      SET distinct_users = max(distinct_users, excluded.distinct_users)",
                 )
                 .map_err(sqlite)?;
-            for (tenant, seats, figures, _) in tenants {
+            for TenantSave {
+                tenant,
+                seats,
+                figures,
+                ..
+            } in tenants
+            {
                 let tenant: &str = tenant;
                 if seats.is_some() {
                     clear.execute(params![tenant]).map_err(sqlite)?;
@@ -145,6 +147,17 @@ impl SeatStore {
         }
         tx.commit().map_err(sqlite)
     }
+}
+
+/// What one save writes of a tenant.
+#[derive(Debug)]
+pub struct TenantSave {
+    pub tenant: Arc<str>,
+    /// Its seats (`None`: the saved ones stay).
+    pub seats: Option<Vec<SavedSeat>>,
+    pub figures: SeatFigures,
+    /// The book's change count these seats are of.
+    pub changes: u64,
 }
 
 /// A tenant's seat figures at one save.
@@ -207,13 +220,18 @@ impl SeatWriter {
                             seen_today: seats.seen_since(day_start),
                         };
                         let snapshot = (full || moved).then(|| seats.snapshot());
-                        batch.push((tenant, snapshot, figures, changes));
+                        batch.push(TenantSave {
+                            tenant,
+                            seats: snapshot,
+                            figures,
+                            changes,
+                        });
                     }
                     match store.save(&batch, now) {
                         Ok(()) => {
-                            for (tenant, snapshot, _, changes) in batch {
-                                if snapshot.is_some() {
-                                    saved_changes.insert(tenant, changes);
+                            for save in batch {
+                                if save.seats.is_some() {
+                                    saved_changes.insert(save.tenant, save.changes);
                                 }
                             }
                             if full {

@@ -408,3 +408,85 @@ async fn random_cookies_on_anonymous_paths_and_unlicensed_tenants_leave_no_seat_
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_redis_share_seats_and_a_redis_fault_locks_no_seated_user_out() {
+    let upstream = Upstream::start().await;
+    let redis = crate::common::redis_server::RedisServer::start_on(free_addr().port()).await;
+    let setup = Setup::new();
+    setup.preinstall(
+        &seat_license(
+            &setup,
+            "default",
+            licgate::license::Limits {
+                max_seats: Some(2),
+                ..Default::default()
+            },
+        ),
+        "seats.jwt",
+    );
+    let text = config(&setup, "identity = \"cookie:sessionid\"").replace(
+        "[public]",
+        &format!(
+            "[quota]\nbackend = \"redis\"\n[quota.redis]\nurl = \"{}\"\non_error = \"deny\"\ntimeout = \"200ms\"\nbreaker_failures = 2\nbreaker_cooldown = \"200ms\"\n[public]",
+            redis.url()
+        ),
+    );
+    let gw1 = Gateway::start_with(&text, upstream.addr).await;
+    let gw2 = Gateway::start_with(&text, upstream.addr).await;
+    assert_eq!(with_session(&gw1, "/echo", "s1").await.status, 200);
+    assert_eq!(with_session(&gw2, "/echo", "s2").await.status, 200);
+    // The fleet has two seats in use: a third is refused by either gateway.
+    for gw in [&gw1, &gw2] {
+        let third = with_session(gw, "/echo", "s3").await;
+        assert_eq!(third.status, 403, "{}", third.text());
+        assert_eq!(third.json()["details"]["in_use"], 2);
+    }
+    // Each gateway lists the fleet's seats.
+    let listed = admin(&gw1, "GET", "/admin/v1/tenants/default/seats")
+        .await
+        .json();
+    assert_eq!(listed["counted_by"], "fleet");
+    assert_eq!(listed["in_use"], 2, "{listed}");
+    // A release on one gateway frees the seat for the fleet.
+    let id = listed["seats"][0]["id"].as_str().unwrap().to_string();
+    let released = admin(
+        &gw1,
+        "DELETE",
+        &format!("/admin/v1/tenants/default/seats/{id}"),
+    )
+    .await;
+    assert_eq!(released.status, 200, "{}", released.text());
+    let listed = admin(&gw2, "GET", "/admin/v1/tenants/default/seats")
+        .await
+        .json();
+    assert_eq!(listed["in_use"], 1, "{listed}");
+
+    // Redis gone, on_error = "deny": the people seated keep working, a new one is
+    // told to retry (503), nobody is locked out by the fault itself.
+    let kept = if listed["seats"][0]["id"] == serde_json::json!(id) {
+        unreachable!("released seat still listed: {listed}")
+    } else {
+        // Whoever kept a seat: try both on the gateway that seated them.
+        let one = with_session(&gw1, "/echo", "s1").await.status;
+        let two = with_session(&gw2, "/echo", "s2").await.status;
+        (one, two)
+    };
+    assert!(kept.0 == 200 || kept.1 == 200, "{kept:?}");
+    let mut redis = redis;
+    redis.kill();
+    for (gw, session) in [(&gw1, "s1"), (&gw2, "s2")] {
+        let status = with_session(gw, "/echo", session).await.status;
+        let expected = if (session == "s1" && kept.0 == 200) || (session == "s2" && kept.1 == 200) {
+            200
+        } else {
+            503
+        };
+        assert_eq!(status, expected, "{session}");
+    }
+    let new = with_session(&gw1, "/echo", "s7").await;
+    assert_eq!(new.status, 503, "{}", new.text());
+    assert_eq!(new.json()["error_code"], "QUOTA_UNAVAILABLE");
+    // Anonymous requests are untouched by the fault.
+    assert_eq!(http_get(gw1.addr, "/echo").await.unwrap().status, 200);
+}

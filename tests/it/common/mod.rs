@@ -7,6 +7,7 @@
 pub(crate) mod apps;
 pub(crate) mod authority;
 pub(crate) mod mmdb;
+pub(crate) mod redis_server;
 pub(crate) mod setup;
 
 use std::net::SocketAddr;
