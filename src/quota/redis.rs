@@ -487,7 +487,15 @@ impl RedisQuotas {
 
     /// Counts a failed call of [`Self::run`]; gives its reason back.
     fn failed_call(&self, reason: String) -> String {
+        self.record_failure(&reason);
+        reason
+    }
+
+    /// Counts a failed Redis call: the error metric, a fresh connection next time,
+    /// the breaker, and a throttled log line.
+    fn record_failure(&self, reason: &str) {
         self.errors.inc();
+        // Start afresh on the next probe rather than waiting on a broken connection.
         self.connection.store(None);
         let opened = self.breaker.failure();
         if opened || self.error_log.permit().is_some() {
@@ -495,10 +503,10 @@ impl RedisQuotas {
                 reason,
                 on_error = ?self.config.on_error,
                 breaker_open = self.breaker.is_open(),
-                "redis unavailable for seats; following on_error"
+                errors = self.errors(),
+                "redis quota backend unavailable; falling back"
             );
         }
-        reason
     }
 
     /// `quota.redis.key_prefix`.
@@ -1127,19 +1135,7 @@ impl RedisQuotas {
     }
 
     fn failed(&self, reason: &str, tenant: &TenantQuota, feature: Option<&str>) -> QuotaOutcome {
-        self.errors.inc();
-        // Start afresh on the next probe rather than waiting on a broken connection.
-        self.connection.store(None);
-        let opened = self.breaker.failure();
-        if opened || self.error_log.permit().is_some() {
-            tracing::warn!(
-                reason,
-                on_error = ?self.config.on_error,
-                breaker_open = self.breaker.is_open(),
-                errors = self.errors(),
-                "redis quota backend unavailable; falling back"
-            );
-        }
+        self.record_failure(reason);
         self.fallback(tenant, feature)
     }
 
