@@ -315,6 +315,9 @@ impl Gateway {
             ctx.tenant.as_ref().map(|t| &**t.license()),
             &ctx.rules.templates,
         );
+        // The connection closes after this answer (the upstream's response is left
+        // unread): `Connection: close` keeps the client from reusing it.
+        session.set_keepalive(None);
         response.write_to(session).await?;
         // The upstream's response (and its session cookie) goes no further.
         Error::e_explain(

@@ -124,6 +124,12 @@ async fn django_logins_beyond_the_seats_get_the_seats_page_and_no_session() {
         refused.body
     );
     assert!(!session_cookie_set(&refused), "{:?}", refused.headers);
+    // The upstream's answer was left unread: the connection is not reused.
+    assert_eq!(
+        refused.headers["connection"], "close",
+        "{:?}",
+        refused.headers
+    );
     assert_eq!(whoami(&carol).await.unwrap(), None);
     // Those holding a seat keep working.
     assert_eq!(whoami(&alice).await.unwrap().as_deref(), Some("alice"));
