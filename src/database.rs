@@ -12,6 +12,7 @@
 //! v3  seats(tenant, id, first_seen, last_seen, client, overage)  id = keyed hash
 //!     usage_seat_hours(tenant, hour, peak_seats)
 //!     usage_seat_days(tenant, day, distinct_users)
+//! v4  usage_seat_days.fleet (1: the figures are the fleet's, counted in Redis)
 //! ```
 //!
 //! Each writer (the quota counts', the ledger's) has a connection of its own; readers
@@ -29,7 +30,7 @@ pub const DIR: &str = "usage";
 pub const FILE: &str = "usage.sqlite3";
 
 /// The schema version this build writes ([`Database::open`] migrates older ones).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +246,16 @@ impl Database {
                          PRIMARY KEY (tenant, day)
                      ) WITHOUT ROWID;
                      PRAGMA user_version = 3;
+                     COMMIT;",
+                )
+                .map_err(|e| self.sqlite(e))?;
+        }
+        if version < 4 {
+            self.connection
+                .execute_batch(
+                    "BEGIN;
+                     ALTER TABLE usage_seat_days ADD COLUMN fleet INTEGER NOT NULL DEFAULT 0;
+                     PRAGMA user_version = 4;
                      COMMIT;",
                 )
                 .map_err(|e| self.sqlite(e))?;

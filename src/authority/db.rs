@@ -78,7 +78,8 @@ pub enum DbError {
 }
 
 /// The schema, one entry per version. `{id}` is an auto-numbered primary key.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE policies (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -176,7 +177,21 @@ CREATE TABLE usage_licenses (
     license_id TEXT NOT NULL
 );
 CREATE INDEX usage_licenses_license ON usage_licenses (license_id);
-"#];
+"#,
+    r#"
+CREATE TABLE usage_seat_days (
+    instance_id TEXT NOT NULL,
+    installation TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
+    tenant TEXT NOT NULL,
+    day TEXT NOT NULL,
+    peak_seats BIGINT NOT NULL,
+    daily_users BIGINT NOT NULL,
+    fleet BIGINT NOT NULL
+);
+CREATE INDEX usage_seat_days_tenant ON usage_seat_days (tenant, day);
+"#,
+];
 
 /// The authority's connection pools and what kind of database it is.
 ///

@@ -243,3 +243,14 @@ pub struct UsageRow {
     pub refused: u64,
     pub peak_concurrency: u64,
 }
+
+/// One day of one tenant's seats, summed over received usage reports: the
+/// installations (and replicas) each count their own seats, so a person served by
+/// two of them on one day counts twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatUsageRow {
+    pub tenant: String,
+    pub day: String,
+    pub peak_seats: u64,
+    pub daily_users: u64,
+}

@@ -485,7 +485,7 @@ async fn vendor(command: AuthorityCommand) -> Result<(), String> {
                 .await
                 .map_err(failed)?;
             print(&remote, &value, |v| {
-                rows(
+                let mut out = rows(
                     &v["rows"],
                     &[
                         "DAY", "TENANT", "FEATURE", "ALLOWED", "LIMITED", "REFUSED", "PEAK",
@@ -499,7 +499,16 @@ async fn vendor(command: AuthorityCommand) -> Result<(), String> {
                         "refused",
                         "peak_concurrency",
                     ],
-                )
+                );
+                if v["seats"].as_array().is_some_and(|s| !s.is_empty()) {
+                    out.push('\n');
+                    out.push_str(&rows(
+                        &v["seats"],
+                        &["DAY", "TENANT", "PEAK SEATS", "USERS"],
+                        &["day", "tenant", "peak_seats", "daily_users"],
+                    ));
+                }
+                out
             });
             Ok(())
         }

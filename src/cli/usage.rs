@@ -15,7 +15,7 @@ use crate::license::instance_key::{InstanceKey, InstancePublicKey};
 use crate::license::store::{write_atomically, Store};
 use crate::license::time_text;
 use crate::usage::ledger::DAY;
-use crate::usage::query::{read, UsageQuery, UsageRecord};
+use crate::usage::query::{read, read_seats, SeatRecord, UsageQuery, UsageRecord};
 use crate::usage::report::{export, verify, Reporter, VerifyError};
 use crate::usage::Granularity;
 
@@ -69,6 +69,10 @@ pub struct ReportArgs {
     pub granularity: String,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Print the seat figures (peak seats in use, most distinct users in a day) per
+    /// tenant and period instead of the request counts (CSV and table).
+    #[arg(long)]
+    pub seats: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,17 +140,22 @@ fn report(args: &ReportArgs) -> Result<(), String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    let text = match args.format {
-        Format::Json => json_rows(&rows, granularity),
-        Format::Csv => csv_rows(&rows, granularity),
-        Format::Table => table_rows(&rows, granularity),
+    let seats = read_seats(&db, args.tenant.as_deref(), from_day, to_day, granularity)
+        .map_err(|e| e.to_string())?;
+    let text = match (args.format, args.seats) {
+        (Format::Json, _) => json_rows(&rows, &seats, granularity),
+        (Format::Csv, false) => csv_rows(&rows, granularity),
+        (Format::Csv, true) => csv_seats(&seats, granularity),
+        (Format::Table, false) => table_rows(&rows, granularity),
+        (Format::Table, true) => table_seats(&seats, granularity),
     };
     print!("{text}");
     Ok(())
 }
 
-/// `{"rows": [{"tenant", "feature", "period", "allowed", "limited", "refused", "peak_concurrency"}]}`.
-fn json_rows(rows: &[UsageRecord], granularity: Granularity) -> String {
+/// `{"rows": [{"tenant", "feature", "period", "allowed", "limited", "refused",
+/// "peak_concurrency"}], "seats": [{"tenant", "period", "peak_seats", "daily_users"}]}`.
+fn json_rows(rows: &[UsageRecord], seats: &[SeatRecord], granularity: Granularity) -> String {
     let rows: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -161,8 +170,21 @@ fn json_rows(rows: &[UsageRecord], granularity: Granularity) -> String {
             })
         })
         .collect();
+    let seats: Vec<serde_json::Value> = seats
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "tenant": r.tenant,
+                "period": granularity.label(r.period),
+                "peak_seats": r.figures.peak_seats,
+                "daily_users": r.figures.daily_users,
+                "fleet": r.figures.fleet,
+            })
+        })
+        .collect();
     let mut text =
-        serde_json::to_string_pretty(&serde_json::json!({ "rows": rows })).expect("rows serialize");
+        serde_json::to_string_pretty(&serde_json::json!({ "rows": rows, "seats": seats }))
+            .expect("rows serialize");
     text.push('\n');
     text
 }
@@ -226,6 +248,40 @@ fn table_rows(rows: &[UsageRecord], granularity: Granularity) -> String {
     let mut out = super::table::render(&header, &cells);
     if rows.is_empty() {
         out.push_str("(no usage in this period)\n");
+    }
+    out
+}
+
+fn csv_seats(rows: &[SeatRecord], granularity: Granularity) -> String {
+    let mut out = String::from("tenant,period,peak_seats,daily_users\n");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{},{},{},{}",
+            csv_field(&r.tenant),
+            granularity.label(r.period),
+            r.figures.peak_seats,
+            r.figures.daily_users
+        );
+    }
+    out
+}
+
+fn table_seats(rows: &[SeatRecord], granularity: Granularity) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.tenant.clone(),
+                granularity.label(r.period),
+                r.figures.peak_seats.to_string(),
+                r.figures.daily_users.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = super::table::render(&["TENANT", "PERIOD", "PEAK SEATS", "USERS"], &cells);
+    if rows.is_empty() {
+        out.push_str("(no seats counted in this period)\n");
     }
     out
 }
@@ -316,6 +372,18 @@ fn verify_report(args: &VerifyArgs) -> Result<(), String> {
             table,
             "{tenant:<24}  {:>10}  {:>8}  {refused:>8}  {:>5}  {licenses}",
             tally.allowed, tally.limited, tally.peak_concurrency
+        );
+    }
+    let mut seats: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for day in &r.seats {
+        let (peak, users) = seats.entry(&day.tenant).or_default();
+        *peak = (*peak).max(day.usage.peak_seats);
+        *users = (*users).max(day.usage.daily_users);
+    }
+    for (tenant, (peak, users)) in seats {
+        let _ = writeln!(
+            table,
+            "seats of {tenant}: at most {peak} in use at once, at most {users} people in a day"
         );
     }
     print!("{table}");

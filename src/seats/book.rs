@@ -104,6 +104,28 @@ pub struct TenantSeats {
     admission: Mutex<()>,
     /// Counts seats added and removed (what a save must write beyond last-seen times).
     changes: AtomicU64,
+    /// The most seats in use at once since [`TenantSeats::take_peak`] last ran.
+    peak: AtomicU64,
+    /// The fleet's distinct identities of one day, as Redis last told: the day
+    /// (days since 1970) in the high 32 bits, the count in the low 32.
+    fleet_today: AtomicU64,
+    /// Seats released (logouts, rotations, administrators) that were last seen on
+    /// one day, packed the same way: the day's people include them.
+    released_today: AtomicU64,
+}
+
+/// `(day, count)` packed into one word (day high, count low).
+fn packed(day: i64, count: u64) -> u64 {
+    ((day as u64 & 0xffff_ffff) << 32) | count.min(0xffff_ffff)
+}
+
+/// The count of `word` when it is of `day`.
+fn count_of(word: u64, day: i64) -> u64 {
+    if word >> 32 == day as u64 & 0xffff_ffff {
+        word & 0xffff_ffff
+    } else {
+        0
+    }
 }
 
 /// A seat as saved to disk and restored at start.
@@ -153,9 +175,13 @@ impl TenantSeats {
                 times.active_window,
             ),
         ];
+        let mut seats_with_it = None;
         for (kind, limit, span) in checks {
             let Some(limit) = limit else { continue };
             let (in_use, oldest) = self.counted(id, now, span);
+            if kind == SeatKind::Seats {
+                seats_with_it = Some(in_use + 1);
+            }
             if in_use >= limits.allowed(limit) {
                 return Admission::Full(SeatsFull {
                     kind,
@@ -185,6 +211,9 @@ impl TenantSeats {
                 );
             }
         }
+        let in_use =
+            seats_with_it.unwrap_or_else(|| self.counted(id, now, times.idle_timeout).0 + 1);
+        self.peak.fetch_max(in_use, Ordering::Relaxed);
         Admission::Seated { over }
     }
 
@@ -232,14 +261,26 @@ impl TenantSeats {
         match (matching.next(), matching.next()) {
             (Some(id), None) => {
                 self.changes.fetch_add(1, Ordering::Relaxed);
-                self.seats.remove(&id).is_some()
+                let removed = self.seats.remove(&id);
+                if let Some((_, seat)) = &removed {
+                    self.count_released(seat.last_seen.load(Ordering::Relaxed));
+                }
+                removed.is_some()
             }
             _ => false,
         }
     }
 
-    /// Notes `id` as seated at `now` (by the fleet's count), without counting here.
-    pub fn note(&self, id: SeatId, client: Option<IpAddr>, now: UnixTime, over: bool) {
+    /// Notes `id` as seated at `now` (by the fleet's count), without counting it
+    /// against the limits here; seats idle for `idle_timeout` are not in use.
+    pub fn note(
+        &self,
+        id: SeatId,
+        client: Option<IpAddr>,
+        now: UnixTime,
+        over: bool,
+        idle_timeout: i64,
+    ) {
         if let Some(seat) = self.seats.get(&id) {
             seat.last_seen.fetch_max(now, Ordering::Relaxed);
             seat.over.store(over, Ordering::Relaxed);
@@ -253,16 +294,57 @@ impl TenantSeats {
             client: Mutex::new(client),
             over: AtomicBool::new(over),
         });
+        let in_use = self.counted(id, now, idle_timeout).0 + 1;
+        self.peak.fetch_max(in_use, Ordering::Relaxed);
+    }
+
+    /// Notes the fleet's figures at `now` (from Redis): `in_use` seats and `today`
+    /// distinct identities since the day began (UTC).
+    pub fn note_fleet(&self, in_use: u64, today: u64, now: UnixTime) {
+        self.peak.fetch_max(in_use, Ordering::Relaxed);
+        let new = packed(now.div_euclid(86_400), today);
+        // Packed day-first, so a later day or a larger count of the day is larger.
+        self.fleet_today.fetch_max(new, Ordering::Relaxed);
+    }
+
+    /// Distinct identities seen on `now`'s day (UTC): this gateway's own (seats
+    /// held and released), or the fleet's when Redis told a larger count.
+    pub fn seen_today(&self, now: UnixTime) -> u64 {
+        let day = now.div_euclid(86_400);
+        let local = self.seen_since(day * 86_400)
+            + count_of(self.released_today.load(Ordering::Relaxed), day);
+        local.max(count_of(self.fleet_today.load(Ordering::Relaxed), day))
+    }
+
+    /// Counts a released seat last seen at `last_seen` among its day's people.
+    fn count_released(&self, last_seen: UnixTime) {
+        let day = last_seen.div_euclid(86_400);
+        let _ = self
+            .released_today
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                let of_day = count_of(old, day);
+                // A seat of an earlier day than the one counted is not counted.
+                (of_day > 0 || old >> 32 < packed(day, 0) >> 32).then(|| packed(day, of_day + 1))
+            });
+    }
+
+    /// The most seats in use at once since the last call, `in_use_now` included;
+    /// the next period starts from `in_use_now`.
+    pub fn take_peak(&self, in_use_now: u64) -> u64 {
+        self.peak
+            .swap(in_use_now, Ordering::Relaxed)
+            .max(in_use_now)
     }
 
     /// Releases the seat of `id` (a logout, or the old id of a rotated session).
     pub fn remove(&self, id: SeatId) -> bool {
         let _admitting = self.admission.lock().unwrap_or_else(|e| e.into_inner());
-        let removed = self.seats.remove(&id).is_some();
-        if removed {
+        let removed = self.seats.remove(&id);
+        if let Some((_, seat)) = &removed {
             self.changes.fetch_add(1, Ordering::Relaxed);
+            self.count_released(seat.last_seen.load(Ordering::Relaxed));
         }
-        removed
+        removed.is_some()
     }
 
     /// Seats added or removed so far (a save is due when this moved).
@@ -404,6 +486,29 @@ mod tests {
             max_active: None,
             overage: overage.and_then(Overage::new),
         }
+    }
+
+    #[test]
+    fn the_peak_counts_seats_held_at_once_between_samples() {
+        let book = TenantSeats::default();
+        let limits = seats(10, None);
+        let now = 1_000_000;
+        for n in 1..=3 {
+            book.admit(id(n), None, now, &limits, TIMES);
+        }
+        book.remove(id(1));
+        book.remove(id(2));
+        // Sampled now, one seat is in use; three were at once, three people today.
+        assert_eq!(book.take_peak(book.in_use(now, TIMES).0), 3);
+        assert_eq!(book.take_peak(1), 1);
+        assert_eq!(book.seen_today(now), 3);
+        // The fleet's figures raise it, and the day's people.
+        book.note_fleet(7, 12, now);
+        assert_eq!(book.take_peak(1), 7);
+        assert_eq!(book.seen_today(now), 12);
+        assert_eq!(book.seen_today(now + 86_400), 0);
+        book.note_fleet(2, 5, now);
+        assert_eq!(book.seen_today(now), 12, "a smaller count of the same day");
     }
 
     #[test]

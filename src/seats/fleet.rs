@@ -26,20 +26,26 @@ pub(crate) const SYNC_INTERVAL: i64 = 10;
 const CACHED_PER_TENANT: usize = 100_000;
 
 /// Admits `ARGV` = (id high, id low, now, idle, window, seats allowed, seats limit,
-/// active allowed, active limit, keep); a limit of -1 is none. Replies {1, over}
-/// when seated, {0, kind (1 seats, 2 active users), in use, frees at} when full.
+/// active allowed, active limit, keep); a limit of -1 is none. Replies {1, over,
+/// seats in use, identities seen today (UTC)} when seated (the fleet's figures for
+/// the ledger), {0, kind (1 seats, 2 active users), in use, frees at} when full.
 const ADMIT_LUA: &str = r#"
 local z = KEYS[1]
 local id = ARGV[1] .. ':' .. ARGV[2]
 local now, idle, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local sa, sl, aa, al = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local keep = tonumber(ARGV[10])
+local function figures(over)
+  local in_use = redis.call('ZCOUNT', z, '(' .. (now - idle), '+inf')
+  local today = redis.call('ZCOUNT', z, now - now % 86400, '+inf')
+  return {1, over, in_use, today}
+end
 local last = redis.call('ZSCORE', z, id)
 if last then
   last = tonumber(last)
   if (sa < 0 or now - last < idle) and (aa < 0 or now - last < window) then
     if now > last then redis.call('ZADD', z, now, id) end
-    return {1, 0}
+    return figures(0)
   end
 end
 redis.call('ZREMRANGEBYSCORE', z, '-inf', now - keep)
@@ -62,7 +68,7 @@ for _, c in ipairs(checks) do
 end
 redis.call('ZADD', z, now, id)
 redis.call('EXPIRE', z, keep)
-return {1, over}
+return figures(over)
 "#;
 
 /// Every seat: replies {id high, id low, last seen, ...} (the ids as decimal
@@ -192,8 +198,17 @@ impl FleetSeats {
             times.active_window.max(KEPT_AT_LEAST),
         ];
         let reply = redis.run(&self.admit, vec![key(redis, tenant)], args).await;
+        let mut fleet_figures = None;
         let admission = match reply.as_deref() {
-            Ok([1, over, ..]) => Admission::Seated { over: *over == 1 },
+            Ok([1, over, rest @ ..]) => {
+                if let [in_use, today, ..] = rest {
+                    fleet_figures = Some((
+                        u64::try_from(*in_use).unwrap_or(0),
+                        u64::try_from(*today).unwrap_or(0),
+                    ));
+                }
+                Admission::Seated { over: *over == 1 }
+            }
             Ok([0, kind, in_use, frees_at, ..]) => Admission::Full(SeatsFull {
                 kind: if *kind == 2 {
                     SeatKind::ActiveUsers
@@ -234,7 +249,11 @@ impl FleetSeats {
                 }
                 seats.insert(id, (now, over));
                 drop(seats);
-                book.tenant(tenant).note(id, client, now, over);
+                let local = book.tenant(tenant);
+                local.note(id, client, now, over, times.idle_timeout);
+                if let Some((in_use, today)) = fleet_figures {
+                    local.note_fleet(in_use, today, now);
+                }
             }
             Admission::Full(_) => {
                 if let Some(seats) = self.seated.get(&**tenant) {

@@ -51,7 +51,7 @@ impl Seats {
         let book = Arc::new(SeatBook::default());
         let writer = match store_dir {
             Some(dir) => {
-                let store = SeatStore::open(dir)?;
+                let store = SeatStore::open(dir, fleet)?;
                 let now = crate::quota::clock::now();
                 let saved = store.load(now, times.active_window.max(KEPT_AT_LEAST))?;
                 let restored = saved.len();

@@ -22,13 +22,18 @@ const FULL_SAVE_EVERY: i64 = 60;
 #[derive(Debug)]
 pub struct SeatStore {
     db: Database,
+    /// The figures written are the fleet's (seats counted in Redis).
+    fleet: bool,
 }
 
 impl SeatStore {
-    /// Opens (creating and migrating) the database of the store at `store_dir`.
-    pub fn open(store_dir: &Path) -> Result<SeatStore, DatabaseError> {
+    /// Opens (creating and migrating) the database of the store at `store_dir`;
+    /// `fleet`: seats are counted fleet-wide in Redis (the ledger's figures are the
+    /// fleet's, the same on every replica).
+    pub fn open(store_dir: &Path, fleet: bool) -> Result<SeatStore, DatabaseError> {
         Ok(SeatStore {
             db: Database::open(store_dir)?,
+            fleet,
         })
     }
 
@@ -111,9 +116,11 @@ impl SeatStore {
                 .map_err(sqlite)?;
             let mut day = tx
                 .prepare_cached(
-                    "INSERT INTO usage_seat_days (tenant, day, distinct_users) VALUES (?1, ?2, ?3)
+                    "INSERT INTO usage_seat_days (tenant, day, distinct_users, fleet)
+                     VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (tenant, day) DO UPDATE
-                     SET distinct_users = max(distinct_users, excluded.distinct_users)",
+                     SET distinct_users = max(distinct_users, excluded.distinct_users),
+                         fleet = max(fleet, excluded.fleet)",
                 )
                 .map_err(sqlite)?;
             for TenantSave {
@@ -141,8 +148,13 @@ impl SeatStore {
                 }
                 hour.execute(params![tenant, now / 3600, figures.in_use as i64])
                     .map_err(sqlite)?;
-                day.execute(params![tenant, now / 86_400, figures.seen_today as i64])
-                    .map_err(sqlite)?;
+                day.execute(params![
+                    tenant,
+                    now / 86_400,
+                    figures.seen_today as i64,
+                    i64::from(self.fleet)
+                ])
+                .map_err(sqlite)?;
             }
         }
         tx.commit().map_err(sqlite)
@@ -163,7 +175,8 @@ pub struct TenantSave {
 /// A tenant's seat figures at one save.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeatFigures {
-    /// Seats in use now (seen within the idle timeout).
+    /// The most seats in use at once since the last save (this gateway's, or the
+    /// fleet's with Redis).
     pub in_use: u64,
     /// Distinct identities seen since the day began (UTC).
     pub seen_today: u64,
@@ -206,7 +219,6 @@ impl SeatWriter {
                     let now = crate::quota::clock::now();
                     let full = stopped || now - last_full >= FULL_SAVE_EVERY;
                     let times = times();
-                    let day_start = now - now.rem_euclid(86_400);
                     let mut batch = Vec::new();
                     for (tenant, seats) in book.all() {
                         let changes = seats.changes();
@@ -216,8 +228,8 @@ impl SeatWriter {
                             continue;
                         }
                         let figures = SeatFigures {
-                            in_use,
-                            seen_today: seats.seen_since(day_start),
+                            in_use: seats.take_peak(in_use),
+                            seen_today: seats.seen_today(now),
                         };
                         let snapshot = (full || moved).then(|| seats.snapshot());
                         batch.push(TenantSave {

@@ -180,6 +180,115 @@ fn each_row(
     Ok(())
 }
 
+/// One tenant's seat figures in one period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SeatUsage {
+    /// The most seats in use at once (sampled at each save, every few seconds).
+    pub peak_seats: u64,
+    /// The most distinct people (seat identities) seen on one day (UTC) of the period.
+    pub daily_users: u64,
+    /// The figures are the fleet's (seats counted in Redis): every replica of the
+    /// installation reports the same, so they are not to be added up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fleet: bool,
+}
+
+/// One tenant's seat figures in one period (`seats` configured).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatRecord {
+    pub tenant: String,
+    /// The period's start (Unix seconds).
+    pub period: i64,
+    pub figures: SeatUsage,
+}
+
+/// The seat rows of days `from_day..=to_day` (of `tenant`, or every tenant), per
+/// tenant and period of `granularity`, in that order. For hours, `daily_users` is
+/// the hour's day's figure.
+pub fn read_seats(
+    db: &Database,
+    tenant: Option<&str>,
+    from_day: i64,
+    to_day: i64,
+    granularity: Granularity,
+) -> Result<Vec<SeatRecord>, DatabaseError> {
+    let mut sums: BTreeMap<(String, i64), SeatUsage> = BTreeMap::new();
+    let sqlite = |e| db.sqlite(e);
+    let hours_per_day = DAY / HOUR;
+    let mut hours = db
+        .connection
+        .prepare(
+            "SELECT tenant, hour, peak_seats FROM usage_seat_hours
+             WHERE (?3 IS NULL OR tenant = ?3) AND hour >= ?1 AND hour < ?2",
+        )
+        .map_err(sqlite)?;
+    let rows = hours
+        .query_map(
+            params![
+                from_day * hours_per_day,
+                (to_day + 1) * hours_per_day,
+                tenant
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .map_err(sqlite)?;
+    for row in rows {
+        let (tenant, hour, peak) = row.map_err(sqlite)?;
+        let figures = sums
+            .entry((tenant, granularity.period_start(hour * HOUR)))
+            .or_default();
+        figures.peak_seats = figures.peak_seats.max(peak.unsigned_abs());
+    }
+    let mut days = db
+        .connection
+        .prepare(
+            "SELECT tenant, day, distinct_users, fleet FROM usage_seat_days
+             WHERE (?3 IS NULL OR tenant = ?3) AND day >= ?1 AND day <= ?2",
+        )
+        .map_err(sqlite)?;
+    let rows = days
+        .query_map(params![from_day, to_day, tenant], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)? != 0,
+            ))
+        })
+        .map_err(sqlite)?;
+    for row in rows {
+        let (tenant, day, users, fleet) = row.map_err(sqlite)?;
+        let users = users.unsigned_abs();
+        let starts: Vec<i64> = match granularity {
+            // Each of the day's hours with a row carries the day's figure.
+            Granularity::Hour => sums
+                .range((tenant.clone(), day * DAY)..(tenant.clone(), (day + 1) * DAY))
+                .map(|((_, start), _)| *start)
+                .collect(),
+            _ => vec![granularity.period_start(day * DAY)],
+        };
+        for start in starts {
+            let figures = sums.entry((tenant.clone(), start)).or_default();
+            figures.daily_users = figures.daily_users.max(users);
+            figures.fleet |= fleet;
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|((tenant, period), figures)| SeatRecord {
+            tenant,
+            period,
+            figures,
+        })
+        .collect())
+}
+
 /// The license ids seen in force per tenant on days `from_day..=to_day`.
 pub fn licenses(
     db: &Database,

@@ -9,7 +9,8 @@
 //!             "instance_key_fingerprint", "sequence", "previous_sha256", "period":
 //!             {"from", "to"}, "created_at", "licenses": {tenant: [ids]},
 //!             "days": [{"tenant", "feature", "day", "allowed", "limited", "refused",
-//!                       "peak_concurrency"}], "totals": {tenant: {...}}},
+//!                       "peak_concurrency"}], "totals": {tenant: {...}},
+//!             "seats": [{"tenant", "day", "peak_seats", "daily_users"}]},
 //!  "signature": "<base64 Ed25519 signature of the report's bytes as they stand>"}
 //! ```
 //!
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::ledger::Tally;
-use super::query::{licenses, read, Granularity, UsageQuery};
+use super::query::{licenses, read, read_seats, Granularity, SeatUsage, UsageQuery};
 use crate::calendar::{date_text, parse_date};
 use crate::database::{Database, DatabaseError};
 use crate::license::instance_key::{InstanceKey, InstancePublicKey};
@@ -55,6 +56,19 @@ pub struct UsageReport {
     pub days: Vec<ReportDay>,
     /// The period's totals per tenant.
     pub totals: BTreeMap<String, Tally>,
+    /// Seat figures per tenant and day (tenants with seats configured; absent in
+    /// reports of installations without `[seats]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seats: Vec<ReportSeats>,
+}
+
+/// One tenant's seats on one day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportSeats {
+    pub tenant: String,
+    pub day: String,
+    #[serde(flatten)]
+    pub usage: SeatUsage,
 }
 
 /// The days a report covers (inclusive, UTC).
@@ -223,6 +237,14 @@ pub fn export(
             }
         })
         .collect();
+    let seats = read_seats(db, None, from_day, to_day, Granularity::Day)?
+        .into_iter()
+        .map(|r| ReportSeats {
+            tenant: r.tenant,
+            day: Granularity::Day.label(r.period),
+            usage: r.figures,
+        })
+        .collect();
     let licenses = licenses(db, from_day, to_day)?
         .into_iter()
         .map(|(tenant, ids)| (tenant, ids.into_iter().collect()))
@@ -243,6 +265,7 @@ pub fn export(
         licenses,
         days,
         totals,
+        seats,
     };
     let file = signed_file(&report, reporter.key);
     db.connection
@@ -429,6 +452,12 @@ fn check_counts(report: &UsageReport) -> Result<(), VerifyError> {
     }
     if sums != report.totals {
         return bad("the totals are not the sums of the days".into());
+    }
+    for seats in &report.seats {
+        match parse_date(&seats.day) {
+            Some(d) if (from..=to).contains(&d) => {}
+            _ => return bad(format!("seat day {} is outside the period", seats.day)),
+        }
     }
     Ok(())
 }

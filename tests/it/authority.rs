@@ -193,9 +193,8 @@ async fn lifecycle(backend: Backend) {
     std::fs::write(&request_path, offline::write_request(&release, &air.key)).unwrap();
     let receipt = answer_offline(&authority, &request_path, &response_path);
     assert_eq!(receipt.kind, OfflineKind::Deactivate);
-    let ok = Installation::new("inst-h")
-        .activate(&authority, &new_key)
-        .await;
+    let h = Installation::new("inst-h");
+    let ok = h.activate(&authority, &new_key).await;
     assert_eq!(ok.status, 201, "{:?}", ok.body);
 
     // A usage report is stored once, however often it is sent.
@@ -218,6 +217,31 @@ async fn lifecycle(backend: Backend) {
     let usage = authority.cli_json(&["usage", "show", "--license", &license_id]);
     assert_eq!(usage["rows"][0]["allowed"], 42);
     assert_eq!(usage["rows"].as_array().unwrap().len(), 1);
+
+    // Seats: two replicas of inst-h counting in Redis report the fleet's figures
+    // (the larger is taken); inst-a's replicas count their own (added up).
+    for file in [
+        seat_report(&a, &license_id, Some("r1"), 3, 5, false),
+        seat_report(&a, &license_id, Some("r2"), 2, 4, false),
+        seat_report(&h, &license_id, Some("r1"), 6, 9, true),
+        seat_report(&h, &license_id, Some("r2"), 5, 11, true),
+    ] {
+        let r = http
+            .post(format!("{}/v1/usage", authority.url))
+            .body(file)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let usage = authority.cli_json(&["usage", "show", "--tenant", "acme"]);
+    assert_eq!(usage["seats"].as_array().unwrap().len(), 1, "{usage}");
+    assert_eq!(usage["seats"][0]["day"], "2026-11-01");
+    assert_eq!(usage["seats"][0]["peak_seats"], 3 + 2 + 6, "{usage}");
+    assert_eq!(usage["seats"][0]["daily_users"], 5 + 4 + 11, "{usage}");
+    let (code, out, _) = authority.cli(&["usage", "show", "--tenant", "acme"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("PEAK SEATS"), "{out}");
 
     // SREs see it in /metrics.
     let metrics = http
@@ -250,7 +274,7 @@ async fn lifecycle(backend: Backend) {
     assert_eq!(count("license.revoked"), 1);
     assert_eq!(count("license.renewed"), 1);
     assert_eq!(count("license.key_rotated"), 1);
-    assert_eq!(count("usage.received"), 1);
+    assert_eq!(count("usage.received"), 5);
     let (code, out, _) = authority.cli(&["events", "--license", &license_id]);
     assert_eq!(code, 0);
     assert!(
@@ -277,13 +301,48 @@ fn usage_report(
     sequence: u64,
     previous: Option<&str>,
 ) -> String {
+    let report = report_of(installation, license_id, sequence, previous);
+    licgate::usage::report::signed_file(&report, &installation.key)
+}
+
+/// The first usage report (day 2026-11-01) of `replica` of `installation`, with
+/// seat figures (`fleet`: counted fleet-wide), signed.
+fn seat_report(
+    installation: &Installation,
+    license_id: &str,
+    replica: Option<&str>,
+    peak_seats: u64,
+    daily_users: u64,
+    fleet: bool,
+) -> String {
+    let mut report = report_of(installation, license_id, 1, None);
+    report.replica_id = replica.map(str::to_string);
+    report.seats = vec![licgate::usage::report::ReportSeats {
+        tenant: "acme".into(),
+        day: report.period.from.clone(),
+        usage: licgate::usage::query::SeatUsage {
+            peak_seats,
+            daily_users,
+            fleet,
+        },
+    }];
+    licgate::usage::report::signed_file(&report, &installation.key)
+}
+
+/// The content of [`usage_report`].
+fn report_of(
+    installation: &Installation,
+    license_id: &str,
+    sequence: u64,
+    previous: Option<&str>,
+) -> licgate::usage::report::UsageReport {
     use licgate::usage::report::{ReportDay, ReportPeriod, UsageReport, FORMAT};
     let tally: licgate::usage::ledger::Tally = serde_json::from_value(json!({
         "allowed": 42, "limited": 1, "refused": {"QUOTA_EXCEEDED": 1}, "peak_concurrency": 3
     }))
     .unwrap();
     let day = format!("2026-11-{:02}", sequence);
-    let report = UsageReport {
+    UsageReport {
         format: FORMAT.into(),
         instance_id: installation.instance_id.clone(),
         instance_public_key: installation.key.public_key_pem(),
@@ -304,8 +363,8 @@ fn usage_report(
             tally: tally.clone(),
         }],
         totals: BTreeMap::from([("acme".to_string(), tally)]),
-    };
-    licgate::usage::report::signed_file(&report, &installation.key)
+        seats: Vec::new(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -291,6 +291,30 @@ async fn overage_warns_then_refuses_and_active_users_outlast_the_idle_timeout() 
     // After the idle timeout the seats free.
     gw.set_quota_clock(start + 120);
     assert_eq!(with_session(&gw, "/echo", "s4").await.status, 200);
+
+    // The ledger has the peak (3 at once, though no save may have seen them
+    // together) and the people of the day; written at shutdown at the latest.
+    let mut gw = gw;
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(20)).await.is_some());
+    let (first, last) = (date_of(start), date_of(start + 120));
+    let seats = seats_report(&gw, &first, &last);
+    let most = |field: &str| seats.iter().map(|r| r[field].as_u64().unwrap()).max();
+    assert_eq!(most("peak_seats"), Some(3), "{seats:?}");
+    if first == last {
+        assert_eq!(seats.len(), 1, "{seats:?}");
+        assert_eq!(most("daily_users"), Some(4), "{seats:?}");
+    }
+    let csv = usage_report(&gw, &first, &last, &["--seats", "--format", "csv"]);
+    assert!(
+        csv.starts_with("tenant,period,peak_seats,daily_users\ndefault,"),
+        "{csv}"
+    );
+}
+
+/// The UTC date (`YYYY-MM-DD`) of Unix time `at`.
+fn date_of(at: i64) -> String {
+    licgate::license::time_text(at)[..10].to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,4 +519,40 @@ async fn two_gateways_on_one_redis_share_seats_and_a_redis_fault_locks_no_seated
     assert_eq!(new.json()["error_code"], "QUOTA_UNAVAILABLE");
     // Anonymous requests are untouched by the fault.
     assert_eq!(http_get(gw1.addr, "/echo").await.unwrap().status, 200);
+
+    // gw2 seated one person itself, but its ledger has the fleet's figures.
+    let mut gw2 = gw2;
+    gw2.signal("TERM");
+    assert!(gw2.wait_exit(Duration::from_secs(20)).await.is_some());
+    let today = date_of(SystemClock.now());
+    let report = seats_report(&gw2, &today, &today);
+    assert_eq!(report[0]["peak_seats"], 2, "{report:?}");
+    assert_eq!(report[0]["daily_users"], 2, "{report:?}");
+    assert_eq!(report[0]["fleet"], true, "{report:?}");
+}
+
+/// What `licgate usage report --from FIRST --to LAST [extra]` prints for `gw`'s store.
+fn usage_report(gw: &Gateway, first: &str, last: &str, extra: &[&str]) -> String {
+    let config = gw.dir().join("licgate.toml");
+    let mut args = vec![
+        "usage",
+        "report",
+        "--config",
+        config.to_str().unwrap(),
+        "--from",
+        first,
+        "--to",
+        last,
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_cli(&args);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+/// The seat rows of `licgate usage report` (JSON) of days `first..=last`.
+fn seats_report(gw: &Gateway, first: &str, last: &str) -> Vec<serde_json::Value> {
+    let out = usage_report(gw, first, last, &["--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    report["seats"].as_array().unwrap().clone()
 }

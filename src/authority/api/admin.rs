@@ -266,18 +266,17 @@ async fn usage(
     if params.license.is_none() && params.tenant.is_none() {
         return Err(Refusal::BadRequest("give license= or tenant=".into()).into());
     }
-    let rows = state
-        .store
-        .usage(&UsageQuery {
-            license_id: params.license,
-            tenant: params.tenant,
-            from: params.from,
-            to: params.to,
-        })
-        .await?;
+    let query = UsageQuery {
+        license_id: params.license,
+        tenant: params.tenant,
+        from: params.from,
+        to: params.to,
+    };
+    let rows = state.store.usage(&query).await?;
+    let seats = state.store.seat_usage(&query).await?;
     Ok(json_answer(
         StatusCode::OK,
-        &serde_json::json!({"rows": rows}),
+        &serde_json::json!({"rows": rows, "seats": seats}),
     ))
 }
 

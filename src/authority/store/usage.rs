@@ -7,7 +7,7 @@ use serde_json::json;
 use super::events::{append, NewEvent};
 use super::{check_text, int, text, Store};
 use crate::authority::error::{Outcome, Refusal};
-use crate::authority::model::UsageRow;
+use crate::authority::model::{SeatUsageRow, UsageRow};
 use crate::license::instance_key::InstancePublicKey;
 use crate::license::UnixTime;
 use crate::usage::report::{self, VerifyError};
@@ -173,6 +173,22 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        for seats in &r.seats {
+            sqlx::query(
+                "INSERT INTO usage_seat_days (instance_id, installation, sequence, tenant, day, \
+                 peak_seats, daily_users, fleet) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&chain)
+            .bind(&instance_id)
+            .bind(sequence as i64)
+            .bind(&seats.tenant)
+            .bind(&seats.day)
+            .bind(seats.usage.peak_seats.min(i64::MAX as u64) as i64)
+            .bind(seats.usage.daily_users.min(i64::MAX as u64) as i64)
+            .bind(i64::from(seats.usage.fleet))
+            .execute(&mut *tx)
+            .await?;
+        }
         for (tenant, licenses) in &r.licenses {
             for license in licenses {
                 sqlx::query(
@@ -260,6 +276,53 @@ impl Store {
                     limited: n(row, "limited")?,
                     refused: n(row, "refused")?,
                     peak_concurrency: n(row, "peak")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Received seat figures per tenant and day, summed over the installations that
+    /// reported them; the replicas of one installation are added up too, unless
+    /// they counted seats fleet-wide (then each reported the fleet's figure, and the
+    /// largest is taken).
+    pub async fn seat_usage(&self, query: &UsageQuery) -> Result<Vec<SeatUsageRow>, sqlx::Error> {
+        let from = query.from.clone().unwrap_or_else(|| "0000-00-00".into());
+        let to = query.to.clone().unwrap_or_else(|| "9999-99-99".into());
+        let of_license = "EXISTS (SELECT 1 FROM usage_licenses u WHERE \
+             u.instance_id = d.instance_id AND u.sequence = d.sequence AND u.tenant = d.tenant \
+             AND u.license_id = $1)";
+        let of_tenant = "d.tenant = COALESCE($1, d.tenant)";
+        let sql = format!(
+            "SELECT tenant, day, CAST(SUM(peak) AS BIGINT) AS peak_seats, \
+             CAST(SUM(users) AS BIGINT) AS daily_users FROM ( \
+               SELECT d.tenant AS tenant, d.day AS day, \
+               CASE WHEN MAX(d.fleet) = 1 THEN MAX(d.peak_seats) ELSE SUM(d.peak_seats) END AS peak, \
+               CASE WHEN MAX(d.fleet) = 1 THEN MAX(d.daily_users) ELSE SUM(d.daily_users) END AS users \
+               FROM usage_seat_days d WHERE {} AND d.day >= $2 AND d.day <= $3 \
+               GROUP BY d.tenant, d.day, d.installation \
+             ) per_installation GROUP BY tenant, day ORDER BY day, tenant",
+            if query.license_id.is_some() {
+                of_license
+            } else {
+                of_tenant
+            }
+        );
+        let filter = query.license_id.as_deref().or(query.tenant.as_deref());
+        // Built from the two constant filters above only.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter)
+            .bind(&from)
+            .bind(&to)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let n = |row: &sqlx::any::AnyRow, name: &str| int(row, name).map(|v| v.max(0) as u64);
+        rows.iter()
+            .map(|row| {
+                Ok(SeatUsageRow {
+                    tenant: text(row, "tenant")?,
+                    day: text(row, "day")?,
+                    peak_seats: n(row, "peak_seats")?,
+                    daily_users: n(row, "daily_users")?,
                 })
             })
             .collect()

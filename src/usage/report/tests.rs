@@ -38,6 +38,15 @@ fn report(
             tally: tally.clone(),
         }],
         totals: [("acme".to_string(), tally)].into(),
+        seats: vec![ReportSeats {
+            tenant: "acme".into(),
+            day: from.into(),
+            usage: SeatUsage {
+                peak_seats: 4,
+                daily_users: 7,
+                fleet: false,
+            },
+        }],
     };
     signed_file(&report, key)
 }
@@ -55,6 +64,7 @@ fn a_chain_of_reports_verifies() {
     let one = verify(first.as_bytes(), &public(&k), None).unwrap();
     assert!(!one.chained);
     assert_eq!(one.report.totals["acme"].allowed, 40);
+    assert_eq!(one.report.seats[0].usage.daily_users, 7);
     let two = verify(second.as_bytes(), &public(&k), Some(first.as_bytes())).unwrap();
     assert!(two.chained);
 }
@@ -133,5 +143,70 @@ fn replayed_reordered_and_missing_reports_are_refused() {
     assert!(matches!(
         verify(b"{}", &p, None).unwrap_err(),
         VerifyError::Malformed(_)
+    ));
+}
+
+#[test]
+fn an_export_carries_the_seat_figures_of_each_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(dir.path(), "k.pem");
+    let mut db = Database::open(dir.path()).unwrap();
+    let day = parse_date("2026-11-02").unwrap();
+    db.connection
+        .execute_batch(&format!(
+            "INSERT INTO usage_seat_hours VALUES ('acme', {h}, 3), ('acme', {h1}, 5),
+                 ('acme', {next}, 9), ('beta', {h}, 1);
+             INSERT INTO usage_seat_days VALUES ('acme', {day}, 7, 1), ('beta', {day}, 1, 0),
+                 ('acme', {d1}, 9, 1);",
+            h = day * 24 + 8,
+            h1 = day * 24 + 9,
+            next = (day + 1) * 24,
+            d1 = day + 1,
+        ))
+        .unwrap();
+    let reporter = Reporter {
+        key: &k,
+        instance_id: "i-1",
+        replica_id: Some("r-1"),
+    };
+    let exported = export(
+        &mut db,
+        &reporter,
+        day,
+        day,
+        day + 5,
+        "2026-11-07T00:00:00Z",
+    )
+    .unwrap();
+    let verified = verify(exported.file.as_bytes(), &public(&k), None).unwrap();
+    let seats = &verified.report.seats;
+    assert_eq!(seats.len(), 2, "{seats:?}");
+    assert_eq!(
+        (seats[0].tenant.as_str(), seats[0].day.as_str()),
+        ("acme", "2026-11-02")
+    );
+    assert_eq!(
+        seats[0].usage,
+        SeatUsage {
+            peak_seats: 5,
+            daily_users: 7,
+            fleet: true
+        }
+    );
+    assert_eq!(
+        seats[1].usage,
+        SeatUsage {
+            peak_seats: 1,
+            daily_users: 1,
+            fleet: false
+        }
+    );
+    // A seat day moved out of the period breaks the signature, and a report
+    // re-signed with it is inconsistent.
+    let mut moved = verified.report.clone();
+    moved.seats[0].day = "2026-11-05".into();
+    assert!(matches!(
+        verify(signed_file(&moved, &k).as_bytes(), &public(&k), None),
+        Err(VerifyError::Inconsistent(_))
     ));
 }
