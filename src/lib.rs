@@ -42,6 +42,7 @@ mod logging;
 pub mod memory;
 pub mod metrics;
 mod pages;
+mod periodic;
 pub mod policy;
 mod proxy;
 pub mod quota;

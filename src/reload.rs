@@ -163,6 +163,9 @@ impl Reloader {
             _ => None,
         };
         // Everything is checked: swap.
+        if let (Some(seats), Some(seat_rules)) = (&self.app.seats, &rules.seats) {
+            seats.set_times(seat_rules.times);
+        }
         self.app.rules.store(Arc::new(rules));
         self.admin_token
             .store(config.admin.token.clone().map(Arc::new));

@@ -12,7 +12,7 @@
 //! the last commits. Rows of windows that ended are pruned.
 
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension as _};
@@ -20,6 +20,7 @@ use rusqlite::{params, OptionalExtension as _};
 use super::local::{LocalQuotas, SavedCount};
 use super::Window;
 use crate::database::{Database, DatabaseError};
+use crate::periodic::PeriodicThread;
 use crate::throttle::LogThrottle;
 
 pub use crate::database::DIR;
@@ -164,8 +165,7 @@ const ROWS_KEPT: usize = 4_096;
 /// `interval`, and once more when finished.
 #[derive(Debug)]
 pub struct CountWriter {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: PeriodicThread,
 }
 
 impl CountWriter {
@@ -176,57 +176,26 @@ impl CountWriter {
         mut store: CountStore,
         interval: Duration,
     ) -> std::io::Result<CountWriter> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("licgate-counts".into())
-            .spawn(move || {
-                let errors = LogThrottle::new(Duration::from_secs(60));
-                let mut rows = Vec::new();
-                loop {
-                    let (flag, wake) = &*stopping;
-                    let stopped = {
-                        let guard = flag.lock().unwrap_or_else(|e| e.into_inner());
-                        let (guard, _) = wake
-                            .wait_timeout_while(guard, interval, |stopped| !*stopped)
-                            .unwrap_or_else(|e| e.into_inner());
-                        *guard
-                    };
-                    let now = super::clock::now();
-                    if let Err(e) = quotas.save(now, &mut rows, |rows| store.save(rows, now)) {
-                        if stopped || errors.permit().is_some() {
-                            tracing::error!(error = %e, "cannot save quota counts; retrying every second");
-                        }
-                    }
-                    if stopped {
-                        return;
-                    }
-                    // After a burst of changes (every tenant at once), the buffer
-                    // does not keep its peak size.
-                    rows.clear();
-                    rows.shrink_to(ROWS_KEPT);
+        let errors = LogThrottle::new(Duration::from_secs(60));
+        let mut rows = Vec::new();
+        let thread = PeriodicThread::start("licgate-counts", interval, move |last| {
+            let now = super::clock::now();
+            if let Err(e) = quotas.save(now, &mut rows, |rows| store.save(rows, now)) {
+                if last || errors.permit().is_some() {
+                    tracing::error!(error = %e, "cannot save quota counts; retrying every second");
                 }
-            })?;
-        Ok(CountWriter {
-            stop,
-            thread: Some(thread),
-        })
+            }
+            // After a burst of changes (every tenant at once), the buffer does not
+            // keep its peak size.
+            rows.clear();
+            rows.shrink_to(ROWS_KEPT);
+        })?;
+        Ok(CountWriter { thread })
     }
 
     /// Saves what changed since the last save and stops the thread.
     pub fn finish(&mut self) {
-        let (flag, wake) = &*self.stop;
-        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for CountWriter {
-    fn drop(&mut self) {
-        self.finish();
+        self.thread.finish();
     }
 }
 

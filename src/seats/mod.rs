@@ -29,6 +29,39 @@ pub struct Seats {
     pub(crate) fleet: Option<fleet::FleetSeats>,
     secret: SeatSecret,
     writer: Mutex<Option<SeatWriter>>,
+    /// The current idle timeout and active window (changed by a reload), for the
+    /// writer's figures.
+    times: Arc<CurrentTimes>,
+}
+
+/// [`SeatTimes`] that a reload can change while the writer reads them.
+#[derive(Debug)]
+struct CurrentTimes {
+    idle_timeout: std::sync::atomic::AtomicI64,
+    active_window: std::sync::atomic::AtomicI64,
+}
+
+impl CurrentTimes {
+    fn new(times: SeatTimes) -> CurrentTimes {
+        CurrentTimes {
+            idle_timeout: times.idle_timeout.into(),
+            active_window: times.active_window.into(),
+        }
+    }
+
+    fn get(&self) -> SeatTimes {
+        use std::sync::atomic::Ordering::Relaxed;
+        SeatTimes {
+            idle_timeout: self.idle_timeout.load(Relaxed),
+            active_window: self.active_window.load(Relaxed),
+        }
+    }
+
+    fn set(&self, times: SeatTimes) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.idle_timeout.store(times.idle_timeout, Relaxed);
+        self.active_window.store(times.active_window, Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Seats {
@@ -49,6 +82,7 @@ impl Seats {
         fleet: bool,
     ) -> Result<Seats, crate::database::DatabaseError> {
         let book = Arc::new(SeatBook::default());
+        let current = Arc::new(CurrentTimes::new(times));
         let writer = match store_dir {
             Some(dir) => {
                 let store = SeatStore::open(dir, fleet)?;
@@ -66,12 +100,18 @@ impl Seats {
                 if restored > 0 {
                     tracing::info!(seats = restored, "seats restored");
                 }
+                let writer_times = Arc::clone(&current);
                 Some(
-                    SeatWriter::start(Arc::clone(&book), store, move || times, SAVE_INTERVAL)
-                        .map_err(|source| crate::database::DatabaseError::Io {
-                            path: dir.to_path_buf(),
-                            source,
-                        })?,
+                    SeatWriter::start(
+                        Arc::clone(&book),
+                        store,
+                        move || writer_times.get(),
+                        SAVE_INTERVAL,
+                    )
+                    .map_err(|source| crate::database::DatabaseError::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?,
                 )
             }
             None => None,
@@ -81,7 +121,14 @@ impl Seats {
             fleet: fleet.then(fleet::FleetSeats::default),
             secret,
             writer: Mutex::new(writer),
+            times: current,
         })
+    }
+
+    /// Takes the idle timeout and active window of a reloaded configuration (the
+    /// requests' checks take them from the rules; this is for the saved figures).
+    pub fn set_times(&self, times: SeatTimes) {
+        self.times.set(times);
     }
 
     /// Admits `id` of `tenant`: fleet-wide when seats are counted in Redis

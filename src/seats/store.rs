@@ -4,7 +4,7 @@
 //! day). [`SeatWriter`] writes them from a thread of its own.
 
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::params;
@@ -12,6 +12,7 @@ use rusqlite::params;
 use super::book::{SavedSeat, SeatBook, SeatTimes, UnixTime};
 use super::SeatId;
 use crate::database::{Database, DatabaseError};
+use crate::periodic::PeriodicThread;
 use crate::throttle::LogThrottle;
 
 /// A full save of every tenant's seats at least this often (last-seen times move
@@ -186,100 +187,68 @@ pub struct SeatFigures {
 /// added or removed; all of them at least every minute), and once more when finished.
 #[derive(Debug)]
 pub struct SeatWriter {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: PeriodicThread,
 }
 
 impl SeatWriter {
-    /// Starts the writer of `book` into `store`; seats time out per `times`.
+    /// Starts the writer of `book` into `store`; seats time out per `times()`.
     pub fn start(
         book: Arc<SeatBook>,
         mut store: SeatStore,
         times: impl Fn() -> SeatTimes + Send + 'static,
         interval: Duration,
     ) -> std::io::Result<SeatWriter> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("licgate-seats".into())
-            .spawn(move || {
-                let errors = LogThrottle::new(Duration::from_secs(60));
-                let mut saved_changes: std::collections::HashMap<Arc<str>, u64> =
-                    std::collections::HashMap::new();
-                let mut last_full = 0;
-                loop {
-                    let (flag, wake) = &*stopping;
-                    let stopped = {
-                        let guard = flag.lock().unwrap_or_else(|e| e.into_inner());
-                        let (guard, _) = wake
-                            .wait_timeout_while(guard, interval, |stopped| !*stopped)
-                            .unwrap_or_else(|e| e.into_inner());
-                        *guard
-                    };
-                    let now = crate::quota::clock::now();
-                    let full = stopped || now - last_full >= FULL_SAVE_EVERY;
-                    let times = times();
-                    let mut batch = Vec::new();
-                    for (tenant, seats) in book.all() {
-                        let changes = seats.changes();
-                        let (in_use, _) = seats.in_use(now, times);
-                        let moved = saved_changes.get(&tenant) != Some(&changes);
-                        if !(full || moved || in_use > 0) {
-                            continue;
-                        }
-                        let figures = SeatFigures {
-                            in_use: seats.take_peak(in_use),
-                            seen_today: seats.seen_today(now),
-                        };
-                        let snapshot = (full || moved).then(|| seats.snapshot());
-                        batch.push(TenantSave {
-                            tenant,
-                            seats: snapshot,
-                            figures,
-                            changes,
-                        });
-                    }
-                    match store.save(&batch, now) {
-                        Ok(()) => {
-                            for save in batch {
-                                if save.seats.is_some() {
-                                    saved_changes.insert(save.tenant, save.changes);
-                                }
-                            }
-                            if full {
-                                last_full = now;
-                            }
-                        }
-                        Err(e) => {
-                            if stopped || errors.permit().is_some() {
-                                tracing::error!(error = %e, "cannot save seats; retrying");
-                            }
+        let errors = LogThrottle::new(Duration::from_secs(60));
+        let mut saved_changes: std::collections::HashMap<Arc<str>, u64> =
+            std::collections::HashMap::new();
+        let mut last_full = 0;
+        let thread = PeriodicThread::start("licgate-seats", interval, move |last| {
+            let now = crate::quota::clock::now();
+            let full = last || now - last_full >= FULL_SAVE_EVERY;
+            let times = times();
+            let mut batch = Vec::new();
+            for (tenant, seats) in book.all() {
+                let changes = seats.changes();
+                let (in_use, _) = seats.in_use(now, times);
+                let moved = saved_changes.get(&tenant) != Some(&changes);
+                if !(full || moved || in_use > 0) {
+                    continue;
+                }
+                let figures = SeatFigures {
+                    in_use: seats.take_peak(in_use),
+                    seen_today: seats.seen_today(now),
+                };
+                let snapshot = (full || moved).then(|| seats.snapshot());
+                batch.push(TenantSave {
+                    tenant,
+                    seats: snapshot,
+                    figures,
+                    changes,
+                });
+            }
+            match store.save(&batch, now) {
+                Ok(()) => {
+                    for save in batch {
+                        if save.seats.is_some() {
+                            saved_changes.insert(save.tenant, save.changes);
                         }
                     }
-                    if stopped {
-                        return;
+                    if full {
+                        last_full = now;
                     }
                 }
-            })?;
-        Ok(SeatWriter {
-            stop,
-            thread: Some(thread),
-        })
+                Err(e) => {
+                    if last || errors.permit().is_some() {
+                        tracing::error!(error = %e, "cannot save seats; retrying");
+                    }
+                }
+            }
+        })?;
+        Ok(SeatWriter { thread })
     }
 
     /// Saves every seat and stops the thread.
     pub fn finish(&mut self) {
-        let (flag, wake) = &*self.stop;
-        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for SeatWriter {
-    fn drop(&mut self) {
-        self.finish();
+        self.thread.finish();
     }
 }
