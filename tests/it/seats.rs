@@ -556,3 +556,97 @@ fn seats_report(gw: &Gateway, first: &str, last: &str) -> Vec<serde_json::Value>
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     report["seats"].as_array().unwrap().clone()
 }
+
+/// A GET of `/echo` with the extra header lines `headers` (each ending in CRLF).
+async fn echo_with(gw: &Gateway, headers: &str) -> RawResponse {
+    let request = format!(
+        "GET /echo HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n{headers}Connection: close\r\n\r\n",
+        gw.addr
+    );
+    raw_request(gw.addr, request.as_bytes()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_from_a_verified_jwt_claim_and_from_a_trusted_header_only() {
+    let upstream = Upstream::start().await;
+    let setup = Setup::new();
+    let one_seat = licgate::license::Limits {
+        max_seats: Some(1),
+        ..Default::default()
+    };
+    setup.preinstall(&seat_license(&setup, "acme", one_seat.clone()), "acme.jwt");
+    setup.preinstall(&seat_license(&setup, "default", one_seat), "default.jwt");
+
+    // jwt:sub — the person is the verified token's `sub`, whatever the token.
+    let idp = Setup::new();
+    let text = config(&setup, "identity = \"jwt:sub\"").replace(
+        "[public]",
+        &format!(
+            "[tenants]\nmode = \"jwt_claim\"\njwt_claim = \"org\"\njwt_keys = [{{ path = \"{}\" }}]\n[public]",
+            idp.public.display()
+        ),
+    );
+    let gw = Gateway::start_with(&text, upstream.addr).await;
+    let bearer = |signer: &Setup, sub: &str, exp_offset: i64| {
+        let claims =
+            serde_json::json!({"org": "acme", "sub": sub, "exp": SystemClock.now() + exp_offset});
+        let key = licgate::license::keys::SigningKey::load(&signer.private).unwrap();
+        let token =
+            jsonwebtoken::encode(&jsonwebtoken::Header::new(key.alg.jwt()), &claims, &key.key)
+                .unwrap();
+        format!("Authorization: Bearer {token}\r\n")
+    };
+    let first = echo_with(&gw, &bearer(&idp, "user-1", 600)).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.json()["path"], "/echo");
+    // A new token of the same person: the same seat.
+    assert_eq!(
+        echo_with(&gw, &bearer(&idp, "user-1", 900)).await.status,
+        200
+    );
+    let second = echo_with(&gw, &bearer(&idp, "user-2", 600)).await;
+    assert_eq!(second.status, 403, "{}", second.text());
+    assert_eq!(second.json()["error_code"], "SEAT_LIMIT_EXCEEDED");
+    // A forged token names nobody (and no tenant): it takes no seat.
+    let forged = echo_with(&gw, &bearer(&Setup::new(), "user-3", 600)).await;
+    assert_eq!(forged.status, 403);
+    assert_ne!(forged.json()["error_code"], "SEAT_LIMIT_EXCEEDED");
+    let listed = admin(&gw, "GET", "/admin/v1/tenants/acme/seats")
+        .await
+        .json();
+    assert_eq!(listed["in_use"], 1, "{listed}");
+
+    // header:X-Remote-User — from a trusted proxy only.
+    let trusted = config(&setup, "identity = \"header:X-Remote-User\"").replace(
+        "threads = 1",
+        "threads = 1\ntrusted_proxies = [\"127.0.0.1\"]",
+    );
+    let gw = Gateway::start_with(&trusted, upstream.addr).await;
+    let alice = echo_with(&gw, "X-Remote-User: alice\r\n").await;
+    assert_eq!(alice.status, 200, "{}", alice.text());
+    assert_eq!(
+        echoed_header(&alice.json(), "x-remote-user").as_deref(),
+        Some("alice")
+    );
+    let bob = echo_with(&gw, "X-Remote-User: bob\r\n").await;
+    assert_eq!(bob.status, 403, "{}", bob.text());
+    assert_eq!(bob.json()["error_code"], "SEAT_LIMIT_EXCEEDED");
+    // Two different values: the gateway cannot know which one the app reads.
+    let both = echo_with(&gw, "X-Remote-User: alice\r\nX-Remote-User: bob\r\n").await;
+    assert_eq!(both.status, 400, "{}", both.text());
+
+    // The same header from a peer that is not a trusted proxy names nobody.
+    let untrusted = config(&setup, "identity = \"header:X-Remote-User\"").replace(
+        "threads = 1",
+        "threads = 1\ntrusted_proxies = [\"10.9.0.0/16\"]",
+    );
+    let gw = Gateway::start_with(&untrusted, upstream.addr).await;
+    for user in ["alice", "bob", "carol"] {
+        let r = echo_with(&gw, &format!("X-Remote-User: {user}\r\n")).await;
+        assert_eq!(r.status, 200, "{user}: {}", r.text());
+    }
+    let listed = admin(&gw, "GET", "/admin/v1/tenants/default/seats")
+        .await
+        .json();
+    assert_eq!(listed["seats"].as_array().unwrap().len(), 0, "{listed}");
+}
