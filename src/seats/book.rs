@@ -253,13 +253,17 @@ impl TenantSeats {
         }
         let prefix = prefix.to_ascii_lowercase();
         let _admitting = self.admission.lock().unwrap_or_else(|e| e.into_inner());
-        let mut matching = self
+        // Collected first: an iterator holds a shard's read lock (even the last
+        // one's once exhausted), and removing under it would deadlock.
+        let matching: Vec<SeatId> = self
             .seats
             .iter()
             .filter(|e| e.key().hex().starts_with(&prefix))
-            .map(|e| *e.key());
-        match (matching.next(), matching.next()) {
-            (Some(id), None) => {
+            .map(|e| *e.key())
+            .take(2)
+            .collect();
+        match matching[..] {
+            [id] => {
                 self.changes.fetch_add(1, Ordering::Relaxed);
                 let removed = self.seats.remove(&id);
                 if let Some((_, seat)) = &removed {
@@ -617,6 +621,22 @@ mod tests {
             book.admit(id(0xcd), None, 102, &limits, TIMES),
             Admission::Seated { .. }
         ));
+        // Seats in every shard are released (the last shard's too: releasing while
+        // iterating held its lock).
+        let many = seats(1_000, None);
+        for n in 0..=255u8 {
+            book.admit(
+                SeatId([n, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, n]),
+                None,
+                103,
+                &many,
+                TIMES,
+            );
+        }
+        for n in 0..=255u8 {
+            let hex = SeatId([n, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, n]).hex();
+            assert!(book.release(&hex[..SeatId::SHOWN_HEX]), "{hex}");
+        }
     }
 
     #[test]
