@@ -96,6 +96,9 @@ impl SeatTimes {
     }
 }
 
+/// Stale seats are forgotten at most this often (seconds), at an admission.
+const FORGET_EVERY: i64 = 60;
+
 /// One tenant's seats.
 #[derive(Debug, Default)]
 pub struct TenantSeats {
@@ -109,6 +112,8 @@ pub struct TenantSeats {
     /// The fleet's distinct identities of one day, as Redis last told: the day
     /// (days since 1970) in the high 32 bits, the count in the low 32.
     fleet_today: AtomicU64,
+    /// When seats kept for nothing any more were last forgotten (Unix seconds).
+    forgotten_at: AtomicI64,
     /// Seats released (logouts, rotations, administrators) that were last seen on
     /// one day, packed the same way: the day's people include them.
     released_today: AtomicU64,
@@ -157,15 +162,20 @@ impl TenantSeats {
             }
         }
         let _admitting = self.admission.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget what no longer counts for anything.
-        let keep = if limits.max_active.is_some() {
-            times.active_window
-        } else {
-            times.idle_timeout
+        // Forget what no longer counts for anything, at most once a minute (a pass
+        // over every seat; the counts below skip stale seats anyway).
+        let forgotten_at = self.forgotten_at.load(Ordering::Relaxed);
+        if !(forgotten_at..forgotten_at + FORGET_EVERY).contains(&now) {
+            self.forgotten_at.store(now, Ordering::Relaxed);
+            let keep = if limits.max_active.is_some() {
+                times.active_window
+            } else {
+                times.idle_timeout
+            }
+            .max(KEPT_AT_LEAST);
+            self.seats
+                .retain(|_, s| now - s.last_seen.load(Ordering::Relaxed) < keep);
         }
-        .max(KEPT_AT_LEAST);
-        self.seats
-            .retain(|_, s| now - s.last_seen.load(Ordering::Relaxed) < keep);
         let mut over = false;
         let checks = [
             (SeatKind::Seats, limits.max_seats, times.idle_timeout),
