@@ -41,7 +41,7 @@ test: deps test-deps fmt-check clippy
 
 ## bench: criterion benchmarks of the decision path (not part of `make test`)
 bench: deps
-	$(CARGO) bench --bench decide --bench scale --bench verify --bench usage --bench odoo
+	$(CARGO) bench --bench decide --bench scale --bench verify --bench usage --bench odoo --bench seats
 
 ## load: licgate vs a bare pingora proxy, nginx and nginx + auth_request (load/results/)
 load: release
