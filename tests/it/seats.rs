@@ -22,6 +22,13 @@ fn seat_license(setup: &Setup, tenant: &str, limits: licgate::license::Limits) -
     setup.sign(&claims)
 }
 
+/// A test setup with a seat license for `tenant` installed.
+fn licensed(tenant: &str, limits: licgate::license::Limits) -> Setup {
+    let setup = Setup::new();
+    setup.preinstall(&seat_license(&setup, tenant, limits), "seats.jwt");
+    setup
+}
+
 /// The test config with `[seats]` (`seats` is its body) and an admin token.
 fn config(setup: &Setup, seats: &str) -> String {
     let token_file = setup.dir.path().join("admin.token");
@@ -78,17 +85,12 @@ fn session_cookie_set(page: &crate::common::apps::Page) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn django_logins_beyond_the_seats_get_the_seats_page_and_no_session() {
-    let setup = Setup::new();
-    setup.preinstall(
-        &seat_license(
-            &setup,
-            "default",
-            licgate::license::Limits {
-                max_seats: Some(2),
-                ..Default::default()
-            },
-        ),
-        "seats.jwt",
+    let setup = licensed(
+        "default",
+        licgate::license::Limits {
+            max_seats: Some(2),
+            ..Default::default()
+        },
     );
     let django = start_django_with_users(&["bob", "carol", "dave"]);
     let gw = Gateway::start_with(
@@ -218,18 +220,13 @@ async fn with_session(gw: &Gateway, path: &str, session: &str) -> RawResponse {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overage_warns_then_refuses_and_active_users_outlast_the_idle_timeout() {
     let upstream = Upstream::start().await;
-    let setup = Setup::new();
-    setup.preinstall(
-        &seat_license(
-            &setup,
-            "default",
-            licgate::license::Limits {
-                max_seats: Some(2),
-                overage: licgate::license::claims::Overage::new(1.5),
-                ..Default::default()
-            },
-        ),
-        "seats.jwt",
+    let setup = licensed(
+        "default",
+        licgate::license::Limits {
+            max_seats: Some(2),
+            overage: licgate::license::claims::Overage::new(1.5),
+            ..Default::default()
+        },
     );
     let gw = Gateway::start_with(
         &config(
@@ -320,17 +317,12 @@ fn date_of(at: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_users_count_over_the_window_and_survive_a_restart() {
     let upstream = Upstream::start().await;
-    let setup = Setup::new();
-    setup.preinstall(
-        &seat_license(
-            &setup,
-            "default",
-            licgate::license::Limits {
-                max_active_users: Some(2),
-                ..Default::default()
-            },
-        ),
-        "seats.jwt",
+    let setup = licensed(
+        "default",
+        licgate::license::Limits {
+            max_active_users: Some(2),
+            ..Default::default()
+        },
     );
     let text = config(
         &setup,
@@ -372,17 +364,12 @@ async fn active_users_count_over_the_window_and_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_cookies_on_anonymous_paths_and_unlicensed_tenants_leave_no_seat_state() {
     let upstream = Upstream::start().await;
-    let setup = Setup::new();
-    setup.preinstall(
-        &seat_license(
-            &setup,
-            "acme",
-            licgate::license::Limits {
-                max_seats: Some(5),
-                ..Default::default()
-            },
-        ),
-        "seats.jwt",
+    let setup = licensed(
+        "acme",
+        licgate::license::Limits {
+            max_seats: Some(5),
+            ..Default::default()
+        },
     );
     let text = config(&setup, "identity = \"cookie:sessionid\"").replace(
         "[public]",
@@ -443,17 +430,12 @@ async fn random_cookies_on_anonymous_paths_and_unlicensed_tenants_leave_no_seat_
 async fn two_gateways_on_one_redis_share_seats_and_a_redis_fault_locks_no_seated_user_out() {
     let upstream = Upstream::start().await;
     let redis = crate::common::redis_server::RedisServer::start_on(free_addr().port()).await;
-    let setup = Setup::new();
-    setup.preinstall(
-        &seat_license(
-            &setup,
-            "default",
-            licgate::license::Limits {
-                max_seats: Some(2),
-                ..Default::default()
-            },
-        ),
-        "seats.jwt",
+    let setup = licensed(
+        "default",
+        licgate::license::Limits {
+            max_seats: Some(2),
+            ..Default::default()
+        },
     );
     let text = config(&setup, "identity = \"cookie:sessionid\"").replace(
         "[public]",
