@@ -109,21 +109,26 @@ end
 return out
 "#;
 
-/// Gives back ARGV[1] unspent requests to every key of KEYS that still exists.
+/// Gives back ARGV[1] unspent requests to every key of KEYS that still exists;
+/// returns {1}.
 const GIVE_BACK_LUA: &str = r#"
 local back = tonumber(ARGV[1])
 for i = 1, #KEYS do
   local c = tonumber(redis.call('GET', KEYS[i]) or '0')
   if c > 0 then redis.call('DECRBY', KEYS[i], math.min(back, c)) end
 end
-return 1
+return {1}
 "#;
 
-/// Adds counts made under the local fallback: ARGV = (count, expire_at) per key.
+/// Adds a batch of counts made under the local fallback, once: KEYS = the batch's
+/// marker, then the count keys; ARGV = the marker's lifetime (seconds), then
+/// (count, expire_at) per count key. Returns 1 when added, 0 when the marker shows
+/// the batch was added before (a retry of a call whose reply was lost).
 const ADD_LUA: &str = r#"
-for i = 1, #KEYS do
-  redis.call('INCRBY', KEYS[i], tonumber(ARGV[2 * i - 1]))
-  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[2 * i]))
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
+for i = 2, #KEYS do
+  redis.call('INCRBY', KEYS[i], tonumber(ARGV[2 * i - 2]))
+  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[2 * i - 1]))
 end
 return 1
 "#;
@@ -284,6 +289,26 @@ struct LateCall {
     connection: ConnectionManager,
 }
 
+/// Fallback counts on their way to Redis under one marker key, so that Redis adds
+/// them once however often the call is retried.
+struct AddBatch {
+    marker: String,
+    counts: Vec<SavedCount>,
+}
+
+/// A number no other gateway of the fleet picks: the system's generator, or (if it
+/// fails) the process id and the start time in microseconds.
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_micros() % (1 << 32)).unwrap_or(0));
+    (u64::from(std::process::id()) << 32) | u64::from(micros)
+}
+
 /// What a script call came to within the timeout.
 enum Reply {
     Done(Vec<i64>),
@@ -413,8 +438,13 @@ pub(crate) struct RedisQuotas {
     fallback: LocalQuotas,
     /// Counts were made by the fallback and not added to Redis yet.
     fallback_counted: AtomicBool,
-    /// Fallback counts an upkeep could not add to Redis.
-    unadded: Mutex<Vec<SavedCount>>,
+    /// Fallback counts an upkeep could not be sure it added to Redis, retried as
+    /// the same batch.
+    unadded: Mutex<Option<AddBatch>>,
+    /// Names this gateway's batches of fallback counts: `{key_prefix}added:{random}:`.
+    batch_prefix: String,
+    /// Batches named so far.
+    batches: AtomicU64,
     /// Slice mode: this gateway's smoothing, at its share of the rate.
     smoothing: LocalQuotas,
     /// Slice mode: reservations by (tenant, feature) digest.
@@ -447,6 +477,8 @@ impl RedisQuotas {
             fallback: LocalQuotas::with_share(config.fleet_size),
             fallback_counted: AtomicBool::new(false),
             unadded: Mutex::default(),
+            batch_prefix: format!("{}added:{:016x}:", config.key_prefix, random_u64()),
+            batches: AtomicU64::new(0),
             smoothing: LocalQuotas::with_share(config.fleet_size),
             slices: DashMap::default(),
             retired: Mutex::default(),
@@ -923,7 +955,7 @@ impl RedisQuotas {
                 invocation.key(key);
             }
             invocation.arg(unspent);
-            if self.call_unit(&invocation).await {
+            if self.call_unit(&invocation).await.is_some() {
                 given_back += unspent;
             }
         }
@@ -933,25 +965,41 @@ impl RedisQuotas {
         given_back
     }
 
-    /// Adds what the local fallback counted to Redis (and forgets it locally).
+    /// Adds what the local fallback counted to Redis (and forgets it locally), as a
+    /// batch Redis takes once: a batch whose call failed or timed out is kept and
+    /// sent again as it was (its counts of windows that ended dropped), since Redis
+    /// may have run it; new fallback counts wait for the next upkeep.
     async fn add_fallback_counts(&self, now: i64) {
-        self.fallback_counted.store(false, Ordering::Release);
-        let mut counts =
-            std::mem::take(&mut *self.unadded.lock().unwrap_or_else(|e| e.into_inner()));
-        counts.extend(self.fallback.take_counts(now));
-        counts.retain(|c| c.index == c.window.index(now));
-        if counts.is_empty() {
+        let pending = self
+            .unadded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let retried = pending.is_some();
+        let mut batch = pending.unwrap_or_else(|| {
+            self.fallback_counted.store(false, Ordering::Release);
+            let number = self.batches.fetch_add(1, Ordering::Relaxed);
+            AddBatch {
+                marker: format!("{}{number}", self.batch_prefix),
+                counts: self.fallback.take_counts(now),
+            }
+        });
+        batch.counts.retain(|c| c.index == c.window.index(now));
+        let Some(last_end) = batch.counts.iter().map(|c| c.window.end(c.index)).max() else {
             return;
-        }
+        };
         let prefix = &self.config.key_prefix;
         let mut invocation = self.add_script.prepare_invoke();
+        invocation
+            .key(&batch.marker)
+            .arg((last_end + KEY_SLACK_SECS - now).max(1));
         for SavedCount {
             tenant,
             feature,
             window,
             index,
             count,
-        } in &counts
+        } in &batch.counts
         {
             invocation
                 .key(window_key(
@@ -964,20 +1012,23 @@ impl RedisQuotas {
                 .arg(*count)
                 .arg(window.end(*index) + KEY_SLACK_SECS);
         }
-        if self.call_unit(&invocation).await {
-            tracing::info!(
-                counts = counts.len(),
+        match self.call_unit(&invocation).await {
+            Some(added) => tracing::info!(
+                counts = batch.counts.len(),
+                retried,
+                already = added == redis::Value::Int(0),
                 "counts made while Redis was unavailable were added to Redis"
-            );
-        } else {
-            // Kept for the next upkeep.
-            *self.unadded.lock().unwrap_or_else(|e| e.into_inner()) = counts;
-            self.fallback_counted.store(true, Ordering::Release);
+            ),
+            None => {
+                *self.unadded.lock().unwrap_or_else(|e| e.into_inner()) = Some(batch);
+                self.fallback_counted.store(true, Ordering::Release);
+            }
         }
     }
 
-    /// Runs a script whose reply does not matter; whether it ran.
-    async fn call_unit(&self, invocation: &redis::ScriptInvocation<'_>) -> bool {
+    /// Runs an upkeep script within 4 × the timeout: its reply, or `None` when it
+    /// failed or timed out (it may have run all the same).
+    async fn call_unit(&self, invocation: &redis::ScriptInvocation<'_>) -> Option<redis::Value> {
         let call = async {
             let mut connection = self.connection().await?;
             invocation
@@ -985,16 +1036,16 @@ impl RedisQuotas {
                 .await
         };
         match tokio::time::timeout(self.config.timeout * 4, call).await {
-            Ok(Ok(_)) => true,
+            Ok(Ok(reply)) => Some(reply),
             Ok(Err(e)) => {
                 self.errors.inc();
                 tracing::warn!(error = %e, "redis quota upkeep failed");
-                false
+                None
             }
             Err(_) => {
                 self.errors.inc();
                 tracing::warn!("redis quota upkeep timed out");
-                false
+                None
             }
         }
     }
@@ -1124,13 +1175,13 @@ impl RedisQuotas {
                 keys,
                 args: vec![saturating_i64(amount)],
             };
-            match tokio::time::timeout(LATE_REPLY_WAIT, call.run(connection)).await {
-                Ok((_, Ok(_))) => {}
-                _ => {
-                    errors.inc();
-                    tracing::warn!(amount, "a late quota reply could not be given back");
-                }
-            }
+            let failure = match tokio::time::timeout(LATE_REPLY_WAIT, call.run(connection)).await {
+                Ok((_, Ok(_))) => return,
+                Ok((_, Err(e))) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+            errors.inc();
+            tracing::warn!(amount, error = %failure, "a late quota reply could not be given back");
         });
     }
 

@@ -36,6 +36,20 @@ async fn gateway_with_timeout(
     mode: &str,
     timeout: &str,
 ) -> Gateway {
+    let config = gateway_config(dir, url, per_minute, fleet_size, mode, timeout);
+    Gateway::start_with(&config, upstream).await
+}
+
+/// The configuration [`gateway_with_timeout`] starts with (the license installed in
+/// `dir` on first use).
+fn gateway_config(
+    dir: &std::path::Path,
+    url: &str,
+    per_minute: u64,
+    fleet_size: u32,
+    mode: &str,
+    timeout: &str,
+) -> String {
     let keys = dir.join("keys");
     if !keys.exists() {
         let (private, _) = write_key_pair(&keys, &generate_ed25519()).unwrap();
@@ -48,7 +62,7 @@ async fn gateway_with_timeout(
             .install("default", &claims.jti, &token)
             .unwrap();
     }
-    let config = BASE_CONFIG.replace("mode = \"off\"", "mode = \"enforce\"")
+    BASE_CONFIG.replace("mode = \"off\"", "mode = \"enforce\"")
         + &format!(
             r#"[license]
 public_keys = [{{ path = "{}" }}]
@@ -68,8 +82,7 @@ mode = "{mode}"
 "#,
             keys.join("vendor.pub.pem").display(),
             dir.join("store").display()
-        );
-    Gateway::start_with(&config, upstream).await
+        )
 }
 
 /// Seconds since the Unix epoch.
@@ -377,4 +390,53 @@ async fn a_reply_that_comes_too_late_counts_nothing_twice() {
             "{mode}: every request served counted once, none that was not"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_counts_whose_reply_is_late_are_added_once() {
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start_on(free_addr().port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A breaker that stays closed: the upkeep keeps calling the paused Redis.
+    let config = gateway_config(dir.path(), &redis.url(), 100, 1, "exact", "25ms")
+        .replace("breaker_failures = 2", "breaker_failures = 1000");
+    let mut gw = Gateway::start_with(&config, upstream.addr).await;
+    away_from_a_minute_edge(25).await;
+    let key = minute_key();
+    let mut served = 0i64;
+    let logged = |needle: &'static str, times: usize| {
+        let gw = &gw;
+        eventually(Duration::from_secs(10), needle, move || {
+            gw.logs().matches(needle).count() >= times
+        })
+    };
+    // Redis holds back writes for 2 s: these requests are served from the local
+    // fallback, and the upkeep's call adding them to Redis times out (100 ms) though
+    // Redis runs it when the pause ends; the upkeep then sends the batch again.
+    for round in 1..=2 {
+        for _ in 0..3 {
+            assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
+            served += 1;
+        }
+        redis
+            .command(&["CLIENT", "PAUSE", "2000", "WRITE"])
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            assert_eq!(http_get(gw.addr, "/x").await.unwrap().status, 200);
+            served += 1;
+        }
+        logged("redis quota upkeep timed out", round).await;
+        logged("counts made while Redis was unavailable were added", round).await;
+    }
+    // Every late call has been settled (its reply heard, what it counted given back).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(15)).await.is_some());
+    assert_eq!(
+        redis_count(&redis, &key).await,
+        served,
+        "every request served counted once: {}",
+        gw.logs()
+    );
 }
