@@ -114,9 +114,17 @@ pub struct TenantSeats {
     fleet_today: AtomicU64,
     /// When seats kept for nothing any more were last forgotten (Unix seconds).
     forgotten_at: AtomicI64,
-    /// Seats released (logouts, rotations, administrators) that were last seen on
-    /// one day, packed the same way: the day's people include them.
-    released_today: AtomicU64,
+    /// Seats released (logouts, rotations, administrators) last seen on the latest
+    /// such day: that day's people include them, once even if they come back.
+    released: Mutex<Released>,
+}
+
+/// The ids of seats released that were last seen on one day.
+#[derive(Debug, Default)]
+struct Released {
+    /// Days since 1970.
+    day: i64,
+    ids: std::collections::HashSet<SeatId>,
 }
 
 /// `(day, count)` packed into one word (day high, count low).
@@ -273,14 +281,7 @@ impl TenantSeats {
             .take(2)
             .collect();
         match matching[..] {
-            [id] => {
-                self.changes.fetch_add(1, Ordering::Relaxed);
-                let removed = self.seats.remove(&id);
-                if let Some((_, seat)) = &removed {
-                    self.count_released(seat.last_seen.load(Ordering::Relaxed));
-                }
-                removed.is_some()
-            }
+            [id] => self.forget(id),
             _ => false,
         }
     }
@@ -322,24 +323,47 @@ impl TenantSeats {
     }
 
     /// Distinct identities seen on `now`'s day (UTC): this gateway's own (seats
-    /// held and released), or the fleet's when Redis told a larger count.
+    /// held, and released ones that did not come back), or the fleet's when Redis
+    /// told a larger count.
     pub fn seen_today(&self, now: UnixTime) -> u64 {
         let day = now.div_euclid(86_400);
-        let local = self.seen_since(day * 86_400)
-            + count_of(self.released_today.load(Ordering::Relaxed), day);
+        let released = {
+            let released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+            if released.day == day {
+                // One that came back holds a seat again, seen today: counted below.
+                released
+                    .ids
+                    .iter()
+                    .filter(|id| !self.seats.contains_key(id))
+                    .count() as u64
+            } else {
+                0
+            }
+        };
+        let local = self.seen_since(day * 86_400) + released;
         local.max(count_of(self.fleet_today.load(Ordering::Relaxed), day))
     }
 
-    /// Counts a released seat last seen at `last_seen` among its day's people.
-    fn count_released(&self, last_seen: UnixTime) {
-        let day = last_seen.div_euclid(86_400);
-        let _ = self
-            .released_today
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                let of_day = count_of(old, day);
-                // A seat of an earlier day than the one counted is not counted.
-                (of_day > 0 || old >> 32 < packed(day, 0) >> 32).then(|| packed(day, of_day + 1))
-            });
+    /// Forgets the seat of `id` (released: a logout, a rotation, an administrator),
+    /// keeping it among the people of the day it was last seen; whether it held one.
+    /// The caller holds the admission lock.
+    fn forget(&self, id: SeatId) -> bool {
+        let Some((_, seat)) = self.seats.remove(&id) else {
+            return false;
+        };
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        let day = seat.last_seen.load(Ordering::Relaxed).div_euclid(86_400);
+        let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        if day > released.day {
+            released.day = day;
+            released.ids.clear();
+            released.ids.shrink_to(64);
+        }
+        // A seat last seen before the day kept is not among its people.
+        if day == released.day {
+            released.ids.insert(id);
+        }
+        true
     }
 
     /// The most seats in use at once since the last call, `in_use_now` included;
@@ -353,12 +377,7 @@ impl TenantSeats {
     /// Releases the seat of `id` (a logout, or the old id of a rotated session).
     pub fn remove(&self, id: SeatId) -> bool {
         let _admitting = self.admission.lock().unwrap_or_else(|e| e.into_inner());
-        let removed = self.seats.remove(&id);
-        if let Some((_, seat)) = &removed {
-            self.changes.fetch_add(1, Ordering::Relaxed);
-            self.count_released(seat.last_seen.load(Ordering::Relaxed));
-        }
-        removed.is_some()
+        self.forget(id)
     }
 
     /// Seats added or removed so far (a save is due when this moved).
@@ -523,6 +542,36 @@ mod tests {
         assert_eq!(book.seen_today(now + 86_400), 0);
         book.note_fleet(2, 5, now);
         assert_eq!(book.seen_today(now), 12, "a smaller count of the same day");
+    }
+
+    #[test]
+    fn a_person_released_and_back_the_same_day_is_one_of_its_people() {
+        let book = TenantSeats::default();
+        let limits = seats(10, None);
+        let day_start = 86_400 * 20_000;
+        let now = day_start + 3_600;
+        book.admit(id(1), None, now, &limits, TIMES);
+        book.admit(id(2), None, now, &limits, TIMES);
+        assert!(book.release(&id(1).hex()[..8]));
+        assert_eq!(
+            book.seen_today(now + 1),
+            2,
+            "released, still one of the day's"
+        );
+        book.admit(id(1), None, now + 2, &limits, TIMES);
+        assert_eq!(book.seen_today(now + 2), 2, "back: counted once");
+        assert!(book.remove(id(1)));
+        assert!(!book.remove(id(1)), "released once");
+        assert_eq!(book.seen_today(now + 3), 2);
+        // A seat last seen yesterday and released today is not one of today's.
+        let yesterday = day_start - 60;
+        book.admit(id(3), None, yesterday, &limits, TIMES);
+        assert!(book.remove(id(3)));
+        assert_eq!(book.seen_today(now + 4), 2);
+        // The next day starts afresh.
+        book.admit(id(4), None, day_start + 86_400, &limits, TIMES);
+        assert!(book.remove(id(4)));
+        assert_eq!(book.seen_today(day_start + 86_400 + 1), 1);
     }
 
     #[test]
