@@ -125,7 +125,13 @@ struct Released {
     /// Days since 1970.
     day: i64,
     ids: std::collections::HashSet<SeatId>,
+    /// Released beyond [`RELEASED_IDS_KEPT`] that day: counted, not told apart.
+    beyond: u64,
 }
+
+/// At most this many released ids are kept per tenant and day (16 bytes each and
+/// the set's share); more releases in a day are counted as people without their ids.
+const RELEASED_IDS_KEPT: usize = 200_000;
 
 /// `(day, count)` packed into one word (day high, count low).
 fn packed(day: i64, count: u64) -> u64 {
@@ -331,11 +337,12 @@ impl TenantSeats {
             let released = self.released.lock().unwrap_or_else(|e| e.into_inner());
             if released.day == day {
                 // One that came back holds a seat again, seen today: counted below.
-                released
+                let gone = released
                     .ids
                     .iter()
                     .filter(|id| !self.seats.contains_key(id))
-                    .count() as u64
+                    .count() as u64;
+                gone + released.beyond
             } else {
                 0
             }
@@ -358,9 +365,15 @@ impl TenantSeats {
             released.day = day;
             released.ids.clear();
             released.ids.shrink_to(64);
+            released.beyond = 0;
         }
         // A seat last seen before the day kept is not among its people.
-        if day == released.day {
+        if day == released.day
+            && released.ids.len() >= RELEASED_IDS_KEPT
+            && !released.ids.contains(&id)
+        {
+            released.beyond += 1;
+        } else if day == released.day {
             released.ids.insert(id);
         }
         true
@@ -542,6 +555,29 @@ mod tests {
         assert_eq!(book.seen_today(now + 86_400), 0);
         book.note_fleet(2, 5, now);
         assert_eq!(book.seen_today(now), 12, "a smaller count of the same day");
+    }
+
+    #[test]
+    fn releases_beyond_the_ids_kept_are_still_counted() {
+        let book = TenantSeats::default();
+        let now = 86_400 * 20_000 + 60;
+        let n = RELEASED_IDS_KEPT as u32 + 5;
+        let ids = (0..n).map(|i| {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&i.to_le_bytes());
+            SeatId(bytes)
+        });
+        book.restore(ids.clone().map(|id| SavedSeat {
+            id,
+            first_seen: now,
+            last_seen: now,
+            client: None,
+            over: false,
+        }));
+        for id in ids {
+            assert!(book.remove(id));
+        }
+        assert_eq!(book.seen_today(now), u64::from(n));
     }
 
     #[test]
