@@ -23,25 +23,12 @@ async fn gateway(
     fleet_size: u32,
     mode: &str,
 ) -> Gateway {
-    gateway_with_timeout(upstream, dir, url, per_minute, fleet_size, mode, "25ms").await
-}
-
-/// [`gateway`] with the Redis call `timeout` given.
-async fn gateway_with_timeout(
-    upstream: SocketAddr,
-    dir: &std::path::Path,
-    url: &str,
-    per_minute: u64,
-    fleet_size: u32,
-    mode: &str,
-    timeout: &str,
-) -> Gateway {
-    let config = gateway_config(dir, url, per_minute, fleet_size, mode, timeout);
+    let config = gateway_config(dir, url, per_minute, fleet_size, mode, "25ms");
     Gateway::start_with(&config, upstream).await
 }
 
-/// The configuration [`gateway_with_timeout`] starts with (the license installed in
-/// `dir` on first use).
+/// The configuration of a [`gateway`] with the Redis call `timeout` given (the
+/// license installed in `dir` on first use).
 fn gateway_config(
     dir: &std::path::Path,
     url: &str,
@@ -155,8 +142,9 @@ async fn two_gateways_share_one_limit_in_slices_and_exactly() {
         // Exactness with Redis answering: a generous timeout, so a loaded machine does
         // not turn a slow reply into the local fallback (which is exact per gateway only).
         let (url, t) = (redis.url(), "1s");
-        let a = gateway_with_timeout(upstream.addr, dir.path(), &url, 1_000, 2, mode, t).await;
-        let b = gateway_with_timeout(upstream.addr, dir.path(), &url, 1_000, 2, mode, t).await;
+        let config = gateway_config(dir.path(), &url, 1_000, 2, mode, t);
+        let a = Gateway::start_with(&config, upstream.addr).await;
+        let b = Gateway::start_with(&config, upstream.addr).await;
         away_from_a_minute_edge(25).await;
         let key = minute_key();
         let allowed = load_until_refused(&[&a, &b], 4, 30).await;
