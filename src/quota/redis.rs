@@ -955,7 +955,7 @@ impl RedisQuotas {
                 invocation.key(key);
             }
             invocation.arg(unspent);
-            if self.call_unit(&invocation).await.is_some() {
+            if self.call_upkeep(&invocation).await.is_some() {
                 given_back += unspent;
             }
         }
@@ -1012,7 +1012,7 @@ impl RedisQuotas {
                 .arg(*count)
                 .arg(window.end(*index) + KEY_SLACK_SECS);
         }
-        match self.call_unit(&invocation).await {
+        match self.call_upkeep(&invocation).await {
             Some(added) => tracing::info!(
                 counts = batch.counts.len(),
                 retried,
@@ -1028,7 +1028,7 @@ impl RedisQuotas {
 
     /// Runs an upkeep script within 4 × the timeout: its reply, or `None` when it
     /// failed or timed out (it may have run all the same).
-    async fn call_unit(&self, invocation: &redis::ScriptInvocation<'_>) -> Option<redis::Value> {
+    async fn call_upkeep(&self, invocation: &redis::ScriptInvocation<'_>) -> Option<redis::Value> {
         let call = async {
             let mut connection = self.connection().await?;
             invocation

@@ -368,13 +368,12 @@ impl TenantSeats {
             released.beyond = 0;
         }
         // A seat last seen before the day kept is not among its people.
-        if day == released.day
-            && released.ids.len() >= RELEASED_IDS_KEPT
-            && !released.ids.contains(&id)
-        {
-            released.beyond += 1;
-        } else if day == released.day {
-            released.ids.insert(id);
+        if day == released.day {
+            if released.ids.len() < RELEASED_IDS_KEPT || released.ids.contains(&id) {
+                released.ids.insert(id);
+            } else {
+                released.beyond += 1;
+            }
         }
         true
     }
